@@ -1,0 +1,35 @@
+# The two commands from the README: `make demo` and `make test`.
+# Both create the virtual environment and install everything a fresh machine lacks.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEMO_ARGS ?= --duration 60
+
+.PHONY: setup demo test lint bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	bash scripts/system-packages.sh
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+demo: setup
+	$(BIN)/citywatch demo $(DEMO_ARGS)
+
+test: setup
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: setup
+	$(BIN)/citywatch bench worker
+
+clean:
+	-$(BIN)/citywatch stack down
+	rm -rf $(VENV) .citywatch

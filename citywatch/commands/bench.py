@@ -1,0 +1,132 @@
+"""``citywatch bench``: benchmarks that compare against a baseline in the same run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import click
+import psycopg
+from tqdm import tqdm
+
+from citywatch.runtime import connect
+from citywatch.settings import Settings
+
+from .demo import start_worker, stop_process, wait_for_log
+
+
+@click.group()
+def bench() -> None:
+    """Benchmarks; each prints its figures next to a baseline measured in the same run."""
+
+
+@bench.command("worker")
+@click.option("--messages", type=int, default=60_000, show_default=True)
+@click.option("--devices", type=int, default=200, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def bench_worker(settings: Settings, messages: int, devices: int, as_json: bool) -> None:
+    """End-to-end worker readings/s against a trivial Faust agent on the same broker.
+
+    Both consume the same pre-produced readings from a fresh topic. The worker
+    figure covers validation, features, LightGBM scoring, the scores topic and
+    the PostgreSQL writes; the baseline only counts messages.
+    """
+    from ingest.producer import ReadingProducer
+    from ingest.simulator import FleetSimulator, reading_bytes
+    from models.registry import load_champion
+    from storage.sinks import register_devices
+    from streams.topics import READINGS, ensure_topics
+
+    from .train import train_synthetic
+
+    run_id = uuid.uuid4().hex[:8]
+    settings = settings.model_copy(
+        update={"topic_prefix": f"bench-{run_id}-", "app_id": f"citywatch-bench-{run_id}"}
+    )
+    conn = connect(settings)
+    if load_champion(settings.models_path) is None:
+        train_synthetic(settings, progress=not as_json)
+    ensure_topics(conn.kafka, settings)
+    with psycopg.connect(conn.database_url) as db:
+        db.execute("TRUNCATE readings, scores, alerts, deadletters")
+
+    ticks = max(1, messages // devices)
+    fleet = FleetSimulator(n_devices=devices, seed=11)
+    register_devices(
+        conn.database_url,
+        [
+            {"device_id": d.device_id, "asset_id": d.asset_id, "asset_type": d.asset_type,
+             "lat": d.lat, "lon": d.lon, "installed_at": d.installed_at}
+            for d in fleet.devices
+        ],
+    )
+    start = datetime.now(UTC) - timedelta(seconds=ticks + 60)
+    readings, _ = fleet.history(ticks, start, timedelta(seconds=1))
+    producer = ReadingProducer(conn.kafka, topic=settings.topic(READINGS))
+    for seq, reading in enumerate(tqdm(readings, desc="producing", disable=as_json, unit="msg")):
+        producer.send(reading.device.device_id.encode(), reading_bytes(reading, seq))
+    producer.flush()
+    producer.close()
+    total = len(readings)
+
+    # Baseline: the trivial agent on the same topic, same broker.
+    with tempfile.TemporaryDirectory() as tmp:
+        result = Path(tmp) / "baseline.json"
+        proc = subprocess.run(
+            [sys.executable, "-m", "streams.baseline", conn.kafka,
+             settings.topic(READINGS), str(total), str(result)],
+            timeout=600,
+            capture_output=True,
+        )
+        if not result.exists():
+            raise click.ClickException(f"baseline failed: {proc.stderr.decode()[-2000:]}")
+        baseline = json.loads(result.read_text())
+
+    log_path = settings.home.resolve() / f"bench-worker-{run_id}.log"
+    worker = start_worker(settings, conn, log_path)
+    try:
+        wait_for_log(log_path, "Worker ready", worker, timeout_s=120)
+        deadline = time.monotonic() + 900
+        with tqdm(total=total, desc="worker", disable=as_json, unit="msg") as bar:
+            done = 0
+            while done < total and time.monotonic() < deadline:
+                time.sleep(0.5)
+                with psycopg.connect(conn.database_url) as db:
+                    done = db.execute(
+                        "SELECT (SELECT count(*) FROM readings) + (SELECT count(*) FROM deadletters)"
+                    ).fetchone()[0]
+                bar.update(done - bar.n)
+        with psycopg.connect(conn.database_url) as db:
+            first, last, stored = db.execute(
+                "SELECT min(ingested_at), max(ingested_at), count(*) FROM readings"
+            ).fetchone()
+    finally:
+        stop_process(worker)
+    worker_seconds = (last - first).total_seconds() if stored > 1 else float("nan")
+    figures = {
+        "messages": total,
+        "worker_readings_per_s": round(stored / worker_seconds, 1),
+        "worker_stored": stored,
+        "baseline_trivial_agent_per_s": round(baseline["messages"] / baseline["seconds"], 1),
+        "batch_size": settings.batch_size,
+        "partitions": settings.partitions,
+    }
+    figures["worker_vs_baseline"] = round(
+        figures["worker_readings_per_s"] / figures["baseline_trivial_agent_per_s"], 3
+    )
+    if as_json:
+        click.echo(json.dumps(figures, indent=2))
+    else:
+        click.echo(
+            f"worker end to end : {figures['worker_readings_per_s']:>10,.0f} readings/s "
+            f"({stored} stored)\n"
+            f"trivial Faust agent: {figures['baseline_trivial_agent_per_s']:>10,.0f} msg/s\n"
+            f"ratio              : {figures['worker_vs_baseline']:.2f}"
+        )

@@ -1,0 +1,204 @@
+"""``citywatch demo``: the whole pipeline on the embedded stack, then a summary."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+import psycopg
+
+from citywatch.runtime import Connection, connect
+from citywatch.settings import Settings
+from citywatch.stack import EmbeddedStack
+
+from .simulate import SimulationOptions, run_fleet
+
+PIPELINE_TABLES = ("readings", "scores", "alerts", "deadletters", "failures")
+
+
+def start_worker(settings: Settings, conn: Connection, log_path: Path) -> subprocess.Popen:
+    """The worker as its own process, as it runs in production."""
+    env = {
+        **os.environ,
+        "CITYWATCH_KAFKA": conn.kafka,
+        "CITYWATCH_DATABASE_URL": conn.database_url,
+        "CITYWATCH_BROKER_FLAVOR": "tansu" if conn.tansu else "kafka",
+        "CITYWATCH_HOME": str(settings.home),
+        "CITYWATCH_MODEL_DIR": str(settings.models_path),
+        "CITYWATCH_PARTITIONS": str(settings.partitions),
+    }
+    out = open(log_path, "ab")  # noqa: SIM115 - the child owns it for its lifetime
+    return subprocess.Popen(
+        [sys.executable, "-m", "citywatch", "worker"],
+        env=env,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def wait_for_log(path: Path, needle: str, proc: subprocess.Popen, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise click.ClickException(f"worker exited early; see {path}")
+        if path.exists() and needle in path.read_text(errors="replace"):
+            return
+        time.sleep(0.2)
+    raise click.ClickException(f"worker not ready after {timeout_s:.0f}s; see {path}")
+
+
+def wait_for_drain(database_url: str, expected: int, timeout_s: float) -> int:
+    """Wait until readings + dead letters account for every produced message."""
+    deadline = time.monotonic() + timeout_s
+    seen = -1
+    while time.monotonic() < deadline:
+        with psycopg.connect(database_url) as conn:
+            seen = conn.execute(
+                "SELECT (SELECT count(*) FROM readings) + (SELECT count(*) FROM deadletters)"
+            ).fetchone()[0]
+        if seen >= expected:
+            return seen
+        time.sleep(0.5)
+    return seen
+
+
+def stop_process(proc: subprocess.Popen, timeout_s: float = 30.0) -> None:
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def reset_tables(database_url: str) -> None:
+    with psycopg.connect(database_url) as conn:
+        conn.execute(f"TRUNCATE {', '.join(PIPELINE_TABLES)}")
+
+
+def format_summary(s: dict) -> str:
+    lines = [
+        "",
+        "citywatch demo summary",
+        "======================",
+        f"readings produced   {s['readings_produced']:>8}   "
+        f"({s['readings_produced_valid']} valid, {s['readings_produced_bad']} deliberately bad)",
+        f"readings stored     {s['readings_stored']:>8}",
+        f"dead letters        {s['deadletters']:>8}   "
+        + (", ".join(f"{k}={v}" for k, v in s["deadletters_by_reason"].items()) or "none"),
+        f"accounted for       {'yes' if s['all_accounted_for'] else 'NO':>8}   "
+        "(produced = stored + dead letters)",
+        f"risk scores         {s['scores']:>8}",
+        f"alerts opened       {s['alerts_opened']:>8}   "
+        f"({s['alerts_matching_failures']} match an injected failure, "
+        f"{s['alerts_open_now']} still open)",
+        f"alert precision     {_fmt(s['alert_precision']):>8}",
+        f"alert recall        {_fmt(s['alert_recall']):>8}   "
+        f"({s['failures_detected']} of {s['failures_injected']} failures warned before they "
+        f"happened; {s['degradations_in_progress']} assets still degrading)",
+        f"throughput          {_fmt(s['stored_per_s']):>8} readings/s stored "
+        f"(simulator rate {s['rate']:.0f}/s)",
+        f"lag                 p50 {_fmt(s['lag_p50_s'])} s, p99 {_fmt(s['lag_p99_s'])} s "
+        "(reading time to row in the database)",
+    ]
+    if s["alerts"]:
+        lines += ["", "alerts:"]
+        for a in s["alerts"][:20]:
+            mark = "injected failure" if a["matches_failure"] else "no failure (false alarm)"
+            lines.append(
+                f"  {a['opened_at'][11:19]}  {a['asset_id']:<14} {a['asset_type']:<12} "
+                f"peak risk {a['peak_risk']:.2f}  {a['status']:<6}  {mark}"
+            )
+        if len(s["alerts"]) > 20:
+            lines.append(f"  ... and {len(s['alerts']) - 20} more")
+    lines += ["", f"database: {s['database_url']}"]
+    return "\n".join(lines)
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value}"
+
+
+@click.command()
+@click.option("--duration", type=float, default=60.0, show_default=True, help="Seconds of traffic.")
+@click.option("--devices", type=int, default=50, show_default=True)
+@click.option("--rate", type=float, default=500.0, show_default=True, help="Readings per second.")
+@click.option("--bad-rate", type=float, default=0.01, show_default=True,
+              help="Share of deliberately malformed messages.")
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--keep", is_flag=True, help="Leave the stack running afterwards.")
+@click.pass_obj
+def demo(settings: Settings, duration, devices, rate, bad_rate, seed, as_json, keep):
+    """Run broker, database, worker and simulator, then summarise what happened.
+
+    Starts the embedded stack, trains a model if there is none, streams a
+    simulated fleet with injected failures through the worker, and prints
+    readings produced and stored, dead letters by reason, scores, alerts
+    against ground truth (precision, recall), throughput and lag.
+    """
+    from models.registry import load_champion
+
+    from .train import train_synthetic
+
+    say = (lambda *_: None) if as_json else click.echo
+    stack = EmbeddedStack(settings)
+    say("starting the embedded stack (Tansu broker, PostgreSQL) ...")
+    conn = connect(settings)
+    worker = None
+    try:
+        if load_champion(settings.models_path) is None:
+            say("no model yet: training one on simulator history ...")
+            train_synthetic(settings, progress=not as_json)
+        reset_tables(conn.database_url)
+        log_path = settings.home.resolve() / "worker.log"
+        say(f"starting the worker (log: {log_path}) ...")
+        worker = start_worker(settings, conn, log_path)
+        wait_for_log(log_path, "Worker ready", worker, timeout_s=120)
+        say(f"simulating {devices} devices at {rate:.0f} readings/s for {duration:.0f}s ...")
+        stats = run_fleet(
+            settings,
+            conn,
+            SimulationOptions(devices, rate, duration, bad_rate, seed, progress=not as_json),
+        )
+        say("waiting for the worker to drain ...")
+        wait_for_drain(conn.database_url, stats.produced, timeout_s=120)
+        time.sleep(2 * settings.batch_within_s + 1.0)  # let the alert agent finish its batch
+        stop_process(worker)
+        from storage.reports import pipeline_summary
+
+        summary = pipeline_summary(conn.database_url)
+        summary.update(
+            readings_produced=stats.produced,
+            readings_produced_valid=stats.valid,
+            readings_produced_bad=stats.produced - stats.valid,
+            all_accounted_for=stats.produced
+            == summary["readings_stored"] + summary["deadletters"],
+            rate=rate,
+            duration_s=duration,
+            database_url=conn.database_url,
+            kafka=conn.kafka,
+        )
+    finally:
+        if worker is not None:
+            stop_process(worker)
+        if not keep:
+            stack.down()
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, default=str))
+    else:
+        click.echo(format_summary(summary))
+        if keep:
+            click.echo("stack left running: `citywatch stack status`, `citywatch stack down`")
+    if not summary["all_accounted_for"]:
+        raise SystemExit(1)

@@ -1,0 +1,45 @@
+"""The reading wire format: JSON bytes on the ``readings`` topic, keyed by device id.
+
+Every source (simulator, LoRaWAN bridge, webhook, file replay) produces exactly
+this shape; ``streams`` validates it. Example::
+
+    {"device_id": "70b3d57ed0000001", "asset_id": "pump-0001",
+     "asset_type": "water_pump", "ts": "2026-11-24T21:00:00.123000+00:00",
+     "metrics": {"vibration_rms": 2.31, "bearing_temp": 41.0},
+     "source": {"kind": "simulator", "seq": 17}}
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+READING_FIELDS = ("device_id", "asset_id", "asset_type", "ts", "metrics", "source")
+
+
+def encode_reading(
+    *,
+    device_id: str,
+    asset_id: str,
+    asset_type: str,
+    ts: datetime,
+    metrics: Mapping[str, float],
+    source: Mapping[str, Any] | None = None,
+) -> bytes:
+    """Serialise one reading. ``ts`` must be timezone-aware."""
+    if ts.tzinfo is None:
+        raise ValueError("reading timestamps must be timezone-aware")
+    return json.dumps(
+        {
+            "device_id": device_id,
+            "asset_id": asset_id,
+            "asset_type": asset_type,
+            "ts": ts.isoformat(),
+            "metrics": dict(metrics),
+            "source": dict(source or {}),
+        },
+        separators=(",", ":"),
+        allow_nan=True,  # NaN is bad input the worker must see and dead-letter, not hide
+    ).encode()

@@ -1,0 +1,58 @@
+"""One frozen settings object, read from ``CITYWATCH_*`` environment variables.
+
+Build it once in an entrypoint (``Settings()``) and pass it down; nothing else
+reads the environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Runtime configuration. Every field maps to ``CITYWATCH_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="CITYWATCH_", frozen=True, extra="ignore")
+
+    home: Path = Field(Path(".citywatch"), description="Where the embedded stack keeps its data.")
+    kafka: str | None = Field(
+        None, description="External Kafka bootstrap servers (host:port,...). Unset: embedded Tansu."
+    )
+    database_url: SecretStr | None = Field(
+        None, description="External PostgreSQL/TimescaleDB URL. Unset: embedded PostgreSQL."
+    )
+    broker_flavor: str = Field(
+        "auto",
+        description="'tansu' applies the Tansu work-arounds, 'kafka' does not, 'auto' "
+        "picks 'tansu' for the embedded broker and 'kafka' for an external one.",
+    )
+    partitions: int = Field(4, ge=1, description="Partitions of the readings topic.")
+    topic_prefix: str = Field("", description="Prefix for every Kafka topic name.")
+    app_id: str = Field("citywatch-worker", description="Faust app id (consumer group).")
+
+    batch_size: int = Field(500, ge=1, description="Readings per take() batch.")
+    batch_within_s: float = Field(0.5, gt=0, description="Longest wait to fill a batch.")
+    max_clock_skew_s: float = Field(300.0, gt=0, description="Reject readings this far ahead.")
+
+    alert_open_threshold: float | None = Field(
+        None, description="Risk to open an alert. Unset: the model's recorded threshold."
+    )
+    alert_close_threshold: float | None = Field(
+        None, description="Risk below which an alert closes. Unset: 0.6 x open threshold."
+    )
+    alert_open_after: int = Field(3, ge=1, description="Consecutive high scores to open.")
+    alert_close_after: int = Field(5, ge=1, description="Consecutive low scores to close.")
+
+    model_dir: Path | None = Field(None, description="Model store. Unset: <home>/models.")
+    log_level: str = Field("info", description="debug, info, warning or error.")
+
+    @property
+    def models_path(self) -> Path:
+        return self.model_dir if self.model_dir is not None else self.home / "models"
+
+    def topic(self, name: str) -> str:
+        """Full Kafka topic name for a logical topic (readings, scores, ...)."""
+        return f"{self.topic_prefix}{name}"

@@ -1,0 +1,154 @@
+"""Database schema: versioned, idempotent migrations.
+
+TimescaleDB is used when the extension is available (hypertables); otherwise
+the same tables are plain PostgreSQL, so every query and view works on both.
+Each migration runs once, inside a transaction, recorded in
+``schema_migrations``; an advisory lock keeps concurrent workers from racing.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import psycopg
+
+log = logging.getLogger(__name__)
+
+_LOCK_KEY = 0x63697479  # "city": one advisory lock for all schema changes
+
+MIGRATIONS: list[tuple[int, str, str]] = [
+    (
+        1,
+        "core tables",
+        """
+        CREATE TABLE devices (
+            device_id     text PRIMARY KEY,
+            asset_id      text NOT NULL,
+            asset_type    text NOT NULL,
+            lat           double precision,
+            lon           double precision,
+            installed_at  timestamptz,
+            codec         text,
+            registered_at timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE INDEX devices_asset_idx ON devices (asset_id);
+
+        CREATE TABLE readings (
+            ts          timestamptz NOT NULL,
+            device_id   text NOT NULL,
+            asset_id    text NOT NULL,
+            asset_type  text NOT NULL,
+            metrics     jsonb NOT NULL,
+            source      jsonb NOT NULL DEFAULT '{}'::jsonb,
+            ingested_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (device_id, ts)
+        );
+        CREATE INDEX readings_ts_idx ON readings (ts DESC);
+
+        CREATE TABLE scores (
+            ts            timestamptz NOT NULL,
+            device_id     text NOT NULL,
+            asset_id      text NOT NULL,
+            asset_type    text NOT NULL,
+            model_version text NOT NULL,
+            risk          double precision NOT NULL,
+            threshold     double precision NOT NULL,
+            scored_at     timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (device_id, ts, model_version)
+        );
+        CREATE INDEX scores_asset_ts_idx ON scores (asset_id, ts DESC);
+
+        CREATE TABLE alerts (
+            alert_id      text PRIMARY KEY,
+            asset_id      text NOT NULL,
+            device_id     text NOT NULL,
+            asset_type    text NOT NULL,
+            status        text NOT NULL CHECK (status IN ('open', 'closed')),
+            opened_at     timestamptz NOT NULL,
+            closed_at     timestamptz,
+            peak_risk     double precision NOT NULL,
+            last_risk     double precision NOT NULL,
+            threshold     double precision NOT NULL,
+            model_version text NOT NULL,
+            updated_at    timestamptz NOT NULL DEFAULT now()
+        );
+        -- The database enforces the worker's rule: one open alert per asset.
+        CREATE UNIQUE INDEX alerts_one_open_per_asset ON alerts (asset_id)
+            WHERE status = 'open';
+
+        CREATE TABLE deadletters (
+            deadletter_id    text PRIMARY KEY,
+            received_at      timestamptz NOT NULL DEFAULT now(),
+            stage            text NOT NULL,
+            reason           text NOT NULL,
+            detail           text NOT NULL,
+            source_topic     text,
+            source_partition integer,
+            source_offset    bigint,
+            device_id        text,
+            raw              bytea NOT NULL
+        );
+        CREATE INDEX deadletters_reason_idx ON deadletters (reason, received_at DESC);
+
+        -- Ground truth: injected (simulator) or recorded (work orders) failures.
+        -- failed_at is NULL while an asset is still degrading.
+        CREATE TABLE failures (
+            asset_id               text NOT NULL,
+            device_id              text NOT NULL,
+            asset_type             text NOT NULL,
+            mode                   text NOT NULL,
+            degradation_started_at timestamptz NOT NULL,
+            failed_at              timestamptz,
+            source                 text NOT NULL DEFAULT 'simulator',
+            PRIMARY KEY (asset_id, degradation_started_at)
+        );
+        """,
+    ),
+]
+
+_TIMESCALE_MIGRATION = """
+    CREATE EXTENSION IF NOT EXISTS timescaledb;
+    SELECT create_hypertable('readings', 'ts', chunk_time_interval => interval '1 day',
+                             migrate_data => true, if_not_exists => true);
+    SELECT create_hypertable('scores', 'ts', chunk_time_interval => interval '1 day',
+                             migrate_data => true, if_not_exists => true);
+"""
+
+
+def timescale_available(conn: psycopg.Connection) -> bool:
+    """True when the TimescaleDB extension can be created in this database."""
+    row = conn.execute(
+        "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"
+    ).fetchone()
+    return row is not None
+
+
+def migrate(database_url: str) -> list[int]:
+    """Apply pending migrations; return the versions applied now (empty when current)."""
+    applied_now: list[int] = []
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
+        try:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version integer PRIMARY KEY, name text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
+            steps = list(MIGRATIONS)
+            if timescale_available(conn):
+                steps.append((100, "timescaledb hypertables", _TIMESCALE_MIGRATION))
+            for version, name, sql in steps:
+                if version in done:
+                    continue
+                with conn.transaction():
+                    conn.execute(sql)
+                    conn.execute(
+                        "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+                        (version, name),
+                    )
+                log.info("applied migration %d: %s", version, name)
+                applied_now.append(version)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
+    return applied_now

@@ -1,0 +1,337 @@
+"""Idempotent PostgreSQL sink: binary COPY into staging tables, then upsert.
+
+Delivery guarantee: exactly-once *storage* on top of at-least-once delivery.
+The worker may hand the same rows again after a restart or replay; natural
+primary keys ((device_id, ts) for readings, (device_id, ts, model_version) for
+scores, alert_id, deadletter_id) make the second write a no-op. One batch is one
+transaction, so a batch is stored wholly or not at all.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+log = logging.getLogger(__name__)
+
+
+class SinkUnavailableError(RuntimeError):
+    """The database cannot take writes now; retry the same batch after ``retry_after`` s."""
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True, slots=True)
+class ReadingRow:
+    ts: datetime
+    device_id: str
+    asset_id: str
+    asset_type: str
+    metrics: dict[str, float]
+    source: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreRow:
+    ts: datetime
+    device_id: str
+    asset_id: str
+    asset_type: str
+    model_version: str
+    risk: float
+    threshold: float
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRow:
+    """An alert's state after a transition; ``closed_at`` is set when it closes."""
+
+    alert_id: str
+    asset_id: str
+    device_id: str
+    asset_type: str
+    status: str
+    opened_at: datetime
+    closed_at: datetime | None
+    peak_risk: float
+    last_risk: float
+    threshold: float
+    model_version: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterRow:
+    deadletter_id: str
+    stage: str
+    reason: str
+    detail: str
+    source_topic: str | None
+    source_partition: int | None
+    source_offset: int | None
+    device_id: str | None
+    raw: bytes
+
+
+@dataclass
+class SinkBatch:
+    """Rows of one worker batch, written in one transaction."""
+
+    readings: list[ReadingRow] = field(default_factory=list)
+    scores: list[ScoreRow] = field(default_factory=list)
+    alerts: list[AlertRow] = field(default_factory=list)
+    deadletters: list[DeadLetterRow] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.readings) + len(self.scores) + len(self.alerts) + len(self.deadletters)
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """Rows actually inserted (duplicates from replays are not counted)."""
+
+    readings: int = 0
+    scores: int = 0
+    alerts: int = 0
+    deadletters: int = 0
+
+
+_STAGING_DDL = """
+CREATE TEMP TABLE IF NOT EXISTS stage_readings
+    (LIKE readings INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS stage_scores
+    (LIKE scores INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS stage_deadletters
+    (LIKE deadletters INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;
+"""
+
+_READING_COLUMNS = ("ts", "device_id", "asset_id", "asset_type", "metrics", "source")
+_READING_TYPES = ("timestamptz", "text", "text", "text", "jsonb", "jsonb")
+_SCORE_COLUMNS = (
+    "ts",
+    "device_id",
+    "asset_id",
+    "asset_type",
+    "model_version",
+    "risk",
+    "threshold",
+)
+_SCORE_TYPES = ("timestamptz", "text", "text", "text", "text", "float8", "float8")
+_DEADLETTER_COLUMNS = (
+    "deadletter_id",
+    "stage",
+    "reason",
+    "detail",
+    "source_topic",
+    "source_partition",
+    "source_offset",
+    "device_id",
+    "raw",
+)
+_DEADLETTER_TYPES = ("text", "text", "text", "text", "text", "int4", "int8", "text", "bytea")
+
+_UPSERT_ALERT = """
+INSERT INTO alerts (alert_id, asset_id, device_id, asset_type, status, opened_at, closed_at,
+                    peak_risk, last_risk, threshold, model_version)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (alert_id) DO UPDATE SET
+    status = CASE WHEN alerts.status = 'closed' THEN 'closed' ELSE EXCLUDED.status END,
+    closed_at = COALESCE(alerts.closed_at, EXCLUDED.closed_at),
+    peak_risk = GREATEST(alerts.peak_risk, EXCLUDED.peak_risk),
+    last_risk = EXCLUDED.last_risk,
+    updated_at = now()
+"""
+
+
+class PostgresSink:
+    """Writes :class:`SinkBatch` objects idempotently; one connection, reopened on failure.
+
+    Parameters
+    ----------
+    database_url : str
+        A libpq connection string.
+    """
+
+    def __init__(self, database_url: str) -> None:
+        self._database_url = database_url
+        self._conn: psycopg.Connection | None = None
+
+    def _connection(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg.connect(self._database_url, connect_timeout=5)
+            with self._conn.transaction():
+                self._conn.execute(_STAGING_DDL)
+        return self._conn
+
+    def write(self, batch: SinkBatch) -> WriteResult:
+        """Store one batch in a single transaction.
+
+        Raises
+        ------
+        SinkUnavailableError
+            When the database is unreachable; nothing of the batch was stored
+            and the caller should retry the same batch.
+        """
+        if not len(batch):
+            return WriteResult()
+        try:
+            conn = self._connection()
+            with conn.transaction(), conn.cursor() as cur:
+                readings = _copy_upsert(
+                    cur,
+                    "readings",
+                    _READING_COLUMNS,
+                    _READING_TYPES,
+                    (
+                        (r.ts, r.device_id, r.asset_id, r.asset_type, Jsonb(r.metrics), Jsonb(r.source))
+                        for r in batch.readings
+                    ),
+                    bool(batch.readings),
+                )
+                scores = _copy_upsert(
+                    cur,
+                    "scores",
+                    _SCORE_COLUMNS,
+                    _SCORE_TYPES,
+                    (
+                        (
+                            s.ts,
+                            s.device_id,
+                            s.asset_id,
+                            s.asset_type,
+                            s.model_version,
+                            s.risk,
+                            s.threshold,
+                        )
+                        for s in batch.scores
+                    ),
+                    bool(batch.scores),
+                )
+                deadletters = _copy_upsert(
+                    cur,
+                    "deadletters",
+                    _DEADLETTER_COLUMNS,
+                    _DEADLETTER_TYPES,
+                    (
+                        (
+                            d.deadletter_id,
+                            d.stage,
+                            d.reason,
+                            d.detail,
+                            d.source_topic,
+                            d.source_partition,
+                            d.source_offset,
+                            d.device_id,
+                            d.raw,
+                        )
+                        for d in batch.deadletters
+                    ),
+                    bool(batch.deadletters),
+                )
+                alerts = 0
+                if batch.alerts:
+                    # Alerts are few (transitions only), so executemany is cheap here.
+                    cur.executemany(
+                        _UPSERT_ALERT,
+                        [
+                            (
+                                a.alert_id,
+                                a.asset_id,
+                                a.device_id,
+                                a.asset_type,
+                                a.status,
+                                a.opened_at,
+                                a.closed_at,
+                                a.peak_risk,
+                                a.last_risk,
+                                a.threshold,
+                                a.model_version,
+                            )
+                            for a in batch.alerts
+                        ],
+                    )
+                    alerts = len(batch.alerts)
+        except psycopg.OperationalError as exc:
+            self.close()
+            raise SinkUnavailableError(f"database unavailable: {exc}".strip()) from exc
+        return WriteResult(readings, scores, alerts, deadletters)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            finally:
+                self._conn = None
+
+
+def _copy_upsert(
+    cur: psycopg.Cursor,
+    table: str,
+    columns: Sequence[str],
+    types: Sequence[str],
+    rows,
+    has_rows: bool,
+) -> int:
+    """COPY rows into ``stage_<table>`` (binary), then insert what is new."""
+    if not has_rows:
+        return 0
+    cols = ", ".join(columns)
+    with cur.copy(f"COPY stage_{table} ({cols}) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(list(types))
+        for row in rows:
+            copy.write_row(row)
+    # DO NOTHING also absorbs a key repeated inside one batch.
+    cur.execute(
+        f"INSERT INTO {table} ({cols}) SELECT {cols} FROM stage_{table} "
+        f"ON CONFLICT DO NOTHING"
+    )
+    return cur.rowcount  # the staging rows vanish at commit (ON COMMIT DELETE ROWS)
+
+
+def register_devices(database_url: str, devices: Sequence[dict[str, Any]]) -> int:
+    """Insert or update device-registry rows; returns how many were written."""
+    with psycopg.connect(database_url) as conn, conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO devices (device_id, asset_id, asset_type, lat, lon, installed_at, codec)"
+            " VALUES (%(device_id)s, %(asset_id)s, %(asset_type)s, %(lat)s, %(lon)s,"
+            " %(installed_at)s, %(codec)s)"
+            " ON CONFLICT (device_id) DO UPDATE SET asset_id = EXCLUDED.asset_id,"
+            " asset_type = EXCLUDED.asset_type, lat = EXCLUDED.lat, lon = EXCLUDED.lon,"
+            " installed_at = EXCLUDED.installed_at, codec = EXCLUDED.codec",
+            [{"codec": None, **d} for d in devices],
+        )
+        return len(devices)
+
+
+def load_devices(database_url: str) -> dict[str, tuple[str, str]]:
+    """``device_id -> (asset_id, asset_type)`` for every registered device."""
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute("SELECT device_id, asset_id, asset_type FROM devices").fetchall()
+    return {d: (a, t) for d, a, t in rows}
+
+
+def record_failures(database_url: str, failures: Sequence[dict[str, Any]]) -> int:
+    """Store ground-truth failures (simulator or work orders); idempotent.
+
+    A row with ``failed_at=None`` is a degradation still under way; recording
+    it again with ``failed_at`` set completes it.
+    """
+    if not failures:
+        return 0
+    with psycopg.connect(database_url) as conn, conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO failures (asset_id, device_id, asset_type, mode,"
+            " degradation_started_at, failed_at, source) VALUES (%(asset_id)s, %(device_id)s,"
+            " %(asset_type)s, %(mode)s, %(degradation_started_at)s, %(failed_at)s,"
+            " %(source)s) ON CONFLICT (asset_id, degradation_started_at)"
+            " DO UPDATE SET failed_at = COALESCE(failures.failed_at, EXCLUDED.failed_at)",
+            [{"source": "simulator", **f} for f in failures],
+        )
+        return len(failures)

@@ -1,0 +1,37 @@
+"""Topic names and creation, shared by the worker and every producer."""
+
+from __future__ import annotations
+
+import logging
+
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+from citywatch.settings import Settings
+
+log = logging.getLogger(__name__)
+
+READINGS = "readings"
+SCORES = "scores"
+ALERTS = "alerts"
+DEADLETTER = "deadletter"
+
+
+def ensure_topics(bootstrap: str, settings: Settings) -> None:
+    """Create the pipeline's topics with ``settings.partitions`` partitions if missing."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="citywatch-admin")
+    try:
+        existing = set(admin.list_topics())
+        wanted = [
+            NewTopic(settings.topic(name), num_partitions=settings.partitions, replication_factor=1)
+            for name in (READINGS, SCORES, ALERTS, DEADLETTER)
+            if settings.topic(name) not in existing
+        ]
+        if wanted:
+            try:
+                admin.create_topics(wanted)
+            except TopicAlreadyExistsError:
+                pass
+            log.info("created topics %s", [t.name for t in wanted])
+    finally:
+        admin.close()
