@@ -105,7 +105,9 @@ def _print_status(status: dict, as_json: bool) -> None:
 
 @main.command()
 @click.option("--partitions", type=int, envvar="CITYWATCH_PARTITIONS", default=4, show_default=True)
-@click.option("--batch-size", type=int, envvar="CITYWATCH_BATCH_SIZE", default=500, show_default=True)
+@click.option(
+    "--batch-size", type=int, envvar="CITYWATCH_BATCH_SIZE", default=500, show_default=True
+)
 @click.pass_obj
 def worker(settings: Settings, partitions: int, batch_size: int) -> None:
     """Run the Faust stream worker until Ctrl-C.

@@ -74,10 +74,9 @@ def _alive(pid: int | None) -> bool:
     except PermissionError:
         return True
     # A zombie child still answers kill(0); treat it as dead.
-    with contextlib.suppress(OSError):
-        with open(f"/proc/{pid}/stat") as fh:
-            if fh.read().split(")")[-1].split()[0] == "Z":
-                return False
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/stat") as fh:
+        if fh.read().split(")")[-1].split()[0] == "Z":
+            return False
     return True
 
 
@@ -174,7 +173,9 @@ class EmbeddedStack:
         status = self.status()
         missing = [n for n in ("kafka", "postgres") if not status.get(n, {}).get("running")]
         if missing:
-            raise StackError(f"stack is not up ({', '.join(missing)} not running); run `citywatch stack up`")
+            raise StackError(
+                f"stack is not up ({', '.join(missing)} not running); run `citywatch stack up`"
+            )
         return status["kafka"]["url"], status["postgres"]["url"]
 
     def _external_services(self) -> dict[str, ServiceInfo]:
@@ -243,7 +244,7 @@ class EmbeddedStack:
             data_dir.mkdir(parents=True, exist_ok=True)
             if os_user:
                 shutil.chown(data_dir, user=os_user)
-            subprocess.run(
+            initdb = subprocess.run(
                 [
                     str(bin_dir / "initdb"),
                     "-D",
@@ -254,10 +255,15 @@ class EmbeddedStack:
                     "--encoding=UTF8",
                     "--no-instructions",
                 ],
-                check=True,
                 capture_output=True,
                 user=os_user,
             )
+            if initdb.returncode != 0:
+                raise StackError(
+                    f"initdb failed (running as {os_user or 'current user'}; every parent of "
+                    f"{data_dir} must be reachable by that user):\n"
+                    + initdb.stderr.decode(errors="replace")
+                )
         port = free_port()
         cmd = [
             str(bin_dir / "postgres"),

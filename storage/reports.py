@@ -42,6 +42,14 @@ FROM (
 """
 
 
+def messages_accounted_for(database_url: str) -> int:
+    """Readings stored plus dead letters: every message the worker has settled."""
+    with psycopg.connect(database_url) as conn:
+        return conn.execute(
+            "SELECT (SELECT count(*) FROM readings) + (SELECT count(*) FROM deadletters)"
+        ).fetchone()[0]
+
+
 def count_rows(conn: psycopg.Connection) -> dict[str, int]:
     counts = {}
     for table in ("readings", "scores", "alerts", "deadletters", "failures", "devices"):
@@ -72,7 +80,9 @@ def pipeline_summary(database_url: str) -> dict[str, Any]:
             for r in conn.execute(ALERTS_WITH_GROUND_TRUTH).fetchall()
         ]
         detected, completed = conn.execute(FAILURES_DETECTED).fetchone()
-        degrading = conn.execute("SELECT count(*) FROM failures WHERE failed_at IS NULL").fetchone()[0]
+        degrading = conn.execute(
+            "SELECT count(*) FROM failures WHERE failed_at IS NULL"
+        ).fetchone()[0]
         latency = conn.execute(
             "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY lag),"
             "       percentile_cont(0.99) WITHIN GROUP (ORDER BY lag),"

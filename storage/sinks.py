@@ -159,13 +159,16 @@ class PostgresSink:
         A libpq connection string.
     """
 
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, application_name: str = "citywatch-sink") -> None:
         self._database_url = database_url
+        self._application_name = application_name
         self._conn: psycopg.Connection | None = None
 
     def _connection(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(self._database_url, connect_timeout=5)
+            self._conn = psycopg.connect(
+                self._database_url, connect_timeout=5, application_name=self._application_name
+            )
             with self._conn.transaction():
                 self._conn.execute(_STAGING_DDL)
         return self._conn
@@ -190,7 +193,14 @@ class PostgresSink:
                     _READING_COLUMNS,
                     _READING_TYPES,
                     (
-                        (r.ts, r.device_id, r.asset_id, r.asset_type, Jsonb(r.metrics), Jsonb(r.source))
+                        (
+                            r.ts,
+                            r.device_id,
+                            r.asset_id,
+                            r.asset_type,
+                            Jsonb(r.metrics),
+                            Jsonb(r.source),
+                        )
                         for r in batch.readings
                     ),
                     bool(batch.readings),
@@ -289,8 +299,7 @@ def _copy_upsert(
             copy.write_row(row)
     # DO NOTHING also absorbs a key repeated inside one batch.
     cur.execute(
-        f"INSERT INTO {table} ({cols}) SELECT {cols} FROM stage_{table} "
-        f"ON CONFLICT DO NOTHING"
+        f"INSERT INTO {table} ({cols}) SELECT {cols} FROM stage_{table} ON CONFLICT DO NOTHING"
     )
     return cur.rowcount  # the staging rows vanish at commit (ON COMMIT DELETE ROWS)
 

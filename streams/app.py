@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 
 import faust
 import numpy as np
+import psycopg
 
 from citywatch.settings import Settings
 from models.features import DeviceFeatureState, FeatureSpec
@@ -70,7 +71,10 @@ class DeviceDirectory:
         return found
 
     def reload(self) -> None:
-        self._devices = load_devices(self._database_url)
+        try:
+            self._devices = load_devices(self._database_url)
+        except psycopg.OperationalError as exc:
+            raise SinkUnavailableError(f"cannot load devices: {exc}") from exc
         self._loaded_at = time.monotonic()
 
 
@@ -130,12 +134,16 @@ def deadletter_row(rejection: Rejection, message, raw: bytes | None) -> DeadLett
     )
 
 
-async def write_with_retry(sink: PostgresSink, batch: SinkBatch, stopping) -> None:
-    """Block the agent until the batch is stored: backpressure, never data loss."""
+async def until_stored(process, events, stopping) -> None:
+    """Run ``process(events)`` until the database takes it: backpressure, never data loss.
+
+    ``process`` stores before it publishes or moves state, so a failed attempt
+    leaves nothing behind and the whole batch can simply run again.
+    """
     delay = 0.5
     while True:
         try:
-            await asyncio.to_thread(sink.write, batch)
+            await process(events)
             return
         except SinkUnavailableError as exc:
             if stopping():
@@ -220,7 +228,7 @@ def create_app(settings: Settings, kafka: str, database_url: str, *, tansu: bool
     @app.agent(readings_topic)
     async def score_readings(stream):
         async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
-            await process_readings(events)
+            await until_stored(process_readings, events, stopping)
 
     async def process_readings(events) -> None:
         now = datetime.now(UTC)
@@ -319,13 +327,11 @@ def create_app(settings: Settings, kafka: str, database_url: str, *, tansu: bool
                 )
 
         # 4. store, then publish, then move state forward (crash-safe order)
-        await write_with_retry(reading_sink, batch, stopping)
+        await asyncio.to_thread(reading_sink.write, batch)
         for score in scores:
             await scores_topic.send(key=score.asset_id, value=score)
         for key, raw, reason in dead_messages:
-            await deadletter_topic.send(
-                key=key, value=raw, headers={"reason": reason.encode()}
-            )
+            await deadletter_topic.send(key=key, value=raw, headers={"reason": reason.encode()})
         await app.producer.flush()
         for device_id, state in new_state.items():
             device_state[device_id.encode()] = state
@@ -338,7 +344,7 @@ def create_app(settings: Settings, kafka: str, database_url: str, *, tansu: bool
     @app.agent(scores_topic)
     async def raise_alerts(stream):
         async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
-            await process_scores(events)
+            await until_stored(process_scores, events, stopping)
 
     async def process_scores(events) -> None:
         states: dict[str, AlertState] = {}
@@ -403,7 +409,7 @@ def create_app(settings: Settings, kafka: str, database_url: str, *, tansu: bool
                 stats.alerts_closed += 1
                 log.info("alert CLOSE %s (%s)", score.asset_id, row.alert_id)
         if rows:
-            await write_with_retry(alert_sink, SinkBatch(alerts=rows), stopping)
+            await asyncio.to_thread(alert_sink.write, SinkBatch(alerts=rows))
             for alert in published:
                 await alerts_topic.send(key=alert.asset_id, value=alert)
             await app.producer.flush()

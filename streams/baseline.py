@@ -17,7 +17,12 @@ from .tansu import install_faust_highwater_fix
 
 
 def main() -> None:
-    bootstrap, topic_name, expected, result_file = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    bootstrap, topic_name, expected, result_file = (
+        sys.argv[1],
+        sys.argv[2],
+        int(sys.argv[3]),
+        sys.argv[4],
+    )
     install_faust_highwater_fix(bootstrap)
     app = faust.App(
         f"baseline-{uuid.uuid4().hex[:8]}",

@@ -76,7 +76,9 @@ def install_faust_highwater_fix(bootstrap: str) -> None:
         if self.consumer.in_transaction:
             return reported
         corrected = await true_end_offsets(bootstrap, reported)
-        changed = {tp: (reported[tp], corrected[tp]) for tp in reported if reported[tp] != corrected[tp]}
+        changed = {
+            tp: (reported[tp], corrected[tp]) for tp in reported if reported[tp] != corrected[tp]
+        }
         if changed:
             log.info("Tansu end-offset fix: corrected %d partition(s): %s", len(changed), changed)
         return corrected

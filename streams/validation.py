@@ -103,7 +103,9 @@ def validate_reading(
         return Rejection("schema", f"ts {data['ts']!r} has no timezone", device_id)
     now = now or datetime.now(UTC)
     if ts > now + max_skew:
-        return Rejection("clock_skew", f"ts {ts.isoformat()} is ahead of {now.isoformat()}", device_id)
+        return Rejection(
+            "clock_skew", f"ts {ts.isoformat()} is ahead of {now.isoformat()}", device_id
+        )
     metrics: Mapping[str, object] = data["metrics"]
     if not metrics:
         return Rejection("schema", "no metrics", device_id)
@@ -111,7 +113,9 @@ def validate_reading(
     for name, value in metrics.items():
         spec = asset_type.metric(name)
         if spec is None:
-            return Rejection("unknown_metric", f"{name!r} is not a {asset_type.name} metric", device_id)
+            return Rejection(
+                "unknown_metric", f"{name!r} is not a {asset_type.name} metric", device_id
+            )
         if isinstance(value, bool) or not isinstance(value, int | float):
             return Rejection("schema", f"metric {name!r} is {type(value).__name__}", device_id)
         value = float(value)

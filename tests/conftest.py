@@ -7,6 +7,8 @@ The stack lives in a temporary home, so tests never touch a user's
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -22,10 +24,13 @@ DATASETS = Path(os.environ.get("CITYWATCH_DATASETS", REPO.parent / "shared" / "d
 
 
 @pytest.fixture(scope="session")
-def stack_home(tmp_path_factory) -> Path:
-    home = tmp_path_factory.mktemp("citywatch-home")
-    home.chmod(0o755)  # PostgreSQL runs as an unprivileged user when we are root
-    return home
+def stack_home():
+    # Not under pytest's tmp (mode 700): as root, PostgreSQL runs as an
+    # unprivileged user that must be able to reach its data directory.
+    home = Path(tempfile.mkdtemp(prefix="citywatch-test-"))
+    home.chmod(0o755)
+    yield home
+    shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -71,7 +76,7 @@ def trained_models(base_settings):
     """A small synthetic model, trained once per session."""
     from citywatch.commands.train import train_synthetic
 
-    bundle, metrics, _ = train_synthetic(
+    bundle, _metrics, _ = train_synthetic(
         base_settings, devices=40, ticks=1200, seed=3, progress=False
     )
     return bundle

@@ -17,8 +17,10 @@ from tqdm import tqdm
 
 from citywatch.runtime import connect
 from citywatch.settings import Settings
+from storage.reports import messages_accounted_for
 
 from .demo import start_worker, stop_process, wait_for_log
+from .simulate import register_fleet
 
 
 @click.group()
@@ -41,7 +43,6 @@ def bench_worker(settings: Settings, messages: int, devices: int, as_json: bool)
     from ingest.producer import ReadingProducer
     from ingest.simulator import FleetSimulator, reading_bytes
     from models.registry import load_champion
-    from storage.sinks import register_devices
     from streams.topics import READINGS, ensure_topics
 
     from .train import train_synthetic
@@ -59,14 +60,7 @@ def bench_worker(settings: Settings, messages: int, devices: int, as_json: bool)
 
     ticks = max(1, messages // devices)
     fleet = FleetSimulator(n_devices=devices, seed=11)
-    register_devices(
-        conn.database_url,
-        [
-            {"device_id": d.device_id, "asset_id": d.asset_id, "asset_type": d.asset_type,
-             "lat": d.lat, "lon": d.lon, "installed_at": d.installed_at}
-            for d in fleet.devices
-        ],
-    )
+    register_fleet(conn.database_url, fleet)
     start = datetime.now(UTC) - timedelta(seconds=ticks + 60)
     readings, _ = fleet.history(ticks, start, timedelta(seconds=1))
     producer = ReadingProducer(conn.kafka, topic=settings.topic(READINGS))
@@ -80,8 +74,15 @@ def bench_worker(settings: Settings, messages: int, devices: int, as_json: bool)
     with tempfile.TemporaryDirectory() as tmp:
         result = Path(tmp) / "baseline.json"
         proc = subprocess.run(
-            [sys.executable, "-m", "streams.baseline", conn.kafka,
-             settings.topic(READINGS), str(total), str(result)],
+            [
+                sys.executable,
+                "-m",
+                "streams.baseline",
+                conn.kafka,
+                settings.topic(READINGS),
+                str(total),
+                str(result),
+            ],
             timeout=600,
             capture_output=True,
         )
@@ -98,10 +99,7 @@ def bench_worker(settings: Settings, messages: int, devices: int, as_json: bool)
             done = 0
             while done < total and time.monotonic() < deadline:
                 time.sleep(0.5)
-                with psycopg.connect(conn.database_url) as db:
-                    done = db.execute(
-                        "SELECT (SELECT count(*) FROM readings) + (SELECT count(*) FROM deadletters)"
-                    ).fetchone()[0]
+                done = messages_accounted_for(conn.database_url)
                 bar.update(done - bar.n)
         with psycopg.connect(conn.database_url) as db:
             first, last, stored = db.execute(

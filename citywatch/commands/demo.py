@@ -16,6 +16,7 @@ import psycopg
 from citywatch.runtime import Connection, connect
 from citywatch.settings import Settings
 from citywatch.stack import EmbeddedStack
+from storage.reports import messages_accounted_for
 
 from .simulate import SimulationOptions, run_fleet
 
@@ -32,6 +33,10 @@ def start_worker(settings: Settings, conn: Connection, log_path: Path) -> subpro
         "CITYWATCH_HOME": str(settings.home),
         "CITYWATCH_MODEL_DIR": str(settings.models_path),
         "CITYWATCH_PARTITIONS": str(settings.partitions),
+        "CITYWATCH_TOPIC_PREFIX": settings.topic_prefix,
+        "CITYWATCH_APP_ID": settings.app_id,
+        "CITYWATCH_BATCH_SIZE": str(settings.batch_size),
+        "CITYWATCH_BATCH_WITHIN_S": str(settings.batch_within_s),
     }
     out = open(log_path, "ab")  # noqa: SIM115 - the child owns it for its lifetime
     return subprocess.Popen(
@@ -60,10 +65,7 @@ def wait_for_drain(database_url: str, expected: int, timeout_s: float) -> int:
     deadline = time.monotonic() + timeout_s
     seen = -1
     while time.monotonic() < deadline:
-        with psycopg.connect(database_url) as conn:
-            seen = conn.execute(
-                "SELECT (SELECT count(*) FROM readings) + (SELECT count(*) FROM deadletters)"
-            ).fetchone()[0]
+        seen = messages_accounted_for(database_url)
         if seen >= expected:
             return seen
         time.sleep(0.5)
@@ -133,8 +135,13 @@ def _fmt(value) -> str:
 @click.option("--duration", type=float, default=60.0, show_default=True, help="Seconds of traffic.")
 @click.option("--devices", type=int, default=50, show_default=True)
 @click.option("--rate", type=float, default=500.0, show_default=True, help="Readings per second.")
-@click.option("--bad-rate", type=float, default=0.01, show_default=True,
-              help="Share of deliberately malformed messages.")
+@click.option(
+    "--bad-rate",
+    type=float,
+    default=0.01,
+    show_default=True,
+    help="Share of deliberately malformed messages.",
+)
 @click.option("--seed", type=int, default=7, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--keep", is_flag=True, help="Leave the stack running afterwards.")
@@ -182,8 +189,7 @@ def demo(settings: Settings, duration, devices, rate, bad_rate, seed, as_json, k
             readings_produced=stats.produced,
             readings_produced_valid=stats.valid,
             readings_produced_bad=stats.produced - stats.valid,
-            all_accounted_for=stats.produced
-            == summary["readings_stored"] + summary["deadletters"],
+            all_accounted_for=stats.produced == summary["readings_stored"] + summary["deadletters"],
             rate=rate,
             duration_s=duration,
             database_url=conn.database_url,

@@ -28,7 +28,7 @@ def run_fleet(settings: Settings, conn: Connection, options: SimulationOptions):
     from ingest.faults import FaultInjector
     from ingest.producer import ReadingProducer, run_simulation
     from ingest.simulator import FleetSimulator
-    from storage.sinks import record_failures, register_devices
+    from storage.sinks import record_failures
     from streams.topics import READINGS, ensure_topics
 
     ensure_topics(conn.kafka, settings)
@@ -37,21 +37,7 @@ def run_fleet(settings: Settings, conn: Connection, options: SimulationOptions):
         seed=options.seed,
         initial_degrading_fraction=options.degrading_fraction,
     )
-    register_devices(
-        conn.database_url,
-        [
-            {
-                "device_id": d.device_id,
-                "asset_id": d.asset_id,
-                "asset_type": d.asset_type,
-                "lat": d.lat,
-                "lon": d.lon,
-                "installed_at": d.installed_at,
-                "codec": "simulator",
-            }
-            for d in fleet.devices
-        ],
-    )
+    register_fleet(conn.database_url, fleet)
     producer = ReadingProducer(conn.kafka, topic=settings.topic(READINGS))
     faults = FaultInjector(options.bad_rate, seed=options.seed) if options.bad_rate > 0 else None
     try:
@@ -71,6 +57,27 @@ def run_fleet(settings: Settings, conn: Connection, options: SimulationOptions):
     return stats
 
 
+def register_fleet(database_url: str, fleet) -> None:
+    """Put the simulated devices in the device registry, so the worker accepts them."""
+    from storage.sinks import register_devices
+
+    register_devices(
+        database_url,
+        [
+            {
+                "device_id": d.device_id,
+                "asset_id": d.asset_id,
+                "asset_type": d.asset_type,
+                "lat": d.lat,
+                "lon": d.lon,
+                "installed_at": d.installed_at,
+                "codec": "simulator",
+            }
+            for d in fleet.devices
+        ],
+    )
+
+
 def in_progress_rows(fleet, stats) -> list[dict]:
     """Degradations still under way at the end, as ground truth with no failure time."""
     if not stats.ticks:
@@ -78,7 +85,7 @@ def in_progress_rows(fleet, stats) -> list[dict]:
     tick_s = stats.elapsed_s / stats.ticks
     end = datetime.now(UTC)
     rows = []
-    for d in fleet.degrading():
+    for d in fleet.degrading:
         device = fleet.device(d.device_id)
         started = end - timedelta(seconds=(fleet.tick - d.started_tick) * tick_s)
         rows.append(
@@ -109,10 +116,20 @@ def _failure_row(event) -> dict:
 @click.option("--devices", type=int, default=50, show_default=True, help="Simulated devices.")
 @click.option("--rate", type=float, default=500.0, show_default=True, help="Readings per second.")
 @click.option("--duration", type=float, default=60.0, show_default=True, help="Seconds to run.")
-@click.option("--bad-rate", type=float, default=0.0, show_default=True,
-              help="Share of messages replaced by malformed input (0-1).")
-@click.option("--degrading", type=float, default=0.3, show_default=True,
-              help="Share of devices already degrading at the start.")
+@click.option(
+    "--bad-rate",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Share of messages replaced by malformed input (0-1).",
+)
+@click.option(
+    "--degrading",
+    type=float,
+    default=0.3,
+    show_default=True,
+    help="Share of devices already degrading at the start.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the run's figures as JSON.")
 @click.pass_obj

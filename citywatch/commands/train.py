@@ -35,6 +35,9 @@ def train_synthetic(
         horizon=horizon,
         seed=seed,
         progress=progress,
+        # The worker sees no maintenance events yet, so training must not reset
+        # feature baselines at repairs either: train and serve stay identical.
+        reset_on_failure=False,
     )
     path = save_bundle(bundle, settings.models_path)
     if promote:
@@ -46,8 +49,13 @@ def train_synthetic(
 @click.option("--synthetic", is_flag=True, help="Train on simulator history (works offline).")
 @click.option("--devices", type=int, default=120, show_default=True)
 @click.option("--ticks", type=int, default=2000, show_default=True, help="Readings per device.")
-@click.option("--horizon", type=int, default=60, show_default=True,
-              help="Label: failure within this many readings.")
+@click.option(
+    "--horizon",
+    type=int,
+    default=60,
+    show_default=True,
+    help="Label: failure within this many readings.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--no-promote", is_flag=True, help="Save the model without making it champion.")
 @click.option("--json", "as_json", is_flag=True)
@@ -70,8 +78,13 @@ def train(settings: Settings, synthetic, devices, ticks, horizon, seed, no_promo
         promote=not no_promote,
     )
     if as_json:
-        click.echo(json.dumps({"version": bundle.version, "path": str(path), "metrics": metrics},
-                              indent=2, default=str))
+        click.echo(
+            json.dumps(
+                {"version": bundle.version, "path": str(path), "metrics": metrics},
+                indent=2,
+                default=str,
+            )
+        )
     else:
         click.echo(f"model {bundle.version} saved to {path}")
         click.echo(json.dumps(metrics, indent=2, default=str))

@@ -9,8 +9,16 @@ RULE = Hysteresis(open_after=3, close_after=2)
 def feed(state, risks):
     out = []
     for i, risk in enumerate(risks):
-        t = step(state, asset_id="a", device_id="d", ts=T0 + timedelta(seconds=i), risk=risk,
-                 open_at=0.8, close_at=0.5, rule=RULE)
+        t = step(
+            state,
+            asset_id="a",
+            device_id="d",
+            ts=T0 + timedelta(seconds=i),
+            risk=risk,
+            open_at=0.8,
+            close_at=0.5,
+            rule=RULE,
+        )
         out.append(t.kind if t else None)
     return out
 

@@ -1,0 +1,88 @@
+"""Helpers for tests that run the real worker process against the real stack."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from kafka import KafkaProducer
+
+from citywatch.commands.demo import start_worker, stop_process, wait_for_log
+from citywatch.commands.simulate import register_fleet as register_database_fleet
+from ingest.simulator import FleetSimulator, reading_bytes
+from storage.reports import messages_accounted_for
+from streams.topics import READINGS, ensure_topics
+
+
+def register_fleet(conn, fleet: FleetSimulator) -> None:
+    register_database_fleet(conn.database_url, fleet)
+
+
+def past_history(fleet: FleetSimulator, ticks: int, start: datetime | None = None):
+    start = start or datetime.now(UTC) - timedelta(hours=6)
+    return fleet.history(ticks, start, timedelta(seconds=1))
+
+
+def produce(conn, settings, messages: list[tuple[bytes, bytes]]) -> None:
+    ensure_topics(conn.kafka, settings)
+    producer = KafkaProducer(bootstrap_servers=conn.kafka, acks="all", linger_ms=5)
+    for key, value in messages:
+        producer.send(settings.topic(READINGS), key=key, value=value)
+    producer.flush()
+    producer.close()
+
+
+def as_messages(readings, seq0: int = 0) -> list[tuple[bytes, bytes]]:
+    return [
+        (r.device.device_id.encode(), reading_bytes(r, seq0 + i)) for i, r in enumerate(readings)
+    ]
+
+
+def stored_total(conn) -> int:
+    return messages_accounted_for(conn.database_url)
+
+
+def wait_for_total(conn, expected: int, timeout_s: float = 120.0) -> int:
+    deadline = time.monotonic() + timeout_s
+    seen = stored_total(conn)
+    while seen < expected and time.monotonic() < deadline:
+        time.sleep(0.3)
+        seen = stored_total(conn)
+    return seen
+
+
+class Worker:
+    """``citywatch worker`` as a child process."""
+
+    def __init__(self, settings, conn, log_path: Path) -> None:
+        self.settings, self.conn, self.log_path = settings, conn, log_path
+        self.proc = None
+
+    def start(self) -> Worker:
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        self.proc = start_worker(self.settings, self.conn, self.log_path)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            text = self.log_path.read_bytes()[offset:].decode(errors="replace")
+            if "Worker ready" in text:
+                return self
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker died:\n{text[-3000:]}")
+            time.sleep(0.2)
+        raise RuntimeError(f"worker not ready:\n{self.log_path.read_text()[-3000:]}")
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown hooks, no final commit."""
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+
+
+__all__ = ["Worker", "wait_for_log"]
