@@ -1,0 +1,589 @@
+"""Per-device features, computed one reading at a time.
+
+The streaming worker and offline training share this module. Training calls
+:func:`compute_features`, which runs the same :meth:`DeviceFeatureState.update`
+the worker calls for each reading, so offline and online features are
+bit-for-bit identical.
+
+The state is plain Python floats and lists, because the worker keeps one state
+per device in a Faust table and updates it one reading at a time: numpy's
+per-call overhead on arrays of 30 numbers costs more than the arithmetic. Rolling
+sums are updated in O(1) and recomputed exactly from the buffer every
+``max(windows)`` readings, so float drift stays bounded however long a device
+lives.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from citywatch.assets import ASSET_TYPES
+
+__all__ = ["DeviceFeatureState", "FeatureSpec", "compute_features"]
+
+WINDOW_STATS = ("mean", "std", "min", "max", "slope")
+POINT_STATS = ("last", "ewm", "delta_baseline", "z_baseline", "z_last")
+_STATE_FORMAT = 1
+_NAN = float("nan")
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Which features to compute for one kind of device.
+
+    Parameters
+    ----------
+    metrics : tuple of str
+        Metric names, in the order their features appear.
+    window : int, default=30
+        Readings in the main rolling window; also sets the EWMA span.
+    extra_windows : tuple of int, default=()
+        Further rolling windows (e.g. a long one for slow trends).
+    window_stats : tuple of str, default=("mean", "std", "min", "max", "slope")
+        Statistics computed over every window. Any of ``mean``, ``std``
+        (population), ``min``, ``max`` and ``slope`` (least squares, per reading).
+    point_stats : tuple of str, default=("last", "ewm", "delta_baseline", "z_baseline")
+        Per-reading statistics. ``last`` is the reading itself, ``ewm`` an
+        exponentially weighted mean with span ``window``, ``delta_baseline`` the
+        window mean minus the device's baseline mean, ``z_baseline`` that delta
+        in baseline standard deviations, ``z_last`` the last reading's z-score.
+    baseline_warmup : int, default=50
+        Readings averaged (equal weights) to learn a device's healthy baseline
+        after installation or maintenance. Baseline features are NaN until then.
+    baseline_alpha : float, default=0.002
+        EWMA rate at which the baseline keeps adapting after warm-up (0 freezes
+        it). Small, so that slow degradation is not absorbed into "normal".
+    baseline_gate : float, default=3.0
+        After warm-up a reading updates the baseline only if it lies within
+        this many baseline standard deviations, so faults are not learned.
+    include_age : bool, default=True
+        Append ``readings_since_maintenance`` (readings since the state was
+        created or :meth:`DeviceFeatureState.reset_baseline` was called).
+    """
+
+    metrics: tuple[str, ...]
+    window: int = 30
+    extra_windows: tuple[int, ...] = ()
+    window_stats: tuple[str, ...] = WINDOW_STATS
+    point_stats: tuple[str, ...] = ("last", "ewm", "delta_baseline", "z_baseline")
+    baseline_warmup: int = 50
+    baseline_alpha: float = 0.002
+    baseline_gate: float = 3.0
+    include_age: bool = True
+    _names: tuple[str, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Validate here: a spec is a contract stored with every model, and a bad
+        # one would otherwise surface as a KeyError deep in the worker.
+        object.__setattr__(self, "metrics", tuple(self.metrics))
+        object.__setattr__(self, "extra_windows", tuple(int(w) for w in self.extra_windows))
+        object.__setattr__(self, "window_stats", tuple(self.window_stats))
+        object.__setattr__(self, "point_stats", tuple(self.point_stats))
+        if not self.metrics or len(set(self.metrics)) != len(self.metrics):
+            raise ValueError(f"metrics must be non-empty and unique, got {self.metrics!r}")
+        if any("__" in m for m in self.metrics):
+            raise ValueError("metric names must not contain '__' (the feature-name separator)")
+        for w in (self.window, *self.extra_windows):
+            if int(w) < 2:
+                raise ValueError(f"windows must be >= 2 readings, got {w}")
+        if len(set((self.window, *self.extra_windows))) != 1 + len(self.extra_windows):
+            raise ValueError("window and extra_windows must be distinct")
+        bad = set(self.window_stats) - set(WINDOW_STATS)
+        bad |= set(self.point_stats) - set(POINT_STATS)
+        if bad:
+            raise ValueError(f"unknown statistics {sorted(bad)}")
+        if self.baseline_warmup < 2:
+            raise ValueError("baseline_warmup must be >= 2")
+        if not 0.0 <= self.baseline_alpha < 1.0:
+            raise ValueError("baseline_alpha must be in [0, 1)")
+        if self.baseline_gate <= 0:
+            raise ValueError("baseline_gate must be > 0")
+        object.__setattr__(self, "_names", self._build_names())
+
+    @property
+    def windows(self) -> tuple[int, ...]:
+        """The main window followed by the extra windows."""
+        return (self.window, *self.extra_windows)
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        """Feature names in the order :meth:`DeviceFeatureState.update` returns them."""
+        return self._names
+
+    @property
+    def n_features(self) -> int:
+        """Length of one feature row."""
+        return len(self._names)
+
+    def _build_names(self) -> tuple[str, ...]:
+        names: list[str] = []
+        for m in self.metrics:
+            if "last" in self.point_stats:
+                names.append(f"{m}__last")
+            for w in self.windows:
+                # Fixed order (WINDOW_STATS), whatever order the user listed them in.
+                names.extend(f"{m}__{s}_{w}" for s in WINDOW_STATS if s in self.window_stats)
+            if "ewm" in self.point_stats:
+                names.append(f"{m}__ewm_{self.window}")
+            for s in ("delta_baseline", "z_baseline", "z_last"):
+                if s in self.point_stats:
+                    names.append(f"{m}__{s}")
+        if self.include_age:
+            names.append("readings_since_maintenance")
+        return tuple(names)
+
+    @classmethod
+    def for_asset_type(cls, name: str, **params: Any) -> FeatureSpec:
+        """The spec for one asset type of :data:`citywatch.assets.ASSET_TYPES`.
+
+        Parameters
+        ----------
+        name : str
+            Asset type name, e.g. ``"water_pump"``.
+        **params
+            Any other :class:`FeatureSpec` field (``window`` etc.).
+
+        Raises
+        ------
+        KeyError
+            If the asset type is unknown.
+        """
+        if name not in ASSET_TYPES:
+            raise KeyError(f"unknown asset type {name!r}; known: {sorted(ASSET_TYPES)}")
+        return cls(metrics=ASSET_TYPES[name].metric_names, **params)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form, for model cards and saved state."""
+        d = asdict(self)
+        d.pop("_names", None)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> FeatureSpec:
+        """Inverse of :meth:`to_dict`."""
+        kw = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k != "_names"}
+        return cls(**kw)
+
+
+class _MetricState:
+    """Rolling state of one metric. Values are raw; sums are of ``value - ref``."""
+
+    __slots__ = ("b_mean", "b_n", "b_var", "buf", "ewm", "ref", "s1", "s2", "since_refresh", "sxy")
+
+    def __init__(self, n_windows: int) -> None:
+        self.buf: list[float] = []
+        self.ref: float = _NAN  # first value seen: centring keeps sums of squares accurate
+        self.s1: list[float] = [0.0] * n_windows
+        self.s2: list[float] = [0.0] * n_windows
+        self.sxy: list[float] = [0.0] * n_windows
+        self.since_refresh: int = 0
+        self.ewm: float = _NAN
+        self.reset_baseline()
+
+    def reset_baseline(self) -> None:
+        self.b_n: int = 0
+        self.b_mean: float = 0.0
+        self.b_var: float = 0.0  # Welford M2 during warm-up, then the variance itself
+
+    def refresh(self, windows: Sequence[int]) -> None:
+        """Recompute the rolling sums exactly from the buffer."""
+        ref = self.ref
+        for k, w in enumerate(windows):
+            tail = self.buf[-w:]
+            s1 = s2 = sxy = 0.0
+            for i, v in enumerate(tail):
+                y = v - ref
+                s1 += y
+                s2 += y * y
+                sxy += i * y
+            self.s1[k] = s1
+            self.s2[k] = s2
+            self.sxy[k] = sxy
+        self.since_refresh = 0
+
+    def to_list(self) -> list[Any]:
+        return [
+            list(self.buf),
+            _enc(self.ref),
+            list(self.s1),
+            list(self.s2),
+            list(self.sxy),
+            self.since_refresh,
+            _enc(self.ewm),
+            self.b_n,
+            self.b_mean,
+            self.b_var,
+        ]
+
+    @classmethod
+    def from_list(cls, v: Sequence[Any], n_windows: int) -> _MetricState:
+        st = cls(n_windows)
+        st.buf = [float(x) for x in v[0]]
+        st.ref = _dec(v[1])
+        st.s1 = [float(x) for x in v[2]]
+        st.s2 = [float(x) for x in v[3]]
+        st.sxy = [float(x) for x in v[4]]
+        st.since_refresh = int(v[5])
+        st.ewm = _dec(v[6])
+        st.b_n = int(v[7])
+        st.b_mean = float(v[8])
+        st.b_var = float(v[9])
+        if len(st.s1) != n_windows:
+            raise ValueError("saved feature state has a different number of windows")
+        return st
+
+
+def _enc(x: float) -> float | None:
+    return None if x != x else x  # NaN is not valid JSON
+
+
+def _dec(x: float | None) -> float:
+    return _NAN if x is None else float(x)
+
+
+class DeviceFeatureState:
+    """Incremental feature state of one device.
+
+    Parameters
+    ----------
+    spec : FeatureSpec
+        What to compute.
+
+    Examples
+    --------
+    >>> spec = FeatureSpec(metrics=("vibration_rms",), window=3, baseline_warmup=2)
+    >>> state = DeviceFeatureState(spec)
+    >>> row = state.update({"vibration_rms": 1.0})
+    >>> restored = DeviceFeatureState.from_dict(state.to_dict())
+    >>> state.update({"vibration_rms": 2.0}) == restored.update({"vibration_rms": 2.0})
+    True
+    """
+
+    __slots__ = (
+        "_ewm_alpha",
+        "_flags",
+        "_maxw",
+        "_metrics",
+        "_n",
+        "_spec",
+        "_spec_dict",
+        "_states",
+        "_windows",
+    )
+
+    def __init__(self, spec: FeatureSpec) -> None:
+        self._spec = spec
+        self._metrics = spec.metrics
+        self._windows = spec.windows
+        self._maxw = max(self._windows)
+        self._ewm_alpha = 2.0 / (spec.window + 1.0)
+        self._states = [_MetricState(len(self._windows)) for _ in spec.metrics]
+        self._n = 0
+        self._spec_dict = spec.to_dict()
+        ws, ps = spec.window_stats, spec.point_stats
+        flags = (
+            "last" in ps,
+            "mean" in ws,
+            "std" in ws,
+            "min" in ws,
+            "max" in ws,
+            "slope" in ws,
+            "ewm" in ps,
+            "delta_baseline" in ps,
+            "z_baseline" in ps,
+            "z_last" in ps,
+        )
+        n_ws = sum(flags[1:6])
+        n_nan = flags[0] + n_ws * len(self._windows) + sum(flags[6:])
+        self._flags = (*flags, n_nan)
+
+    @property
+    def spec(self) -> FeatureSpec:
+        """The spec this state computes."""
+        return self._spec
+
+    @property
+    def readings_since_maintenance(self) -> int:
+        """Readings seen since creation or the last :meth:`reset_baseline`."""
+        return self._n
+
+    def reset_baseline(self, *, clear_windows: bool = True) -> None:
+        """Forget the device's baseline after maintenance or replacement.
+
+        Parameters
+        ----------
+        clear_windows : bool, default=True
+            Also empty the rolling windows, so pre-maintenance readings stop
+            influencing the features straight away.
+        """
+        self._n = 0
+        for i, st in enumerate(self._states):
+            if clear_windows:
+                self._states[i] = _MetricState(len(self._windows))
+            else:
+                st.reset_baseline()
+
+    def update(self, metrics: Mapping[str, Any]) -> list[float]:
+        """Add one reading and return its feature row.
+
+        Parameters
+        ----------
+        metrics : mapping of str to float
+            The reading's metric values. Metrics that are absent, ``None``,
+            non-numeric or non-finite leave their state unchanged and give NaN
+            features for this reading.
+
+        Returns
+        -------
+        list of float
+            One row, in ``spec.feature_names`` order.
+        """
+        values = []
+        for m in self._metrics:
+            v = metrics.get(m)
+            try:
+                values.append(float(v))  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                values.append(_NAN)
+        return self.update_values(values)
+
+    def update_values(self, values: Sequence[float]) -> list[float]:
+        """Like :meth:`update`, with values given in ``spec.metrics`` order."""
+        (
+            want_last,
+            want_mean,
+            want_std,
+            want_min,
+            want_max,
+            want_slope,
+            want_ewm,
+            want_delta,
+            want_z,
+            want_zlast,
+            n_nan,
+        ) = self._flags
+        spec = self._spec
+        windows = self._windows
+        maxw = self._maxw
+        warmup = spec.baseline_warmup
+        alpha = spec.baseline_alpha
+        gate = spec.baseline_gate
+        self._n += 1
+        row: list[float] = []
+        add = row.append
+        for st, x in zip(self._states, values, strict=True):
+            if x - x != 0.0:  # NaN or +-inf: a missing reading
+                row.extend([_NAN] * n_nan)
+                continue
+            buf = st.buf
+            if st.ref != st.ref:
+                st.ref = x
+            ref = st.ref
+            y = x - ref
+            nb = len(buf)
+            s1s, s2s, sxys = st.s1, st.s2, st.sxy
+            for k, w in enumerate(windows):
+                if nb >= w:
+                    yo = buf[nb - w] - ref
+                    s1_old = s1s[k]
+                    s1s[k] = s1_old - yo + y
+                    s2s[k] = s2s[k] - yo * yo + y * y
+                    sxys[k] = sxys[k] - (s1_old - yo) + (w - 1) * y
+                else:
+                    s1s[k] += y
+                    s2s[k] += y * y
+                    sxys[k] += nb * y
+            buf.append(x)
+            if nb >= maxw:
+                del buf[0]
+            st.since_refresh += 1
+            if st.since_refresh >= maxw:
+                st.refresh(windows)
+            nb = len(buf)
+
+            if want_last:
+                add(x)
+            mean0 = _NAN
+            for k, w in enumerate(windows):
+                n = nb if nb < w else w
+                m1 = s1s[k] / n
+                if k == 0:
+                    mean0 = m1 + ref
+                if want_mean:
+                    add(m1 + ref)
+                if want_std:
+                    var = s2s[k] / n - m1 * m1
+                    add(math.sqrt(var) if var > 0.0 else 0.0)
+                if want_min or want_max:
+                    tail = buf[-n:]
+                    if want_min:
+                        add(min(tail))
+                    if want_max:
+                        add(max(tail))
+                if want_slope:
+                    if n < 2:
+                        add(_NAN)
+                    else:
+                        si = n * (n - 1) / 2.0
+                        sii = (n - 1) * n * (2 * n - 1) / 6.0
+                        add((n * sxys[k] - si * s1s[k]) / (n * sii - si * si))
+            ewm = st.ewm
+            ewm = x if ewm != ewm else ewm + self._ewm_alpha * (x - ewm)
+            st.ewm = ewm
+            if want_ewm:
+                add(ewm)
+
+            # Baseline features use the baseline *before* this reading.
+            b_n = st.b_n
+            if b_n >= warmup:
+                b_mean = st.b_mean
+                b_var = st.b_var
+                sd = math.sqrt(b_var) if b_var > 0.0 else 0.0
+                # Floor for constant sensors: a flat-lined channel that moves is a
+                # big change, but not an infinite one.
+                floor = 1e-6 * abs(b_mean)
+                if floor < 1e-9:
+                    floor = 1e-9
+                sd_f = sd if sd > floor else floor
+                if want_delta:
+                    add(mean0 - b_mean)
+                if want_z:
+                    add((mean0 - b_mean) / sd_f)
+                if want_zlast:
+                    add((x - b_mean) / sd_f)
+                d = x - b_mean
+                if alpha > 0.0 and abs(d) <= gate * sd_f:
+                    st.b_mean = b_mean + alpha * d
+                    st.b_var = (1.0 - alpha) * (b_var + alpha * d * d)
+            else:
+                if want_delta:
+                    add(_NAN)
+                if want_z:
+                    add(_NAN)
+                if want_zlast:
+                    add(_NAN)
+                # Welford's running mean/M2 while warming up; M2 becomes a variance
+                # when warm-up completes.
+                b_n += 1
+                d = x - st.b_mean
+                st.b_mean += d / b_n
+                st.b_var += d * (x - st.b_mean)
+                st.b_n = b_n
+                if b_n == warmup:
+                    st.b_var = st.b_var / b_n
+        if spec.include_age:
+            add(float(self._n))
+        return row
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe snapshot (no NaN, only dicts, lists, str, int and float).
+
+        Floats survive a JSON round trip exactly, so a state restored with
+        :meth:`from_dict` produces identical features afterwards.
+        """
+        return {
+            "format": _STATE_FORMAT,
+            "spec": self._spec_dict,
+            "n": self._n,
+            "metrics": [st.to_list() for st in self._states],
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> DeviceFeatureState:
+        """Restore a state saved with :meth:`to_dict`.
+
+        Raises
+        ------
+        ValueError
+            If ``d`` is not a saved state of a known format.
+        """
+        if d.get("format") != _STATE_FORMAT:
+            raise ValueError(f"unsupported feature-state format {d.get('format')!r}")
+        state = cls(FeatureSpec.from_dict(d["spec"]))
+        if len(d["metrics"]) != len(state._states):
+            raise ValueError("saved feature state does not match its spec")
+        state._n = int(d["n"])
+        nw = len(state._windows)
+        state._states = [_MetricState.from_list(v, nw) for v in d["metrics"]]
+        return state
+
+
+def compute_features(
+    frame: pd.DataFrame,
+    spec: FeatureSpec,
+    device_col: str = "device_id",
+    order_col: str = "ts",
+    reset_col: str | None = None,
+) -> pd.DataFrame:
+    """Offline features: replay every device's readings through :class:`DeviceFeatureState`.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        One row per reading, with ``device_col``, ``order_col`` and one column
+        per metric in ``spec.metrics`` (a missing column means missing readings).
+    spec : FeatureSpec
+        What to compute.
+    device_col, order_col : str
+        The device key and the reading order within a device.
+    reset_col : str, optional
+        A boolean column; where true, :meth:`DeviceFeatureState.reset_baseline`
+        runs before that reading (maintenance), as the worker would do.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``spec.feature_names``, indexed like ``frame`` sorted by
+        ``(device_col, order_col)`` (stable sort).
+    """
+    for col in (device_col, order_col):
+        if col not in frame.columns:
+            raise KeyError(f"frame has no column {col!r}")
+    ordered = frame.sort_values([device_col, order_col], kind="mergesort")
+    values = np.full((len(ordered), len(spec.metrics)), np.nan)
+    for j, m in enumerate(spec.metrics):
+        if m in ordered.columns:
+            values[:, j] = pd.to_numeric(ordered[m], errors="coerce").to_numpy(dtype=float)
+    devices = ordered[device_col].to_numpy()
+    resets = (
+        ordered[reset_col].fillna(False).to_numpy(dtype=bool)
+        if reset_col is not None
+        else np.zeros(len(ordered), dtype=bool)
+    )
+    out = np.empty((len(ordered), spec.n_features))
+    starts = _group_starts(devices)
+    for a, b in itertools.pairwise(starts):
+        state = DeviceFeatureState(spec)
+        # tolist() gives Python floats, the same numbers update() would see.
+        rows = values[a:b].tolist()
+        flags = resets[a:b].tolist()
+        for i, (vals, reset) in enumerate(zip(rows, flags, strict=True)):
+            if reset:
+                state.reset_baseline()
+            out[a + i] = state.update_values(vals)
+    return pd.DataFrame(out, index=ordered.index, columns=list(spec.feature_names))
+
+
+def _group_starts(keys: np.ndarray) -> list[int]:
+    """Start offsets of runs of equal keys, plus the end."""
+    n = len(keys)
+    if n == 0:
+        return [0]
+    change = np.flatnonzero(pd.Series(keys).ne(pd.Series(keys).shift()).to_numpy())
+    return [*change.tolist(), n]
+
+
+def iter_feature_rows(
+    readings: Iterable[Mapping[str, Any]], spec: FeatureSpec
+) -> Iterable[list[float]]:
+    """Feature rows of one device's readings, in order (a convenience for tests)."""
+    state = DeviceFeatureState(spec)
+    for r in readings:
+        yield state.update(r)

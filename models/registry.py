@@ -1,0 +1,288 @@
+"""File-based model store: versioned risk-model bundles and a champion pointer.
+
+Layout::
+
+    <models_path>/
+        CHAMPION                      # one line: the champion's version
+        20261124T213000Z-1a2b3c4d/    # one directory per version
+            card.json                 # model card (data, metrics, intended use, limits)
+            water_pump.model.txt      # LightGBM text model (also loadable by lleaves)
+            water_pump.json           # calibration, threshold, feature spec, params
+            ...
+
+Nothing is pickled: a bundle is LightGBM text plus JSON, so loading a model
+never runs code from the model directory. ``CHAMPION`` is replaced atomically,
+so a worker polling it always reads a whole version name, and a promotion
+never stops the stream.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.features import FeatureSpec
+from models.risk import FailureRiskClassifier
+
+__all__ = [
+    "RiskModelBundle",
+    "list_versions",
+    "load_bundle",
+    "load_champion",
+    "make_version",
+    "promote",
+    "read_champion",
+    "save_bundle",
+]
+
+CHAMPION_FILE = "CHAMPION"
+CARD_FILE = "card.json"
+_VERSION_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]*$")
+_BUNDLE_FORMAT = 1
+
+
+@dataclass
+class RiskModelBundle:
+    """The failure-risk models for every asset type, plus their model card.
+
+    Parameters
+    ----------
+    classifiers : dict of str to FailureRiskClassifier
+        One fitted classifier per asset type.
+    specs : dict of str to FeatureSpec
+        The feature spec each classifier was trained on.
+    version : str
+        Version id, ``<UTC timestamp>-<8 hex of the training-data hash>``.
+    card : dict
+        The model card: ``created_at``, ``training_data`` (date range, sha256),
+        ``features``, ``metrics`` and ``thresholds`` per asset type,
+        ``intended_use``, ``limits``, ``owner``.
+    """
+
+    classifiers: dict[str, FailureRiskClassifier]
+    specs: dict[str, FeatureSpec]
+    version: str
+    card: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if set(self.classifiers) != set(self.specs):
+            raise ValueError("classifiers and specs must cover the same asset types")
+        for name, clf in self.classifiers.items():
+            n_in = getattr(clf, "n_features_in_", None)
+            if n_in is not None and n_in != self.specs[name].n_features:
+                raise ValueError(
+                    f"{name}: classifier expects {n_in} features, spec gives "
+                    f"{self.specs[name].n_features}"
+                )
+
+    @property
+    def asset_types(self) -> tuple[str, ...]:
+        """Asset types this bundle scores, sorted."""
+        return tuple(sorted(self.classifiers))
+
+    def _clf(self, asset_type: str) -> FailureRiskClassifier:
+        try:
+            return self.classifiers[asset_type]
+        except KeyError:
+            raise KeyError(
+                f"no model for asset type {asset_type!r}; bundle {self.version} has "
+                f"{list(self.asset_types)}"
+            ) from None
+
+    def predict_proba(self, asset_type: str, X: np.ndarray) -> np.ndarray:
+        """Failure risk of a batch of feature rows.
+
+        Parameters
+        ----------
+        asset_type : str
+            Which model to use.
+        X : ndarray of shape (n_rows, n_features)
+            Rows from :meth:`models.features.DeviceFeatureState.update`, in
+            ``feature_spec(asset_type).feature_names`` order.
+
+        Returns
+        -------
+        ndarray of shape (n_rows,)
+            Calibrated probability of failure within the training horizon (the
+            positive-class column only; unlike scikit-learn, not two columns).
+        """
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim == 1:
+            X = X.reshape(1, -1)
+        return self._clf(asset_type).risk(X)
+
+    def threshold(self, asset_type: str) -> float:
+        """Risk at or above which the model says "alert" for this asset type."""
+        return float(self._clf(asset_type).threshold_)
+
+    def feature_spec(self, asset_type: str) -> FeatureSpec:
+        """The feature spec rows for this asset type must follow."""
+        self._clf(asset_type)
+        return self.specs[asset_type]
+
+
+def make_version(created_at: str, content_hash: str) -> str:
+    """``20261124T213000Z-1a2b3c4d`` from an ISO UTC timestamp and a hex hash."""
+    digits = re.sub(r"[^0-9T]", "", created_at.split("+")[0].split(".")[0].rstrip("Z"))
+    return f"{digits}Z-{content_hash[:8]}"
+
+
+def _check_version(version: str) -> str:
+    if not _VERSION_RE.match(version) or version in (".", ".."):
+        raise ValueError(f"invalid model version {version!r}")
+    return version
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_bundle(bundle: RiskModelBundle, models_path: Path) -> Path:
+    """Write a bundle to ``models_path/<version>/`` and return that directory.
+
+    The version directory is written under a temporary name and renamed into
+    place, so readers never see half a bundle.
+
+    Raises
+    ------
+    FileExistsError
+        If that version already exists.
+    """
+    models_path = Path(models_path)
+    version = _check_version(bundle.version)
+    models_path.mkdir(parents=True, exist_ok=True)
+    final = models_path / version
+    if final.exists():
+        raise FileExistsError(f"model version {version} already exists in {models_path}")
+    tmp = Path(tempfile.mkdtemp(dir=models_path, prefix=f".{version}."))
+    try:
+        for asset_type in bundle.asset_types:
+            text, meta = bundle.classifiers[asset_type].to_state()
+            (tmp / f"{asset_type}.model.txt").write_text(text, encoding="utf-8")
+            meta = {
+                "format": _BUNDLE_FORMAT,
+                "asset_type": asset_type,
+                "feature_spec": bundle.specs[asset_type].to_dict(),
+                **meta,
+            }
+            (tmp / f"{asset_type}.json").write_text(
+                json.dumps(meta, indent=2, allow_nan=True), encoding="utf-8"
+            )
+        card = {"version": version, **bundle.card}
+        (tmp / CARD_FILE).write_text(
+            json.dumps(card, indent=2, default=str, allow_nan=True), encoding="utf-8"
+        )
+        os.replace(tmp, final)
+    except BaseException:
+        for p in tmp.glob("*"):
+            p.unlink(missing_ok=True)
+        tmp.rmdir()
+        raise
+    return final
+
+
+def load_bundle(models_path: Path, version: str) -> RiskModelBundle:
+    """Load one saved version.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the version does not exist.
+    """
+    directory = Path(models_path) / _check_version(version)
+    card_path = directory / CARD_FILE
+    if not card_path.is_file():
+        raise FileNotFoundError(f"no model version {version} in {models_path}")
+    card = json.loads(card_path.read_text(encoding="utf-8"))
+    classifiers: dict[str, FailureRiskClassifier] = {}
+    specs: dict[str, FeatureSpec] = {}
+    for meta_path in sorted(directory.glob("*.json")):
+        if meta_path.name == CARD_FILE:
+            continue
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        if meta.get("format") != _BUNDLE_FORMAT:
+            raise ValueError(f"{meta_path}: unsupported bundle format {meta.get('format')!r}")
+        asset_type = meta["asset_type"]
+        text = (directory / f"{asset_type}.model.txt").read_text(encoding="utf-8")
+        classifiers[asset_type] = FailureRiskClassifier.from_state(text, meta)
+        specs[asset_type] = FeatureSpec.from_dict(meta["feature_spec"])
+    return RiskModelBundle(
+        classifiers=classifiers, specs=specs, version=card.get("version", version), card=card
+    )
+
+
+def list_versions(models_path: Path) -> list[str]:
+    """Saved versions, oldest first (version names sort by creation time)."""
+    models_path = Path(models_path)
+    if not models_path.is_dir():
+        return []
+    return sorted(
+        p.name
+        for p in models_path.iterdir()
+        if p.is_dir() and not p.name.startswith(".") and (p / CARD_FILE).is_file()
+    )
+
+
+def promote(models_path: Path, version: str) -> None:
+    """Make ``version`` the champion by rewriting ``CHAMPION`` atomically.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the version has not been saved.
+    """
+    models_path = Path(models_path)
+    if not (models_path / _check_version(version) / CARD_FILE).is_file():
+        raise FileNotFoundError(f"no model version {version} in {models_path}")
+    _write_atomic(models_path / CHAMPION_FILE, version + "\n")
+
+
+def read_champion(models_path: Path) -> str | None:
+    """The champion's version name, or None when nothing has been promoted.
+
+    Cheap enough to poll: the worker can compare it with the version it runs.
+    """
+    path = Path(models_path) / CHAMPION_FILE
+    try:
+        version = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    return version or None
+
+
+def load_champion(models_path: Path) -> RiskModelBundle | None:
+    """The promoted bundle, or None when nothing has been promoted yet."""
+    version = read_champion(models_path)
+    if version is None:
+        return None
+    return load_bundle(models_path, version)
+
+
+def card_summary(card: Mapping[str, Any]) -> str:
+    """A few human-readable lines about a model card (for CLI output)."""
+    lines = [f"version {card.get('version')} (owner {card.get('owner')})"]
+    for asset_type, m in sorted((card.get("metrics") or {}).items()):
+        lines.append(
+            f"  {asset_type}: auc={m.get('auc', float('nan')):.3f} "
+            f"precision={m.get('precision', float('nan')):.3f} "
+            f"recall={m.get('recall', float('nan')):.3f} "
+            f"threshold={m.get('threshold', float('nan')):.3f}"
+        )
+    return "\n".join(lines)

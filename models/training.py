@@ -1,0 +1,346 @@
+"""Train a :class:`~models.registry.RiskModelBundle` from reading history and failures.
+
+Labels: a reading at tick ``t`` is positive iff the same device fails within
+``(t, t + horizon]`` ticks. Features come from :func:`models.features.compute_features`,
+the same code the worker runs. Assets are split into training and held-out sets
+as whole groups (never random rows, which would leak a device's own history into
+its test score), and the reported metrics are those of the saved model on the
+held-out assets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import average_precision_score, roc_auc_score
+from tqdm.auto import tqdm
+
+from citywatch.assets import ASSET_TYPES
+from models.features import FeatureSpec, compute_features
+from models.registry import RiskModelBundle, make_version
+from models.risk import FailureRiskClassifier, group_split
+
+__all__ = ["failure_labels", "frame_sha256", "maintenance_resets", "train_risk_bundle"]
+
+_ID_COLUMNS = {"device_id", "asset_id", "asset_type", "tick", "ts", "failed_tick", "failed_at"}
+
+DEFAULT_INTENDED_USE = (
+    "Rank city assets by the risk that they fail within the label horizon, and raise "
+    "maintenance alerts for a crew to inspect. Decision support only: a person decides "
+    "whether to act."
+)
+DEFAULT_LIMITS = (
+    "Trained on the data described under training_data; scores for asset types, sensor "
+    "models or operating regimes not seen there are unreliable. Probabilities are "
+    "calibrated on held-out assets of the same data and drift as the fleet changes. "
+    "Failures without a sensor precursor cannot be predicted. Not a safety system."
+)
+
+
+def frame_sha256(*frames: pd.DataFrame) -> str:
+    """SHA-256 of the frames' contents (values and index, row order included)."""
+    h = hashlib.sha256()
+    for frame in frames:
+        h.update(",".join(map(str, frame.columns)).encode())
+        h.update(pd.util.hash_pandas_object(frame, index=True).to_numpy().tobytes())
+    return h.hexdigest()
+
+
+def _failure_ticks(failures: pd.DataFrame) -> dict[Any, np.ndarray]:
+    return {
+        dev: np.sort(g.to_numpy(dtype=np.int64))
+        for dev, g in failures.groupby("device_id", sort=False)["failed_tick"]
+    }
+
+
+def failure_labels(history: pd.DataFrame, failures: pd.DataFrame, horizon: int) -> pd.Series:
+    """1 where the reading's device fails within ``(tick, tick + horizon]``, else 0.
+
+    Parameters
+    ----------
+    history : pandas.DataFrame
+        Readings with ``device_id`` and integer ``tick``.
+    failures : pandas.DataFrame
+        ``device_id`` and ``failed_tick`` of every failure.
+    horizon : int
+        Look-ahead in ticks.
+
+    Returns
+    -------
+    pandas.Series of int8, indexed like ``history``.
+    """
+    if horizon < 1:
+        raise ValueError("horizon must be >= 1 tick")
+    labels = np.zeros(len(history), dtype=np.int8)
+    ticks = history["tick"].to_numpy(dtype=np.int64)
+    by_device = _failure_ticks(failures)
+    for dev, pos in history.groupby("device_id", sort=False).indices.items():
+        f = by_device.get(dev)
+        if f is None or len(f) == 0:
+            continue
+        t = ticks[pos]
+        nxt = np.searchsorted(f, t, side="right")  # first failure strictly after t
+        has = nxt < len(f)
+        nxt_tick = np.where(has, f[np.minimum(nxt, len(f) - 1)], np.iinfo(np.int64).max)
+        labels[pos] = (has & (nxt_tick <= t + horizon)).astype(np.int8)
+    return pd.Series(labels, index=history.index, name="label")
+
+
+def maintenance_resets(history: pd.DataFrame, failures: pd.DataFrame) -> pd.Series:
+    """True at each device's first reading after a failure (it was repaired then).
+
+    The worker mirrors this by calling
+    :meth:`~models.features.DeviceFeatureState.reset_baseline` when a repair is
+    recorded.
+    """
+    resets = np.zeros(len(history), dtype=bool)
+    ticks = history["tick"].to_numpy(dtype=np.int64)
+    by_device = _failure_ticks(failures)
+    for dev, pos in history.groupby("device_id", sort=False).indices.items():
+        f = by_device.get(dev)
+        if f is None or len(f) == 0:
+            continue
+        pos = pos[np.argsort(ticks[pos], kind="stable")]
+        n_before = np.searchsorted(f, ticks[pos], side="left")  # failures strictly before
+        prev = np.concatenate([[0], n_before[:-1]])
+        resets[pos] = n_before > prev
+    return pd.Series(resets, index=history.index, name="reset")
+
+
+def _metrics_for(
+    history: pd.DataFrame, asset_type: str, spec_params: Mapping[str, Any]
+) -> FeatureSpec:
+    if asset_type in ASSET_TYPES:
+        return FeatureSpec.for_asset_type(asset_type, **spec_params)
+    # An asset type outside the catalogue: use whichever metric columns it reports.
+    metrics = tuple(
+        c
+        for c in history.columns
+        if c not in _ID_COLUMNS
+        and pd.api.types.is_numeric_dtype(history[c])
+        and history[c].notna().any()
+    )
+    return FeatureSpec(metrics=metrics, **spec_params)
+
+
+def _json_safe(obj: Any) -> Any:
+    """Replace NaN/inf by None and numpy scalars by Python ones (strict JSON)."""
+    if isinstance(obj, Mapping):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def _heldout_metrics(
+    clf: FailureRiskClassifier,
+    X: np.ndarray,
+    y: np.ndarray,
+    devices: np.ndarray,
+    ticks: np.ndarray,
+    failures: pd.DataFrame,
+    horizon: int,
+) -> dict[str, Any]:
+    p = clf.risk(X)
+    pred = p >= clf.threshold_
+    tp = int(np.sum(pred & (y == 1)))
+    fp = int(np.sum(pred & (y == 0)))
+    fn = int(np.sum(~pred & (y == 1)))
+    both = 0 < y.sum() < len(y)
+    # Event level: a failure counts as caught if any reading in the horizon before
+    # it scored above the threshold; that is what a crew experiences.
+    caught = n_fail = 0
+    held = failures[failures["device_id"].isin(np.unique(devices))]
+    for dev, f in zip(held["device_id"], held["failed_tick"], strict=True):
+        m = (devices == dev) & (ticks < f) & (ticks >= f - horizon)
+        n_fail += 1
+        caught += bool(pred[m].any())
+    return {
+        "rows": len(y),
+        "positives": int(y.sum()),
+        "auc": float(roc_auc_score(y, p)) if both else math.nan,
+        "average_precision": float(average_precision_score(y, p)) if both else math.nan,
+        "threshold": float(clf.threshold_),
+        "precision": tp / (tp + fp) if tp + fp else math.nan,
+        "recall": tp / (tp + fn) if tp + fn else math.nan,
+        "alerting_rate": float(pred.mean()) if len(pred) else math.nan,
+        "failures": n_fail,
+        "failures_caught": caught,
+    }
+
+
+def train_risk_bundle(
+    history: pd.DataFrame,
+    failures: pd.DataFrame,
+    *,
+    horizon: int = 60,
+    seed: int = 0,
+    progress: bool = True,
+    owner: str = "citywatch",
+    test_fraction: float = 0.25,
+    reset_on_failure: bool = True,
+    spec_params: Mapping[str, Any] | None = None,
+    classifier_params: Mapping[str, Any] | None = None,
+    intended_use: str = DEFAULT_INTENDED_USE,
+    limits: str = DEFAULT_LIMITS,
+    created_at: datetime | None = None,
+) -> tuple[RiskModelBundle, dict[str, Any]]:
+    """Train one :class:`~models.risk.FailureRiskClassifier` per asset type.
+
+    Parameters
+    ----------
+    history : pandas.DataFrame
+        One row per reading: ``device_id``, ``asset_id``, ``asset_type``,
+        ``tick`` (int order within a device), ``ts`` and one column per metric
+        (NaN where a metric does not apply).
+    failures : pandas.DataFrame
+        ``device_id``, ``failed_tick`` (and optionally ``failed_at``).
+    horizon : int, default=60
+        Label look-ahead in ticks.
+    seed : int, default=0
+        Seeds the asset split and LightGBM; same seed and data, same model.
+    progress : bool, default=True
+        Show a tqdm bar over asset types.
+    owner : str, default="citywatch"
+        Recorded in the model card.
+    test_fraction : float, default=0.25
+        Share of each asset type's assets held out for the reported metrics.
+    reset_on_failure : bool, default=True
+        Reset a device's feature state at its first reading after a failure
+        (see :func:`maintenance_resets`). The worker must then call
+        ``reset_baseline()`` when a repair is recorded.
+    spec_params : mapping, optional
+        Extra :class:`~models.features.FeatureSpec` fields (e.g. ``window``).
+    classifier_params : mapping, optional
+        Extra :class:`~models.risk.FailureRiskClassifier` parameters.
+    intended_use, limits : str
+        Model-card text.
+    created_at : datetime, optional
+        Timezone-aware creation time (default now, UTC); fixes the version id.
+
+    Returns
+    -------
+    bundle : RiskModelBundle
+        The models (trained on the non-held-out assets) and their card.
+    metrics : dict
+        Per asset type: held-out ``auc``, ``average_precision``, ``precision``,
+        ``recall`` at the threshold, ``failures_caught`` and sizes.
+    """
+    required = {"device_id", "asset_id", "asset_type", "tick"}
+    missing = required - set(history.columns)
+    if missing:
+        raise KeyError(f"history lacks columns {sorted(missing)}")
+    if {"device_id", "failed_tick"} - set(failures.columns):
+        raise KeyError("failures needs columns device_id and failed_tick")
+    if history.empty:
+        raise ValueError("history is empty")
+    if created_at is None:
+        created_at = datetime.now(UTC)
+    elif created_at.tzinfo is None:
+        raise ValueError("created_at must be timezone-aware")
+    spec_params = dict(spec_params or {})
+    classifier_params = dict(classifier_params or {})
+
+    labels = failure_labels(history, failures, horizon)
+    frame = history.assign(_label=labels)
+    if reset_on_failure:
+        frame["_reset"] = maintenance_resets(history, failures)
+
+    classifiers: dict[str, FailureRiskClassifier] = {}
+    specs: dict[str, FeatureSpec] = {}
+    metrics: dict[str, Any] = {}
+    asset_types = sorted(frame["asset_type"].dropna().unique().tolist())
+    for asset_type in tqdm(asset_types, desc="training", unit="asset type", disable=not progress):
+        sub = frame[frame["asset_type"] == asset_type]
+        spec = _metrics_for(sub, asset_type, spec_params)
+        feats = compute_features(
+            sub, spec, "device_id", "tick", reset_col="_reset" if reset_on_failure else None
+        )
+        sub = sub.loc[feats.index]
+        X = feats.to_numpy()
+        y = sub["_label"].to_numpy()
+        groups = sub["asset_id"].astype(str).to_numpy()
+        if y.sum() == 0 or len(np.unique(groups)) < 2:
+            metrics[asset_type] = {"skipped": "needs failures and at least two assets"}
+            continue
+        train, test = group_split(groups, test_fraction, seed)
+        if y[train].sum() == 0:
+            train[:] = True  # too few failing assets to hold any out
+            test[:] = False
+        clf = FailureRiskClassifier(random_state=seed, **classifier_params)
+        clf.fit(X[train], y[train], groups=groups[train])
+        if test.any():
+            m = _heldout_metrics(
+                clf,
+                X[test],
+                y[test],
+                sub["device_id"].to_numpy()[test],
+                sub["tick"].to_numpy()[test],
+                failures,
+                horizon,
+            )
+        else:
+            m = {"note": "no assets could be held out; no test metrics"}
+        m.update(
+            train_rows=int(train.sum()),
+            train_assets=len(np.unique(groups[train])),
+            test_assets=len(np.unique(groups[test])),
+            threshold=float(clf.threshold_),
+            threshold_strategy=clf.threshold_strategy_,
+        )
+        metrics[asset_type] = m
+        classifiers[asset_type] = clf
+        specs[asset_type] = spec
+    if not classifiers:
+        raise ValueError("no asset type had both failures and enough assets to train on")
+
+    content_hash = frame_sha256(history, failures)
+    created = created_at.astimezone(UTC).isoformat(timespec="seconds")
+    version = make_version(created, content_hash)
+    ts = pd.to_datetime(history["ts"], utc=True) if "ts" in history.columns else None
+    card = {
+        "created_at": created,
+        "owner": owner,
+        "model": {
+            "kind": "FailureRiskClassifier (LightGBM, calibrated on held-out assets)",
+            "params": {k: c.get_params() for k, c in classifiers.items()},
+            "seed": seed,
+        },
+        "label": {
+            "horizon_ticks": horizon,
+            "definition": "positive iff the device fails within (t, t + horizon] ticks",
+        },
+        "training_data": {
+            "rows": len(history),
+            "devices": int(history["device_id"].nunique()),
+            "assets": int(history["asset_id"].nunique()),
+            "failures": len(failures),
+            "ts_min": ts.min().isoformat() if ts is not None and len(ts) else None,
+            "ts_max": ts.max().isoformat() if ts is not None and len(ts) else None,
+            "tick_min": int(history["tick"].min()),
+            "tick_max": int(history["tick"].max()),
+            "sha256": content_hash,
+            "split": f"assets grouped; {test_fraction:g} of each type's assets held out",
+            "reset_on_failure": reset_on_failure,
+        },
+        "features": {k: list(s.feature_names) for k, s in specs.items()},
+        "feature_specs": {k: s.to_dict() for k, s in specs.items()},
+        "metrics": metrics,
+        "thresholds": {k: float(c.threshold_) for k, c in classifiers.items()},
+        "intended_use": intended_use,
+        "limits": limits,
+    }
+    bundle = RiskModelBundle(
+        classifiers=classifiers, specs=specs, version=version, card=_json_safe(card)
+    )
+    return bundle, _json_safe(metrics)
