@@ -1,12 +1,14 @@
 """The benchmark baseline: a trivial Faust agent that only counts messages.
 
 Run as ``python -m streams.baseline BOOTSTRAP TOPIC N RESULT_FILE``; it writes
-``{"messages": N, "seconds": t}`` (first to N-th message) and exits.
+``{"messages": N, "seconds": t}`` (first to N-th message). The caller stops the
+process once the file exists: an agent that stops its own app waits on itself.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 import uuid
@@ -44,10 +46,10 @@ def main() -> None:
             state["count"] += 1
             if state["count"] >= expected:
                 elapsed = time.perf_counter() - state["first"]
-                with open(result_file, "w") as fh:
+                tmp = result_file + ".tmp"
+                with open(tmp, "w") as fh:
                     json.dump({"messages": state["count"], "seconds": elapsed}, fh)
-                app._crash_reason = None
-                await app.stop()
+                os.replace(tmp, result_file)
 
     faust.Worker(app, loglevel="WARNING", quiet=True).execute_from_commandline()
 

@@ -73,7 +73,7 @@ def bench_worker(settings: Settings, messages: int, devices: int, as_json: bool)
     # Baseline: the trivial agent on the same topic, same broker.
     with tempfile.TemporaryDirectory() as tmp:
         result = Path(tmp) / "baseline.json"
-        proc = subprocess.run(
+        proc = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
@@ -83,11 +83,16 @@ def bench_worker(settings: Settings, messages: int, devices: int, as_json: bool)
                 str(total),
                 str(result),
             ],
-            timeout=600,
-            capture_output=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
         )
+        deadline = time.monotonic() + 600
+        while not result.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        stop_process(proc)
         if not result.exists():
-            raise click.ClickException(f"baseline failed: {proc.stderr.decode()[-2000:]}")
+            raise click.ClickException(f"baseline failed: {proc.stderr.read().decode()[-2000:]}")
         baseline = json.loads(result.read_text())
 
     log_path = settings.home.resolve() / f"bench-worker-{run_id}.log"
