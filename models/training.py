@@ -28,7 +28,18 @@ from models.risk import FailureRiskClassifier, group_split
 
 __all__ = ["failure_labels", "frame_sha256", "maintenance_resets", "train_risk_bundle"]
 
-_ID_COLUMNS = {"device_id", "asset_id", "asset_type", "tick", "ts", "failed_tick", "failed_at"}
+# Never features: ids, time, labels, and the simulator's ground-truth "health".
+_ID_COLUMNS = {
+    "device_id",
+    "asset_id",
+    "asset_type",
+    "tick",
+    "ts",
+    "failed_tick",
+    "failed_at",
+    "health",
+    "label",
+}
 
 DEFAULT_INTENDED_USE = (
     "Rank city assets by the risk that they fail within the label horizon, and raise "

@@ -16,6 +16,7 @@ SPEC = FeatureSpec(
     window=5,
     extra_windows=(12,),
     point_stats=("last", "ewm", "delta_baseline", "z_baseline", "z_last"),
+    aggregate_stats=("max_abs_z_baseline", "mean_abs_z_baseline", "max_abs_z_last"),
     baseline_warmup=8,
 )
 
@@ -60,7 +61,13 @@ def test_spec_validation() -> None:
 
 def test_online_equals_offline_bit_for_bit(fleet) -> None:
     history, _ = fleet
-    spec = FeatureSpec.for_asset_type("water_pump", extra_windows=(90,), window=20)
+    spec = FeatureSpec.for_asset_type(
+        "water_pump",
+        extra_windows=(90,),
+        window=20,
+        point_stats=("last", "ewm", "delta_baseline", "z_baseline", "z_last"),
+        aggregate_stats=("max_abs_z_baseline", "mean_abs_z_baseline", "max_abs_z_last"),
+    )
     pumps = history[history["asset_type"] == "water_pump"]
     # Shuffle rows: compute_features must sort by device then tick itself.
     shuffled = pumps.sample(frac=1.0, random_state=0)
@@ -180,3 +187,29 @@ def test_empty_frame() -> None:
     spec = FeatureSpec(metrics=("v",))
     out = compute_features(pd.DataFrame({"device_id": [], "ts": [], "v": []}), spec)
     assert out.shape == (0, spec.n_features)
+
+
+def test_aggregates_across_metrics() -> None:
+    spec = FeatureSpec(
+        metrics=("a", "b"),
+        window=2,
+        baseline_warmup=2,
+        point_stats=("z_baseline", "z_last"),
+        window_stats=(),
+        aggregate_stats=("max_abs_z_baseline", "mean_abs_z_baseline", "max_abs_z_last"),
+        include_age=False,
+    )
+    assert spec.feature_names[-3:] == (
+        "max_abs_z_baseline",
+        "mean_abs_z_baseline",
+        "max_abs_z_last",
+    )
+    state = DeviceFeatureState(spec)
+    first = state.update({"a": 0.0, "b": 10.0})
+    assert all(math.isnan(v) for v in first[-3:])  # no baseline yet
+    state.update({"a": 2.0, "b": 10.0})  # baselines: a 1 +- 1, b 10 (flat)
+    row = dict(zip(spec.feature_names, state.update({"a": -3.0}), strict=True))
+    assert row["a__z_last"] == -4.0
+    assert row["max_abs_z_last"] == 4.0
+    assert row["max_abs_z_baseline"] == abs(row["a__z_baseline"])
+    assert row["mean_abs_z_baseline"] == abs(row["a__z_baseline"])  # b missing: not counted

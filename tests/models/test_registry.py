@@ -11,6 +11,7 @@ import pytest
 from models.features import compute_features
 from models.registry import (
     RiskModelBundle,
+    card_summary,
     list_versions,
     load_bundle,
     load_champion,
@@ -72,6 +73,9 @@ def test_round_trip_gives_same_predictions(tmp_path, fleet, trained) -> None:
         assert card[key]
     assert len(card["training_data"]["sha256"]) == 64
     assert bundle.version.endswith(card["training_data"]["sha256"][:8])
+    summary = card_summary(card)
+    assert bundle.version in summary
+    assert "water_pump: auc=" in summary
 
 
 def test_store_errors(tmp_path, trained) -> None:
@@ -87,6 +91,26 @@ def test_store_errors(tmp_path, trained) -> None:
         bundle.predict_proba("streetlight", np.zeros((1, 3)))
     with pytest.raises(FileNotFoundError):
         load_bundle(tmp_path, "20000101T000000Z-deadbeef")
+    with pytest.raises(ValueError, match="expected rows of"):
+        bundle.predict_proba(bundle.asset_types[0], np.zeros((2, 3)))
+
+
+def test_native_compilation_matches_lightgbm(tmp_path, fleet) -> None:
+    pytest.importorskip("lleaves", reason="lleaves is an optional dependency")
+    history, failures = fleet
+    small, _ = train_risk_bundle(
+        history[history["asset_type"] == "lift"],
+        failures,
+        horizon=40,
+        progress=False,
+        classifier_params={"n_estimators": 5, "num_leaves": 4},
+    )
+    spec = small.feature_spec("lift")
+    X = compute_features(history[history["asset_type"] == "lift"], spec, order_col="tick")
+    X = X.to_numpy()[:300]
+    before = small.predict_proba("lift", X)
+    assert small.compile_native(tmp_path / "native")
+    np.testing.assert_allclose(small.predict_proba("lift", X), before, rtol=0, atol=1e-12)
 
 
 def test_promote_switches_champion(tmp_path, trained) -> None:
