@@ -104,6 +104,50 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        2,
+        "shared contracts: device zones, score roles, explanations, worker stats",
+        """
+        -- LoRaWAN identity and routing zone of a device (B fills them, E routes by zone).
+        ALTER TABLE devices
+            ADD COLUMN dev_eui          text,
+            ADD COLUMN zone             text,
+            ADD COLUMN registry_version integer;
+        CREATE UNIQUE INDEX devices_dev_eui_idx ON devices (dev_eui) WHERE dev_eui IS NOT NULL;
+
+        -- A challenger scores in shadow beside the champion; only the champion alerts.
+        ALTER TABLE scores
+            ADD COLUMN role text NOT NULL DEFAULT 'champion'
+                CHECK (role IN ('champion', 'challenger'));
+
+        -- Why the model scored high: LightGBM pred_contrib for scores at or above
+        -- the threshold, {feature: contribution}, plus the bias under "_bias".
+        CREATE TABLE score_explanations (
+            ts            timestamptz NOT NULL,
+            device_id     text NOT NULL,
+            asset_id      text NOT NULL,
+            model_version text NOT NULL,
+            risk          double precision NOT NULL,
+            contributions jsonb NOT NULL,
+            PRIMARY KEY (device_id, ts, model_version)
+        );
+        CREATE INDEX score_explanations_asset_idx ON score_explanations (asset_id, ts DESC);
+
+        -- One row per worker per stats interval, for the pipeline-health dashboard.
+        CREATE TABLE worker_stats (
+            ts               timestamptz NOT NULL,
+            worker_id        text NOT NULL,
+            consumed         bigint NOT NULL,
+            stored           bigint NOT NULL,
+            scored           bigint NOT NULL,
+            deadletters      bigint NOT NULL,
+            consumer_lag     bigint,
+            batch_ms_p50     double precision,
+            batch_ms_p99     double precision,
+            PRIMARY KEY (worker_id, ts)
+        );
+        """,
+    ),
 ]
 
 _TIMESCALE_MIGRATION = """

@@ -58,7 +58,10 @@ def conn(stack, base_settings) -> Connection:
 def db(conn):
     """A clean pipeline database for one test."""
     with psycopg.connect(conn.database_url, autocommit=True) as c:
-        c.execute("TRUNCATE readings, scores, alerts, deadletters, failures, devices")
+        c.execute(
+            "TRUNCATE readings, scores, alerts, deadletters, failures, devices,"
+            " score_explanations, worker_stats"
+        )
         yield c
 
 

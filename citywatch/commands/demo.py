@@ -20,7 +20,15 @@ from storage.reports import messages_accounted_for
 
 from .simulate import SimulationOptions, run_fleet
 
-PIPELINE_TABLES = ("readings", "scores", "alerts", "deadletters", "failures")
+PIPELINE_TABLES = (
+    "readings",
+    "scores",
+    "alerts",
+    "deadletters",
+    "failures",
+    "score_explanations",
+    "worker_stats",
+)
 
 
 def start_worker(settings: Settings, conn: Connection, log_path: Path) -> subprocess.Popen:
