@@ -106,7 +106,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     ),
     (
         2,
-        "shared contracts: device zones, score roles, explanations, worker stats",
+        "shared contracts: device zones, score roles, explanations, labels, stats",
         """
         -- LoRaWAN identity and routing zone of a device (B fills them, E routes by zone).
         ALTER TABLE devices
@@ -132,6 +132,22 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             PRIMARY KEY (device_id, ts, model_version)
         );
         CREATE INDEX score_explanations_asset_idx ON score_explanations (asset_id, ts DESC);
+
+        -- Labels for training beyond the simulator's ground truth: crews' alert
+        -- outcomes (E) and imported work orders (C). label_id is 'alert:<id>' or
+        -- 'work_order:<id>', so re-importing is idempotent.
+        CREATE TABLE labels (
+            label_id     text PRIMARY KEY,
+            asset_id     text NOT NULL,
+            device_id    text,
+            observed_at  timestamptz NOT NULL,
+            window_start timestamptz,
+            outcome      text NOT NULL CHECK (outcome IN
+                ('fault_confirmed', 'false_alarm', 'no_access', 'maintenance')),
+            source       text NOT NULL CHECK (source IN ('alert', 'work_order')),
+            detail       jsonb NOT NULL DEFAULT '{}'::jsonb
+        );
+        CREATE INDEX labels_asset_idx ON labels (asset_id, observed_at);
 
         -- One row per worker per stats interval, for the pipeline-health dashboard.
         CREATE TABLE worker_stats (

@@ -59,7 +59,7 @@ def db(conn):
     """A clean pipeline database for one test."""
     with psycopg.connect(conn.database_url, autocommit=True) as c:
         c.execute(
-            "TRUNCATE readings, scores, alerts, deadletters, failures, devices,"
+            "TRUNCATE readings, scores, alerts, deadletters, failures, devices, labels,"
             " score_explanations, worker_stats"
         )
         yield c
