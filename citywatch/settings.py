@@ -35,6 +35,9 @@ class Settings(BaseSettings):
 
     batch_size: int = Field(500, ge=1, description="Readings per take() batch.")
     batch_within_s: float = Field(0.5, gt=0, description="Longest wait to fill a batch.")
+    stats_interval_s: float = Field(
+        10.0, gt=0, description="How often the worker logs and stores its throughput and lag."
+    )
     max_clock_skew_s: float = Field(300.0, gt=0, description="Reject readings this far ahead.")
 
     alert_open_threshold: float | None = Field(

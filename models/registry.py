@@ -170,6 +170,28 @@ class RiskModelBundle:
         """Risk at or above which the model says "alert" for this asset type."""
         return float(self._clf(asset_type).threshold_)
 
+    def explain(self, asset_type: str, X: np.ndarray, top: int = 8) -> list[dict[str, float]]:
+        """The features that pushed each row's risk up or down, largest first.
+
+        LightGBM's exact TreeSHAP contributions (``pred_contrib``), in log-odds
+        before calibration, for the ``top`` features by absolute value, plus the
+        model's expected value under ``"_bias"``. Far slower per row than
+        scoring, so callers explain only the rows that matter (high risk).
+        """
+        clf = self._clf(asset_type)
+        X = np.asarray(X, dtype=np.float64).reshape(-1, clf.n_features_in_)
+        if not len(X):
+            return []
+        contrib = np.asarray(clf.booster_.predict(X, pred_contrib=True, num_threads=1))
+        names = self.specs[asset_type].feature_names
+        out = []
+        for row in contrib:
+            order = np.argsort(-np.abs(row[:-1]))[:top]
+            explained = {names[i]: float(row[i]) for i in order}
+            explained["_bias"] = float(row[-1])
+            out.append(explained)
+        return out
+
     def feature_spec(self, asset_type: str) -> FeatureSpec:
         """The feature spec rows for this asset type must follow."""
         self._clf(asset_type)

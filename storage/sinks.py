@@ -48,6 +48,19 @@ class ScoreRow:
     model_version: str
     risk: float
     threshold: float
+    role: str = "champion"  # or "challenger": shadow scores, stored but never alerting
+
+
+@dataclass(frozen=True, slots=True)
+class ExplanationRow:
+    """Why a score was high: LightGBM feature contributions (log-odds), bias as ``_bias``."""
+
+    ts: datetime
+    device_id: str
+    asset_id: str
+    model_version: str
+    risk: float
+    contributions: dict[str, float]
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,9 +101,16 @@ class SinkBatch:
     scores: list[ScoreRow] = field(default_factory=list)
     alerts: list[AlertRow] = field(default_factory=list)
     deadletters: list[DeadLetterRow] = field(default_factory=list)
+    explanations: list[ExplanationRow] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return len(self.readings) + len(self.scores) + len(self.alerts) + len(self.deadletters)
+        return (
+            len(self.readings)
+            + len(self.scores)
+            + len(self.alerts)
+            + len(self.deadletters)
+            + len(self.explanations)
+        )
 
 
 @dataclass(frozen=True)
@@ -110,6 +130,8 @@ CREATE TEMP TABLE IF NOT EXISTS stage_scores
     (LIKE scores INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS stage_deadletters
     (LIKE deadletters INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS stage_score_explanations
+    (LIKE score_explanations INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;
 """
 
 _READING_COLUMNS = ("ts", "device_id", "asset_id", "asset_type", "metrics", "source")
@@ -122,8 +144,11 @@ _SCORE_COLUMNS = (
     "model_version",
     "risk",
     "threshold",
+    "role",
 )
-_SCORE_TYPES = ("timestamptz", "text", "text", "text", "text", "float8", "float8")
+_SCORE_TYPES = ("timestamptz", "text", "text", "text", "text", "float8", "float8", "text")
+_EXPLANATION_COLUMNS = ("ts", "device_id", "asset_id", "model_version", "risk", "contributions")
+_EXPLANATION_TYPES = ("timestamptz", "text", "text", "text", "float8", "jsonb")
 _DEADLETTER_COLUMNS = (
     "deadletter_id",
     "stage",
@@ -219,10 +244,29 @@ class PostgresSink:
                             s.model_version,
                             s.risk,
                             s.threshold,
+                            s.role,
                         )
                         for s in batch.scores
                     ),
                     bool(batch.scores),
+                )
+                _copy_upsert(
+                    cur,
+                    "score_explanations",
+                    _EXPLANATION_COLUMNS,
+                    _EXPLANATION_TYPES,
+                    (
+                        (
+                            e.ts,
+                            e.device_id,
+                            e.asset_id,
+                            e.model_version,
+                            e.risk,
+                            Jsonb(e.contributions),
+                        )
+                        for e in batch.explanations
+                    ),
+                    bool(batch.explanations),
                 )
                 deadletters = _copy_upsert(
                     cur,
@@ -302,6 +346,18 @@ def _copy_upsert(
         f"INSERT INTO {table} ({cols}) SELECT {cols} FROM stage_{table} ON CONFLICT DO NOTHING"
     )
     return cur.rowcount  # the staging rows vanish at commit (ON COMMIT DELETE ROWS)
+
+
+def record_worker_stats(database_url: str, row: dict[str, Any]) -> None:
+    """Store one ``worker_stats`` sample (the pipeline-health dashboard reads them)."""
+    with psycopg.connect(database_url, connect_timeout=5) as conn:
+        conn.execute(
+            "INSERT INTO worker_stats (ts, worker_id, consumed, stored, scored, deadletters,"
+            " consumer_lag, batch_ms_p50, batch_ms_p99) VALUES (%(ts)s, %(worker_id)s,"
+            " %(consumed)s, %(stored)s, %(scored)s, %(deadletters)s, %(consumer_lag)s,"
+            " %(batch_ms_p50)s, %(batch_ms_p99)s) ON CONFLICT DO NOTHING",
+            row,
+        )
 
 
 def register_devices(database_url: str, devices: Sequence[dict[str, Any]]) -> int:

@@ -2,12 +2,15 @@
 
     readings (raw bytes, key = device)
       -> validate                      Reading | Rejection
-      -> per-device features           Faust table ``device-state``
-      -> batch scoring (LightGBM)      Score, key = asset
-      -> PostgreSQL (readings, scores, dead letters) in one transaction
-    scores (key = asset)
+      -> per-device features           Faust table ``device-state`` (packed bytes)
+      -> batch scoring (LightGBM)      champion, plus a challenger in shadow
+      -> PostgreSQL (readings, scores, explanations, dead letters) in one transaction
+      -> scores topic                  one ScoreBatch per partition, keyed by asset
+    scores
       -> hysteresis per asset          Faust table ``alert-state``
       -> alerts topic + PostgreSQL
+    deadletter (stage=ingest, from the LoRaWAN bridge and webhooks)
+      -> PostgreSQL deadletters
 
 Delivery: at-least-once from Kafka, exactly-once in PostgreSQL. A batch is
 written to the database *before* table state is updated and offsets are
@@ -19,6 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -27,24 +32,35 @@ from datetime import UTC, datetime, timedelta
 import faust
 import numpy as np
 import psycopg
+from aiokafka.partitioner import murmur2
 
 from citywatch.settings import Settings
-from models.features import DeviceFeatureState, FeatureSpec
-from models.registry import RiskModelBundle, load_champion
+from models.features import DeviceFeatureState
 from storage.sinks import (
     AlertRow,
     DeadLetterRow,
+    ExplanationRow,
     PostgresSink,
     ReadingRow,
     ScoreRow,
     SinkBatch,
     SinkUnavailableError,
     load_devices,
+    record_worker_stats,
 )
 
 from . import topics
 from .alerting import AlertState, Hysteresis, step
-from .records import AlertEvent, Reading, Score
+from .live_models import LiveModels, file_registry
+from .records import AlertEvent, Reading, Score, decode_score_batch, encode_score_batch
+from .state import (
+    DeviceState,
+    StateCache,
+    decode_offsets,
+    decode_state,
+    encode_state,
+    spec_fingerprint,
+)
 from .tansu import install_faust_highwater_fix
 from .validation import Rejection, validate_reading
 
@@ -78,38 +94,9 @@ class DeviceDirectory:
         self._loaded_at = time.monotonic()
 
 
-class ChampionModel:
-    """The promoted model, swapped in without a restart when the champion changes."""
-
-    def __init__(self, models_path, check_every_s: float = 2.0) -> None:
-        self._path = models_path
-        self._check_every = check_every_s
-        self._checked_at = float("-inf")
-        self._pointer: str | None = None
-        self.bundle: RiskModelBundle | None = None
-
-    def current(self) -> RiskModelBundle:
-        now = time.monotonic()
-        if now - self._checked_at >= self._check_every:
-            self._checked_at = now
-            pointer_file = self._path / "CHAMPION"
-            pointer = pointer_file.read_text().strip() if pointer_file.exists() else None
-            if pointer != self._pointer or self.bundle is None:
-                bundle = load_champion(self._path)
-                if bundle is not None:
-                    if self.bundle is not None:
-                        log.info("model %s promoted; now scoring with it", bundle.version)
-                    self.bundle, self._pointer = bundle, pointer
-        if self.bundle is None:
-            raise RuntimeError(
-                f"no champion model in {self._path}; run `citywatch train --synthetic` first"
-            )
-        return self.bundle
-
-
 @dataclass
 class WorkerStats:
-    """Counters the worker logs periodically."""
+    """Counters the worker logs and stores in ``worker_stats`` periodically."""
 
     processed: int = 0
     stored: int = 0
@@ -117,6 +104,8 @@ class WorkerStats:
     deadletters: Counter = field(default_factory=Counter)
     alerts_opened: int = 0
     alerts_closed: int = 0
+    batch_ms: list[float] = field(default_factory=list)  # since the last report
+    last_offsets: dict = field(default_factory=dict)  # TopicPartition -> offset
     started: float = field(default_factory=time.monotonic)
 
 
@@ -131,6 +120,26 @@ def deadletter_row(rejection: Rejection, message, raw: bytes | None) -> DeadLett
         source_offset=message.offset,
         device_id=rejection.device_id,
         raw=raw or b"",
+    )
+
+
+def ingest_deadletter_row(message) -> DeadLetterRow | None:
+    """A dead letter published by an ingest process (stage=ingest header), else None."""
+    headers = {k: bytes(v) for k, v in (message.headers or [])}
+    if headers.get("stage") != b"ingest":
+        return None  # the worker's own dead letters are stored when they are made
+    key = message.key
+    return DeadLetterRow(
+        deadletter_id=headers.get("deadletter_id", b"").decode(errors="replace")
+        or f"{message.topic}:{message.partition}:{message.offset}",
+        stage="ingest",
+        reason=headers.get("reason", b"unknown").decode(errors="replace"),
+        detail=headers.get("detail", b"").decode(errors="replace"),
+        source_topic=message.topic,
+        source_partition=message.partition,
+        source_offset=message.offset,
+        device_id=key.decode(errors="replace") if key else None,
+        raw=message.value or b"",
     )
 
 
@@ -153,10 +162,22 @@ async def until_stored(process, events, stopping) -> None:
             delay = min(delay * 2, 10.0)
 
 
+def partition_of(key: bytes, partitions: int) -> int:
+    """Kafka's default partitioner (murmur2), as every producer and Faust table uses it."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
 # -- the app ---------------------------------------------------------------
 
 
-def create_app(settings: Settings, kafka: str, database_url: str, *, tansu: bool) -> faust.App:
+def create_app(
+    settings: Settings,
+    kafka: str,
+    database_url: str,
+    *,
+    tansu: bool,
+    models: LiveModels | None = None,
+) -> faust.App:
     """Build the Faust app with its topics, tables and agents."""
     if tansu:
         install_faust_highwater_fix(kafka)
@@ -169,6 +190,8 @@ def create_app(settings: Settings, kafka: str, database_url: str, *, tansu: bool
         consumer_auto_offset_reset="earliest",
         processing_guarantee="at_least_once",
         producer_acks=-1,
+        # Batch the many small changelog and score messages of one batch into few requests.
+        producer_linger=0.005,
         web_enabled=False,
         # Tansu needs half the session timeout to form a group: keep it short.
         broker_session_timeout=6.0 if tansu else 30.0,
@@ -182,7 +205,7 @@ def create_app(settings: Settings, kafka: str, database_url: str, *, tansu: bool
         settings.topic(topics.READINGS), key_serializer="raw", value_serializer="raw"
     )
     scores_topic = app.topic(
-        settings.topic(topics.SCORES), key_type=str, key_serializer="raw", value_type=Score
+        settings.topic(topics.SCORES), key_serializer="raw", value_serializer="raw"
     )
     alerts_topic = app.topic(
         settings.topic(topics.ALERTS), key_type=str, key_serializer="raw", value_type=AlertEvent
@@ -197,19 +220,21 @@ def create_app(settings: Settings, kafka: str, database_url: str, *, tansu: bool
         "device-state",
         default=None,
         key_type=bytes,  # raw key bytes, partitioned exactly like the source topic
+        value_type=bytes,  # streams.state's packed snapshot
         partitions=settings.partitions,
         use_partitioner=True,
     )
     alert_state = app.Table(
         "alert-state",
         default=None,
-        key_type=bytes,  # raw key bytes, partitioned exactly like the source topic
+        key_type=bytes,
         partitions=settings.partitions,
         use_partitioner=True,
     )
 
     devices = DeviceDirectory(database_url)
-    model = ChampionModel(settings.models_path)
+    if models is None:
+        models = LiveModels(*file_registry(settings.models_path))
     rule = Hysteresis(
         open_after=settings.alert_open_after,
         close_after=settings.alert_close_after,
@@ -219,8 +244,9 @@ def create_app(settings: Settings, kafka: str, database_url: str, *, tansu: bool
     reading_sink = PostgresSink(database_url)
     alert_sink = PostgresSink(database_url)
     stats = WorkerStats()
+    cache = StateCache()
     max_skew = timedelta(seconds=settings.max_clock_skew_s)
-    specs: dict[str, FeatureSpec] = {}
+    worker_id = f"{socket.gethostname()}:{os.getpid()}"
 
     def stopping() -> bool:
         return app.should_stop
@@ -228,11 +254,21 @@ def create_app(settings: Settings, kafka: str, database_url: str, *, tansu: bool
     @app.agent(readings_topic)
     async def score_readings(stream):
         async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
+            started = time.perf_counter()
             await until_stored(process_readings, events, stopping)
+            stats.batch_ms.append((time.perf_counter() - started) * 1000)
 
     async def process_readings(events) -> None:
+        try:
+            await _process_readings(events)
+        except BaseException:
+            cache.clear()  # features moved ahead of the table; restore from it on retry
+            raise
+
+    async def _process_readings(events) -> None:
         now = datetime.now(UTC)
-        bundle = model.current()
+        champion = models.champion
+        challenger = models.challenger
         batch = SinkBatch()
         dead_messages: list[tuple[bytes, bytes, str]] = []
         by_device: dict[str, list[tuple[Reading, object]]] = defaultdict(list)
@@ -240,38 +276,28 @@ def create_app(settings: Settings, kafka: str, database_url: str, *, tansu: bool
         # 1. validate: Reading or dead letter
         for event in events:
             message = event.message
+            stats.last_offsets[message.tp] = message.offset
             raw = message.value
             checked = validate_reading(raw, devices.lookup, now=now, max_skew=max_skew)
             if isinstance(checked, Rejection):
-                row = deadletter_row(checked, message, raw)
-                batch.deadletters.append(row)
+                batch.deadletters.append(deadletter_row(checked, message, raw))
                 dead_messages.append((message.key or b"", raw or b"", checked.reason))
             else:
                 by_device[checked.device_id].append((checked, message))
 
         # 2. features from per-device state; duplicates and replays are decided here
-        new_state: dict[str, dict] = {}
+        touched: dict[bytes, DeviceState] = {}
         to_score: dict[str, list[tuple[Reading, list[float]]]] = defaultdict(list)
         for device_id, items in by_device.items():
-            saved = device_state.get(device_id.encode())
-            last_offset = saved["last_offset"] if saved else -1
-            last_ts = datetime.fromisoformat(saved["last_ts"]) if saved else None
+            key = device_id.encode()
             asset_type = items[0][0].asset_type
-            spec = specs.get(asset_type) or specs.setdefault(
-                asset_type, bundle.feature_spec(asset_type)
-            )
-            features = (
-                DeviceFeatureState.from_dict(saved["features"])
-                if saved
-                else DeviceFeatureState(spec)
-            )
-            touched = False
+            state = _device_state(key, asset_type, champion)
             for reading, message in items:
-                if message.offset <= last_offset:
+                if message.offset <= state.last_offset:
                     continue  # replay of a message already stored before a restart
-                last_offset = message.offset
-                touched = True
-                if last_ts is not None and reading.ts == last_ts:
+                state.last_offset = message.offset
+                touched[key] = state
+                if state.last_ts is not None and reading.ts == state.last_ts:
                     rejection = Rejection("duplicate", f"second reading at {reading.ts}", device_id)
                     batch.deadletters.append(deadletter_row(rejection, message, message.value))
                     dead_messages.append((message.key or b"", message.value, "duplicate"))
@@ -282,36 +308,31 @@ def create_app(settings: Settings, kafka: str, database_url: str, *, tansu: bool
                         device_id,
                         reading.asset_id,
                         reading.asset_type,
-                        dict(reading.metrics),
-                        dict(reading.source),
+                        reading.metrics,
+                        reading.source,
                     )
                 )
-                if last_ts is not None and reading.ts < last_ts:
+                if state.last_ts is not None and reading.ts < state.last_ts:
                     continue  # late reading: stored, but features only move forward
-                last_ts = reading.ts
-                to_score[asset_type].append((reading, features.update(reading.metrics)))
-            if touched:
-                new_state[device_id] = {
-                    "last_offset": last_offset,
-                    "last_ts": last_ts.isoformat() if last_ts else None,
-                    "features": features.to_dict(),
-                }
+                state.last_ts = reading.ts
+                to_score[asset_type].append((reading, state.features.update(reading.metrics)))
 
-        # 3. score in batches, one LightGBM call per asset type
+        # 3. score in batches, one LightGBM call per asset type and model
         scores: list[Score] = []
         for asset_type, rows in to_score.items():
-            risks = bundle.predict_proba(asset_type, np.asarray([f for _, f in rows], dtype=float))
-            threshold = float(bundle.threshold(asset_type))
-            for (reading, _), risk in zip(rows, risks, strict=True):
+            X = np.asarray([f for _, f in rows], dtype=float)
+            risks = champion.predict_proba(asset_type, X)
+            threshold = float(champion.threshold(asset_type))
+            for (reading, _), risk in zip(rows, risks.tolist(), strict=True):
                 scores.append(
                     Score(
-                        asset_id=reading.asset_id,
-                        device_id=reading.device_id,
-                        asset_type=asset_type,
-                        ts=reading.ts,
-                        risk=float(risk),
-                        threshold=threshold,
-                        model_version=bundle.version,
+                        reading.asset_id,
+                        reading.device_id,
+                        asset_type,
+                        reading.ts,
+                        risk,
+                        threshold,
+                        champion.version,
                     )
                 )
                 batch.scores.append(
@@ -320,26 +341,91 @@ def create_app(settings: Settings, kafka: str, database_url: str, *, tansu: bool
                         reading.device_id,
                         reading.asset_id,
                         asset_type,
-                        bundle.version,
-                        float(risk),
+                        champion.version,
+                        risk,
                         threshold,
                     )
+                )
+            high = np.flatnonzero(risks >= threshold)
+            for i, contributions in zip(
+                high.tolist(), champion.explain(asset_type, X[high]), strict=True
+            ):
+                reading = rows[i][0]
+                batch.explanations.append(
+                    ExplanationRow(
+                        reading.ts,
+                        reading.device_id,
+                        reading.asset_id,
+                        champion.version,
+                        float(risks[i]),
+                        contributions,
+                    )
+                )
+            if challenger is not None and _same_features(challenger, champion, asset_type):
+                shadow = challenger.predict_proba(asset_type, X).tolist()
+                shadow_threshold = float(challenger.threshold(asset_type))
+                batch.scores.extend(
+                    ScoreRow(
+                        reading.ts,
+                        reading.device_id,
+                        reading.asset_id,
+                        asset_type,
+                        challenger.version,
+                        risk,
+                        shadow_threshold,
+                        "challenger",
+                    )
+                    for (reading, _), risk in zip(rows, shadow, strict=True)
                 )
 
         # 4. store, then publish, then move state forward (crash-safe order)
         await asyncio.to_thread(reading_sink.write, batch)
+        by_partition: dict[int, list[Score]] = defaultdict(list)
         for score in scores:
-            await scores_topic.send(key=score.asset_id, value=score)
+            by_partition[partition_of(score.asset_id.encode(), settings.partitions)].append(score)
+        for partition, part in by_partition.items():
+            await scores_topic.send(value=encode_score_batch(part), partition=partition)
         for key, raw, reason in dead_messages:
             await deadletter_topic.send(key=key, value=raw, headers={"reason": reason.encode()})
         await app.producer.flush()
-        for device_id, state in new_state.items():
-            device_state[device_id.encode()] = state
+        fingerprints: dict[str, bytes] = {}
+        for key, state in touched.items():
+            asset_type = by_device[key.decode()][0][0].asset_type
+            fingerprint = fingerprints.get(asset_type) or fingerprints.setdefault(
+                asset_type, spec_fingerprint(champion.feature_spec(asset_type))
+            )
+            packed = encode_state(state, fingerprint)
+            device_state[key] = packed
+            cache.put(key, packed, state)
 
         stats.processed += len(events)
         stats.stored += len(batch.readings)
-        stats.scored += len(batch.scores)
+        stats.scored += len(scores)
         stats.deadletters.update(d.reason for d in batch.deadletters)
+
+    spec_changes_logged: set[tuple[str, str]] = set()
+
+    def _device_state(key: bytes, asset_type: str, champion) -> DeviceState:
+        saved = device_state.get(key)
+        cached = cache.get(key, saved)
+        spec = champion.feature_spec(asset_type)
+        if cached is not None and cached.features.spec == spec:
+            return cached
+        if saved is None:
+            return DeviceState(-1, None, DeviceFeatureState(spec))
+        restored = decode_state(saved, spec, spec_fingerprint(spec))
+        if restored is not None:
+            return restored
+        # The champion's features changed: offsets stay, features start afresh.
+        if (champion.version, asset_type) not in spec_changes_logged:
+            spec_changes_logged.add((champion.version, asset_type))
+            log.info(
+                "model %s computes other %s features; devices start fresh feature state",
+                champion.version,
+                asset_type,
+            )
+        last_offset, last_ts = decode_offsets(saved)
+        return DeviceState(last_offset, last_ts, DeviceFeatureState(spec))
 
     @app.agent(scores_topic)
     async def raise_alerts(stream):
@@ -351,63 +437,50 @@ def create_app(settings: Settings, kafka: str, database_url: str, *, tansu: bool
         rows: list[AlertRow] = []
         published: list[AlertEvent] = []
         for event in events:
-            score: Score = event.value
-            if score.asset_id not in states:
-                states[score.asset_id] = AlertState.from_dict(
-                    alert_state.get(score.asset_id.encode())
+            for score in decode_score_batch(event.value):
+                if score.asset_id not in states:
+                    states[score.asset_id] = AlertState.from_dict(
+                        alert_state.get(score.asset_id.encode())
+                    )
+                state = states[score.asset_id]
+                if state.last_ts is not None and score.ts <= datetime.fromisoformat(state.last_ts):
+                    continue  # replayed or stale score
+                open_at, close_at = rule.thresholds(score.threshold)
+                transition = step(
+                    state,
+                    asset_id=score.asset_id,
+                    device_id=score.device_id,
+                    ts=score.ts,
+                    risk=score.risk,
+                    open_at=open_at,
+                    close_at=close_at,
+                    rule=rule,
                 )
-            state = states[score.asset_id]
-            if state.last_ts is not None and score.ts <= datetime.fromisoformat(state.last_ts):
-                continue  # replayed or stale score
-            open_at, close_at = rule.thresholds(score.threshold)
-            transition = step(
-                state,
-                asset_id=score.asset_id,
-                device_id=score.device_id,
-                ts=score.ts,
-                risk=score.risk,
-                open_at=open_at,
-                close_at=close_at,
-                rule=rule,
-            )
-            if transition is None:
-                continue
-            status = "open" if transition.kind == "open" else "closed"
-            row = AlertRow(
-                transition.alert_id,
-                score.asset_id,
-                score.device_id,
-                score.asset_type,
-                status,
-                transition.opened_at,
-                transition.closed_at,
-                transition.peak_risk,
-                score.risk,
-                open_at,
-                score.model_version,
-            )
-            rows.append(row)
-            published.append(
-                AlertEvent(
-                    alert_id=row.alert_id,
-                    transition=transition.kind,
-                    asset_id=row.asset_id,
-                    device_id=row.device_id,
-                    asset_type=row.asset_type,
-                    opened_at=row.opened_at,
-                    closed_at=row.closed_at,
-                    peak_risk=row.peak_risk,
-                    last_risk=row.last_risk,
-                    threshold=row.threshold,
-                    model_version=row.model_version,
+                if transition is None:
+                    continue
+                row = AlertRow(
+                    transition.alert_id,
+                    score.asset_id,
+                    score.device_id,
+                    score.asset_type,
+                    "open" if transition.kind == "open" else "closed",
+                    transition.opened_at,
+                    transition.closed_at,
+                    transition.peak_risk,
+                    score.risk,
+                    open_at,
+                    score.model_version,
                 )
-            )
-            if transition.kind == "open":
-                stats.alerts_opened += 1
-                log.info("alert OPEN  %s risk=%.2f (%s)", score.asset_id, score.risk, row.alert_id)
-            else:
-                stats.alerts_closed += 1
-                log.info("alert CLOSE %s (%s)", score.asset_id, row.alert_id)
+                rows.append(row)
+                published.append(alert_event(row, transition.kind))
+                if transition.kind == "open":
+                    stats.alerts_opened += 1
+                    log.info(
+                        "alert OPEN  %s risk=%.2f (%s)", score.asset_id, score.risk, row.alert_id
+                    )
+                else:
+                    stats.alerts_closed += 1
+                    log.info("alert CLOSE %s (%s)", score.asset_id, row.alert_id)
         if rows:
             await asyncio.to_thread(alert_sink.write, SinkBatch(alerts=rows))
             for alert in published:
@@ -416,11 +489,26 @@ def create_app(settings: Settings, kafka: str, database_url: str, *, tansu: bool
         for asset_id, state in states.items():
             alert_state[asset_id.encode()] = state.to_dict()
 
-    @app.timer(interval=10.0)
+    @app.agent(deadletter_topic)
+    async def store_ingest_deadletters(stream):
+        async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
+            rows = [r for r in (ingest_deadletter_row(e.message) for e in events) if r]
+            if rows:
+                await until_stored(store_deadletters, rows, stopping)
+                stats.deadletters.update(r.reason for r in rows)
+
+    async def store_deadletters(rows: list[DeadLetterRow]) -> None:
+        await asyncio.to_thread(alert_sink.write, SinkBatch(deadletters=rows))
+
+    @app.timer(interval=settings.stats_interval_s)
     async def report_progress() -> None:
         elapsed = max(time.monotonic() - stats.started, 1e-9)
+        durations = np.asarray(stats.batch_ms or [np.nan])
+        stats.batch_ms = []
+        lag = consumer_lag(app, stats.last_offsets)
         log.info(
-            "processed=%d (%.0f/s) stored=%d scored=%d deadletters=%d alerts open/closed=%d/%d",
+            "processed=%d (%.0f/s) stored=%d scored=%d deadletters=%d alerts open/closed=%d/%d"
+            " lag=%s",
             stats.processed,
             stats.processed / elapsed,
             stats.stored,
@@ -428,7 +516,23 @@ def create_app(settings: Settings, kafka: str, database_url: str, *, tansu: bool
             sum(stats.deadletters.values()),
             stats.alerts_opened,
             stats.alerts_closed,
+            "?" if lag is None else lag,
         )
+        sample = {
+            "ts": datetime.now(UTC),
+            "worker_id": worker_id,
+            "consumed": stats.processed,
+            "stored": stats.stored,
+            "scored": stats.scored,
+            "deadletters": sum(stats.deadletters.values()),
+            "consumer_lag": lag,
+            "batch_ms_p50": _finite(np.nanpercentile(durations, 50)),
+            "batch_ms_p99": _finite(np.nanpercentile(durations, 99)),
+        }
+        try:
+            await asyncio.to_thread(record_worker_stats, database_url, sample)
+        except psycopg.Error as exc:  # stats are best effort; the data path has its own retry
+            log.warning("could not store worker stats: %s", exc)
 
     @app.on_before_shutdown.connect
     async def close_sinks(app, **kwargs) -> None:
@@ -437,6 +541,46 @@ def create_app(settings: Settings, kafka: str, database_url: str, *, tansu: bool
 
     app.citywatch_stats = stats  # type: ignore[attr-defined]
     return app
+
+
+def _same_features(a, b, asset_type: str) -> bool:
+    # Shadow scoring reuses the champion's feature rows; a challenger with other
+    # features would need its own device state, which the worker doesn't keep.
+    return asset_type in a.asset_types and a.feature_spec(asset_type) == b.feature_spec(asset_type)
+
+
+def _finite(x: float) -> float | None:
+    return None if x != x else float(x)
+
+
+def alert_event(row: AlertRow, kind: str) -> AlertEvent:
+    return AlertEvent(
+        alert_id=row.alert_id,
+        transition=kind,
+        asset_id=row.asset_id,
+        device_id=row.device_id,
+        asset_type=row.asset_type,
+        opened_at=row.opened_at,
+        closed_at=row.closed_at,
+        peak_risk=row.peak_risk,
+        last_risk=row.last_risk,
+        threshold=row.threshold,
+        model_version=row.model_version,
+    )
+
+
+def consumer_lag(app: faust.App, last_offsets: dict) -> int | None:
+    """Readings not yet processed on this worker's partitions (None if unknown)."""
+    try:
+        total = 0
+        for tp, offset in last_offsets.items():
+            highwater = app.consumer.highwater(tp)
+            if highwater is None:
+                return None
+            total += max(0, highwater - offset - 1)
+        return total
+    except Exception:  # lag is diagnostics; never let it break the worker
+        return None
 
 
 def run_worker(settings: Settings, kafka: str, database_url: str, *, tansu: bool) -> None:

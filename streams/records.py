@@ -1,20 +1,28 @@
-"""Faust records for the worker's topics.
+"""What travels between the worker's steps and on its topics.
 
 The ``readings`` topic carries raw bytes (see ``citywatch.readings``) so that a
 malformed message reaches our validator instead of crashing Faust's
 deserialiser; a reading that passes validation becomes a :class:`Reading`.
+
+Per-message Python objects are the worker's main cost, so the hot path avoids
+Faust records: :class:`Reading` is a slotted dataclass, and scores travel as
+one :class:`ScoreBatch` message per ``scores`` partition per batch rather than
+one message per score.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import faust
 
 
-class Reading(faust.Record, validation=True, serializer="json", isodates=True):
+@dataclass(slots=True)
+class Reading:
     """One validated sensor reading from one device."""
 
     device_id: str
@@ -25,8 +33,9 @@ class Reading(faust.Record, validation=True, serializer="json", isodates=True):
     source: Mapping[str, Any]
 
 
-class Score(faust.Record, serializer="json", isodates=True):
-    """A failure-risk score; published to ``scores`` keyed by asset."""
+@dataclass(slots=True)
+class Score:
+    """A failure-risk score of one reading by one model."""
 
     asset_id: str
     device_id: str
@@ -35,6 +44,39 @@ class Score(faust.Record, serializer="json", isodates=True):
     risk: float
     threshold: float
     model_version: str
+
+
+def encode_score_batch(scores: list[Score]) -> bytes:
+    """The ``scores`` topic value: scores of assets that share a partition.
+
+    JSON, one compact row per score::
+
+        {"v": 1, "scores": [[asset_id, device_id, asset_type, ts, risk, threshold, model], ...]}
+    """
+    rows = [
+        [
+            s.asset_id,
+            s.device_id,
+            s.asset_type,
+            s.ts.isoformat(),
+            s.risk,
+            s.threshold,
+            s.model_version,
+        ]
+        for s in scores
+    ]
+    return json.dumps({"v": 1, "scores": rows}, separators=(",", ":")).encode()
+
+
+def decode_score_batch(raw: bytes) -> list[Score]:
+    """Inverse of :func:`encode_score_batch`."""
+    data = json.loads(raw)
+    if data.get("v") != 1:
+        raise ValueError(f"unsupported score batch version {data.get('v')!r}")
+    return [
+        Score(a, d, t, datetime.fromisoformat(ts), float(r), float(th), m)
+        for a, d, t, ts, r, th, m in data["scores"]
+    ]
 
 
 class AlertEvent(faust.Record, serializer="json", isodates=True):
