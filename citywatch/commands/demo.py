@@ -45,6 +45,7 @@ def start_worker(settings: Settings, conn: Connection, log_path: Path) -> subpro
         "CITYWATCH_APP_ID": settings.app_id,
         "CITYWATCH_BATCH_SIZE": str(settings.batch_size),
         "CITYWATCH_BATCH_WITHIN_S": str(settings.batch_within_s),
+        "CITYWATCH_STATS_INTERVAL_S": str(settings.stats_interval_s),
     }
     out = open(log_path, "ab")  # noqa: SIM115 - the child owns it for its lifetime
     return subprocess.Popen(

@@ -1,0 +1,70 @@
+"""The worker's packed device state: exact round trips and spec-change detection."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from models.features import DeviceFeatureState, FeatureSpec
+from streams.state import (
+    DeviceState,
+    StateCache,
+    decode_offsets,
+    decode_state,
+    encode_state,
+    spec_fingerprint,
+)
+
+SPEC = FeatureSpec(metrics=("a", "b"), window=5, extra_windows=(12,), baseline_warmup=4)
+
+values = st.one_of(
+    st.floats(min_value=-1e6, max_value=1e6, allow_nan=False),
+    st.just(math.nan),
+)
+
+
+def same(x: list[float], y: list[float]) -> bool:
+    return all(p == q or (math.isnan(p) and math.isnan(q)) for p, q in zip(x, y, strict=True))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(values, values), min_size=0, max_size=40), st.tuples(values, values))
+def test_restored_state_computes_identical_features(history, next_values):
+    features = DeviceFeatureState(SPEC)
+    for a, b in history:
+        features.update({"a": a, "b": b})
+    ts = datetime(2026, 11, 24, 21, 0, 0, 123456, tzinfo=UTC)
+    fingerprint = spec_fingerprint(SPEC)
+    packed = encode_state(DeviceState(41, ts, features), fingerprint)
+
+    restored = decode_state(packed, SPEC, fingerprint)
+    assert restored is not None
+    assert (restored.last_offset, restored.last_ts) == (41, ts)
+    assert restored.features.to_dict() == features.to_dict()
+    row = {"a": next_values[0], "b": next_values[1]}
+    assert same(features.update(row), restored.features.update(row))
+
+
+def test_other_feature_spec_discards_features_but_keeps_offsets():
+    features = DeviceFeatureState(SPEC)
+    features.update({"a": 1.0, "b": 2.0})
+    packed = encode_state(DeviceState(7, None, features), spec_fingerprint(SPEC))
+    other = FeatureSpec(metrics=("a", "b"), window=6)
+    assert spec_fingerprint(other) != spec_fingerprint(SPEC)
+    assert decode_state(packed, other, spec_fingerprint(other)) is None
+    assert decode_offsets(packed) == (7, None)
+
+
+def test_cache_hits_only_for_the_bytes_it_wrote():
+    cache = StateCache()
+    state = DeviceState(1, None, DeviceFeatureState(SPEC))
+    packed = encode_state(state, spec_fingerprint(SPEC))
+    cache.put(b"dev", packed, state)
+    assert cache.get(b"dev", packed) is state
+    assert cache.get(b"dev", bytes(bytearray(packed))) is None  # equal bytes from a changelog
+    assert cache.get(b"dev", None) is None
+    cache.clear()
+    assert cache.get(b"dev", packed) is None
