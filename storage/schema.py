@@ -164,6 +164,68 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        4,
+        "model registry, promotions, feature drift",
+        """
+        -- One row per registered model version; the files stay in the model store
+        -- (settings.models_path/<version>/), the card is copied here so it can be
+        -- queried and audited without the files.
+        CREATE TABLE model_registry (
+            version        text PRIMARY KEY,
+            created_at     timestamptz NOT NULL,
+            registered_at  timestamptz NOT NULL DEFAULT now(),
+            owner          text,
+            data_from      timestamptz,
+            data_to        timestamptz,
+            data_sha256    text NOT NULL,
+            asset_types    text[] NOT NULL,
+            card           jsonb NOT NULL
+        );
+
+        -- Append-only log of champion/challenger changes; the latest row per role
+        -- is the active model (version NULL: no challenger). Never updated, so it
+        -- is the audit trail too.
+        CREATE TABLE model_promotions (
+            promotion_id bigserial PRIMARY KEY,
+            at           timestamptz NOT NULL DEFAULT clock_timestamp(),
+            role         text NOT NULL CHECK (role IN ('champion', 'challenger')),
+            version      text REFERENCES model_registry (version),
+            previous     text,
+            action       text NOT NULL CHECK (action IN
+                ('promote', 'rollback', 'set_challenger', 'clear_challenger')),
+            actor        text NOT NULL
+        );
+        CREATE INDEX model_promotions_role_idx ON model_promotions (role, promotion_id DESC);
+
+        -- Population stability index of each feature over a recent window against
+        -- the model's training reference.
+        CREATE TABLE feature_drift (
+            window_start  timestamptz NOT NULL,
+            window_end    timestamptz NOT NULL,
+            model_version text NOT NULL,
+            asset_type    text NOT NULL,
+            feature       text NOT NULL,
+            psi           double precision NOT NULL,
+            n             integer NOT NULL,
+            computed_at   timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (model_version, asset_type, feature, window_end)
+        );
+
+        CREATE TABLE drift_alerts (
+            model_version text NOT NULL,
+            asset_type    text NOT NULL,
+            feature       text NOT NULL,
+            window_start  timestamptz NOT NULL,
+            window_end    timestamptz NOT NULL,
+            psi           double precision NOT NULL,
+            threshold     double precision NOT NULL,
+            raised_at     timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (model_version, asset_type, feature, window_end)
+        );
+        CREATE INDEX drift_alerts_raised_idx ON drift_alerts (raised_at DESC);
+        """,
+    ),
 ]
 
 _TIMESCALE_MIGRATION = """

@@ -83,3 +83,13 @@ def datasets_dir() -> Path:
     if not path.is_dir():
         pytest.skip(f"datasets folder {path} not found (set CITYWATCH_DATASETS)")
     return path
+
+
+@pytest.fixture
+def registry_db(conn):
+    """A clean model registry (migration v4 tables) for one test; yields the database URL."""
+    import psycopg
+
+    with psycopg.connect(conn.database_url, autocommit=True) as c:
+        c.execute("TRUNCATE model_promotions, model_registry, feature_drift, drift_alerts")
+    return conn.database_url

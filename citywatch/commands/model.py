@@ -1,0 +1,193 @@
+"""``citywatch model``: the model registry (cards in the database, files in the model store)."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import math
+from datetime import datetime
+from typing import Any
+
+import click
+
+from citywatch.settings import Settings
+
+
+def _registry(settings: Settings):
+    from citywatch.runtime import connect
+    from models.catalog import ModelRegistry
+
+    conn = connect(settings)
+    return ModelRegistry(conn.database_url, settings.models_path), conn
+
+
+def _fail(exc: Exception) -> click.ClickException:
+    return click.ClickException(str(exc))
+
+
+def _echo_json(obj: Any) -> None:
+    click.echo(json.dumps(obj, indent=2, default=_json_default))
+
+
+def _json_default(v: Any) -> Any:
+    if isinstance(v, datetime):
+        return v.isoformat()
+    return str(v)
+
+
+_ACTOR = click.option(
+    "--actor",
+    envvar="CITYWATCH_ACTOR",
+    default=lambda: getpass.getuser(),
+    show_default="current user",
+    help="Who made the change (recorded in model_promotions).",
+)
+_JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+
+@click.group()
+def model() -> None:
+    """List, inspect, promote and roll back risk-model versions.
+
+    \b
+    Every trained version has a model card (training data date range and
+    content hash, features, metrics, intended use, limits, owner) stored in
+    the database; the model files live in the model store
+    (CITYWATCH_MODEL_DIR, default <home>/models). The champion alerts; a
+    challenger scores in shadow beside it (role 'challenger' in scores).
+    """
+
+
+@model.command("list")
+@_JSON
+@click.pass_obj
+def model_list(settings: Settings, as_json: bool) -> None:
+    """Registered versions, newest first, with their role and training-data range."""
+    reg, _ = _registry(settings)
+    rows = reg.list()
+    if as_json:
+        _echo_json(rows)
+        return
+    if not rows:
+        click.echo("no registered models (run `citywatch train`)")
+    for r in rows:
+        span = f"{_d(r['data_from'])} .. {_d(r['data_to'])}"
+        click.echo(
+            f"{r['version']:28s} {r['role'] or '-':10s} owner={r['owner'] or '-':12s} "
+            f"data {span}  {','.join(r['asset_types'])}"
+        )
+
+
+def _d(v: datetime | None) -> str:
+    return v.strftime("%Y-%m-%d %H:%M") if v else "?"
+
+
+@model.command("show")
+@click.argument("version")
+@_JSON
+@click.pass_obj
+def model_show(settings: Settings, version: str, as_json: bool) -> None:
+    """A version's model card and promotion history."""
+    from models.catalog import RegistryError
+
+    reg, _ = _registry(settings)
+    try:
+        row = reg.show(version)
+    except (RegistryError, ValueError) as exc:
+        raise _fail(exc) from exc
+    if as_json:
+        _echo_json(row)
+        return
+    card = row["card"]
+    click.echo(f"version        {row['version']}  ({row['role'] or 'not active'})")
+    click.echo(f"created        {card.get('created_at')}   owner {row['owner']}")
+    data = card.get("training_data") or {}
+    click.echo(
+        f"training data  {data.get('ts_min')} .. {data.get('ts_max')}  rows={data.get('rows')} "
+        f"failures={data.get('failures')} sha256={str(data.get('sha256'))[:16]}"
+    )
+    if data.get("labels"):
+        click.echo(f"labels         {json.dumps(data['labels'])}")
+    for asset_type, m in sorted((card.get("metrics") or {}).items()):
+        shown = " ".join(f"{k}={_f(m.get(k))}" for k in ("auc", "precision", "recall"))
+        click.echo(
+            f"  {asset_type:12s} {shown} threshold={_f(m.get('threshold'))} "
+            f"({m.get('threshold_strategy', m.get('skipped', ''))})"
+        )
+    for asset_type, names in sorted((card.get("features") or {}).items()):
+        click.echo(f"  features[{asset_type}]: {len(names)} ({', '.join(names[:4])}, ...)")
+    click.echo(f"intended use   {card.get('intended_use')}")
+    click.echo(f"limits         {card.get('limits')}")
+    for p in row["promotions"]:
+        click.echo(
+            f"  {p['at']:%Y-%m-%d %H:%M:%S} {p['action']:16s} {p['role']:10s} "
+            f"{p['version'] or '-'} (was {p['previous'] or '-'}) by {p['actor']}"
+        )
+
+
+def _f(v: Any) -> str:
+    return f"{v:.3f}" if isinstance(v, int | float) and math.isfinite(v) else "n/a"
+
+
+@model.command("register")
+@click.argument("version")
+@click.option("--owner", envvar="CITYWATCH_MODEL_OWNER", help="Override the card's owner.")
+@click.pass_obj
+def model_register(settings: Settings, version: str, owner: str | None) -> None:
+    """Record a version saved in the model store in the database (idempotent)."""
+    reg, _ = _registry(settings)
+    try:
+        reg.register(version, owner=owner)
+    except (FileNotFoundError, ValueError) as exc:
+        raise _fail(exc) from exc
+    click.echo(f"registered {version}")
+
+
+@model.command("promote")
+@click.argument("version")
+@_ACTOR
+@click.pass_obj
+def model_promote(settings: Settings, version: str, actor: str) -> None:
+    """Make VERSION the champion; running workers switch to it without a restart."""
+    from models.catalog import RegistryError
+
+    reg, _ = _registry(settings)
+    try:
+        reg.promote(version, actor=actor)
+    except (RegistryError, ValueError) as exc:
+        raise _fail(exc) from exc
+    click.echo(f"champion is now {version}")
+
+
+@model.command("rollback")
+@_ACTOR
+@click.pass_obj
+def model_rollback(settings: Settings, actor: str) -> None:
+    """Bring back the champion the current one replaced (repeat to go further back)."""
+    from models.catalog import RegistryError
+
+    reg, _ = _registry(settings)
+    try:
+        version = reg.rollback(actor=actor)
+    except RegistryError as exc:
+        raise _fail(exc) from exc
+    click.echo(f"rolled back; champion is now {version}")
+
+
+@model.command("challenger")
+@click.argument("version", required=False)
+@click.option("--clear", is_flag=True, help="Stop shadow scoring.")
+@_ACTOR
+@click.pass_obj
+def model_challenger(settings: Settings, version: str | None, clear: bool, actor: str) -> None:
+    """Score VERSION in shadow beside the champion (scores with role 'challenger', no alerts)."""
+    from models.catalog import RegistryError
+
+    if clear == (version is not None):
+        raise click.UsageError("give either a VERSION or --clear")
+    reg, _ = _registry(settings)
+    try:
+        reg.set_challenger(None if clear else version, actor=actor)
+    except (RegistryError, ValueError) as exc:
+        raise _fail(exc) from exc
+    click.echo("challenger cleared" if clear else f"challenger is now {version}")

@@ -1,0 +1,274 @@
+"""The model registry in the database: versions, cards, champion and challenger.
+
+Model files stay where :mod:`models.registry` saves them
+(``models_path/<version>/``); the database holds each version's model card
+(``model_registry``) and an append-only log of who made which version champion
+or challenger and when (``model_promotions``). The worker polls
+:meth:`ModelRegistry.active` (one indexed query) and loads a version with
+:meth:`ModelRegistry.load` when it changes, so a promotion takes effect without
+stopping the stream.
+
+Until every worker reads :meth:`ModelRegistry.active`, :meth:`promote` and
+:meth:`rollback` also rewrite the file store's ``CHAMPION`` pointer.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from models.registry import CARD_FILE, RiskModelBundle, _check_version, load_bundle
+from models.registry import promote as write_champion_file
+from storage import model_registry as sql
+
+__all__ = ["ActiveModels", "ModelRegistry", "RegistryError"]
+
+
+class RegistryError(LookupError):
+    """A registry request that cannot be carried out (unknown version, nothing to roll back)."""
+
+
+@dataclass(frozen=True)
+class ActiveModels:
+    """The versions the worker should score with; None when there is none."""
+
+    champion: str | None
+    challenger: str | None
+
+
+class ModelRegistry:
+    """Registered model versions and which of them are champion and challenger.
+
+    Parameters
+    ----------
+    database_url : str
+        PostgreSQL URL of the citywatch database (migration v4 applied).
+    models_path : Path
+        The file model store (``settings.models_path``).
+
+    Every method opens its own short connection, so one instance can be shared
+    by threads and used from a long-running worker without holding a session.
+    Changes run in one transaction under an advisory lock, so concurrent
+    promotions serialise instead of interleaving.
+    """
+
+    def __init__(self, database_url: str, models_path: Path) -> None:
+        self.database_url = database_url
+        self.models_path = Path(models_path)
+
+    def _connect(self) -> psycopg.Connection:
+        return psycopg.connect(self.database_url, autocommit=True)
+
+    # -- registration --------------------------------------------------------
+    def register(self, version: str, *, owner: str | None = None) -> None:
+        """Record a saved bundle's model card in the database (idempotent).
+
+        The bundle is loaded first, so a version whose files do not load is
+        never registered. ``owner`` overrides the card's owner.
+
+        Raises
+        ------
+        FileNotFoundError
+            If ``models_path/<version>`` holds no bundle.
+        """
+        bundle = load_bundle(self.models_path, version)
+        card = dict(bundle.card)
+        if owner is not None:
+            card["owner"] = owner
+        data = card.get("training_data") or {}
+        with self._connect() as conn, conn.transaction():
+            sql.upsert_model(
+                conn,
+                version=bundle.version,
+                created_at=card.get("created_at"),
+                owner=card.get("owner"),
+                data_from=data.get("ts_min"),
+                data_to=data.get("ts_max"),
+                data_sha256=data.get("sha256") or "",
+                asset_types=list(bundle.asset_types),
+                card=_strict_json(card),
+            )
+
+    def _require(self, conn: psycopg.Connection, version: str) -> None:
+        _check_version(version)
+        if sql.fetch_model(conn, version) is None:
+            raise RegistryError(
+                f"model {version} is not registered (run `citywatch model register {version}`)"
+            )
+
+    # -- roles ---------------------------------------------------------------
+    def promote(self, version: str, *, actor: str) -> None:
+        """Make ``version`` the champion. If it was the challenger, the challenger slot clears.
+
+        Promoting the current champion again changes nothing.
+
+        Raises
+        ------
+        RegistryError
+            If the version is not registered.
+        """
+        with self._connect() as conn, conn.transaction():
+            sql.lock_registry(conn)
+            self._require(conn, version)
+            active = sql.active_versions(conn)
+            if active["champion"] != version:
+                sql.record_promotion(
+                    conn,
+                    role="champion",
+                    version=version,
+                    previous=active["champion"],
+                    action="promote",
+                    actor=actor,
+                )
+            if active["challenger"] == version:
+                sql.record_promotion(
+                    conn,
+                    role="challenger",
+                    version=None,
+                    previous=version,
+                    action="clear_challenger",
+                    actor=actor,
+                )
+            self._write_champion_file(version)
+
+    def set_challenger(self, version: str | None, *, actor: str) -> None:
+        """Score ``version`` in shadow beside the champion; None clears the challenger.
+
+        Raises
+        ------
+        RegistryError
+            If the version is not registered or is the champion.
+        """
+        with self._connect() as conn, conn.transaction():
+            sql.lock_registry(conn)
+            active = sql.active_versions(conn)
+            if version is not None:
+                self._require(conn, version)
+                if version == active["champion"]:
+                    raise RegistryError(f"model {version} is the champion; it cannot also shadow")
+            if version == active["challenger"]:
+                return
+            sql.record_promotion(
+                conn,
+                role="challenger",
+                version=version,
+                previous=active["challenger"],
+                action="set_challenger" if version is not None else "clear_challenger",
+                actor=actor,
+            )
+
+    def rollback(self, *, actor: str) -> str:
+        """Bring back the champion that the current one replaced; return its version.
+
+        Repeated rollbacks walk further back through the promotion history (a
+        promotion pushes a version, a rollback pops one).
+
+        Raises
+        ------
+        RegistryError
+            If there is no earlier champion.
+        """
+        with self._connect() as conn, conn.transaction():
+            sql.lock_registry(conn)
+            stack: list[str] = []
+            for action, version in sql.champion_history(conn):
+                if action == "rollback":
+                    stack.pop()
+                else:
+                    stack.append(version)
+            if len(stack) < 2:
+                raise RegistryError("no earlier champion to roll back to")
+            current, target = stack[-1], stack[-2]
+            sql.record_promotion(
+                conn,
+                role="champion",
+                version=target,
+                previous=current,
+                action="rollback",
+                actor=actor,
+            )
+            active = sql.active_versions(conn)
+            if active["challenger"] == target:
+                sql.record_promotion(
+                    conn,
+                    role="challenger",
+                    version=None,
+                    previous=target,
+                    action="clear_challenger",
+                    actor=actor,
+                )
+            self._write_champion_file(target)
+        return target
+
+    def _write_champion_file(self, version: str) -> None:
+        # Keep the file pointer in step for workers that still poll it; a
+        # version registered from elsewhere may lack files here, which is fine.
+        if (self.models_path / version / CARD_FILE).is_file():
+            write_champion_file(self.models_path, version)
+
+    # -- reads ---------------------------------------------------------------
+    def active(self) -> ActiveModels:
+        """Current champion and challenger (one indexed query; poll it freely)."""
+        with self._connect() as conn:
+            a = sql.active_versions(conn)
+        return ActiveModels(champion=a["champion"], challenger=a["challenger"])
+
+    def load(self, version: str) -> RiskModelBundle:
+        """Load a registered version's bundle from the file store.
+
+        Raises
+        ------
+        RegistryError
+            If the version is not registered, or its files are not the
+            registered ones (training-data hash differs).
+        FileNotFoundError
+            If the files are missing from ``models_path``.
+        """
+        with self._connect() as conn:
+            row = sql.fetch_model(conn, _check_version(version))
+        if row is None:
+            raise RegistryError(f"model {version} is not registered")
+        bundle = load_bundle(self.models_path, version)
+        on_disk = (bundle.card.get("training_data") or {}).get("sha256") or ""
+        if on_disk != row["data_sha256"]:
+            raise RegistryError(
+                f"model {version} in {self.models_path} is not the registered one "
+                f"(training data {on_disk[:12]} != {row['data_sha256'][:12]})"
+            )
+        return bundle
+
+    def list(self) -> list[dict[str, Any]]:
+        """Registered versions, newest first: version, created_at, owner, data range, role."""
+        with self._connect() as conn:
+            return sql.fetch_models(conn)
+
+    def show(self, version: str) -> dict[str, Any]:
+        """One version's row, model card and promotion log.
+
+        Raises
+        ------
+        RegistryError
+            If the version is not registered.
+        """
+        with self._connect() as conn:
+            row = sql.fetch_model(conn, _check_version(version))
+        if row is None:
+            raise RegistryError(f"model {version} is not registered")
+        return row
+
+
+def _strict_json(obj: Any) -> Any:
+    """The card with NaN/inf as None: jsonb rejects them, and metrics may be undefined."""
+    if isinstance(obj, dict):
+        return {str(k): _strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_strict_json(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if obj is None or isinstance(obj, str | int | float | bool):
+        return obj
+    return str(obj)

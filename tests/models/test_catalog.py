@@ -1,0 +1,181 @@
+"""The database model registry: register, promote, challenger, rollback, load."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+from datetime import UTC, datetime
+
+import psycopg
+import pytest
+
+from models.catalog import ActiveModels, ModelRegistry, RegistryError
+from models.registry import RiskModelBundle, read_champion, save_bundle
+from models.training import train_risk_bundle
+
+pytestmark = pytest.mark.stack
+
+
+@pytest.fixture(scope="module")
+def bundle(fleet) -> RiskModelBundle:
+    history, failures = fleet
+    trained, _ = train_risk_bundle(
+        history,
+        failures,
+        horizon=40,
+        progress=False,
+        classifier_params={"n_estimators": 20},
+        created_at=datetime(2026, 11, 24, 21, 30, tzinfo=UTC),
+    )
+    return trained
+
+
+def _save_versions(bundle: RiskModelBundle, path, n: int) -> list[str]:
+    versions = []
+    for i in range(n):
+        copy = RiskModelBundle(
+            classifiers=bundle.classifiers,
+            specs=bundle.specs,
+            version=f"2026112{i}T000000Z-{bundle.version[-8:]}",
+            card=bundle.card,
+        )
+        save_bundle(copy, path)
+        versions.append(copy.version)
+    return versions
+
+
+def test_register_is_idempotent_and_keeps_the_card(tmp_path, registry_db, bundle) -> None:
+    (v,) = _save_versions(bundle, tmp_path, 1)
+    reg = ModelRegistry(registry_db, tmp_path)
+    reg.register(v)
+    reg.register(v)
+    reg.register(v, owner="asset-analytics@city.example")
+    with psycopg.connect(registry_db) as c:
+        assert c.execute("SELECT count(*) FROM model_registry").fetchone()[0] == 1
+
+    rows = reg.list()
+    assert [r["version"] for r in rows] == [v]
+    assert rows[0]["owner"] == "asset-analytics@city.example"
+    assert rows[0]["role"] is None
+    assert rows[0]["asset_types"] == list(bundle.asset_types)
+
+    shown = reg.show(v)
+    card = shown["card"]
+    assert card["version"] == v
+    assert shown["data_sha256"] == card["training_data"]["sha256"]
+    assert len(shown["data_sha256"]) == 64
+    assert shown["data_from"] == datetime(2026, 1, 1, tzinfo=UTC)
+    assert shown["data_to"] > shown["data_from"]
+    for key in ("features", "metrics", "thresholds", "intended_use", "limits", "owner"):
+        assert card[key], key
+    # jsonb holds strict JSON: NaN metrics became null, nothing else changed.
+    on_disk = json.loads((tmp_path / v / "card.json").read_text())
+    assert card["features"] == on_disk["features"]
+
+
+def test_register_rejects_missing_or_unregistered(tmp_path, registry_db) -> None:
+    reg = ModelRegistry(registry_db, tmp_path)
+    with pytest.raises(FileNotFoundError):
+        reg.register("20000101T000000Z-deadbeef")
+    with pytest.raises(RegistryError, match="not registered"):
+        reg.promote("20000101T000000Z-deadbeef", actor="t")
+    with pytest.raises(RegistryError, match="not registered"):
+        reg.show("20000101T000000Z-deadbeef")
+    with pytest.raises(ValueError, match="invalid model version"):
+        reg.promote("../etc", actor="t")
+    with pytest.raises(RegistryError, match="no earlier champion"):
+        reg.rollback(actor="t")
+    assert reg.active() == ActiveModels(champion=None, challenger=None)
+
+
+def test_promote_challenger_rollback(tmp_path, registry_db, bundle) -> None:
+    a, b, c = _save_versions(bundle, tmp_path, 3)
+    reg = ModelRegistry(registry_db, tmp_path)
+    for v in (a, b, c):
+        reg.register(v)
+
+    reg.promote(a, actor="alice")
+    assert reg.active() == ActiveModels(a, None)
+    assert read_champion(tmp_path) == a  # the file pointer follows
+    reg.promote(a, actor="alice")  # no-op: no second log row
+
+    reg.set_challenger(b, actor="bob")
+    assert reg.active() == ActiveModels(a, b)
+    with pytest.raises(RegistryError, match="is the champion"):
+        reg.set_challenger(a, actor="bob")
+    assert [r["role"] for r in reg.list() if r["version"] in (a, b)] == ["challenger", "champion"]
+
+    reg.promote(b, actor="carol")  # the challenger wins: the shadow slot clears
+    assert reg.active() == ActiveModels(b, None)
+    assert read_champion(tmp_path) == b
+    reg.promote(c, actor="carol")
+    reg.set_challenger(a, actor="bob")
+    reg.set_challenger(None, actor="bob")
+    assert reg.active() == ActiveModels(c, None)
+
+    assert reg.rollback(actor="dave") == b
+    assert reg.active().champion == b and read_champion(tmp_path) == b
+    assert reg.rollback(actor="dave") == a
+    with pytest.raises(RegistryError, match="no earlier champion"):
+        reg.rollback(actor="dave")
+    assert reg.active().champion == a
+
+    log = reg.show(b)["promotions"]
+    assert [(p["action"], p["role"], p["actor"]) for p in log] == [
+        ("set_challenger", "challenger", "bob"),
+        ("promote", "champion", "carol"),
+        ("clear_challenger", "challenger", "carol"),
+        ("promote", "champion", "carol"),  # c replaced b (b is "previous")
+        ("rollback", "champion", "dave"),
+        ("rollback", "champion", "dave"),  # back to a, away from b
+    ]
+
+
+def test_load_checks_the_files_are_the_registered_ones(tmp_path, registry_db, bundle) -> None:
+    (v,) = _save_versions(bundle, tmp_path, 1)
+    reg = ModelRegistry(registry_db, tmp_path)
+    with pytest.raises(RegistryError, match="not registered"):
+        reg.load(v)
+    reg.register(v)
+    loaded = reg.load(v)
+    assert loaded.version == v and loaded.asset_types == bundle.asset_types
+
+    card_path = tmp_path / v / "card.json"
+    card = json.loads(card_path.read_text())
+    card["training_data"]["sha256"] = "0" * 64
+    card_path.write_text(json.dumps(card))
+    with pytest.raises(RegistryError, match="not the registered one"):
+        reg.load(v)
+
+
+def test_concurrent_promotions_serialise(tmp_path, registry_db, bundle) -> None:
+    versions = _save_versions(bundle, tmp_path, 4)
+    reg = ModelRegistry(registry_db, tmp_path)
+    for v in versions:
+        reg.register(v)
+    reg.promote(versions[0], actor="seed")
+    errors: list[BaseException] = []
+
+    def work(v: str) -> None:
+        try:
+            for _ in range(5):
+                reg.promote(v, actor=v)
+        except BaseException as exc:  # collected: a thread's failure must fail the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(v,)) for v in versions[1:]]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors
+    # Under the lock every row's "previous" is the champion the row before it set.
+    with psycopg.connect(registry_db) as c:
+        rows = c.execute(
+            "SELECT version, previous FROM model_promotions WHERE role = 'champion'"
+            " ORDER BY promotion_id"
+        ).fetchall()
+    for (prev_version, _), (_, previous) in itertools.pairwise(rows):
+        assert previous == prev_version
+    assert reg.active().champion == rows[-1][0]
