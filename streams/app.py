@@ -21,8 +21,10 @@ replay after a crash skips work it has already stored.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import signal
 import socket
 import time
 from collections import Counter, defaultdict
@@ -51,7 +53,7 @@ from storage.sinks import (
 
 from . import topics
 from .alerting import AlertState, Hysteresis, step
-from .live_models import LiveModels, file_registry
+from .live_models import LiveModels, database_registry
 from .records import AlertEvent, Reading, Score, decode_score_batch, encode_score_batch
 from .state import (
     DeviceState,
@@ -162,6 +164,27 @@ async def until_stored(process, events, stopping) -> None:
             delay = min(delay * 2, 10.0)
 
 
+@contextlib.asynccontextmanager
+async def fail_fast(app: faust.App, step_name: str):
+    """Stop the whole worker on a bug instead of leaving a dead agent behind.
+
+    Faust restarts a crashed agent a few times and then gives up while the
+    process stays up, which looks healthy but processes nothing. Stopping
+    lets the supervisor (systemd, compose) restart the worker; it resumes
+    from the committed offsets and the idempotent sinks absorb the replay.
+    """
+    try:
+        yield
+    except (asyncio.CancelledError, SinkUnavailableError):
+        raise
+    except Exception:
+        log.exception(
+            "%s failed; stopping the worker so it restarts from committed offsets", step_name
+        )
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise
+
+
 def partition_of(key: bytes, partitions: int) -> int:
     """Kafka's default partitioner (murmur2), as every producer and Faust table uses it."""
     return (murmur2(key) & 0x7FFFFFFF) % partitions
@@ -234,7 +257,7 @@ def create_app(
 
     devices = DeviceDirectory(database_url)
     if models is None:
-        models = LiveModels(*file_registry(settings.models_path))
+        models = LiveModels(*database_registry(database_url, settings.models_path))
     rule = Hysteresis(
         open_after=settings.alert_open_after,
         close_after=settings.alert_close_after,
@@ -255,7 +278,8 @@ def create_app(
     async def score_readings(stream):
         async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
             started = time.perf_counter()
-            await until_stored(process_readings, events, stopping)
+            async with fail_fast(app, "scoring"):
+                await until_stored(process_readings, events, stopping)
             stats.batch_ms.append((time.perf_counter() - started) * 1000)
 
     async def process_readings(events) -> None:
@@ -430,7 +454,8 @@ def create_app(
     @app.agent(scores_topic)
     async def raise_alerts(stream):
         async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
-            await until_stored(process_scores, events, stopping)
+            async with fail_fast(app, "alerting"):
+                await until_stored(process_scores, events, stopping)
 
     async def process_scores(events) -> None:
         states: dict[str, AlertState] = {}
@@ -503,7 +528,7 @@ def create_app(
     @app.timer(interval=settings.stats_interval_s)
     async def report_progress() -> None:
         elapsed = max(time.monotonic() - stats.started, 1e-9)
-        durations = np.asarray(stats.batch_ms or [np.nan])
+        durations = np.asarray(stats.batch_ms) if stats.batch_ms else None
         stats.batch_ms = []
         lag = consumer_lag(app, stats.last_offsets)
         log.info(
@@ -526,8 +551,8 @@ def create_app(
             "scored": stats.scored,
             "deadletters": sum(stats.deadletters.values()),
             "consumer_lag": lag,
-            "batch_ms_p50": _finite(np.nanpercentile(durations, 50)),
-            "batch_ms_p99": _finite(np.nanpercentile(durations, 99)),
+            "batch_ms_p50": None if durations is None else float(np.percentile(durations, 50)),
+            "batch_ms_p99": None if durations is None else float(np.percentile(durations, 99)),
         }
         try:
             await asyncio.to_thread(record_worker_stats, database_url, sample)
@@ -547,10 +572,6 @@ def _same_features(a, b, asset_type: str) -> bool:
     # Shadow scoring reuses the champion's feature rows; a challenger with other
     # features would need its own device state, which the worker doesn't keep.
     return asset_type in a.asset_types and a.feature_spec(asset_type) == b.feature_spec(asset_type)
-
-
-def _finite(x: float) -> float | None:
-    return None if x != x else float(x)
 
 
 def alert_event(row: AlertRow, kind: str) -> AlertEvent:

@@ -14,7 +14,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import psycopg
+
+from models.catalog import ModelRegistry
 from models.registry import RiskModelBundle, load_bundle, read_champion
+from storage.sinks import SinkUnavailableError
 
 log = logging.getLogger("citywatch.worker")
 
@@ -31,6 +35,34 @@ def file_registry(models_path: Path) -> tuple[ActiveVersions, LoadVersion]:
         return read_champion(models_path), challenger or None
 
     return active, lambda version: load_bundle(models_path, version)
+
+
+def database_registry(database_url: str, models_path: Path) -> tuple[ActiveVersions, LoadVersion]:
+    """Active versions from the database registry (``citywatch model promote``).
+
+    Until anything is registered there, the file store's pointers stand in, so
+    a fresh install with a model trained before the registry existed still runs.
+    """
+    registry = ModelRegistry(database_url, models_path)
+    file_active, file_load = file_registry(models_path)
+    registered = False
+
+    def active() -> tuple[str | None, str | None]:
+        nonlocal registered
+        current = registry.active()
+        registered = current.champion is not None
+        if not registered:
+            return file_active()
+        return current.champion, current.challenger
+
+    def load(version: str) -> RiskModelBundle:
+        return registry.load(version) if registered else file_load(version)
+
+    return active, load
+
+
+class ModelsUnavailableError(SinkUnavailableError):
+    """No model to score with yet; the worker holds the batch and asks again."""
 
 
 class LiveModels:
@@ -60,11 +92,20 @@ class LiveModels:
         now = time.monotonic()
         if now - self._checked_at < self._check_every:
             return
+        try:
+            champion, challenger = self._active()
+            for version in (champion, challenger):
+                if version is not None and version not in self._bundles:
+                    self._bundles[version] = self._load(version)
+        except psycopg.OperationalError as exc:
+            if self._champion is None:
+                # Nothing to score with yet: the batch waits, like any database outage.
+                raise ModelsUnavailableError(f"model registry unavailable: {exc}") from exc
+            # A registry outage must not stop scoring: keep the models we have.
+            log.warning("cannot refresh models (%s); keeping %s", exc, self._champion)
+            self._checked_at = now
+            return
         self._checked_at = now
-        champion, challenger = self._active()
-        for version in (champion, challenger):
-            if version is not None and version not in self._bundles:
-                self._bundles[version] = self._load(version)
         if champion != self._champion and champion is not None:
             if self._champion is not None:
                 log.info("model %s promoted to champion; scoring with it now", champion)
@@ -82,7 +123,10 @@ class LiveModels:
     def champion(self) -> RiskModelBundle:
         self.refresh()
         if self._champion is None:
-            raise RuntimeError("no champion model; run `citywatch train --synthetic` first")
+            self._checked_at = float("-inf")  # ask again on the next batch
+            raise ModelsUnavailableError(
+                "no champion model yet; waiting for `citywatch train` or `citywatch model promote`"
+            )
         return self._bundles[self._champion]
 
     @property

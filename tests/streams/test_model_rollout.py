@@ -11,7 +11,8 @@ import pytest
 
 from citywatch.commands.train import train_synthetic
 from ingest.simulator import FleetSimulator, reading_bytes
-from models.registry import promote, save_bundle
+from models.catalog import ModelRegistry
+from models.registry import save_bundle
 from tests.pipeline_helpers import Worker, produce, register_fleet
 
 pytestmark = pytest.mark.stack
@@ -54,24 +55,28 @@ def wait_until(predicate, timeout_s: float, every_s: float = 0.2):
 
 
 @pytest.fixture
-def two_models(isolated, trained_models, tmp_path):
-    """A private model store with the session's model as champion and a second model."""
+def two_models(conn, db, isolated, trained_models, tmp_path):
+    """A private model store and a clean registry: the session's model as champion, and a
+    second registered model."""
     settings = isolated.model_copy(
         update={"model_dir": tmp_path / "models", "stats_interval_s": 2.0}
     )
     save_bundle(trained_models, settings.models_path)
-    promote(settings.models_path, trained_models.version)
     other, _, _ = train_synthetic(
         settings, devices=24, ticks=700, seed=9, progress=False, promote=False
     )
     assert other.version != trained_models.version
-    return settings, trained_models, other
+    registry = ModelRegistry(conn.database_url, settings.models_path)
+    for version in (trained_models.version, other.version):
+        registry.register(version, owner="tests")
+    registry.promote(trained_models.version, actor="tests")
+    return settings, registry, trained_models, other
 
 
 def test_promotion_reaches_a_running_worker_and_challenger_scores_in_shadow(
     conn, db, two_models, tmp_path
 ):
-    settings, first, second = two_models
+    settings, registry, first, second = two_models
     fleet = FleetSimulator(n_devices=6, seed=21)
     register_fleet(conn, fleet)
     fleet.force_degradation(fleet.devices[0].device_id, ticks=40)
@@ -90,10 +95,10 @@ def test_promotion_reaches_a_running_worker_and_challenger_scores_in_shadow(
             60,
         ), "the worker never scored with the first champion"
 
-        # Promote the second model; the first becomes the shadow challenger.
-        (settings.models_path / "CHALLENGER").write_text(first.version)
+        # Promote the second model; the first stays on as the shadow challenger.
         promoted_at = datetime.now(UTC)
-        promote(settings.models_path, second.version)
+        registry.promote(second.version, actor="tests")
+        registry.set_challenger(first.version, actor="tests")
         switched = wait_until(
             lambda: db.execute(
                 "SELECT min(scored_at) FROM scores WHERE model_version = %s AND role = 'champion'",
