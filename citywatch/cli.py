@@ -127,10 +127,11 @@ def worker(settings: Settings, partitions: int, batch_size: int) -> None:
 
 
 def _register_commands() -> None:
-    from citywatch.commands import bench, demo, simulate, train
+    from citywatch.commands import bench, bench_sink, demo, simulate, storage, train
 
-    for command in (simulate.simulate, train.train, demo.demo, bench.bench):
+    for command in (simulate.simulate, train.train, demo.demo, bench.bench, storage.storage):
         main.add_command(command)
+    bench.bench.add_command(bench_sink.bench_sink)
 
 
 _register_commands()
