@@ -95,29 +95,44 @@ def run_maintenance(
     return result
 
 
+# TimescaleDB statements, module-level so tests check them against a real TimescaleDB build.
+TS_RETENTION_SETTING = (
+    "SELECT config->>'drop_after' FROM timescaledb_information.jobs"
+    " WHERE proc_name = 'policy_retention' AND hypertable_name = %s"
+)
+TS_REMOVE_RETENTION = "SELECT remove_retention_policy(%s, if_exists => true)"
+TS_ADD_RETENTION = "SELECT add_retention_policy(%s, %s::interval)"
+TS_DROP_CHUNKS = "SELECT drop_chunks(%s, older_than => %s::interval)"
+# NULL bounds: TimescaleDB materialises only the invalidated ranges (late data too).
+TS_REFRESH = "CALL refresh_continuous_aggregate(%s, NULL, NULL)"
+TS_CHUNKS = (
+    "SELECT count(*), count(*) FILTER (WHERE is_compressed), min(range_start),"
+    " max(range_end) FROM timescaledb_information.chunks WHERE hypertable_name = %s"
+)
+TS_LAST_REFRESH = (
+    "SELECT s.last_successful_finish FROM timescaledb_information.jobs j"
+    " JOIN timescaledb_information.job_stats s USING (job_id)"
+    " WHERE j.proc_name = 'policy_refresh_continuous_aggregate'"
+    " AND j.hypertable_name = (SELECT materialization_hypertable_name"
+    " FROM timescaledb_information.continuous_aggregates WHERE view_name = %s)"
+)
+
+
 def _timescale(conn: psycopg.Connection, retention_days: int | None) -> tuple[int, int, int]:
     dropped = 0
     for table in PARTITIONED:
         if retention_days is None:
-            conn.execute("SELECT remove_retention_policy(%s, if_exists => true)", (table,))
+            conn.execute(TS_REMOVE_RETENTION, (table,))
             continue
         keep = f"{retention_days} days"
-        current = conn.execute(
-            "SELECT config->>'drop_after' FROM timescaledb_information.jobs"
-            " WHERE proc_name = 'policy_retention' AND hypertable_name = %s",
-            (table,),
-        ).fetchone()
+        current = conn.execute(TS_RETENTION_SETTING, (table,)).fetchone()
         if current is None or current[0] != keep:
-            conn.execute("SELECT remove_retention_policy(%s, if_exists => true)", (table,))
-            conn.execute("SELECT add_retention_policy(%s, %s::interval)", (table, keep))
-        dropped += len(
-            conn.execute(
-                "SELECT drop_chunks(%s, older_than => %s::interval)", (table, keep)
-            ).fetchall()
-        )
+            # One setting drives both flavours: the background policy follows it too.
+            conn.execute(TS_REMOVE_RETENTION, (table,))
+            conn.execute(TS_ADD_RETENTION, (table, keep))
+        dropped += len(conn.execute(TS_DROP_CHUNKS, (table, keep)).fetchall())
     for _view, wide in ROLLUPS:
-        # NULL bounds: TimescaleDB materialises only the invalidated ranges (late data too).
-        conn.execute("CALL refresh_continuous_aggregate(%s, NULL, NULL)", (wide,))
+        conn.execute(TS_REFRESH, (wide,))
     return 0, dropped, 0
 
 
@@ -191,11 +206,7 @@ def _plain_partitions(conn: psycopg.Connection) -> dict[str, Any]:
 def _timescale_chunks(conn: psycopg.Connection) -> dict[str, Any]:
     out = {}
     for table in PARTITIONED:
-        total, compressed, oldest, newest = conn.execute(
-            "SELECT count(*), count(*) FILTER (WHERE is_compressed), min(range_start),"
-            " max(range_end) FROM timescaledb_information.chunks WHERE hypertable_name = %s",
-            (table,),
-        ).fetchone()
+        total, compressed, oldest, newest = conn.execute(TS_CHUNKS, (table,)).fetchone()
         out[table] = {
             "chunks": total,
             "compressed_chunks": compressed,
@@ -213,14 +224,7 @@ def _rollup_freshness(conn: psycopg.Connection, flavour: str) -> dict[str, Any]:
         out[view] = {"newest_bucket": newest.isoformat() if newest else None}
     if flavour == TIMESCALEDB:
         for view, wide in ROLLUPS:
-            row = conn.execute(
-                "SELECT s.last_successful_finish FROM timescaledb_information.jobs j"
-                " JOIN timescaledb_information.job_stats s USING (job_id)"
-                " WHERE j.proc_name = 'policy_refresh_continuous_aggregate'"
-                " AND j.hypertable_name = (SELECT materialization_hypertable_name"
-                " FROM timescaledb_information.continuous_aggregates WHERE view_name = %s)",
-                (wide,),
-            ).fetchone()
+            row = conn.execute(TS_LAST_REFRESH, (wide,)).fetchone()
             out[view]["last_refresh"] = row[0].isoformat() if row and row[0] else None
     else:
         pending, oldest = conn.execute(
