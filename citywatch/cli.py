@@ -127,10 +127,14 @@ def worker(settings: Settings, partitions: int, batch_size: int) -> None:
 
 
 def _register_commands() -> None:
-    from citywatch.commands import bench, bench_sink, demo, simulate, storage, train
+    from citywatch.commands import bench, demo, simulate, train
 
-    for command in (simulate.simulate, train.train, demo.demo, bench.bench, storage.storage):
+    for command in (simulate.simulate, train.train, demo.demo, bench.bench):
         main.add_command(command)
+
+    from citywatch.commands import bench_sink, storage
+
+    main.add_command(storage.storage)
     bench.bench.add_command(bench_sink.bench_sink)
 
 
