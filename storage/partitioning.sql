@@ -20,9 +20,11 @@ BEGIN
     IF to_regclass(part) IS NOT NULL THEN
         RETURN false;
     END IF;
-    -- Block inserts routed to the default partition until the day is attached, so no
-    -- row of the day can slip in between the move and the ATTACH check.
-    EXECUTE format('LOCK TABLE %I IN EXCLUSIVE MODE', dflt);
+    -- Hold writers off the parent until the day is attached (milliseconds, and only when
+    -- a partition is new): ATTACH alone lets a concurrent insert route a row of this day
+    -- to the default partition with a stale partition map, and fail its constraint.
+    -- Writers lock readings before scores, and so does citywatch_ensure_partitions.
+    EXECUTE format('LOCK TABLE %I IN SHARE ROW EXCLUSIVE MODE', parent);
     EXECUTE format('CREATE TABLE %I (LIKE %I INCLUDING DEFAULTS INCLUDING CONSTRAINTS)',
                    part, parent);
     EXECUTE format(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -170,3 +172,50 @@ def test_flavour_is_fixed_once_chosen(fresh_db):
     with pytest.raises(ValueError, match="cannot switch"):
         migrate(fresh_db, flavour="timescaledb")
     assert migrate(fresh_db, flavour="postgres") == []
+
+
+def test_a_row_written_while_its_day_is_being_attached_lands_in_the_new_partition(fresh_db):
+    day = (datetime.now(UTC) + timedelta(days=100)).date()
+    noon = datetime(day.year, day.month, day.day, 12, tzinfo=UTC)
+    sink = PostgresSink(fresh_db, application_name="cw-race-sink")
+    sink.write(rows_at(noon - timedelta(hours=1)))  # a row of that day, in the default
+    maint = psycopg.connect(fresh_db)
+    errors: list[Exception] = []
+
+    def write() -> None:
+        try:
+            sink.write(rows_at(noon, device="dev-2"))
+        except Exception as exc:  # reported below, the assertion says which
+            errors.append(exc)
+
+    try:
+        # Maintenance creates the day's partition and holds its transaction open...
+        assert maint.execute(
+            "SELECT citywatch_create_partition('readings', %s)", (day,)
+        ).fetchone() == (True,)
+        writer = threading.Thread(target=write)
+        writer.start()
+        # ...while the sink tries to store another row of that day: it must wait.
+        deadline = time.monotonic() + 20
+        with psycopg.connect(fresh_db, autocommit=True) as watch:
+            while time.monotonic() < deadline:
+                waiting = watch.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name ="
+                    " 'cw-race-sink' AND wait_event_type = 'Lock'"
+                ).fetchone()[0]
+                if waiting:
+                    break
+                time.sleep(0.05)
+        assert waiting, "the sink did not wait for the partition to be attached"
+        maint.commit()
+        writer.join(timeout=20)
+    finally:
+        maint.close()
+        sink.close()
+    assert not errors, errors
+    with psycopg.connect(fresh_db) as db:
+        where = db.execute(
+            "SELECT DISTINCT tableoid::regclass::text FROM readings WHERE ts >= %s",
+            (noon - timedelta(hours=1),),
+        ).fetchall()
+    assert where == [(f"readings_p{day:%Y%m%d}",)]
