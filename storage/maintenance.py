@@ -159,16 +159,16 @@ def storage_status(conninfo: str) -> dict[str, Any]:
     """Flavour, migrations, partitions (or chunks) and rollup freshness, as plain data."""
     with psycopg.connect(conninfo, autocommit=True) as conn:
         flavour = recorded_flavour(conn)
-        migrations = (
-            [
+        migrations = []
+        if conn.execute("SELECT to_regclass('schema_migrations')").fetchone()[0]:
+            # to_jsonb: databases migrated before the flavour column have no such column.
+            migrations = [
                 {"version": v, "name": n, "flavour": f, "applied_at": a.isoformat()}
                 for v, n, f, a in conn.execute(
-                    "SELECT version, name, flavour, applied_at FROM schema_migrations ORDER BY 1"
+                    "SELECT version, name, to_jsonb(m)->>'flavour', applied_at"
+                    " FROM schema_migrations m ORDER BY 1"
                 )
             ]
-            if conn.execute("SELECT to_regclass('schema_migrations')").fetchone()[0]
-            else []
-        )
         status: dict[str, Any] = {"flavour": flavour, "migrations": migrations}
         if flavour is None:
             return status

@@ -116,6 +116,8 @@ def test_retention_drops_whole_expired_days_and_keeps_recent_ones(fresh_db):
 
 def test_existing_v2_database_is_converted_with_its_data_and_views(blank_db):
     assert migrate(blank_db, target=2) == [1, 2]
+    before = storage_status(blank_db)
+    assert before["flavour"] is None and [m["version"] for m in before["migrations"]] == [1, 2]
     t0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
     with psycopg.connect(blank_db) as db:
         for i in range(50):
