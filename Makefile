@@ -14,6 +14,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
+	-if command -v npm >/dev/null 2>&1; then cd tools/timescale-check && npm ci --no-audit --no-fund --silent; else echo "note: npm missing; the TimescaleDB DDL check will be skipped" >&2; fi
 	touch $@
 
 demo: setup

@@ -132,6 +132,11 @@ def _register_commands() -> None:
     for command in (simulate.simulate, train.train, demo.demo, bench.bench, model.model):
         main.add_command(command)
 
+    from citywatch.commands import bench_sink, storage
+
+    main.add_command(storage.storage)
+    bench.bench.add_command(bench_sink.bench_sink)
+
 
 _register_commands()
 

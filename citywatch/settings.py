@@ -49,6 +49,16 @@ class Settings(BaseSettings):
     alert_open_after: int = Field(3, ge=1, description="Consecutive high scores to open.")
     alert_close_after: int = Field(5, ge=1, description="Consecutive low scores to close.")
 
+    retention_days: int | None = Field(
+        None, ge=1, description="Drop readings and scores older than this. Unset: keep all."
+    )
+    partition_days_ahead: int = Field(
+        7, ge=1, description="Daily partitions kept ready ahead (plain PostgreSQL)."
+    )
+    maintenance_interval_s: float = Field(
+        60.0, gt=0, description="Seconds between storage maintenance runs (partitions, rollups)."
+    )
+
     model_dir: Path | None = Field(None, description="Model store. Unset: <home>/models.")
     log_level: str = Field("info", description="debug, info, warning or error.")
 

@@ -1,22 +1,39 @@
 """Database schema: versioned, idempotent migrations.
 
-TimescaleDB is used when the extension is available (hypertables); otherwise
-the same tables are plain PostgreSQL, so every query and view works on both.
-Each migration runs once, inside a transaction, recorded in
-``schema_migrations``; an advisory lock keeps concurrent workers from racing.
+Two flavours share every table and view name, so every query and dashboard
+works on both:
+
+- ``timescaledb`` when the extension is available: hypertables, compression,
+  continuous aggregates;
+- ``postgres`` otherwise: native daily range partitions and incrementally
+  refreshed rollup tables (see ``storage/partitioning.sql``, ``storage/rollups.py``).
+
+A migration's SQL is either one string (both flavours) or a dict keyed by
+flavour. The flavour is chosen once, when the first flavoured migration runs,
+and recorded in ``schema_migrations``; later runs keep it even if TimescaleDB
+appears or disappears. Each migration runs once, inside a transaction; an
+advisory lock keeps concurrent workers from racing.
 """
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import psycopg
+
+from storage.rollups import rollup_sql
 
 log = logging.getLogger(__name__)
 
 _LOCK_KEY = 0x63697479  # "city": one advisory lock for all schema changes
 
-MIGRATIONS: list[tuple[int, str, str]] = [
+POSTGRES = "postgres"
+TIMESCALEDB = "timescaledb"
+FLAVOURS = (POSTGRES, TIMESCALEDB)
+_SQL_DIR = Path(__file__).resolve().parent
+
+MIGRATIONS: list[tuple[int, str, str | dict[str, str]]] = [
     (
         1,
         "core tables",
@@ -228,13 +245,24 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     ),
 ]
 
-_TIMESCALE_MIGRATION = """
-    CREATE EXTENSION IF NOT EXISTS timescaledb;
-    SELECT create_hypertable('readings', 'ts', chunk_time_interval => interval '1 day',
-                             migrate_data => true, if_not_exists => true);
-    SELECT create_hypertable('scores', 'ts', chunk_time_interval => interval '1 day',
-                             migrate_data => true, if_not_exists => true);
-"""
+
+# -- D1: time partitioning, rollups, roles (6-9) --------------------------------------------
+MIGRATIONS += [
+    (
+        6,
+        "time partitioning: daily range partitions, or TimescaleDB hypertables",
+        {
+            POSTGRES: (_SQL_DIR / "partitioning.sql").read_text(),
+            TIMESCALEDB: (_SQL_DIR / "timescale.sql").read_text(),
+        },
+    ),
+    (
+        7,
+        "rollups readings_1m and readings_1h (tables + trigger, or continuous aggregates)",
+        {POSTGRES: rollup_sql(POSTGRES), TIMESCALEDB: rollup_sql(TIMESCALEDB)},
+    ),
+    (8, "roles citywatch_writer and citywatch_reader", (_SQL_DIR / "roles.sql").read_text()),
+]
 
 
 def timescale_available(conn: psycopg.Connection) -> bool:
@@ -245,8 +273,54 @@ def timescale_available(conn: psycopg.Connection) -> bool:
     return row is not None
 
 
-def migrate(database_url: str) -> list[int]:
-    """Apply pending migrations; return the versions applied now (empty when current)."""
+def recorded_flavour(conn: psycopg.Connection) -> str | None:
+    """The flavour this database was migrated with, or None before migration 6."""
+    if conn.execute("SELECT to_regclass('schema_migrations')").fetchone()[0] is None:
+        return None
+    has_column = conn.execute(
+        "SELECT 1 FROM information_schema.columns"
+        " WHERE table_name = 'schema_migrations' AND column_name = 'flavour'"
+        " AND table_schema = current_schema()"
+    ).fetchone()
+    if not has_column:
+        return None
+    row = conn.execute(
+        "SELECT flavour FROM schema_migrations WHERE flavour IS NOT NULL ORDER BY version LIMIT 1"
+    ).fetchone()
+    return row[0] if row else None
+
+
+def _choose_flavour(conn: psycopg.Connection, requested: str, done: set[int]) -> str:
+    recorded = recorded_flavour(conn)
+    if recorded is not None:
+        if requested not in ("auto", recorded):
+            raise ValueError(
+                f"database was migrated as {recorded!r}; it cannot switch to {requested!r}"
+            )
+        return recorded
+    if requested != "auto":
+        if requested not in FLAVOURS:
+            raise ValueError(f"unknown storage flavour {requested!r}; use one of {FLAVOURS}")
+        return requested
+    # Version 100 was the old TimescaleDB-only step: such databases are hypertables already.
+    if 100 in done or timescale_available(conn):
+        return TIMESCALEDB
+    return POSTGRES
+
+
+def migrate(database_url: str, flavour: str = "auto", target: int | None = None) -> list[int]:
+    """Apply pending migrations; return the versions applied now (empty when current).
+
+    Parameters
+    ----------
+    database_url : str
+        A libpq connection string.
+    flavour : str
+        'auto' (TimescaleDB when available), 'postgres' or 'timescaledb'. Only the
+        first migration that has flavours decides; later calls must agree or say 'auto'.
+    target : int, optional
+        Stop after this version (for upgrade tests); default: everything.
+    """
     applied_now: list[int] = []
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
@@ -256,20 +330,21 @@ def migrate(database_url: str) -> list[int]:
                 " version integer PRIMARY KEY, name text NOT NULL,"
                 " applied_at timestamptz NOT NULL DEFAULT now())"
             )
+            conn.execute("ALTER TABLE schema_migrations ADD COLUMN IF NOT EXISTS flavour text")
             done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
-            steps = list(MIGRATIONS)
-            if timescale_available(conn):
-                steps.append((100, "timescaledb hypertables", _TIMESCALE_MIGRATION))
-            for version, name, sql in steps:
-                if version in done:
+            chosen = _choose_flavour(conn, flavour, done)
+            for version, name, sql in sorted(MIGRATIONS, key=lambda m: m[0]):
+                if version in done or (target is not None and version > target):
                     continue
+                body = sql[chosen] if isinstance(sql, dict) else sql
                 with conn.transaction():
-                    conn.execute(sql)
+                    conn.execute(body)
                     conn.execute(
-                        "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
-                        (version, name),
+                        "INSERT INTO schema_migrations (version, name, flavour)"
+                        " VALUES (%s, %s, %s)",
+                        (version, name, chosen if isinstance(sql, dict) else None),
                     )
-                log.info("applied migration %d: %s", version, name)
+                log.info("applied migration %d (%s): %s", version, chosen, name)
                 applied_now.append(version)
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
