@@ -9,7 +9,7 @@ DEMO_ARGS ?= --duration 60
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml tools/timescale-check/package-lock.json
 	bash scripts/system-packages.sh
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip

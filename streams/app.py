@@ -38,6 +38,7 @@ from aiokafka.partitioner import murmur2
 
 from citywatch.settings import Settings
 from models.features import DeviceFeatureState
+from storage.maintenance import run_maintenance
 from storage.sinks import (
     AlertRow,
     DeadLetterRow,
@@ -558,6 +559,17 @@ def create_app(
             await asyncio.to_thread(record_worker_stats, database_url, sample)
         except psycopg.Error as exc:  # stats are best effort; the data path has its own retry
             log.warning("could not store worker stats: %s", exc)
+
+    @app.timer(interval=settings.maintenance_interval_s, on_leader=True)
+    async def maintain_storage() -> None:
+        # One worker (the leader) keeps partitions ahead and rollups fresh, so a
+        # deployment needs no cron job; `citywatch storage maintain` does the same.
+        try:
+            await asyncio.to_thread(
+                run_maintenance, database_url, retention_days=settings.retention_days
+            )
+        except psycopg.Error as exc:
+            log.warning("storage maintenance failed (will retry): %s", exc)
 
     @app.on_before_shutdown.connect
     async def close_sinks(app, **kwargs) -> None:
