@@ -127,9 +127,9 @@ def worker(settings: Settings, partitions: int, batch_size: int) -> None:
 
 
 def _register_commands() -> None:
-    from citywatch.commands import bench, demo, simulate, train
+    from citywatch.commands import bench, dashboards, demo, simulate, train
 
-    for command in (simulate.simulate, train.train, demo.demo, bench.bench):
+    for command in (simulate.simulate, train.train, demo.demo, bench.bench, dashboards.dashboards):
         main.add_command(command)
 
 
