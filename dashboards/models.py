@@ -85,7 +85,9 @@ def build() -> dm.Dashboard:
                 "Population stability index per feature and asset type against the training "
                 "data. Above 0.2 is a material shift.",
                 SQL(DRIFT_SQL),
-            ).thresholds(
+            )
+            .span_nulls(True)  # drift windows are minutes apart: join them
+            .thresholds(
                 p.dashboard.ThresholdsConfig()
                 .mode(dm.ThresholdsMode.ABSOLUTE)
                 .steps([dm.Threshold(value=None, color="green"), dm.Threshold(0.2, "red")])
