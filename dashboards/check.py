@@ -15,6 +15,8 @@ import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from numbers import Number as numbers_Number
 from typing import Any
 
 import psycopg
@@ -40,13 +42,16 @@ class QueryResult:
 
 
 def _has_data(row: tuple, columns: list[str]) -> bool:
-    for name, value in zip(columns, row, strict=True):
-        if name == "time" or value is None:
-            continue
-        if isinstance(value, int | float) and value == 0:
-            continue
-        return True
-    return False
+    """A row carries data when a value column is a non-zero number. Text columns are
+    labels (series names, bins): a row of labels with a NULL value carries nothing,
+    a row of labels only (a variable's values) does."""
+    values = [v for name, v in zip(columns, row, strict=True) if name != "time"]
+    numbers = [
+        v for v in values if isinstance(v, numbers_Number | Decimal) and not isinstance(v, bool)
+    ]
+    if numbers:
+        return any(n != 0 for n in numbers)
+    return bool(values) and all(v is not None for v in values)
 
 
 def run_query(

@@ -12,12 +12,18 @@ from citywatch.settings import Settings
 
 
 def _database_url(settings: Settings, database_url: str | None) -> str:
-    if database_url:
-        return database_url
-    from citywatch.runtime import connect
+    import psycopg
 
-    # The embedded stack when it runs (`citywatch stack up` / `demo --keep`).
-    return connect(settings, start_embedded=False, migrate=False).database_url
+    from citywatch.runtime import connect
+    from citywatch.stack import StackError
+
+    try:
+        # The embedded stack when it runs (`citywatch stack up` / `demo --keep`).
+        url = database_url or connect(settings, start_embedded=False, migrate=False).database_url
+        psycopg.connect(url, connect_timeout=10).close()
+    except (StackError, psycopg.Error) as exc:
+        raise click.ClickException(f"no database to query: {exc}") from exc
+    return url
 
 
 _DB_OPTION = click.option(
