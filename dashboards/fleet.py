@@ -44,10 +44,10 @@ FROM alerts
 """.strip()
 
 READINGS_RATE_SQL = gapfilled_series(
-    f"""SELECT {bucket("ingested_at")} AS bucket, asset_type AS metric,
+    f"""SELECT {bucket("ts")} AS bucket, asset_type AS metric,
        count(*) / {BUCKET_SECONDS} AS value
 FROM readings
-WHERE $__timeFilter(ingested_at)
+WHERE $__timeFilter(ts)
 GROUP BY 1, 2""",
     fill="0",
 )
@@ -98,7 +98,7 @@ def build() -> dm.Dashboard:
         .with_panel(
             p.time_series(
                 "Readings per second",
-                "Readings stored per second by asset type (by ingest time).",
+                "Readings per second by asset type, by reading time.",
                 SQL(READINGS_RATE_SQL),
                 unit="reqps",
                 w=24,

@@ -9,14 +9,17 @@ from .sdk import SQL
 from .sql import BUCKET_SECONDS, bucket, gapfilled_series
 
 UID = "citywatch-pipeline"
+# Throughput is bucketed by arrival time, but readings and scores are indexed and
+# partitioned by reading time: bound ts too (readings up to a day late still count).
+LATE_GUARD = "ts > $__timeFrom()::timestamptz - interval '1 day'"
 
 THROUGHPUT_SQL = gapfilled_series(
     f"""SELECT {bucket("ingested_at")} AS bucket, 'readings stored' AS metric,
        count(*) / {BUCKET_SECONDS} AS value
-FROM readings WHERE $__timeFilter(ingested_at) GROUP BY 1
+FROM readings WHERE $__timeFilter(ingested_at) AND {LATE_GUARD} GROUP BY 1
 UNION ALL
 SELECT {bucket("scored_at")}, 'scores', count(*) / {BUCKET_SECONDS}
-FROM scores WHERE $__timeFilter(scored_at) GROUP BY 1
+FROM scores WHERE $__timeFilter(scored_at) AND {LATE_GUARD} GROUP BY 1
 UNION ALL
 SELECT {bucket("received_at")}, 'dead letters', count(*) / {BUCKET_SECONDS}
 FROM deadletters WHERE $__timeFilter(received_at) GROUP BY 1""",

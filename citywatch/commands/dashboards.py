@@ -64,6 +64,7 @@ def dashboards() -> None:
     "--check",
     "only_check",
     is_flag=True,
+    envvar="CITYWATCH_DASHBOARDS_CHECK_ONLY",
     help="Write nothing; exit 1 if the committed JSON differs from the code.",
 )
 def build(out: Path | None, only_check: bool) -> None:
@@ -88,7 +89,13 @@ def build(out: Path | None, only_check: bool) -> None:
 @dashboards.command("check")
 @_DB_OPTION
 @_HOURS_OPTION
-@click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    envvar="CITYWATCH_DASHBOARDS_JSON",
+    help="Print the full report as JSON.",
+)
 @click.pass_obj
 def check(settings: Settings, database_url: str | None, hours: float, as_json: bool) -> None:
     """Run every panel's SQL against the database, with Grafana's macros expanded.
