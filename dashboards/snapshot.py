@@ -90,7 +90,26 @@ def _size(panel: dict) -> tuple[float, float]:
     return 14 * panel.get("gridPos", {}).get("w", 12) / 24, 2.6
 
 
-def _time_series(panel: dict, results: list[QueryResult]) -> tuple[str, int]:
+def _annotate(ax, annotations: list[QueryResult], xs: list) -> None:
+    """Shade annotation regions (time .. timeend) inside the plotted time span, as
+    Grafana overlays a dashboard's annotations on its time-series panels."""
+    if not xs:
+        return
+    lo, hi = min(xs), max(xs)
+    for result in annotations:
+        if "time" not in result.columns:
+            continue
+        t = result.columns.index("time")
+        end = result.columns.index("timeend") if "timeend" in result.columns else t
+        for row in result.data:
+            start, stop = max(row[t], lo), min(row[end] or row[t], hi)
+            if start <= stop:
+                ax.axvspan(start, stop, color="#e02f44", alpha=0.12, linewidth=0)
+
+
+def _time_series(
+    panel: dict, results: list[QueryResult], annotations: list[QueryResult] | None = None
+) -> tuple[str, int]:
     fig, ax = plt.subplots(figsize=_size(panel))
     bars = (
         panel.get("fieldConfig", {}).get("defaults", {}).get("custom", {}).get("drawStyle")
@@ -105,6 +124,8 @@ def _time_series(panel: dict, results: list[QueryResult]) -> tuple[str, int]:
             line.set_color("#e02f44" if line.get_label() == "risk" else "#8f3bb8")
         right.set_ylim(0, 1)
         right.legend(loc="upper right", fontsize=6)
+    xs = [row[r.columns.index("time")] for r in results if "time" in r.columns for row in r.data]
+    _annotate(ax, annotations or [], xs)
     ax.legend(loc="upper left", fontsize=6, ncol=3)
     ax.grid(alpha=0.3)
     fig.autofmt_xdate()
@@ -178,7 +199,12 @@ def _stat(result: QueryResult) -> str:
     )
 
 
-def _panel_html(panel: dict, results: list[QueryResult], variables: dict[str, str]) -> str:
+def _panel_html(
+    panel: dict,
+    results: list[QueryResult],
+    variables: dict[str, str],
+    annotations: list[QueryResult],
+) -> str:
     title = panel["title"]
     for name, value in variables.items():
         title = title.replace(f"${name}", value)
@@ -190,7 +216,7 @@ def _panel_html(panel: dict, results: list[QueryResult], variables: dict[str, st
     elif not any(r.data for r in results):
         body = "<p class='empty'>no data in this range</p>"
     elif panel["type"] == "timeseries":
-        svg, points = _time_series(panel, results)
+        svg, points = _time_series(panel, results, annotations)
         body = f"<figure class='plot' data-points='{points}'>{svg}</figure>"
     elif panel["type"] == "barchart":
         svg, points = _bar_chart(panel, results[0])
@@ -230,9 +256,12 @@ def render_html(
     boards = load_boards()
     report = run_checks(database_url, hours=hours, boards=boards, keep_data=True)
     by_panel: dict[tuple[str, int], list[QueryResult]] = {}
+    annotations: dict[str, list[QueryResult]] = {}
     for r in report["_results"]:
         if r.kind == "panel":
             by_panel.setdefault((r.dashboard, r.panel), []).append(r)
+        elif r.kind == "annotation" and r.error is None:
+            annotations.setdefault(r.dashboard, []).append(r)
     sections = []
     panels = [(b, i, p) for b in boards for i, p in enumerate(b["panels"])]
     current = None
@@ -242,9 +271,9 @@ def render_html(
                 sections.append("</div>")
             current = board["uid"]
             sections.append(f"<h2>{html.escape(board['title'])}</h2><div class='grid'>")
-        sections.append(
-            _panel_html(panel, by_panel.get((board["uid"], index), []), report["variables"])
-        )
+        results = by_panel.get((board["uid"], index), [])
+        marks = annotations.get(board["uid"], [])
+        sections.append(_panel_html(panel, results, report["variables"], marks))
     sections.append("</div>")
     variables = ", ".join(f"${k} = {v}" for k, v in report["variables"].items())
     page = (
