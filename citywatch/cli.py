@@ -127,9 +127,11 @@ def worker(settings: Settings, partitions: int, batch_size: int) -> None:
 
 
 def _register_commands() -> None:
-    from citywatch.commands import bench, demo, model, simulate, train
+    from citywatch.commands import bench, dashboards, demo, grafana, model, simulate, train
 
     for command in (simulate.simulate, train.train, demo.demo, bench.bench, model.model):
+        main.add_command(command)
+    for command in (dashboards.dashboards, grafana.grafana):
         main.add_command(command)
 
     from citywatch.commands import bench_sink, storage

@@ -1,0 +1,183 @@
+"""A database filled by a real pipeline run, shared by the dashboard tests of a session.
+
+The simulator's readings (a few of them carrying LoRaWAN radio metadata) go through
+the real worker on the real broker into the real database; then rows the worker
+does not write yet on this branch are added by hand, each marked below.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+
+from citywatch.readings import encode_reading
+from ingest.simulator import FleetSimulator
+from tests.pipeline_helpers import Worker, produce, register_fleet, wait_for_total
+
+# C's migration v4 creates this table (contract in the common brief); until it is
+# merged, create the contracted shape here so the drift panel has its table.
+FEATURE_DRIFT_DDL = """
+CREATE TABLE IF NOT EXISTS feature_drift (
+    window_start  timestamptz NOT NULL,
+    window_end    timestamptz NOT NULL,
+    model_version text NOT NULL,
+    asset_type    text NOT NULL,
+    feature       text NOT NULL,
+    psi           double precision NOT NULL,
+    n             bigint NOT NULL,
+    computed_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (model_version, asset_type, feature, window_end)
+)
+"""
+
+DEVICES = 12
+TICKS = 480  # 8 minutes of 1-second readings per device, ending a minute ago
+LORAWAN_DEVICES = 3
+
+
+def _source(device_index: int, seq: int) -> dict:
+    if device_index >= LORAWAN_DEVICES:
+        return {"kind": "simulator", "seq": seq}
+    # The shape B's LoRaWAN ingest writes (common brief, readings.source contract).
+    return {
+        "kind": "lorawan",
+        "network": "chirpstack",
+        "f_cnt": seq,
+        "f_port": 2,
+        "gateways": 1 + seq % 3,
+        "rssi": -95.0 - device_index * 4 - (seq % 7),
+        "snr": 7.5 - device_index - (seq % 5) * 0.5,
+        "sf": 9,
+        "frequency": 868_100_000,
+        "gateway_ids": [f"gw-{g}" for g in range(1 + seq % 3)],
+        "codec": "cayenne_lpp",
+    }
+
+
+def _messages(fleet: FleetSimulator, start: datetime) -> list[tuple[bytes, bytes]]:
+    readings, _ = fleet.history(TICKS, start, timedelta(seconds=1))
+    index = {d.device_id: i for i, d in enumerate(fleet.devices)}
+    messages = []
+    for seq, r in enumerate(readings):
+        d = r.device
+        value = encode_reading(
+            device_id=d.device_id,
+            asset_id=d.asset_id,
+            asset_type=d.asset_type,
+            ts=r.ts,
+            metrics=r.metrics,
+            source=_source(index[d.device_id], seq),
+        )
+        messages.append((d.device_id.encode(), value))
+    # Deliberately bad input, so the dead-letter panel has reasons to show.
+    messages += [(b"bad", b'{"device_id": "trunc')] * 5
+    messages += [(b"bad", json.dumps({"device_id": "nobody", "ts": "x"}).encode())] * 3
+    return messages
+
+
+def _add_rows_other_branches_write(c: psycopg.Connection, now: datetime) -> None:
+    c.execute(FEATURE_DRIFT_DDL)
+    c.execute("TRUNCATE feature_drift")
+    champion = c.execute(
+        "SELECT model_version FROM scores WHERE role = 'champion' LIMIT 1"
+    ).fetchone()[0]
+    # Challenger scores (C scores a challenger in shadow): the champion's scores
+    # shifted a little, on the same readings, under another model version.
+    c.execute(
+        "INSERT INTO scores (ts, device_id, asset_id, asset_type, model_version, risk,"
+        " threshold, scored_at, role)"
+        " SELECT ts, device_id, asset_id, asset_type, 'challenger-test',"
+        "        least(1, greatest(0, risk * 0.9 + 0.03)), threshold, scored_at, 'challenger'"
+        " FROM scores WHERE role = 'champion'"
+        " ON CONFLICT DO NOTHING"
+    )
+    # Score explanations (the worker writes them once the lead wires them in):
+    # contributions for the top scores, in LightGBM pred_contrib's shape.
+    c.execute(
+        "INSERT INTO score_explanations (ts, device_id, asset_id, model_version, risk,"
+        " contributions)"
+        " SELECT ts, device_id, asset_id, model_version, risk,"
+        "        jsonb_build_object('vibration_rms_mean_60', risk * 1.8,"
+        "                           'bearing_temp_slope_60', risk * 0.9 - 0.2,"
+        "                           'motor_current_std_60', -0.3 * risk, '_bias', -2.1)"
+        " FROM scores WHERE role = 'champion' AND risk >= threshold * 0.5"
+        " ON CONFLICT DO NOTHING"
+    )
+    # Worker stats (the worker writes one row per stats interval once wired in).
+    c.execute(
+        "INSERT INTO worker_stats (ts, worker_id, consumed, stored, scored, deadletters,"
+        " consumer_lag, batch_ms_p50, batch_ms_p99)"
+        " SELECT t, 'worker-1', 500 * i, 495 * i, 495 * i, 5 * i, mod(i * 37, 400),"
+        "        8 + mod(i, 5), 25 + mod(i, 11)"
+        " FROM generate_series(1, 60) i,"
+        "      LATERAL (SELECT %s::timestamptz - (60 - i) * interval '10 seconds') x(t)"
+        " ON CONFLICT DO NOTHING",
+        (now,),
+    )
+    # Feature drift (C's drift job): PSI per feature every 2 minutes of the last 10.
+    c.execute(
+        "INSERT INTO feature_drift (window_start, window_end, model_version, asset_type,"
+        " feature, psi, n)"
+        " SELECT e - interval '10 minutes', e, %s, t, f, 0.02 + 0.03 * k + 0.01 * j, 500"
+        " FROM generate_series(0, 4) k,"
+        "      LATERAL (SELECT %s::timestamptz - k * interval '2 minutes') w(e),"
+        "      unnest(ARRAY['water_pump', 'bridge']) t,"
+        "      unnest(ARRAY['vibration_rms', 'strain']) WITH ORDINALITY AS fs(f, j)"
+        " ON CONFLICT DO NOTHING",
+        (champion, now),
+    )
+
+
+def _wait_for_alert_agent(database_url: str, timeout_s: float = 60.0) -> None:
+    """Scores trail stored readings by a batch, and alerts trail scores by one more."""
+    deadline = time.monotonic() + timeout_s
+    with psycopg.connect(database_url, autocommit=True) as c:
+        while time.monotonic() < deadline:
+            scored, stored = c.execute(
+                "SELECT (SELECT count(*) FROM scores), (SELECT count(*) FROM readings)"
+            ).fetchone()
+            if scored >= stored:
+                break
+            time.sleep(0.3)
+    time.sleep(1.5)  # one more batch window for the alert agent (batch_within_s is 0.3 s)
+
+
+@pytest.fixture(scope="session")
+def filled_db(conn, base_settings, trained_models, tmp_path_factory) -> str:
+    """Database URL of a database holding one real pipeline run (and the extras)."""
+    run = uuid.uuid4().hex[:8]
+    settings = base_settings.model_copy(
+        update={"topic_prefix": f"d{run}-", "app_id": f"citywatch-dash-{run}"}
+    )
+    with psycopg.connect(conn.database_url, autocommit=True) as c:
+        c.execute(
+            "TRUNCATE readings, scores, alerts, deadletters, failures, devices, labels,"
+            " score_explanations, worker_stats"
+        )
+    fleet = FleetSimulator(n_devices=DEVICES, seed=11, initial_degrading_fraction=0.5)
+    register_fleet(conn, fleet)
+    now = datetime.now(UTC)
+    messages = _messages(fleet, now - timedelta(seconds=TICKS + 60))
+    produce(conn, settings, messages)
+    log = tmp_path_factory.mktemp("dash-worker") / "worker.log"
+    # Degraded assets fail and recover within minutes; a crew would keep the alert
+    # open until it closes it, so the worker here never auto-closes (open-alert panels).
+    os.environ["CITYWATCH_ALERT_CLOSE_AFTER"] = "1000000"
+    try:
+        worker = Worker(settings, conn, log).start()
+    finally:
+        os.environ.pop("CITYWATCH_ALERT_CLOSE_AFTER")
+    try:
+        assert wait_for_total(conn, len(messages), timeout_s=180) == len(messages)
+        _wait_for_alert_agent(conn.database_url)
+    finally:
+        worker.stop()
+    with psycopg.connect(conn.database_url, autocommit=True) as c:
+        _add_rows_other_branches_write(c, now)
+    return conn.database_url
