@@ -19,12 +19,26 @@ ORDER BY (SELECT max(a.peak_risk) FROM alerts a WHERE a.asset_id = devices.asset
          DESC NULLS LAST, asset_id
 """.strip()
 
+# Raw readings for short ranges; the 1-minute and 1-hour rollups (storage) once a
+# bucket spans them, so a year-long range reads hourly rows, not every reading.
+# Re-bucketed rollups are weighted by their reading counts.
 SENSOR_SQL = gapfilled_series(
     f"""SELECT {bucket("r.ts")} AS bucket, m.key AS metric, avg(m.value::double precision) AS value
 FROM readings r
 CROSS JOIN LATERAL jsonb_each_text(r.metrics) m
-WHERE r.asset_id = '$asset' AND $__timeFilter(r.ts)
+WHERE $__interval_ms < 60000 AND r.asset_id = '$asset' AND $__timeFilter(r.ts)
   AND jsonb_typeof(r.metrics -> m.key) = 'number'
+GROUP BY 1, 2
+UNION ALL
+SELECT {bucket("bucket")} AS bucket, metric, sum(avg * n) / nullif(sum(n), 0) AS value
+FROM readings_1m
+WHERE $__interval_ms >= 60000 AND $__interval_ms < 3600000
+  AND asset_id = '$asset' AND $__timeFilter(bucket)
+GROUP BY 1, 2
+UNION ALL
+SELECT {bucket("bucket")} AS bucket, metric, sum(avg * n) / nullif(sum(n), 0) AS value
+FROM readings_1h
+WHERE $__interval_ms >= 3600000 AND asset_id = '$asset' AND $__timeFilter(bucket)
 GROUP BY 1, 2"""
 )
 
