@@ -285,6 +285,22 @@ WHERE bucket >= (SELECT t FROM wm)
 GROUP BY 1, device_id, asset_id, asset_type;
 {_unpivot_view("readings_1m", "readings_1m_realtime_wide", metrics)}
 {_unpivot_view("readings_1h", "readings_1h_realtime_wide", metrics)}
+
+-- Harden the SECURITY DEFINER maintenance functions: pg_temp searched last, so a
+-- caller's temporary table can never stand in for one of ours.
+DO $do$
+DECLARE
+    fn text;
+BEGIN
+    FOREACH fn IN ARRAY ARRAY['citywatch_ensure_partitions(integer)',
+                              'citywatch_drop_expired(interval)',
+                              'citywatch_create_partition(text, date)',
+                              'citywatch_refresh_rollups()'] LOOP
+        EXECUTE format('ALTER FUNCTION %s SET search_path = %I, pg_temp',
+                       fn, current_schema());
+    END LOOP;
+END
+$do$;
 """
 
 
