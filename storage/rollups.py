@@ -242,6 +242,75 @@ SELECT add_continuous_aggregate_policy('{wide}',
     )
 
 
+def plain_realtime_sql(metrics: list[str]) -> str:
+    """Real-time rollup views on plain PostgreSQL, like ``materialized_only = false``.
+
+    The watermark is the minute after the newest materialised 1-minute bucket. Rows
+    from the watermark on are aggregated live from ``readings`` (runtime partition
+    pruning keeps that to the newest partition); older buckets come from the wide
+    tables. The 1-hour view re-aggregates the real-time minutes of the current hour.
+    Late rows older than the watermark show once ``citywatch_refresh_rollups()`` ran.
+    """
+    names = ", ".join(f"{m}_avg, {m}_min, {m}_max, {m}_n" for m in metrics)
+    return f"""
+CREATE OR REPLACE VIEW readings_1m_realtime_wide AS
+WITH wm AS (
+    SELECT COALESCE(max(bucket) + interval '1 minute', '-infinity'::timestamptz) AS t
+    FROM readings_1m_wide
+)
+SELECT w.bucket, w.device_id, w.asset_id, w.asset_type, {names}
+FROM readings_1m_wide w
+WHERE w.bucket < (SELECT t FROM wm)
+UNION ALL
+SELECT date_bin('1 minute', r.ts, '{ORIGIN}'), r.device_id, r.asset_id, r.asset_type,
+    {_extracted_aggregates(metrics)}
+FROM readings r {_extract_once(metrics)}
+WHERE r.ts >= (SELECT t FROM wm)
+GROUP BY 1, r.device_id, r.asset_id, r.asset_type;
+
+CREATE OR REPLACE VIEW readings_1h_realtime_wide AS
+WITH wm AS (
+    SELECT date_bin('1 hour', COALESCE(max(bucket) + interval '1 minute',
+                                       '-infinity'::timestamptz), '{ORIGIN}') AS t
+    FROM readings_1m_wide
+)
+SELECT h.bucket, h.device_id, h.asset_id, h.asset_type, {names}
+FROM readings_1h_wide h
+WHERE h.bucket < (SELECT t FROM wm)
+UNION ALL
+SELECT date_bin('1 hour', bucket, '{ORIGIN}'), device_id, asset_id, asset_type,
+    {_reaggregates(metrics)}
+FROM readings_1m_realtime_wide
+WHERE bucket >= (SELECT t FROM wm)
+GROUP BY 1, device_id, asset_id, asset_type;
+{_unpivot_view("readings_1m", "readings_1m_realtime_wide", metrics)}
+{_unpivot_view("readings_1h", "readings_1h_realtime_wide", metrics)}
+
+-- Harden the SECURITY DEFINER maintenance functions: pg_temp searched last, so a
+-- caller's temporary table can never stand in for one of ours.
+DO $do$
+DECLARE
+    fn text;
+BEGIN
+    FOREACH fn IN ARRAY ARRAY['citywatch_ensure_partitions(integer)',
+                              'citywatch_drop_expired(interval)',
+                              'citywatch_create_partition(text, date)',
+                              'citywatch_refresh_rollups()'] LOOP
+        EXECUTE format('ALTER FUNCTION %s SET search_path = %I, pg_temp',
+                       fn, current_schema());
+    END LOOP;
+END
+$do$;
+"""
+
+
+def realtime_sql(flavour: str) -> str:
+    """Migration 9: real-time rollup views (TimescaleDB's aggregates already are)."""
+    if flavour == "timescaledb":
+        return "SELECT 1;  -- continuous aggregates are real-time (materialized_only = false)"
+    return plain_realtime_sql(metric_names())
+
+
 def rollup_sql(flavour: str) -> str:
     """The rollup migration for ``flavour`` ('postgres' or 'timescaledb')."""
     metrics = metric_names()

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import psycopg
 
-from storage.rollups import rollup_sql
+from storage.rollups import realtime_sql, rollup_sql
 
 log = logging.getLogger(__name__)
 
@@ -262,6 +262,11 @@ MIGRATIONS += [
         {POSTGRES: rollup_sql(POSTGRES), TIMESCALEDB: rollup_sql(TIMESCALEDB)},
     ),
     (8, "roles citywatch_writer and citywatch_reader", (_SQL_DIR / "roles.sql").read_text()),
+    (
+        9,
+        "real-time rollups: readings_1m/_1h include the minutes not yet refreshed",
+        {POSTGRES: realtime_sql(POSTGRES), TIMESCALEDB: realtime_sql(TIMESCALEDB)},
+    ),
 ]
 
 

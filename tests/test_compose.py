@@ -141,6 +141,11 @@ def test_grafana_provisioning_files_are_in_the_tree():
     for sub in ("datasources", "dashboards"):
         assert (provisioning / sub).is_dir(), f"dashboards/provisioning/{sub} missing"
     assert (REPO / "dashboards" / "json").is_dir()
+    # Grafana expands $VAR / ${VAR} in provisioning files: each must be in its environment.
+    env = SERVICES["grafana"]["environment"]
+    for path in provisioning.rglob("*.y*ml"):
+        for var in re.findall(r"\$\{?([A-Z][A-Z0-9_]*)", path.read_text()):
+            assert var in env, f"{path.relative_to(REPO)} reads ${var}, not set for grafana"
 
 
 def _resolve(args: list[str]) -> click.Command | None:

@@ -93,3 +93,19 @@ def test_tables_added_by_later_migrations_are_granted_by_default(logins, fresh_d
     with psycopg.connect(logins["reader"]) as db:
         assert db.execute("SELECT x FROM later_table").fetchall() == [(1,)]
     assert migrate(fresh_db) == []
+
+
+def test_maintenance_functions_search_pg_temp_last(fresh_db):
+    with psycopg.connect(fresh_db) as db:
+        configs = db.execute(
+            "SELECT proname, proconfig FROM pg_proc WHERE prosecdef"
+            " AND proname LIKE 'citywatch\\_%' ORDER BY 1"
+        ).fetchall()
+    assert [name for name, _ in configs] == [
+        "citywatch_create_partition",
+        "citywatch_drop_expired",
+        "citywatch_ensure_partitions",
+        "citywatch_refresh_rollups",
+    ]
+    for _name, config in configs:
+        assert config == ["search_path=public, pg_temp"]

@@ -23,7 +23,7 @@ def run(args: list[str], database_url: str, **env: str) -> str:
 def test_status_and_maintain_report_partitions_and_rollups(fresh_db):
     status = json.loads(run(["storage", "status", "--json"], fresh_db))
     assert status["flavour"] == "postgres"
-    assert [m["version"] for m in status["migrations"]][-3:] == [6, 7, 8]
+    assert {6, 7, 8, 9} <= {m["version"] for m in status["migrations"]}
     assert status["partitions"]["readings"]["days_ready_ahead"] == 7
 
     done = json.loads(
