@@ -30,6 +30,7 @@ lint: setup
 
 bench: setup
 	$(BIN)/citywatch bench worker
+	$(BIN)/citywatch bench sink
 
 clean:
 	-$(BIN)/citywatch stack down

@@ -566,7 +566,10 @@ def create_app(
         # deployment needs no cron job; `citywatch storage maintain` does the same.
         try:
             await asyncio.to_thread(
-                run_maintenance, database_url, retention_days=settings.retention_days
+                run_maintenance,
+                database_url,
+                days_ahead=settings.partition_days_ahead,
+                retention_days=settings.retention_days,
             )
         except psycopg.Error as exc:
             log.warning("storage maintenance failed (will retry): %s", exc)
