@@ -127,10 +127,11 @@ def worker(settings: Settings, partitions: int, batch_size: int) -> None:
 
 
 def _register_commands() -> None:
-    from citywatch.commands import bench, demo, simulate, train
+    from citywatch.commands import alerts, bench, bench_alerts, demo, simulate, train
 
-    for command in (simulate.simulate, train.train, demo.demo, bench.bench):
+    for command in (simulate.simulate, train.train, demo.demo, bench.bench, alerts.alerts):
         main.add_command(command)
+    bench.bench.add_command(bench_alerts.bench_alerts)
 
 
 _register_commands()

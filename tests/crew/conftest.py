@@ -75,3 +75,15 @@ def add_device(db: psycopg.Connection, asset: str, zone: str, asset_type: str = 
         " ON CONFLICT (device_id) DO UPDATE SET zone = EXCLUDED.zone",
         (f"dev-{asset}", asset, asset_type, zone),
     )
+
+
+@pytest.fixture
+def api(conn, crew_db):
+    """The alert API on a free loopback port (a real uvicorn server)."""
+    from crew.api import create_app
+    from crew.server import BackgroundServer
+
+    with BackgroundServer(
+        create_app(conn.database_url, rate_per_s=500, burst=500), free_port()
+    ) as s:
+        yield s.url
