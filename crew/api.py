@@ -192,8 +192,10 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     429: {"model": Problem, "description": "Rate limit exceeded"},
 }
 _ALERT_ERRORS = {**_ERRORS, 404: {"model": Problem, "description": "No such alert"}}
+_BODY_ERRORS = {400: {"model": Problem, "description": "Body is not valid JSON"}}
 _CHANGE_ERRORS = {
     **_ALERT_ERRORS,
+    **_BODY_ERRORS,
     409: {"model": Problem, "description": "Not allowed from the alert's status"},
 }
 
@@ -222,7 +224,9 @@ def create_app(
     def db() -> Iterator[psycopg.Connection]:
         # A short-lived connection per request: the inbox's load is tiny, and it
         # keeps the service free of pool state across database restarts.
-        with psycopg.connect(database_url, connect_timeout=5) as conn:
+        # Autocommit: each write runs in its own `conn.transaction()` and commits
+        # before the response goes out (a dependency's exit runs after it).
+        with psycopg.connect(database_url, connect_timeout=5, autocommit=True) as conn:
             yield conn
 
     def actor(
@@ -346,7 +350,7 @@ def create_app(
         "/api/v1/alerts/{alert_id}/comments",
         response_model=CommentOut,
         status_code=201,
-        responses=_ALERT_ERRORS,
+        responses={**_ALERT_ERRORS, **_BODY_ERRORS},
     )
     def comment(alert_id: AlertId, body: CommentIn, who: Who, conn: Conn) -> dict:
         """Add a comment to an alert (any status)."""
@@ -358,7 +362,11 @@ def create_app(
     @app.post(
         "/api/v1/grafana/webhook",
         response_model=GrafanaOut,
-        responses={**_ERRORS, 403: {"model": Problem, "description": "Role not allowed"}},
+        responses={
+            **_ERRORS,
+            **_BODY_ERRORS,
+            403: {"model": Problem, "description": "Role not allowed"},
+        },
     )
     def grafana_webhook(payload: GrafanaPayload, who: Who, conn: Conn) -> dict:
         """Grafana's webhook contact point: firing alerts open, resolved ones auto-resolve."""

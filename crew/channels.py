@@ -123,12 +123,11 @@ def slack_body(d: dict[str, Any], inbox_url: str | None = None) -> dict[str, Any
     return {"text": summary_line(d), "blocks": blocks}
 
 
-def _post(url: str, body: dict[str, Any], delivery_id: str, timeout_s: float) -> None:
+def _post(client: httpx.Client, url: str, body: dict[str, Any], delivery_id: str) -> None:
     try:
-        response = httpx.post(
+        response = client.post(
             url,
             json=body,
-            timeout=timeout_s,
             headers={"Idempotency-Key": delivery_id, "User-Agent": "citywatch-alerts"},
         )
     except httpx.HTTPError as exc:
@@ -139,17 +138,17 @@ def _post(url: str, body: dict[str, Any], delivery_id: str, timeout_s: float) ->
         raise DeliveryError(f"HTTP {response.status_code}", permanent=permanent)
 
 
-def send_webhook(d: dict[str, Any], config: ChannelConfig) -> None:
+def send_webhook(client: httpx.Client, d: dict[str, Any]) -> None:
     body = event_body(d)
-    _post(d["target"], body, body["delivery_id"], config.timeout_s)
+    _post(client, d["target"], body, body["delivery_id"])
 
 
-def send_slack(d: dict[str, Any], config: ChannelConfig) -> None:
+def send_slack(client: httpx.Client, d: dict[str, Any], config: ChannelConfig) -> None:
     _post(
+        client,
         d["target"],
         slack_body(d, config.inbox_url),
         f"{d['transition_id']}:{d['channel_id']}",
-        config.timeout_s,
     )
 
 
@@ -219,13 +218,15 @@ class Channels:
     def __init__(self, config: ChannelConfig) -> None:
         self.config = config
         self._kafka = KafkaChannel(config.kafka_bootstrap, config.timeout_s)
+        # One pooled client: building a client (TLS context) per message costs ~100 ms.
+        self._http = httpx.Client(timeout=config.timeout_s)
 
     def send(self, d: dict[str, Any]) -> None:
         kind = d["kind"]
         if kind == "webhook":
-            send_webhook(d, self.config)
+            send_webhook(self._http, d)
         elif kind == "slack":
-            send_slack(d, self.config)
+            send_slack(self._http, d, self.config)
         elif kind == "email":
             send_email(d, self.config)
         elif kind == "kafka":
@@ -235,3 +236,4 @@ class Channels:
 
     def close(self) -> None:
         self._kafka.close()
+        self._http.close()

@@ -116,13 +116,22 @@ class Notifier:
                     listen.execute(f"LISTEN {alert_store.NOTIFY_CHANNEL}")
                     while not self._stop.is_set():
                         self.run_once(work)
-                        # Wake on the first notification, or after poll_s for retries.
-                        for _ in listen.notifies(timeout=self.config.poll_s, stop_after=1):
-                            pass
+                        self._wait(listen)
             except psycopg.OperationalError as exc:
                 log.warning("notifier: database unavailable (%s); retrying", exc)
                 self._stop.wait(2.0)
         self._channels.close()
+
+    def _wait(self, listen: psycopg.Connection) -> None:
+        """Until a notification, ``poll_s`` (due retries, escalations) or :meth:`stop`."""
+        deadline = time.monotonic() + self.config.poll_s
+        while not self._stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            # Short slices so stop() is honoured quickly.
+            if list(listen.notifies(timeout=min(0.5, left), stop_after=1)):
+                return
 
     def start(self) -> Notifier:
         self._thread = threading.Thread(target=self.run, name="citywatch-notifier", daemon=True)
