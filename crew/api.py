@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 import psycopg
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
-from fastapi.responses import RedirectResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from psycopg.rows import dict_row
@@ -253,6 +253,15 @@ def create_app(
             raise HTTPException(404, f"no alert {alert_id}") from exc
         except TransitionError as exc:
             raise HTTPException(409, str(exc)) from exc
+
+    @app.exception_handler(psycopg.DataError)
+    def bad_data(_request: Request, exc: psycopg.DataError) -> JSONResponse:
+        # Input the models accept but PostgreSQL cannot store (e.g. NUL characters):
+        # a validation error in FastAPI's own 422 shape, not a 500.
+        msg = str(exc).splitlines()[0] if str(exc) else "invalid input"
+        return JSONResponse(
+            status_code=422, content={"detail": [{"loc": [], "msg": msg, "type": "value_error"}]}
+        )
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

@@ -142,3 +142,17 @@ def test_rate_limit_per_token(conn, crew_db, tokens):
     assert codes == [200, 200, 200, 429, 429]
     assert other == 200
     assert int(limited.headers["Retry-After"]) >= 1
+
+
+def test_text_postgres_cannot_store_is_a_422_not_a_500(api, tokens, two_alerts):
+    # Found by schemathesis: NUL characters in JSON strings.
+    north, _ = two_alerts
+    with httpx.Client(base_url=api) as http:
+        r = http.post(
+            f"/api/v1/alerts/{north}/comments",
+            json={"body": "a\u0000b"},
+            headers=bearer(tokens["ana"]),
+        )
+        assert r.status_code == 422
+        assert "NUL" in r.json()["detail"][0]["msg"]
+        assert http.get("/api/v1/me", headers=bearer(tokens["ana"])).status_code == 200
