@@ -185,3 +185,26 @@ def test_notifier_thread_wakes_on_pg_notify(conn, crew_db, tokens, receiver):
         notifier.stop()
     assert got is not None
     assert got[0] - start < 5.0
+
+
+def test_two_notifiers_share_the_outbox_without_duplicates(conn, crew_db, tokens, receiver):
+    add_rule(crew_db, "north")
+    add_channel(crew_db, "hook", "webhook", receiver.url + "/hook", team="north")
+    notifiers = [
+        Notifier(conn.database_url, config=NotifierConfig(poll_s=0.2)).start() for _ in range(2)
+    ]
+    try:
+        sink = PostgresSink(conn.database_url)
+        for i in range(20):
+            sink.write(SinkBatch(alerts=[alert_row(f"pump-x{i}")]))
+        sink.close()
+        deadline = time.monotonic() + 20
+        while len(receiver.received) < 20 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.0)  # room for a duplicate to show up, if there were one
+    finally:
+        for n in notifiers:
+            n.stop()
+    ids = [b["delivery_id"] for _, _, _, b in receiver.received]
+    assert len(ids) == 20 and len(set(ids)) == 20
+    assert {d[2:] for d in deliveries(crew_db)} == {("sent", 1)}
