@@ -40,7 +40,7 @@ def live_api(conn, crew_db):
 
 @schema.parametrize()
 @settings(
-    max_examples=15,
+    max_examples=12,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
