@@ -23,7 +23,9 @@ def _blank_to_none(value: str | None) -> str | None:
     return value or None
 
 
-@click.group()
+# Options without an explicit envvar read CITYWATCH_ALERTS_<SUBCOMMAND>_<OPTION>,
+# e.g. CITYWATCH_ALERTS_USER_ADD_TEAM.
+@click.group(context_settings={"auto_envvar_prefix": "CITYWATCH_ALERTS", "show_default": True})
 def alerts() -> None:
     """Alerts for maintenance crews: the service, users, routing and channels.
 
@@ -39,6 +41,10 @@ def alerts() -> None:
       citywatch alerts route add --team north --zone north
       citywatch alerts channel add north-hook webhook https://example.org/hook --team north
       citywatch alerts serve
+
+    Every option also reads an environment variable: the one shown in the
+    command's --help, or CITYWATCH_ALERTS_<SUBCOMMAND>_<OPTION>
+    (e.g. CITYWATCH_ALERTS_USER_ADD_TEAM).
     """
 
 

@@ -31,7 +31,7 @@ def _p(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 2) if values else None
 
 
-@click.command("alerts")
+@click.command("alerts", context_settings={"auto_envvar_prefix": "CITYWATCH_BENCH_ALERTS"})
 @click.option(
     "--alerts",
     "n_alerts",
