@@ -70,6 +70,9 @@ class RateLimiter:
         """0.0 when the request may go ahead, else seconds until it may."""
         now = time.monotonic()
         with self._lock:
+            if len(self._buckets) > 10_000:  # forget idle keys (they would be full again)
+                idle = self._burst / self._rate
+                self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < idle}
             tokens, last = self._buckets.get(key, (self._burst, now))
             tokens = min(self._burst, tokens + (now - last) * self._rate)
             if tokens >= 1.0:

@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import psycopg
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 from psycopg.types.json import Jsonb
 
 if TYPE_CHECKING:
@@ -652,7 +652,7 @@ def claim_deliveries(cur: psycopg.Cursor, limit: int = 50) -> list[dict[str, Any
     try:
         return cur.execute(_CLAIM, (limit,)).fetchall()
     finally:
-        cur.row_factory = psycopg.rows.tuple_row
+        cur.row_factory = tuple_row
 
 
 def mark_delivery(
