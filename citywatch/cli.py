@@ -127,17 +127,34 @@ def worker(settings: Settings, partitions: int, batch_size: int) -> None:
 
 
 def _register_commands() -> None:
-    from citywatch.commands import bench, dashboards, demo, grafana, model, simulate, train
+    from citywatch.commands import (
+        alerts,
+        bench,
+        bench_alerts,
+        bench_sink,
+        dashboards,
+        demo,
+        grafana,
+        model,
+        simulate,
+        storage,
+        train,
+    )
 
-    for command in (simulate.simulate, train.train, demo.demo, bench.bench, model.model):
+    for command in (
+        simulate.simulate,
+        train.train,
+        demo.demo,
+        bench.bench,
+        model.model,
+        dashboards.dashboards,
+        grafana.grafana,
+        storage.storage,
+        alerts.alerts,
+    ):
         main.add_command(command)
-    for command in (dashboards.dashboards, grafana.grafana):
-        main.add_command(command)
-
-    from citywatch.commands import bench_sink, storage
-
-    main.add_command(storage.storage)
     bench.bench.add_command(bench_sink.bench_sink)
+    bench.bench.add_command(bench_alerts.bench_alerts)
 
 
 _register_commands()

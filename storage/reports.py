@@ -98,7 +98,8 @@ def pipeline_summary(database_url: str) -> dict[str, Any]:
         "deadletters_by_reason": deadletters,
         "scores": counts["scores"],
         "alerts_opened": len(alerts),
-        "alerts_open_now": sum(a["status"] == "open" for a in alerts),
+        # Live = not yet resolved (open, acknowledged or assigned; see migration 5).
+        "alerts_open_now": sum(a["status"] != "resolved" for a in alerts),
         "alerts_matching_failures": matched,
         "alert_precision": round(matched / len(alerts), 3) if alerts else None,
         "failures_injected": completed,

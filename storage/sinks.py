@@ -18,6 +18,8 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+from storage.alert_store import apply_worker_alerts
+
 log = logging.getLogger(__name__)
 
 
@@ -162,18 +164,6 @@ _DEADLETTER_COLUMNS = (
 )
 _DEADLETTER_TYPES = ("text", "text", "text", "text", "text", "int4", "int8", "text", "bytea")
 
-_UPSERT_ALERT = """
-INSERT INTO alerts (alert_id, asset_id, device_id, asset_type, status, opened_at, closed_at,
-                    peak_risk, last_risk, threshold, model_version)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-ON CONFLICT (alert_id) DO UPDATE SET
-    status = CASE WHEN alerts.status = 'closed' THEN 'closed' ELSE EXCLUDED.status END,
-    closed_at = COALESCE(alerts.closed_at, EXCLUDED.closed_at),
-    peak_risk = GREATEST(alerts.peak_risk, EXCLUDED.peak_risk),
-    last_risk = EXCLUDED.last_risk,
-    updated_at = now()
-"""
-
 
 class PostgresSink:
     """Writes :class:`SinkBatch` objects idempotently; one connection, reopened on failure.
@@ -289,29 +279,9 @@ class PostgresSink:
                     ),
                     bool(batch.deadletters),
                 )
-                alerts = 0
-                if batch.alerts:
-                    # Alerts are few (transitions only), so executemany is cheap here.
-                    cur.executemany(
-                        _UPSERT_ALERT,
-                        [
-                            (
-                                a.alert_id,
-                                a.asset_id,
-                                a.device_id,
-                                a.asset_type,
-                                a.status,
-                                a.opened_at,
-                                a.closed_at,
-                                a.peak_risk,
-                                a.last_risk,
-                                a.threshold,
-                                a.model_version,
-                            )
-                            for a in batch.alerts
-                        ],
-                    )
-                    alerts = len(batch.alerts)
+                # Alerts are few (transitions only); the lifecycle SQL, the
+                # transition outbox and its pg_notify commit with this batch.
+                alerts = apply_worker_alerts(cur, batch.alerts) if batch.alerts else 0
         except psycopg.OperationalError as exc:
             self.close()
             raise SinkUnavailableError(f"database unavailable: {exc}".strip()) from exc

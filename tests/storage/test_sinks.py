@@ -97,4 +97,5 @@ def test_alert_upsert_keeps_one_open_alert_and_closes_it(conn, db):
     sink.write(SinkBatch(alerts=[opened]))  # a late replay must not reopen it
     sink.close()
     rows = db.execute("SELECT status, closed_at, peak_risk FROM alerts").fetchall()
-    assert rows == [("closed", T0 + timedelta(minutes=5), 0.95)]
+    # Migration 5: the worker's close is an automatic resolution; nothing reopens it.
+    assert rows == [("resolved", T0 + timedelta(minutes=5), 0.95)]

@@ -1,0 +1,1 @@
+"""The crews' alert service: lifecycle API, routing, notifications and the web inbox."""

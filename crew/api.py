@@ -1,0 +1,388 @@
+"""The alert service's HTTP API (FastAPI, OpenAPI at /openapi.json) and the web inbox.
+
+Every endpoint needs ``Authorization: Bearer <token>``. Crews see and change
+only their own team's alerts (another team's alert is a 404, so ids don't
+leak); engineers and admins see all. Each token gets a rate limit (429 with
+``Retry-After``). Grafana posts its alert notifications to
+``POST /api/v1/grafana/webhook`` with an engineer's or admin's token.
+"""
+
+import logging
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import psycopg
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Path as PathParam
+from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
+from psycopg.rows import dict_row
+from pydantic import BaseModel, ConfigDict, Field
+
+from storage import alert_store
+from storage.alert_store import Actor, NotFoundError, TransitionError
+
+from . import auth, lifecycle
+
+log = logging.getLogger(__name__)
+INBOX_DIR = Path(__file__).parent / "inbox"
+
+Status = Literal["open", "acknowledged", "assigned", "resolved"]
+Severity = Literal["info", "warning", "critical"]
+Outcome = Literal["fault_confirmed", "false_alarm", "no_access"]
+AlertId = Annotated[str, PathParam(min_length=1, max_length=300)]
+Name = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.@-]+$")]
+Note = Annotated[str | None, Field(default=None, max_length=2000)]
+
+
+# -- response and request models ------------------------------------------------
+
+
+class AlertOut(BaseModel):
+    alert_id: str
+    asset_id: str
+    device_id: str
+    asset_type: str
+    status: Status
+    severity: Severity
+    source: str
+    team: str | None
+    zone: str | None
+    title: str | None
+    opened_at: datetime
+    closed_at: datetime | None
+    raised_at: datetime
+    peak_risk: float
+    last_risk: float
+    threshold: float
+    model_version: str
+    acknowledged_at: datetime | None
+    acknowledged_by: str | None
+    assigned_to: str | None
+    assigned_at: datetime | None
+    assigned_by: str | None
+    resolved_by: str | None
+    outcome: str | None
+    escalation_level: int
+    escalated_at: datetime | None
+    updated_at: datetime
+
+
+class TransitionOut(BaseModel):
+    transition_id: int
+    action: str
+    from_status: str | None
+    to_status: str
+    actor: str
+    at: datetime
+    level: int
+    detail: dict[str, Any]
+
+
+class CommentOut(BaseModel):
+    comment_id: int
+    author: str
+    at: datetime
+    body: str
+
+
+class AlertDetail(BaseModel):
+    alert: AlertOut
+    transitions: list[TransitionOut]
+    comments: list[CommentOut]
+
+
+class ReadingOut(BaseModel):
+    ts: datetime
+    device_id: str
+    metrics: dict[str, Any]
+
+
+class Contribution(BaseModel):
+    feature: str
+    contribution: float
+
+
+class ExplanationOut(BaseModel):
+    ts: datetime
+    model_version: str
+    risk: float
+    bias: float | None
+    top: list[Contribution]
+
+
+class AlertContext(BaseModel):
+    readings: list[ReadingOut]
+    explanation: ExplanationOut | None
+
+
+class Me(BaseModel):
+    user_name: str
+    role: str
+    team: str | None
+
+
+class AckIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    note: Note = None
+
+
+class AssignIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    assignee: Name
+    note: Note = None
+
+
+class ResolveIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    outcome: Outcome
+    note: Note = None
+
+
+class CommentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    body: str = Field(min_length=1, max_length=4000)
+
+
+class GrafanaAlert(BaseModel):
+    """One alert instance of Grafana's webhook notification (unified alerting)."""
+
+    model_config = ConfigDict(extra="allow")
+    status: Literal["firing", "resolved"]
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    # Grafana's own (camelCase) field names.
+    startsAt: datetime
+    endsAt: datetime | None = None
+    fingerprint: str | None = Field(default=None, max_length=200)
+    values: dict[str, float | None] | None = None
+    generatorURL: str | None = None
+
+
+class GrafanaPayload(BaseModel):
+    """Grafana's webhook contact point body (``version`` "1")."""
+
+    model_config = ConfigDict(extra="allow")
+    receiver: str | None = None
+    status: Literal["firing", "resolved"]
+    alerts: list[GrafanaAlert] = Field(max_length=1000)
+    groupKey: str | None = None
+    externalURL: str | None = None
+    version: str | None = None
+
+
+class GrafanaResult(BaseModel):
+    alert_id: str
+    result: Literal["opened", "merged", "unchanged", "resolved"]
+
+
+class GrafanaOut(BaseModel):
+    results: list[GrafanaResult]
+
+
+class Problem(BaseModel):
+    detail: str
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": Problem, "description": "Missing or invalid token"},
+    429: {"model": Problem, "description": "Rate limit exceeded"},
+}
+_ALERT_ERRORS = {**_ERRORS, 404: {"model": Problem, "description": "No such alert"}}
+_BODY_ERRORS = {400: {"model": Problem, "description": "Body is not valid JSON"}}
+_CHANGE_ERRORS = {
+    **_ALERT_ERRORS,
+    **_BODY_ERRORS,
+    409: {"model": Problem, "description": "Not allowed from the alert's status"},
+}
+
+
+# -- the app ------------------------------------------------------------------
+
+
+def create_app(
+    database_url: str,
+    *,
+    rate_per_s: float = 10.0,
+    burst: int = 40,
+) -> FastAPI:
+    """The API and the inbox; the notifier runs beside it (see ``citywatch alerts serve``)."""
+    app = FastAPI(
+        title="citywatch alerts",
+        version="1",
+        description="Alert lifecycle for maintenance crews: list, acknowledge, assign, "
+        "resolve with an outcome, comment; Grafana webhooks as another source.",
+    )
+    limiter = auth.RateLimiter(rate_per_s, burst)
+    bearer = HTTPBearer(
+        auto_error=False, description="An API token from `citywatch alerts user add`"
+    )
+
+    def db() -> Iterator[psycopg.Connection]:
+        # A short-lived connection per request: the inbox's load is tiny, and it
+        # keeps the service free of pool state across database restarts.
+        # Autocommit: each write runs in its own `conn.transaction()` and commits
+        # before the response goes out (a dependency's exit runs after it).
+        with psycopg.connect(database_url, connect_timeout=5, autocommit=True) as conn:
+            yield conn
+
+    def actor(
+        request: Request,
+        creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+        conn: Annotated[psycopg.Connection, Depends(db)],
+    ) -> Actor:
+        key = auth.hash_token(creds.credentials) if creds else f"ip:{request.client.host}"
+        wait = limiter.allow(key)
+        if wait:
+            raise HTTPException(429, "rate limit exceeded", {"Retry-After": f"{wait:.0f}"})
+        who = auth.authenticate(conn, creds.credentials) if creds else None
+        if who is None:
+            raise HTTPException(401, "missing or invalid token", {"WWW-Authenticate": "Bearer"})
+        return who
+
+    Who = Annotated[Actor, Depends(actor)]
+    Conn = Annotated[psycopg.Connection, Depends(db)]
+
+    def change(conn: psycopg.Connection, alert_id: str, action: str, who: Actor, **kw) -> dict:
+        try:
+            return alert_store.transition(conn, alert_id, action, who, **kw)
+        except NotFoundError as exc:
+            raise HTTPException(404, f"no alert {alert_id}") from exc
+        except TransitionError as exc:
+            raise HTTPException(409, str(exc)) from exc
+
+    @app.exception_handler(psycopg.DataError)
+    def bad_data(_request: Request, exc: psycopg.DataError) -> JSONResponse:
+        # Input the models accept but PostgreSQL cannot store (e.g. NUL characters):
+        # a validation error in FastAPI's own 422 shape, not a 500.
+        msg = str(exc).splitlines()[0] if str(exc) else "invalid input"
+        return JSONResponse(
+            status_code=422, content={"detail": [{"loc": [], "msg": msg, "type": "value_error"}]}
+        )
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        return RedirectResponse("/inbox/")
+
+    @app.get("/api/v1/me", response_model=Me, responses=_ERRORS)
+    def me(who: Who) -> Me:
+        """The token's user, role and team."""
+        return Me(user_name=who.user_name, role=who.role, team=who.team)
+
+    @app.get("/api/v1/alerts", response_model=list[AlertOut], responses=_ERRORS)
+    def list_alerts(
+        who: Who,
+        conn: Conn,
+        status: Annotated[list[Status] | None, Query()] = None,
+        live: Annotated[bool, Query(description="Only open, acknowledged or assigned")] = False,
+        team: Annotated[str | None, Query(max_length=100)] = None,
+        asset_type: Annotated[str | None, Query(max_length=100)] = None,
+        zone: Annotated[str | None, Query(max_length=100)] = None,
+        severity: Severity | None = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    ) -> list[dict]:
+        """Alerts visible to the caller, riskiest first; crews see their own team's only."""
+        statuses = list(status or []) or (list(alert_store.LIVE_STATUSES) if live else None)
+        return alert_store.list_alerts(
+            conn,
+            who,
+            statuses=statuses,
+            team=team,
+            asset_type=asset_type,
+            zone=zone,
+            severity=severity,
+            limit=limit,
+        )
+
+    @app.get("/api/v1/alerts/{alert_id}", response_model=AlertDetail, responses=_ALERT_ERRORS)
+    def get_alert(alert_id: AlertId, who: Who, conn: Conn) -> dict:
+        """One alert with its transitions (who did what, when) and comments."""
+        try:
+            with conn.cursor(row_factory=dict_row) as cur:
+                alert = alert_store.get_alert(cur, alert_id, who)
+        except NotFoundError as exc:
+            raise HTTPException(404, f"no alert {alert_id}") from exc
+        return {"alert": alert, **alert_store.alert_history(conn, alert_id)}
+
+    @app.get(
+        "/api/v1/alerts/{alert_id}/context",
+        response_model=AlertContext,
+        responses=_ALERT_ERRORS,
+    )
+    def alert_context(
+        alert_id: AlertId,
+        who: Who,
+        conn: Conn,
+        readings: Annotated[int, Query(ge=1, le=1000)] = 120,
+    ) -> dict:
+        """The asset's recent readings and the model's top feature contributions."""
+        try:
+            with conn.cursor(row_factory=dict_row) as cur:
+                alert = alert_store.get_alert(cur, alert_id, who)
+        except NotFoundError as exc:
+            raise HTTPException(404, f"no alert {alert_id}") from exc
+        version = alert["model_version"] if alert["source"] == "model" else None
+        return {
+            "readings": alert_store.recent_readings(conn, alert["asset_id"], readings),
+            "explanation": alert_store.top_contributions(conn, alert["asset_id"], version),
+        }
+
+    @app.post(
+        "/api/v1/alerts/{alert_id}/acknowledge",
+        response_model=AlertOut,
+        responses=_CHANGE_ERRORS,
+    )
+    def acknowledge(alert_id: AlertId, body: AckIn, who: Who, conn: Conn) -> dict:
+        """open -> acknowledged."""
+        return change(conn, alert_id, "acknowledge", who, note=body.note)
+
+    @app.post("/api/v1/alerts/{alert_id}/assign", response_model=AlertOut, responses=_CHANGE_ERRORS)
+    def assign(alert_id: AlertId, body: AssignIn, who: Who, conn: Conn) -> dict:
+        """open | acknowledged | assigned -> assigned to a user (crews: within their team)."""
+        return change(conn, alert_id, "assign", who, assignee=body.assignee, note=body.note)
+
+    @app.post(
+        "/api/v1/alerts/{alert_id}/resolve", response_model=AlertOut, responses=_CHANGE_ERRORS
+    )
+    def resolve(alert_id: AlertId, body: ResolveIn, who: Who, conn: Conn) -> dict:
+        """Any live status -> resolved with an outcome; the outcome becomes a training label."""
+        return change(conn, alert_id, "resolve", who, outcome=body.outcome, note=body.note)
+
+    @app.post(
+        "/api/v1/alerts/{alert_id}/comments",
+        response_model=CommentOut,
+        status_code=201,
+        responses={**_ALERT_ERRORS, **_BODY_ERRORS},
+    )
+    def comment(alert_id: AlertId, body: CommentIn, who: Who, conn: Conn) -> dict:
+        """Add a comment to an alert (any status)."""
+        try:
+            return alert_store.add_comment(conn, alert_id, who, body.body)
+        except NotFoundError as exc:
+            raise HTTPException(404, f"no alert {alert_id}") from exc
+
+    @app.post(
+        "/api/v1/grafana/webhook",
+        response_model=GrafanaOut,
+        responses={
+            **_ERRORS,
+            **_BODY_ERRORS,
+            403: {"model": Problem, "description": "Role not allowed"},
+        },
+    )
+    def grafana_webhook(payload: GrafanaPayload, who: Who, conn: Conn) -> dict:
+        """Grafana's webhook contact point: firing alerts open, resolved ones auto-resolve."""
+        if who.role not in ("engineer", "admin"):
+            raise HTTPException(403, "Grafana webhooks need an engineer or admin token")
+        results = lifecycle.apply_grafana_payload(conn, payload.model_dump(), who)
+        return {"results": results}
+
+    app.mount("/inbox", StaticFiles(directory=INBOX_DIR, html=True), name="inbox")
+    return app

@@ -1,0 +1,85 @@
+"""What people and Grafana do to alerts, in the service's terms.
+
+The state machine and its SQL live in ``storage.alert_store`` (the worker's
+sink shares them); this module maps Grafana's webhook payload onto it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+
+from storage import alert_store
+from storage.alert_store import ALLOWED_FROM, OUTCOMES, Actor, NotFoundError, TransitionError
+
+__all__ = [
+    "ALLOWED_FROM",
+    "OUTCOMES",
+    "Actor",
+    "NotFoundError",
+    "TransitionError",
+    "apply_grafana_payload",
+    "grafana_severity",
+]
+
+_SEVERITY_WORDS = {
+    "info": "info",
+    "low": "info",
+    "warning": "warning",
+    "warn": "warning",
+    "medium": "warning",
+    "high": "critical",
+    "critical": "critical",
+    "page": "critical",
+}
+
+
+def grafana_severity(labels: dict[str, str]) -> str:
+    return _SEVERITY_WORDS.get(str(labels.get("severity", "")).lower(), "warning")
+
+
+def apply_grafana_payload(
+    conn: psycopg.Connection, payload: dict[str, Any], actor: Actor
+) -> list[dict[str, str]]:
+    """Apply each alert of a Grafana webhook notification; idempotent per alert.
+
+    Grafana's payload (``alerts[]`` with ``status``, ``labels``, ``annotations``,
+    ``startsAt``, ``endsAt``, ``fingerprint``, ``values``) becomes one citywatch
+    alert per Grafana alert instance. Labels ``asset_id``, ``device_id`` and
+    ``asset_type`` tie it to an asset; without them it is filed under
+    ``grafana:<alertname>``.
+    """
+    results = []
+    for item in payload.get("alerts", []):
+        labels = {str(k): str(v) for k, v in (item.get("labels") or {}).items()}
+        annotations = item.get("annotations") or {}
+        fingerprint = (
+            item.get("fingerprint")
+            or hashlib.sha1(json.dumps(labels, sort_keys=True).encode()).hexdigest()[:16]
+        )
+        starts_at: datetime = item["startsAt"]
+        ends_at: datetime | None = item.get("endsAt")
+        if ends_at is not None and ends_at.year < 2000:
+            ends_at = None  # Grafana sends 0001-01-01 for "not ended"
+        alertname = labels.get("alertname", "grafana")
+        values = [v for v in (item.get("values") or {}).values() if isinstance(v, int | float)]
+        alert_id, what = alert_store.apply_grafana_alert(
+            conn,
+            alert_id=f"grafana:{fingerprint}:{starts_at.astimezone(UTC).isoformat()}",
+            asset_id=labels.get("asset_id") or f"grafana:{alertname}",
+            device_id=labels.get("device_id", ""),
+            asset_type=labels.get("asset_type", "grafana"),
+            firing=item.get("status") == "firing",
+            starts_at=starts_at,
+            ends_at=ends_at or datetime.now(UTC),
+            severity=grafana_severity(labels),
+            title=str(annotations.get("summary") or alertname)[:500],
+            risk=float(max(values)) if values else 0.0,
+            actor=actor.user_name,
+        )
+        results.append({"alert_id": alert_id, "result": what})
+    return results
