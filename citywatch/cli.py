@@ -127,9 +127,16 @@ def worker(settings: Settings, partitions: int, batch_size: int) -> None:
 
 
 def _register_commands() -> None:
-    from citywatch.commands import bench, demo, model, simulate, train
+    from citywatch.commands import bench, demo, labels, model, simulate, train
 
-    for command in (simulate.simulate, train.train, demo.demo, bench.bench, model.model):
+    for command in (
+        simulate.simulate,
+        train.train,
+        demo.demo,
+        bench.bench,
+        model.model,
+        labels.labels,
+    ):
         main.add_command(command)
 
 
