@@ -127,7 +127,16 @@ def worker(settings: Settings, partitions: int, batch_size: int) -> None:
 
 
 def _register_commands() -> None:
-    from citywatch.commands import bench, demo, labels, model, simulate, train
+    from citywatch.commands import (
+        bench,
+        bench_model,
+        bench_scoring,
+        demo,
+        labels,
+        model,
+        simulate,
+        train,
+    )
 
     for command in (
         simulate.simulate,
@@ -138,6 +147,8 @@ def _register_commands() -> None:
         labels.labels,
     ):
         main.add_command(command)
+    bench.bench.add_command(bench_model.bench_model)
+    bench.bench.add_command(bench_scoring.bench_scoring)
 
 
 _register_commands()
