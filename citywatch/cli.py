@@ -132,6 +132,7 @@ def _register_commands() -> None:
         bench_model,
         bench_scoring,
         demo,
+        drift,
         labels,
         model,
         simulate,
@@ -145,6 +146,7 @@ def _register_commands() -> None:
         bench.bench,
         model.model,
         labels.labels,
+        drift.drift,
     ):
         main.add_command(command)
     bench.bench.add_command(bench_model.bench_model)

@@ -367,8 +367,8 @@ def train_risk_bundle(
         metrics[asset_type] = m
         classifiers[asset_type] = clf
         specs[asset_type] = spec
-        # The distribution the model learned from, for drift monitoring (PSI).
-        drift_reference[asset_type] = reference_profile(X[train], spec.feature_names)
+        # The training data's feature distribution (all its assets), for drift (PSI).
+        drift_reference[asset_type] = reference_profile(X, spec.feature_names)
     if not classifiers:
         raise ValueError("no asset type had both failures and enough assets to train on")
 
