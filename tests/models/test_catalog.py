@@ -218,3 +218,50 @@ def test_model_cli(tmp_path, registry_db, bundle, base_settings) -> None:
     assert "not registered" in run("promote", "20000101T000000Z-deadbeef", ok=False)
     assert "not registered" in run("show", "20000101T000000Z-deadbeef", ok=False)
     assert read_champion(tmp_path) == a
+
+
+def test_active_bundles_follow_the_registry(tmp_path, registry_db, bundle, caplog) -> None:
+    from models.catalog import ActiveBundles
+    from models.registry import promote as promote_file
+
+    a, b = _save_versions(bundle, tmp_path, 2)
+    reg = ModelRegistry(registry_db, tmp_path)
+    watcher = ActiveBundles(reg, check_every_s=0.0)
+    with pytest.raises(RuntimeError, match="no champion model"):
+        watcher.current()
+
+    promote_file(tmp_path, a)  # nothing in the registry yet: the file pointer counts
+    champion, challenger = watcher.current()
+    assert (champion.version, challenger) == (a, None)
+
+    reg.register(a)
+    reg.register(b)
+    reg.promote(b, actor="t")
+    reg.set_challenger(a, actor="t")
+    champion, challenger = watcher.current()
+    assert (champion.version, challenger.version) == (b, a)
+    same_object = champion
+    assert watcher.current()[0] is same_object  # unchanged versions are not reloaded
+
+    reg.set_challenger(None, actor="t")
+    assert watcher.current()[1] is None
+
+    slow = ActiveBundles(reg, check_every_s=3600)
+    slow.current()
+    reg.promote(a, actor="t")  # slow does not ask the registry again yet
+    assert slow.current()[0].version == b
+    assert watcher.current()[0].version == a
+    reg.rollback(actor="t")
+    assert watcher.current()[0].version == b
+
+    # Database gone: keep scoring with what is loaded.
+    watcher.registry = ModelRegistry("postgresql://nobody@127.0.0.1:1/none", tmp_path)
+    assert watcher.current()[0].version == b
+    assert "registry unreachable" in caplog.text
+
+    # A promoted version whose files are missing here: keep the old one, say why.
+    watcher.registry = reg
+    (tmp_path / a / "card.json").unlink()
+    reg.promote(a, actor="t")
+    assert watcher.current()[0].version == b
+    assert f"cannot load model {a}" in caplog.text

@@ -136,3 +136,46 @@ def conn_labels(url):
     import psycopg
 
     return psycopg.connect(url, autocommit=True)
+
+
+def test_train_cli_from_database(stored_fleet, conn, base_settings, tmp_path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from citywatch.cli import main
+
+    history, _ = stored_fleet
+    env = {"CITYWATCH_HOME": str(base_settings.home), "CITYWATCH_MODEL_DIR": str(tmp_path)}
+    runner = CliRunner()
+    both = runner.invoke(
+        main, ["train", "--target-precision", "0.9", "--alert-budget", "0.01"], env=env
+    )
+    assert both.exit_code != 0 and "not both" in both.output
+    since = history["ts"].min() + (history["ts"].max() - history["ts"].min()) / 4
+    out = runner.invoke(
+        main,
+        [
+            "train",
+            "--json",
+            "--promote",
+            "--since",
+            since.isoformat(),
+            "--horizon",
+            "40",
+            "--owner",
+            "reliability-team",
+            "--alert-budget",
+            "0.02",
+        ],
+        env={**env, "CITYWATCH_TRAIN_SEED": "2"},
+    )
+    assert out.exit_code == 0, out.output
+    version = json.loads(out.output)["version"]
+    shown = ModelRegistry(conn.database_url, tmp_path).show(version)
+    assert shown["role"] == "champion" and shown["owner"] == "reliability-team"
+    assert shown["data_from"] >= since.to_pydatetime()
+    assert shown["card"]["model"]["seed"] == 2
+    assert shown["card"]["threshold_policy"]["alert_budget"] == 0.02
+    empty = runner.invoke(main, ["train", "--since", "2030-01-01"], env=env)
+    assert empty.exit_code != 0 and "no readings" in empty.output
