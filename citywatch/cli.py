@@ -131,10 +131,14 @@ def _register_commands() -> None:
         alerts,
         bench,
         bench_alerts,
+        bench_model,
+        bench_scoring,
         bench_sink,
         dashboards,
         demo,
+        drift,
         grafana,
+        labels,
         model,
         simulate,
         storage,
@@ -147,14 +151,21 @@ def _register_commands() -> None:
         demo.demo,
         bench.bench,
         model.model,
+        labels.labels,
+        drift.drift,
         dashboards.dashboards,
         grafana.grafana,
         storage.storage,
         alerts.alerts,
     ):
         main.add_command(command)
-    bench.bench.add_command(bench_sink.bench_sink)
-    bench.bench.add_command(bench_alerts.bench_alerts)
+    for subcommand in (
+        bench_sink.bench_sink,
+        bench_alerts.bench_alerts,
+        bench_model.bench_model,
+        bench_scoring.bench_scoring,
+    ):
+        bench.bench.add_command(subcommand)
 
 
 _register_commands()

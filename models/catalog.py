@@ -14,18 +14,22 @@ Until every worker reads :meth:`ModelRegistry.active`, :meth:`promote` and
 
 from __future__ import annotations
 
+import logging
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
-from models.registry import CARD_FILE, RiskModelBundle, _check_version, load_bundle
+from models.registry import CARD_FILE, RiskModelBundle, _check_version, load_bundle, read_champion
 from models.registry import promote as write_champion_file
 from storage import model_registry as sql
 
-__all__ = ["ActiveModels", "ModelRegistry", "RegistryError"]
+log = logging.getLogger(__name__)
+
+__all__ = ["ActiveBundles", "ActiveModels", "ModelRegistry", "RegistryError"]
 
 
 class RegistryError(LookupError):
@@ -259,6 +263,82 @@ class ModelRegistry:
         if row is None:
             raise RegistryError(f"model {version} is not registered")
         return row
+
+
+class ActiveBundles:
+    """The champion and challenger bundles, reloaded when the registry changes.
+
+    For the worker: call :meth:`current` once per batch. At most every
+    ``check_every_s`` it asks :meth:`ModelRegistry.active` (one indexed query)
+    and loads any version that changed. While the database is unreachable, or
+    a new version fails to load, it keeps scoring with what it has and logs
+    why. Until anything is promoted in the registry it falls back to the file
+    store's ``CHAMPION`` pointer, so existing installs keep working.
+
+    Parameters
+    ----------
+    registry : ModelRegistry
+    check_every_s : float, default=2.0
+    """
+
+    def __init__(self, registry: ModelRegistry, check_every_s: float = 2.0) -> None:
+        self.registry = registry
+        self.check_every_s = check_every_s
+        self._checked_at = -math.inf
+        self.champion: RiskModelBundle | None = None
+        self.challenger: RiskModelBundle | None = None
+
+    def _load(self, version: str, from_registry: bool) -> RiskModelBundle | None:
+        try:
+            if from_registry:
+                return self.registry.load(version)
+            return load_bundle(self.registry.models_path, version)
+        except (RegistryError, FileNotFoundError, ValueError, OSError) as exc:
+            log.error("cannot load model %s, keeping the current one: %s", version, exc)
+            return None
+
+    def refresh(self) -> None:
+        """Ask the registry now and load whatever changed."""
+        self._checked_at = time.monotonic()
+        try:
+            active = self.registry.active()
+        except psycopg.Error as exc:
+            log.warning("model registry unreachable, keeping the current models: %s", exc)
+            return
+        in_registry = active.champion is not None
+        champion = active.champion or read_champion(self.registry.models_path)
+        if champion is not None and (self.champion is None or self.champion.version != champion):
+            bundle = self._load(champion, in_registry)
+            if bundle is not None:
+                if self.champion is not None:
+                    log.info("champion is now %s (was %s)", champion, self.champion.version)
+                self.champion = bundle
+        if active.challenger is None:
+            if self.challenger is not None:
+                log.info("challenger %s cleared", self.challenger.version)
+            self.challenger = None
+        elif self.challenger is None or self.challenger.version != active.challenger:
+            bundle = self._load(active.challenger, True)
+            if bundle is not None:
+                log.info("challenger is now %s (shadow scoring)", active.challenger)
+            self.challenger = bundle
+
+    def current(self) -> tuple[RiskModelBundle, RiskModelBundle | None]:
+        """``(champion, challenger or None)``, refreshed at most every ``check_every_s``.
+
+        Raises
+        ------
+        RuntimeError
+            If there is no champion at all yet.
+        """
+        if time.monotonic() - self._checked_at >= self.check_every_s:
+            self.refresh()
+        if self.champion is None:
+            raise RuntimeError(
+                f"no champion model (registry empty, no CHAMPION in {self.registry.models_path}); "
+                "run `citywatch train --synthetic` first"
+            )
+        return self.champion, self.challenger
 
 
 def _strict_json(obj: Any) -> Any:

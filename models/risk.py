@@ -105,6 +105,23 @@ class _Calibrator:
         return cls("sigmoid", a=float(lr.coef_[0, 0]), b=float(lr.intercept_[0]))
 
 
+def _budget_threshold(p: np.ndarray, alert_budget: float) -> tuple[float, str]:
+    """Lowest threshold at which at most ``alert_budget`` of the rows alert."""
+    how = f"alert budget {alert_budget:g} of readings"
+    scores = np.sort(np.unique(p))[::-1]  # distinct risks, highest first
+    alerting = np.searchsorted(np.sort(p), scores, side="left")  # rows strictly below
+    share = 1.0 - alerting / len(p)  # share of rows at or above each distinct risk
+    ok = np.flatnonzero(share <= alert_budget)
+    if not len(ok):
+        # Even the top risk alone exceeds the budget: alert on nothing seen.
+        return float(np.nextafter(scores[0], np.inf)), how
+    cut = float(scores[ok[-1]])
+    lower = p[p < cut]
+    if not len(lower):
+        return float(np.nextafter(cut, -np.inf)), how
+    return float((cut + lower.max()) / 2.0), how
+
+
 def _choose_threshold(p: np.ndarray, y: np.ndarray, target_precision: float) -> tuple[float, str]:
     """Highest-recall threshold with precision >= target; else the best-F1 one.
 
@@ -200,6 +217,10 @@ class FailureRiskClassifier(_LightGBMMixin, ClassifierMixin, BaseEstimator):
     target_precision : float, default=0.8
         Precision the threshold aims for (highest recall subject to it). If no
         threshold reaches it, the threshold maximising F1 is used.
+    alert_budget : float or None, default=None
+        If set, ignore ``target_precision`` and choose the lowest threshold at
+        which at most this share of the held-out readings alert (a crew's
+        capacity rather than a precision goal).
     n_jobs : int, default=1
         LightGBM threads. Fixed, because results depend on the thread count.
     random_state : int or None, default=0
@@ -254,6 +275,7 @@ class FailureRiskClassifier(_LightGBMMixin, ClassifierMixin, BaseEstimator):
         calibration: str | None = "isotonic",
         calibration_fraction: float = 0.25,
         target_precision: float = 0.8,
+        alert_budget: float | None = None,
         n_jobs: int = 1,
         random_state: int | None = 0,
     ) -> None:
@@ -268,6 +290,7 @@ class FailureRiskClassifier(_LightGBMMixin, ClassifierMixin, BaseEstimator):
         self.calibration = calibration
         self.calibration_fraction = calibration_fraction
         self.target_precision = target_precision
+        self.alert_budget = alert_budget
         self.n_jobs = n_jobs
         self.random_state = random_state
 
@@ -290,6 +313,8 @@ class FailureRiskClassifier(_LightGBMMixin, ClassifierMixin, BaseEstimator):
             raise ValueError("calibration_fraction must be in (0, 1)")
         if not 0.0 < self.target_precision <= 1.0:
             raise ValueError("target_precision must be in (0, 1]")
+        if self.alert_budget is not None and not 0.0 < self.alert_budget < 1.0:
+            raise ValueError("alert_budget must be in (0, 1) or None")
         if int(self.n_estimators) < 1:
             raise ValueError("n_estimators must be >= 1")
 
@@ -368,7 +393,10 @@ class FailureRiskClassifier(_LightGBMMixin, ClassifierMixin, BaseEstimator):
             # the training rows (optimistic, so say so in threshold_strategy_).
             self.calibrator_ = _Calibrator("identity")
             p_eval, y_eval = self._raw_proba(X), y_enc
-        self.threshold_, strategy = _choose_threshold(p_eval, y_eval, self.target_precision)
+        if self.alert_budget is not None:
+            self.threshold_, strategy = _budget_threshold(p_eval, float(self.alert_budget))
+        else:
+            self.threshold_, strategy = _choose_threshold(p_eval, y_eval, self.target_precision)
         self.threshold_strategy_ = strategy + (
             " on held-out groups" if cal_mask.any() else " on training rows"
         )

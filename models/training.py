@@ -22,6 +22,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from tqdm.auto import tqdm
 
 from citywatch.assets import ASSET_TYPES
+from models.drift import reference_profile
 from models.features import FeatureSpec, compute_features
 from models.registry import RiskModelBundle, make_version
 from models.risk import FailureRiskClassifier, group_split
@@ -174,6 +175,8 @@ def _heldout_metrics(
     held = failures[failures["device_id"].isin(np.unique(devices))]
     for dev, f in zip(held["device_id"], held["failed_tick"], strict=True):
         m = (devices == dev) & (ticks < f) & (ticks >= f - horizon)
+        if not m.any():
+            continue  # its warning window is outside the test rows (e.g. before a time cut)
         n_fail += 1
         caught += bool(pred[m].any())
     return {
@@ -190,6 +193,45 @@ def _heldout_metrics(
     }
 
 
+def _time_split(
+    sub: pd.DataFrame,
+    train: np.ndarray,
+    test: np.ndarray,
+    fraction: float,
+    horizon: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Narrow an asset split to training before and testing after a time cut."""
+    order = sub["ts"] if "ts" in sub.columns else sub["tick"]
+    order = pd.to_datetime(order, utc=True) if "ts" in sub.columns else order
+    lo, hi = order.min(), order.max()
+    cut = lo + (hi - lo) * (1.0 - fraction)
+    after = (order >= cut).to_numpy()
+    # The gap: a training row's label looks `horizon` readings ahead, so drop the
+    # rows of each device whose look-ahead reaches past the cut.
+    ticks = sub["tick"].to_numpy()
+    first_after = (
+        pd.Series(np.where(after, ticks, np.iinfo(np.int64).max), index=sub.index)
+        .groupby(sub["device_id"].to_numpy())
+        .transform("min")
+        .to_numpy()
+    )
+    clear = ticks + horizon < first_after
+    return train & ~after & clear, test & after
+
+
+def _threshold_policy(classifier_params: Mapping[str, Any]) -> dict[str, Any]:
+    budget = classifier_params.get("alert_budget")
+    if budget is not None:
+        return {"alert_budget": float(budget), "meaning": "share of readings allowed to alert"}
+    precision = classifier_params.get(
+        "target_precision", FailureRiskClassifier().get_params()["target_precision"]
+    )
+    return {
+        "target_precision": float(precision),
+        "meaning": "highest recall with held-out precision at least this (else best F1)",
+    }
+
+
 def train_risk_bundle(
     history: pd.DataFrame,
     failures: pd.DataFrame,
@@ -199,12 +241,14 @@ def train_risk_bundle(
     progress: bool = True,
     owner: str = "citywatch",
     test_fraction: float = 0.25,
+    test_time_fraction: float = 0.0,
     reset_on_failure: bool = True,
     spec_params: Mapping[str, Any] | None = None,
     classifier_params: Mapping[str, Any] | None = None,
     intended_use: str = DEFAULT_INTENDED_USE,
     limits: str = DEFAULT_LIMITS,
     created_at: datetime | None = None,
+    data_notes: Mapping[str, Any] | None = None,
 ) -> tuple[RiskModelBundle, dict[str, Any]]:
     """Train one :class:`~models.risk.FailureRiskClassifier` per asset type.
 
@@ -226,6 +270,11 @@ def train_risk_bundle(
         Recorded in the model card.
     test_fraction : float, default=0.25
         Share of each asset type's assets held out for the reported metrics.
+    test_time_fraction : float, default=0.0
+        If > 0, also split by time: the last share of the time range is the
+        test period. The model trains on the training assets' readings before
+        it (minus a gap of ``horizon`` readings, whose labels would look into
+        the test period) and is scored on the held-out assets' readings in it.
     reset_on_failure : bool, default=True
         Reset a device's feature state at its first reading after a failure
         (see :func:`maintenance_resets`). The worker must then call
@@ -238,6 +287,9 @@ def train_risk_bundle(
         Model-card text.
     created_at : datetime, optional
         Timezone-aware creation time (default now, UTC); fixes the version id.
+    data_notes : mapping, optional
+        Extra facts about the training data for the card's ``training_data``
+        (e.g. where it came from and which labels were used).
 
     Returns
     -------
@@ -255,6 +307,8 @@ def train_risk_bundle(
         raise KeyError("failures needs columns device_id and failed_tick")
     if history.empty:
         raise ValueError("history is empty")
+    if not 0.0 <= test_time_fraction < 1.0:
+        raise ValueError("test_time_fraction must be in [0, 1)")
     if created_at is None:
         created_at = datetime.now(UTC)
     elif created_at.tzinfo is None:
@@ -270,6 +324,7 @@ def train_risk_bundle(
     classifiers: dict[str, FailureRiskClassifier] = {}
     specs: dict[str, FeatureSpec] = {}
     metrics: dict[str, Any] = {}
+    drift_reference: dict[str, Any] = {}
     asset_types = sorted(frame["asset_type"].dropna().unique().tolist())
     for asset_type in tqdm(asset_types, desc="training", unit="asset type", disable=not progress):
         sub = frame[frame["asset_type"] == asset_type]
@@ -285,6 +340,8 @@ def train_risk_bundle(
             metrics[asset_type] = {"skipped": "needs failures and at least two assets"}
             continue
         train, test = group_split(groups, test_fraction, seed)
+        if test_time_fraction > 0:
+            train, test = _time_split(sub, train, test, test_time_fraction, horizon)
         if y[train].sum() == 0:
             train[:] = True  # too few failing assets to hold any out
             test[:] = False
@@ -312,6 +369,8 @@ def train_risk_bundle(
         metrics[asset_type] = m
         classifiers[asset_type] = clf
         specs[asset_type] = spec
+        # The training data's feature distribution (all its assets), for drift (PSI).
+        drift_reference[asset_type] = reference_profile(X, spec.feature_names)
     if not classifiers:
         raise ValueError("no asset type had both failures and enough assets to train on")
 
@@ -341,13 +400,27 @@ def train_risk_bundle(
             "tick_min": int(history["tick"].min()),
             "tick_max": int(history["tick"].max()),
             "sha256": content_hash,
-            "split": f"assets grouped; {test_fraction:g} of each type's assets held out",
+            "split": f"assets grouped; {test_fraction:g} of each type's assets held out"
+            + (
+                f"; and time: the last {test_time_fraction:g} of the time range is the test "
+                f"period, with a {horizon}-reading gap before it"
+                if test_time_fraction > 0
+                else ""
+            ),
             "reset_on_failure": reset_on_failure,
+            **dict(data_notes or {}),
         },
         "features": {k: list(s.feature_names) for k, s in specs.items()},
         "feature_specs": {k: s.to_dict() for k, s in specs.items()},
         "metrics": metrics,
         "thresholds": {k: float(c.threshold_) for k, c in classifiers.items()},
+        "threshold_policy": _threshold_policy(classifier_params),
+        "class_imbalance": (
+            "rare positives: boosting loss weighted by class_weight="
+            f"{classifier_params.get('class_weight')!r}; probabilities calibrated on held-out "
+            "assets, threshold chosen on them for the policy above (not at 0.5)"
+        ),
+        "drift_reference": drift_reference,
         "intended_use": intended_use,
         "limits": limits,
     }

@@ -37,6 +37,7 @@ import psycopg
 from aiokafka.partitioner import murmur2
 
 from citywatch.settings import Settings
+from models.catalog import ActiveBundles, ModelRegistry
 from models.features import DeviceFeatureState
 from storage.maintenance import run_maintenance
 from storage.sinks import (
@@ -54,7 +55,6 @@ from storage.sinks import (
 
 from . import topics
 from .alerting import AlertState, Hysteresis, step
-from .live_models import LiveModels, database_registry
 from .records import AlertEvent, Reading, Score, decode_score_batch, encode_score_batch
 from .state import (
     DeviceState,
@@ -165,6 +165,18 @@ async def until_stored(process, events, stopping) -> None:
             delay = min(delay * 2, 10.0)
 
 
+class ModelsUnavailableError(SinkUnavailableError):
+    """No model to score with yet (none promoted, or the registry unreachable)."""
+
+
+def current_models(models: ActiveBundles):
+    """Champion and challenger; a batch waits while there is no champion, like an outage."""
+    try:
+        return models.current()
+    except RuntimeError as exc:
+        raise ModelsUnavailableError(str(exc)) from exc
+
+
 @contextlib.asynccontextmanager
 async def fail_fast(app: faust.App, step_name: str):
     """Stop the whole worker on a bug instead of leaving a dead agent behind.
@@ -200,7 +212,7 @@ def create_app(
     database_url: str,
     *,
     tansu: bool,
-    models: LiveModels | None = None,
+    models: ActiveBundles | None = None,
 ) -> faust.App:
     """Build the Faust app with its topics, tables and agents."""
     if tansu:
@@ -258,7 +270,8 @@ def create_app(
 
     devices = DeviceDirectory(database_url)
     if models is None:
-        models = LiveModels(*database_registry(database_url, settings.models_path))
+        # The database registry (`citywatch model promote`), polled every 2 s.
+        models = ActiveBundles(ModelRegistry(database_url, settings.models_path))
     rule = Hysteresis(
         open_after=settings.alert_open_after,
         close_after=settings.alert_close_after,
@@ -292,8 +305,7 @@ def create_app(
 
     async def _process_readings(events) -> None:
         now = datetime.now(UTC)
-        champion = models.champion
-        challenger = models.challenger
+        champion, challenger = current_models(models)
         batch = SinkBatch()
         dead_messages: list[tuple[bytes, bytes, str]] = []
         by_device: dict[str, list[tuple[Reading, object]]] = defaultdict(list)

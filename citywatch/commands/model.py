@@ -5,7 +5,7 @@ from __future__ import annotations
 import getpass
 import json
 import math
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -191,3 +191,103 @@ def model_challenger(settings: Settings, version: str | None, clear: bool, actor
     except (RegistryError, ValueError) as exc:
         raise _fail(exc) from exc
     click.echo("challenger cleared" if clear else f"challenger is now {version}")
+
+
+def comparison_figures(raw: dict[str, Any]) -> dict[str, Any]:
+    """Add precision and recall per model to the counts of ``model_comparison``."""
+
+    def ratio(a: int, b: int) -> float | None:
+        return a / b if b else None
+
+    out = {
+        k: raw[k]
+        for k in (
+            "n",
+            "mean_abs_diff",
+            "correlation",
+            "champion_alert_rate",
+            "challenger_alert_rate",
+            "agreement",
+            "positives",
+        )
+    }
+    for side in ("champion", "challenger"):
+        out[f"{side}_precision"] = ratio(raw[f"{side}_tp"], raw[f"{side}_alerts"])
+        out[f"{side}_recall"] = ratio(raw[f"{side}_tp"], raw["positives"])
+    return {k: (float(v) if hasattr(v, "is_finite") else v) for k, v in out.items()}
+
+
+@model.command("compare")
+@click.option(
+    "--champion",
+    "champion",
+    envvar="CITYWATCH_COMPARE_CHAMPION",
+    help="First version [default: the champion].",
+)
+@click.option(
+    "--challenger",
+    "challenger",
+    envvar="CITYWATCH_COMPARE_CHALLENGER",
+    help="Second version [default: the challenger].",
+)
+@click.option(
+    "--since",
+    envvar="CITYWATCH_COMPARE_SINCE",
+    help="Only readings at or after this time (ISO).",
+)
+@click.option(
+    "--horizon",
+    "horizon_s",
+    type=float,
+    default=3600.0,
+    show_default=True,
+    envvar="CITYWATCH_COMPARE_HORIZON_S",
+    help="A score counts as a true alarm if its device fails within this many seconds.",
+)
+@_JSON
+@click.pass_obj
+def model_compare(settings: Settings, champion, challenger, since, horizon_s, as_json) -> None:
+    """Champion vs challenger on the same readings (scores joined on device and time).
+
+    \b
+    n: readings both models scored; mean |diff| and correlation of the risks;
+    each model's alert rate at its own recorded threshold; agreement (both
+    alert or both stay quiet); and each model's precision and recall against
+    the failures table (ground truth), a reading being positive when its
+    device fails within --horizon seconds.
+    """
+    import psycopg
+
+    from storage.model_registry import model_comparison
+
+    reg, conn = _registry(settings)
+    active = reg.active()
+    champion = champion or active.champion
+    challenger = challenger or active.challenger
+    if not champion or not challenger:
+        raise click.ClickException(
+            "need two versions: set a challenger (`citywatch model challenger VERSION`) "
+            "or pass --champion and --challenger"
+        )
+    start = datetime.fromisoformat(since) if since else None
+    if start is not None and start.tzinfo is None:
+        start = start.replace(tzinfo=UTC)
+    with psycopg.connect(conn.database_url) as db:
+        raw = model_comparison(db, champion, challenger, since=start, horizon_s=horizon_s)
+    figures = {"champion": champion, "challenger": challenger, **comparison_figures(raw)}
+    if as_json:
+        _echo_json(figures)
+        return
+    if not figures["n"]:
+        click.echo(f"no readings scored by both {champion} and {challenger} yet")
+        return
+    click.echo(f"{figures['n']} readings scored by both")
+    click.echo(
+        f"mean |risk diff| {_f(figures['mean_abs_diff'])}  "
+        f"correlation {_f(figures['correlation'])}  agreement {_f(figures['agreement'])}"
+    )
+    for side in ("champion", "challenger"):
+        click.echo(
+            f"{side:10s} {figures[side]}: alert rate {_f(figures[f'{side}_alert_rate'])} "
+            f"precision {_f(figures[f'{side}_precision'])} recall {_f(figures[f'{side}_recall'])}"
+        )

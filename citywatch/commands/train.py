@@ -1,13 +1,54 @@
-"""``citywatch train``: fit the failure-risk models and promote them."""
+"""``citywatch train``: fit the failure-risk models, register them, optionally promote."""
 
 from __future__ import annotations
 
+import getpass
 import json
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import click
 
 from citywatch.settings import Settings
+
+
+def _classifier_params(
+    target_precision: float | None, alert_budget: float | None, class_weight: str | None
+) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    if target_precision is not None:
+        params["target_precision"] = target_precision
+    if alert_budget is not None:
+        params["alert_budget"] = alert_budget
+    if class_weight not in (None, "none"):
+        params["class_weight"] = class_weight
+    return params
+
+
+def _publish(
+    settings: Settings,
+    bundle,
+    *,
+    database_url: str | None,
+    promote: bool,
+    owner: str | None,
+    actor: str,
+):
+    """Save the bundle, register it in the database (if given) and maybe promote it."""
+    from models.registry import promote as promote_file
+    from models.registry import save_bundle
+
+    path = save_bundle(bundle, settings.models_path)
+    if database_url is not None:
+        from models.catalog import ModelRegistry
+
+        registry = ModelRegistry(database_url, settings.models_path)
+        registry.register(bundle.version, owner=owner)
+        if promote:
+            registry.promote(bundle.version, actor=actor)  # also writes CHAMPION
+    elif promote:
+        promote_file(settings.models_path, bundle.version)
+    return path
 
 
 def train_synthetic(
@@ -19,11 +60,18 @@ def train_synthetic(
     horizon: int = 60,
     progress: bool = True,
     promote: bool = True,
+    database_url: str | None = None,
+    owner: str | None = None,
+    actor: str = "citywatch train",
+    classifier_params: dict[str, Any] | None = None,
 ):
-    """Simulate a fleet's history, train one classifier per asset type, save it."""
+    """Simulate a fleet's history, train one classifier per asset type, save it.
+
+    With ``database_url`` the version is also registered in the database
+    registry (and promoted there when ``promote``); without it only the file
+    store's ``CHAMPION`` pointer moves.
+    """
     from ingest.simulator import FleetSimulator, failures_frame, history_frame
-    from models.registry import promote as promote_version
-    from models.registry import save_bundle
     from models.training import train_risk_bundle
 
     fleet = FleetSimulator(n_devices=devices, seed=seed)
@@ -38,45 +86,258 @@ def train_synthetic(
         # The worker sees no maintenance events yet, so training must not reset
         # feature baselines at repairs either: train and serve stay identical.
         reset_on_failure=False,
+        classifier_params=classifier_params,
+        data_notes={"source": f"simulator: {devices} devices x {ticks} readings, seed {seed}"},
+        **({"owner": owner} if owner else {}),
     )
-    path = save_bundle(bundle, settings.models_path)
-    if promote:
-        promote_version(settings.models_path, bundle.version)
+    path = _publish(
+        settings, bundle, database_url=database_url, promote=promote, owner=owner, actor=actor
+    )
     return bundle, metrics, path
 
 
+def train_from_database(
+    settings: Settings,
+    database_url: str,
+    *,
+    horizon: int = 60,
+    seed: int = 0,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    asset_types: list[str] | None = None,
+    test_fraction: float = 0.25,
+    test_time_fraction: float = 0.25,
+    classifier_params: dict[str, Any] | None = None,
+    progress: bool = True,
+    promote: bool = False,
+    owner: str | None = None,
+    actor: str = "citywatch train",
+    created_at: datetime | None = None,
+):
+    """Train on the readings and labels stored in the database; save and register the model.
+
+    Raises
+    ------
+    ValueError
+        If the database holds no readings in the range, or no asset type has
+        both failures and enough assets.
+    """
+    from models.history import load_training_data
+    from models.training import train_risk_bundle
+
+    data = load_training_data(
+        database_url, horizon=horizon, since=since, until=until, asset_types=asset_types
+    )
+    if data.history.empty:
+        raise ValueError("no readings in the database for that range; nothing to train on")
+    bundle, metrics = train_risk_bundle(
+        data.history,
+        data.failures,
+        horizon=horizon,
+        seed=seed,
+        progress=progress,
+        test_fraction=test_fraction,
+        test_time_fraction=test_time_fraction,
+        # Same reason as train_synthetic: the worker does not reset baselines.
+        reset_on_failure=False,
+        classifier_params=classifier_params,
+        data_notes=data.notes,
+        created_at=created_at,
+        **({"owner": owner} if owner else {}),
+    )
+    path = _publish(
+        settings, bundle, database_url=database_url, promote=promote, owner=owner, actor=actor
+    )
+    return bundle, metrics, path
+
+
+def _parse_time(_ctx, _param, value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        ts = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"not an ISO date/time: {value!r}") from exc
+    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+
+
 @click.command()
-@click.option("--synthetic", is_flag=True, help="Train on simulator history (works offline).")
-@click.option("--devices", type=int, default=120, show_default=True)
-@click.option("--ticks", type=int, default=2000, show_default=True, help="Readings per device.")
+@click.option(
+    "--synthetic",
+    is_flag=True,
+    envvar="CITYWATCH_TRAIN_SYNTHETIC",
+    help="Train on freshly simulated history (works offline, no database needed).",
+)
+@click.option(
+    "--since",
+    callback=_parse_time,
+    envvar="CITYWATCH_TRAIN_SINCE",
+    help="Database training: first reading time (ISO, UTC if no zone).",
+)
+@click.option(
+    "--until",
+    callback=_parse_time,
+    envvar="CITYWATCH_TRAIN_UNTIL",
+    help="Database training: readings before this time (ISO).",
+)
+@click.option(
+    "--asset-type",
+    "asset_types",
+    multiple=True,
+    envvar="CITYWATCH_TRAIN_ASSET_TYPES",
+    help="Only these asset types (repeatable).",
+)
+@click.option(
+    "--devices",
+    type=int,
+    default=120,
+    show_default=True,
+    envvar="CITYWATCH_TRAIN_DEVICES",
+    help="--synthetic: simulated devices.",
+)
+@click.option(
+    "--ticks",
+    type=int,
+    default=2000,
+    show_default=True,
+    envvar="CITYWATCH_TRAIN_TICKS",
+    help="--synthetic: readings per device.",
+)
 @click.option(
     "--horizon",
     type=int,
     default=60,
     show_default=True,
-    help="Label: failure within this many readings.",
+    envvar="CITYWATCH_TRAIN_HORIZON",
+    help="Label: the device fails within this many readings.",
 )
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--no-promote", is_flag=True, help="Save the model without making it champion.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option(
+    "--target-precision",
+    type=click.FloatRange(0, 1, min_open=True),
+    envvar="CITYWATCH_TRAIN_TARGET_PRECISION",
+    help="Alert threshold: highest recall with held-out precision >= this [default 0.8].",
+)
+@click.option(
+    "--alert-budget",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    envvar="CITYWATCH_TRAIN_ALERT_BUDGET",
+    help="Alert threshold instead: at most this share of readings alert (e.g. 0.01).",
+)
+@click.option(
+    "--class-weight",
+    type=click.Choice(["none", "balanced"]),
+    default="none",
+    show_default=True,
+    envvar="CITYWATCH_TRAIN_CLASS_WEIGHT",
+    help="Reweight the rare failure class in the boosting loss (calibration follows).",
+)
+@click.option(
+    "--test-fraction",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=0.25,
+    show_default=True,
+    envvar="CITYWATCH_TRAIN_TEST_FRACTION",
+    help="Share of each asset type's assets held out for the card's metrics.",
+)
+@click.option(
+    "--test-time-fraction",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=None,
+    envvar="CITYWATCH_TRAIN_TEST_TIME_FRACTION",
+    help="Also split by time: the last share of the time range is the test period "
+    "[default 0.25 from the database, 0 with --synthetic].",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    envvar="CITYWATCH_TRAIN_SEED",
+    help="Same seed and data give the same model.",
+)
+@click.option("--owner", envvar="CITYWATCH_MODEL_OWNER", help="Owner recorded in the model card.")
+@click.option(
+    "--promote/--no-promote",
+    default=None,
+    envvar="CITYWATCH_TRAIN_PROMOTE",
+    help="Make the new model champion [default: yes with --synthetic, no otherwise].",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_obj
-def train(settings: Settings, synthetic, devices, ticks, horizon, seed, no_promote, as_json):
-    """Train failure-risk models (LightGBM, calibrated) and promote the result.
+def train(
+    settings: Settings,
+    synthetic,
+    since,
+    until,
+    asset_types,
+    devices,
+    ticks,
+    horizon,
+    target_precision,
+    alert_budget,
+    class_weight,
+    test_fraction,
+    test_time_fraction,
+    seed,
+    owner,
+    promote,
+    as_json,
+):
+    """Train failure-risk models (LightGBM, calibrated) and register them.
+
+    \b
+    By default trains on the history stored in the database: readings, the
+    failures table (simulator ground truth), imported work orders
+    (`citywatch labels import`) and crews' alert outcomes. Assets are split
+    into training and test sets as whole groups, and by time. The new version
+    is saved in the model store, its model card goes to the database
+    registry, and with --promote it becomes champion.
 
     With --synthetic the training data is simulator history with injected
     failures, so a fresh install has a working model.
     """
-    if not synthetic:
-        raise click.UsageError("only --synthetic training is available so far")
-    bundle, metrics, path = train_synthetic(
-        settings,
-        devices=devices,
-        ticks=ticks,
-        seed=seed,
-        horizon=horizon,
-        progress=not as_json,
-        promote=not no_promote,
-    )
+    from citywatch.runtime import connect
+
+    if target_precision is not None and alert_budget is not None:
+        raise click.UsageError("give --target-precision or --alert-budget, not both")
+    params = _classifier_params(target_precision, alert_budget, class_weight)
+    actor = getpass.getuser()
+    if synthetic:
+        conn = _database_if_running(settings)
+        bundle, metrics, path = train_synthetic(
+            settings,
+            devices=devices,
+            ticks=ticks,
+            seed=seed,
+            horizon=horizon,
+            progress=not as_json,
+            promote=True if promote is None else promote,
+            database_url=conn,
+            owner=owner,
+            actor=actor,
+            classifier_params=params,
+        )
+    else:
+        conn = connect(settings)
+        try:
+            bundle, metrics, path = train_from_database(
+                settings,
+                conn.database_url,
+                horizon=horizon,
+                seed=seed,
+                since=since,
+                until=until,
+                asset_types=list(asset_types) or None,
+                test_fraction=test_fraction,
+                test_time_fraction=0.25 if test_time_fraction is None else test_time_fraction,
+                classifier_params=params,
+                progress=not as_json,
+                promote=bool(promote),
+                owner=owner,
+                actor=actor,
+            )
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from exc
     if as_json:
         click.echo(
             json.dumps(
@@ -88,3 +349,18 @@ def train(settings: Settings, synthetic, devices, ticks, horizon, seed, no_promo
     else:
         click.echo(f"model {bundle.version} saved to {path}")
         click.echo(json.dumps(metrics, indent=2, default=str))
+
+
+def _database_if_running(settings: Settings) -> str | None:
+    """The database URL when one is configured or the embedded one runs, else None.
+
+    --synthetic must keep working offline, so it registers the model only when
+    a database is at hand and never starts one.
+    """
+    from citywatch.runtime import connect
+    from citywatch.stack import StackError
+
+    try:
+        return connect(settings, start_embedded=False).database_url
+    except StackError:
+        return None

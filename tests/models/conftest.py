@@ -93,3 +93,41 @@ def registry_db(conn):
     with psycopg.connect(conn.database_url, autocommit=True) as c:
         c.execute("TRUNCATE model_promotions, model_registry, feature_drift, drift_alerts")
     return conn.database_url
+
+
+def store_history(database_url: str, history: pd.DataFrame, failures: pd.DataFrame) -> None:
+    """Write a fleet's history and failures into readings and failures, as the worker would."""
+    import json
+
+    import psycopg
+
+    metric_cols = [
+        c for c in history.columns if c not in ("device_id", "asset_id", "asset_type", "tick", "ts")
+    ]
+    values = history[metric_cols].to_numpy()
+    with psycopg.connect(database_url) as c, c.cursor() as cur:
+        with cur.copy(
+            "COPY readings (ts, device_id, asset_id, asset_type, metrics) FROM STDIN"
+        ) as copy:
+            for row, vals in zip(
+                history[["ts", "device_id", "asset_id", "asset_type"]].itertuples(index=False),
+                values,
+                strict=True,
+            ):
+                metrics = {m: float(v) for m, v in zip(metric_cols, vals, strict=True) if v == v}
+                copy.write_row((row.ts.to_pydatetime(), *row[1:], json.dumps(metrics)))
+        first = history.groupby("device_id")[["asset_id", "asset_type", "ts"]].first()
+        cur.executemany(
+            "INSERT INTO failures (asset_id, device_id, asset_type, mode,"
+            " degradation_started_at, failed_at) VALUES (%s, %s, %s, 'drift', %s, %s)",
+            [
+                (
+                    first.loc[f.device_id, "asset_id"],
+                    f.device_id,
+                    first.loc[f.device_id, "asset_type"],
+                    f.failed_at.to_pydatetime() - pd.Timedelta(minutes=80),
+                    f.failed_at.to_pydatetime(),
+                )
+                for f in failures.itertuples(index=False)
+            ],
+        )

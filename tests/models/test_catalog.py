@@ -179,3 +179,89 @@ def test_concurrent_promotions_serialise(tmp_path, registry_db, bundle) -> None:
     for (prev_version, _), (_, previous) in itertools.pairwise(rows):
         assert previous == prev_version
     assert reg.active().champion == rows[-1][0]
+
+
+def test_model_cli(tmp_path, registry_db, bundle, base_settings) -> None:
+    from click.testing import CliRunner
+
+    from citywatch.cli import main
+
+    a, b = _save_versions(bundle, tmp_path, 2)
+    env = {
+        "CITYWATCH_HOME": str(base_settings.home),
+        "CITYWATCH_MODEL_DIR": str(tmp_path),
+        "CITYWATCH_ACTOR": "ops@city.example",
+    }
+    runner = CliRunner()
+
+    def run(*args: str, ok: bool = True) -> str:
+        out = runner.invoke(main, ["model", *args], env=env)
+        assert (out.exit_code == 0) == ok, out.output
+        return out.output
+
+    assert "no registered models" in run("list")
+    for v in (a, b):
+        assert f"registered {v}" in run("register", v, "--owner", "asset-team")
+    assert f"champion is now {a}" in run("promote", a)
+    assert f"challenger is now {b}" in run("challenger", b)
+    listed = json.loads(run("list", "--json"))
+    assert {r["version"]: r["role"] for r in listed} == {a: "champion", b: "challenger"}
+    shown = run("show", a)
+    for text in ("intended use", "limits", "training data", "owner asset-team", "ops@city.example"):
+        assert text in shown
+    assert json.loads(run("show", b, "--json"))["card"]["version"] == b
+    assert "challenger cleared" in run("challenger", "--clear")
+    assert "give either a VERSION or --clear" in run("challenger", ok=False)
+    run("promote", b)
+    assert f"champion is now {a}" in run("rollback")
+    assert "no earlier champion" in run("rollback", ok=False)
+    assert "not registered" in run("promote", "20000101T000000Z-deadbeef", ok=False)
+    assert "not registered" in run("show", "20000101T000000Z-deadbeef", ok=False)
+    assert read_champion(tmp_path) == a
+
+
+def test_active_bundles_follow_the_registry(tmp_path, registry_db, bundle, caplog) -> None:
+    from models.catalog import ActiveBundles
+    from models.registry import promote as promote_file
+
+    a, b = _save_versions(bundle, tmp_path, 2)
+    reg = ModelRegistry(registry_db, tmp_path)
+    watcher = ActiveBundles(reg, check_every_s=0.0)
+    with pytest.raises(RuntimeError, match="no champion model"):
+        watcher.current()
+
+    promote_file(tmp_path, a)  # nothing in the registry yet: the file pointer counts
+    champion, challenger = watcher.current()
+    assert (champion.version, challenger) == (a, None)
+
+    reg.register(a)
+    reg.register(b)
+    reg.promote(b, actor="t")
+    reg.set_challenger(a, actor="t")
+    champion, challenger = watcher.current()
+    assert (champion.version, challenger.version) == (b, a)
+    same_object = champion
+    assert watcher.current()[0] is same_object  # unchanged versions are not reloaded
+
+    reg.set_challenger(None, actor="t")
+    assert watcher.current()[1] is None
+
+    slow = ActiveBundles(reg, check_every_s=3600)
+    slow.current()
+    reg.promote(a, actor="t")  # slow does not ask the registry again yet
+    assert slow.current()[0].version == b
+    assert watcher.current()[0].version == a
+    reg.rollback(actor="t")
+    assert watcher.current()[0].version == b
+
+    # Database gone: keep scoring with what is loaded.
+    watcher.registry = ModelRegistry("postgresql://nobody@127.0.0.1:1/none", tmp_path)
+    assert watcher.current()[0].version == b
+    assert "registry unreachable" in caplog.text
+
+    # A promoted version whose files are missing here: keep the old one, say why.
+    watcher.registry = reg
+    (tmp_path / a / "card.json").unlink()
+    reg.promote(a, actor="t")
+    assert watcher.current()[0].version == b
+    assert f"cannot load model {a}" in caplog.text

@@ -126,3 +126,15 @@ def test_remaining_life_regressor_caps_targets() -> None:
     assert pred.min() >= 0.0
     again = RemainingLifeRegressor(n_estimators=100).fit(X, y).predict(X)
     np.testing.assert_array_equal(pred, again)
+
+
+def test_alert_budget_threshold_caps_the_alerting_share() -> None:
+    X, y, groups = _data(n_groups=16)
+    clf = FailureRiskClassifier(n_estimators=60, alert_budget=0.05).fit(X, y, groups=groups)
+    _, cal_rows = group_split(groups, clf.calibration_fraction, clf.random_state)
+    share = float(np.mean(clf.risk(X[cal_rows]) >= clf.threshold_))
+    # Never more than the budget; fewer when isotonic calibration ties a plateau of risks.
+    assert 0.0 < share <= 0.05
+    assert clf.threshold_strategy_.startswith("alert budget 0.05")
+    with pytest.raises(ValueError, match="alert_budget"):
+        FailureRiskClassifier(alert_budget=1.5).fit(X, y, groups=groups)

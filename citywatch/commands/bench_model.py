@@ -1,0 +1,106 @@
+"""``citywatch bench model``: the production feature code and models on public benchmarks."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import click
+
+
+def _default_data() -> str:
+    return os.environ.get("CITYWATCH_DATASETS", "../shared/datasets")
+
+
+@click.command("model")
+@click.option(
+    "--dataset",
+    type=click.Choice(["cmapss", "skab"]),
+    required=True,
+    envvar="CITYWATCH_BENCH_DATASET",
+    help="cmapss: RUL regression + fails-within-30-cycles classifier; skab: anomaly detection.",
+)
+@click.option(
+    "--data",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=_default_data,
+    show_default="$CITYWATCH_DATASETS or ../shared/datasets",
+    envvar="CITYWATCH_BENCH_DATA",
+    help="Folder with the files (or its parent holding cmapss/ or skab/).",
+)
+@click.option(
+    "--subset",
+    default="FD001",
+    show_default=True,
+    envvar="CITYWATCH_BENCH_SUBSET",
+    help="C-MAPSS subset: reads train_<S>.txt, test_<S>.txt, RUL_<S>.txt.",
+)
+@click.option(
+    "--horizon",
+    type=int,
+    default=30,
+    show_default=True,
+    envvar="CITYWATCH_BENCH_HORIZON",
+    help="C-MAPSS classifier label: fails within this many cycles.",
+)
+@click.option(
+    "--folds",
+    type=int,
+    default=None,
+    envvar="CITYWATCH_BENCH_FOLDS",
+    help="SKAB: folds of whole files [default: leave one file out].",
+)
+@click.option("--seed", type=int, default=0, show_default=True, envvar="CITYWATCH_BENCH_SEED")
+@click.option("--per-file", is_flag=True, help="SKAB: include each file's scores.")
+@click.option("--json", "as_json", is_flag=True, help="Print every figure as JSON.")
+def bench_model(dataset, data, subset, horizon, folds, seed, per_file, as_json) -> None:
+    """Score the citywatch feature code and LightGBM models on real data.
+
+    \b
+    cmapss (NASA C-MAPSS): RUL regression scored on each test engine's last
+      cycle, true RUL capped at 125: rmse and phm_score (PHM08, late
+      predictions cost more); plus auc, precision and recall of the failure
+      classifier for "fails within --horizon cycles".
+    skab (Skoltech pump rig): leave whole files out; f1, far and mar (%) as on
+      the SKAB leaderboard (point-wise, pooled over files).
+    Configuration is chosen on training data only; the test data is scored once.
+    """
+    from models.evaluation import evaluate_cmapss, evaluate_skab
+
+    try:
+        if dataset == "cmapss":
+            result = evaluate_cmapss(
+                data, seed=seed, progress=not as_json, subset=subset, horizon=horizon
+            )
+            headline = ("rmse", "phm_score", "auc", "precision", "recall")
+        else:
+            result = evaluate_skab(data, seed=seed, progress=not as_json, n_folds=folds)
+            if not per_file:
+                result.pop("per_file")
+            headline = ("f1", "far", "mar", "auc")
+    except (FileNotFoundError, ValueError, KeyError) as exc:
+        raise click.ClickException(f"{dataset}: {exc}") from exc
+    result["command"] = (
+        f"citywatch bench model --dataset {dataset} --data {data} --seed {seed}"
+        + (f" --subset {subset} --horizon {horizon}" if dataset == "cmapss" else "")
+        + (f" --folds {folds}" if folds else "")
+    )
+    if as_json:
+        click.echo(json.dumps(_finite(result), indent=2, default=str))
+        return
+    click.echo(result["dataset"])
+    for key in headline:
+        click.echo(f"  {key:10s} {result[key]:.4f}")
+
+
+def _finite(obj):
+    """NaN -> None so the output is strict JSON."""
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj

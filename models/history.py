@@ -1,0 +1,148 @@
+"""Training data from the database: stored readings plus every kind of failure label.
+
+Labels come from three places:
+
+* ``failures`` (completed rows): the simulator's ground truth, or failures
+  recorded by other means.
+* ``labels`` with ``source='work_order'`` (``citywatch labels import``) and
+  ``source='alert'`` (crews' outcomes of alerts). ``fault_confirmed`` marks a
+  failure at ``observed_at`` on the device (or, without a device, on every
+  device of the asset). ``false_alarm``, ``no_access`` and ``maintenance`` do
+  not create positives: a reading is negative unless a failure follows within
+  the horizon, so a false alarm is already a negative. They are counted in the
+  card so its reader sees what the crews reported.
+
+Readings become the frame :func:`models.training.train_risk_bundle` expects,
+with ``tick`` = the reading's position in its device's time order, and each
+failure time is mapped to the tick of the device's first reading at or after it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import psycopg
+
+from storage import model_registry as sql
+
+__all__ = ["TrainingData", "load_training_data", "readings_frame"]
+
+
+@dataclass
+class TrainingData:
+    """``history`` and ``failures`` for :func:`~models.training.train_risk_bundle`, plus notes."""
+
+    history: pd.DataFrame
+    failures: pd.DataFrame
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+def readings_frame(rows: list[tuple[str, str, str, datetime, str]]) -> pd.DataFrame:
+    """Rows of :func:`storage.model_registry.fetch_readings` as one wide frame.
+
+    Columns: ``device_id, asset_id, asset_type, ts, tick`` and one float column
+    per metric name seen (NaN where a reading lacks it). Rows must come ordered
+    by device and time.
+    """
+    if not rows:
+        return pd.DataFrame(columns=["device_id", "asset_id", "asset_type", "ts", "tick"])
+    device, asset, kind, ts, metrics = zip(*rows, strict=True)
+    # One json.loads of the joined text is ~3x faster than one per row.
+    parsed = json.loads("[" + ",".join(metrics) + "]")
+    values = pd.DataFrame.from_records(parsed).apply(pd.to_numeric, errors="coerce")
+    frame = pd.DataFrame(
+        {
+            "device_id": np.asarray(device, dtype=object),
+            "asset_id": np.asarray(asset, dtype=object),
+            "asset_type": np.asarray(kind, dtype=object),
+            "ts": pd.to_datetime(list(ts), utc=True),
+        }
+    )
+    frame["tick"] = frame.groupby("device_id", sort=False).cumcount().astype(np.int64)
+    values = values.astype(np.float64).set_axis(frame.index)
+    return pd.concat([frame, values[sorted(values.columns)]], axis=1)
+
+
+def _failure_ticks(history: pd.DataFrame, events: pd.DataFrame, horizon: int) -> pd.DataFrame:
+    """Map ``(device_id, failed_at)`` events to ticks; drop those outside the data."""
+    out = []
+    dropped = 0
+    by_device = {d: g["ts"].to_numpy() for d, g in history.groupby("device_id", sort=False)}
+    for dev, g in events.groupby("device_id", sort=False):
+        ts = by_device.get(dev)
+        if ts is None or len(ts) == 0:
+            dropped += len(g)
+            continue
+        step = np.median(np.diff(ts)) if len(ts) > 1 else np.timedelta64(0, "ns")
+        failed_at = pd.to_datetime(g["failed_at"], utc=True).to_numpy()
+        ticks = np.searchsorted(ts, failed_at, side="left")
+        # A failure after the last reading is kept only if it is near enough that
+        # the last readings are its precursors; a failure before the first reading
+        # says nothing about any reading.
+        late_ok = failed_at <= ts[-1] + step * horizon
+        ok = (failed_at >= ts[0]) & late_ok
+        dropped += int((~ok).sum())
+        for t, at in zip(ticks[ok], failed_at[ok], strict=True):
+            out.append((dev, int(t), at))
+    frame = pd.DataFrame(out, columns=["device_id", "failed_tick", "failed_at"])
+    frame = frame.drop_duplicates(["device_id", "failed_tick"]).reset_index(drop=True)
+    frame.attrs["dropped"] = dropped
+    return frame
+
+
+def load_training_data(
+    database_url: str,
+    *,
+    horizon: int,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    asset_types: list[str] | None = None,
+) -> TrainingData:
+    """Readings and failure labels stored in the database, ready for training.
+
+    Parameters
+    ----------
+    database_url : str
+    horizon : int
+        Label horizon in readings (decides how late after the last reading a
+        failure may be and still label it).
+    since, until : datetime, optional
+        Reading time range (``since`` inclusive, ``until`` exclusive).
+    asset_types : list of str, optional
+        Only these asset types.
+    """
+    with psycopg.connect(database_url) as conn:
+        rows = sql.fetch_readings(conn, since=since, until=until, asset_types=asset_types)
+        failure_rows = sql.fetch_failures(conn)
+        label_rows = sql.fetch_labels(conn)
+    history = readings_frame(rows)
+
+    events = [(d, at, f"failures:{src}") for d, _a, _t, at, src in failure_rows]
+    devices_of = history.groupby("asset_id", sort=False)["device_id"].unique().to_dict()
+    outcomes: Counter[str] = Counter()
+    for lab in label_rows:
+        outcomes[f"{lab['source']}:{lab['outcome']}"] += 1
+        if lab["outcome"] != "fault_confirmed":
+            continue
+        devs = [lab["device_id"]] if lab["device_id"] else devices_of.get(lab["asset_id"], [])
+        events.extend((d, lab["observed_at"], f"labels:{lab['source']}") for d in devs)
+    event_frame = pd.DataFrame(events, columns=["device_id", "failed_at", "origin"])
+    failures = _failure_ticks(history, event_frame, horizon)
+    notes = {
+        "source": "database (readings, failures, labels)",
+        "since": since.isoformat() if since else None,
+        "until": until.isoformat() if until else None,
+        "labels": {
+            "failure_events": dict(Counter(event_frame["origin"])),
+            "label_outcomes": dict(outcomes),
+            "failures_used": len(failures),
+            "failures_outside_data": int(failures.attrs.get("dropped", 0)),
+        },
+    }
+    return TrainingData(history=history, failures=failures, notes=notes)
