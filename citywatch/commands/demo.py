@@ -97,6 +97,74 @@ def reset_tables(database_url: str) -> None:
         conn.execute(f"TRUNCATE {', '.join(PIPELINE_TABLES)}")
 
 
+def ensure_models(settings: Settings, database_url: str, say, *, progress: bool) -> None:
+    """A registered champion, and a challenger scoring in shadow, trained if missing.
+
+    Both come from simulator history (different fleets and seeds), so the demo
+    shows the whole model lifecycle: champion scores alert, the challenger's
+    are stored beside them for comparison.
+    """
+    from models.catalog import ModelRegistry
+    from models.registry import list_versions, read_champion
+
+    from .train import train_synthetic
+
+    registry = ModelRegistry(database_url, settings.models_path)
+    active = registry.active()
+    champion = active.champion
+    if champion is None:
+        champion = read_champion(settings.models_path)
+        if champion is None:
+            say("no model yet: training one on simulator history ...")
+            champion = train_synthetic(settings, progress=progress)[0].version
+        registry.register(champion, owner="citywatch demo")
+        registry.promote(champion, actor="citywatch demo")
+    if active.challenger is None:
+        others = [v for v in list_versions(settings.models_path) if v != champion]
+        if others:
+            challenger = others[-1]
+        else:
+            say("training a challenger model to score in shadow ...")
+            challenger = train_synthetic(
+                settings, devices=60, ticks=1500, seed=1, progress=progress, promote=False
+            )[0].version
+        registry.register(challenger, owner="citywatch demo")
+        registry.set_challenger(challenger, actor="citywatch demo")
+
+
+def model_summary(settings: Settings, database_url: str, duration_s: float) -> dict:
+    """Champion against challenger on the demo's readings, and one drift pass."""
+    from datetime import timedelta
+
+    from models.catalog import ModelRegistry
+    from models.drift import compute_drift
+
+    active = ModelRegistry(database_url, settings.models_path).active()
+    with psycopg.connect(database_url) as conn:
+        n, agree, mean_diff = conn.execute(
+            """
+            SELECT count(*),
+                   avg(((c.risk >= c.threshold) = (s.risk >= s.threshold))::int),
+                   avg(abs(c.risk - s.risk))
+            FROM scores c JOIN scores s ON s.device_id = c.device_id AND s.ts = c.ts
+            WHERE c.role = 'champion' AND s.role = 'challenger'
+            """
+        ).fetchone()
+    drift = compute_drift(
+        database_url, settings.models_path, window=timedelta(seconds=duration_s + 30)
+    )
+    return {
+        "champion": active.champion,
+        "challenger": active.challenger,
+        "shadow_scores": n,
+        "alert_agreement": None if agree is None else round(float(agree), 3),
+        "mean_abs_risk_diff": None if mean_diff is None else round(float(mean_diff), 4),
+        "drift_features": len(drift.rows),
+        "drift_alerts": len(drift.alerts),
+        "drift_max_psi": round(drift.max_psi(), 3) if drift.rows else None,
+    }
+
+
 def format_summary(s: dict) -> str:
     lines = [
         "",
@@ -122,13 +190,24 @@ def format_summary(s: dict) -> str:
         f"lag                 p50 {_fmt(s['lag_p50_s'])} s, p99 {_fmt(s['lag_p99_s'])} s "
         "(reading time to row in the database)",
     ]
+    m = s.get("models")
+    if m:
+        lines += [
+            f"champion            {m['champion']}",
+            f"challenger          {m['challenger']}   ({m['shadow_scores']} shadow scores, "
+            f"alert agreement {_fmt(m['alert_agreement'])}, "
+            f"mean |risk diff| {_fmt(m['mean_abs_risk_diff'])})",
+            f"drift               {m['drift_alerts']} of {m['drift_features']} features at "
+            f"PSI >= 0.2 (max {_fmt(m['drift_max_psi'])}); the demo fleet is not the "
+            "training fleet",
+        ]
     if s["alerts"]:
         lines += ["", "alerts:"]
         for a in s["alerts"][:20]:
             mark = "injected failure" if a["matches_failure"] else "no failure (false alarm)"
             lines.append(
                 f"  {a['opened_at'][11:19]}  {a['asset_id']:<14} {a['asset_type']:<12} "
-                f"peak risk {a['peak_risk']:.2f}  {a['status']:<6}  {mark}"
+                f"peak risk {a['peak_risk']:.2f}  {a['status']:<8}  {mark}"
             )
         if len(s["alerts"]) > 20:
             lines.append(f"  ... and {len(s['alerts']) - 20} more")
@@ -163,19 +242,13 @@ def demo(settings: Settings, duration, devices, rate, bad_rate, seed, as_json, k
     readings produced and stored, dead letters by reason, scores, alerts
     against ground truth (precision, recall), throughput and lag.
     """
-    from models.registry import load_champion
-
-    from .train import train_synthetic
-
     say = (lambda *_: None) if as_json else click.echo
     stack = EmbeddedStack(settings)
     say("starting the embedded stack (Tansu broker, PostgreSQL) ...")
     conn = connect(settings)
     worker = None
     try:
-        if load_champion(settings.models_path) is None:
-            say("no model yet: training one on simulator history ...")
-            train_synthetic(settings, progress=not as_json)
+        ensure_models(settings, conn.database_url, say, progress=not as_json)
         reset_tables(conn.database_url)
         log_path = settings.home.resolve() / "worker.log"
         say(f"starting the worker (log: {log_path}) ...")
@@ -194,6 +267,7 @@ def demo(settings: Settings, duration, devices, rate, bad_rate, seed, as_json, k
         from storage.reports import pipeline_summary
 
         summary = pipeline_summary(conn.database_url)
+        summary["models"] = model_summary(settings, conn.database_url, duration)
         summary.update(
             readings_produced=stats.produced,
             readings_produced_valid=stats.valid,
