@@ -4,38 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
-from datetime import UTC, datetime, timedelta
 
 import click
 
 from citywatch.settings import Settings
 
+from .options import parse_duration, parse_time
+
 log = logging.getLogger("citywatch.drift")
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
-
-
-def parse_duration(_ctx, _param, value: str | None) -> timedelta | None:
-    """``90s``, ``15m``, ``1h``, ``2d`` -> timedelta."""
-    if value is None:
-        return None
-    m = _DURATION.match(str(value))
-    if not m:
-        raise click.BadParameter(f"{value!r} is not a duration like 30m, 1h or 2d")
-    return timedelta(**{_UNITS[m.group(2)]: float(m.group(1))})
-
-
-def _parse_end(_ctx, _param, value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        ts = datetime.fromisoformat(value)
-    except ValueError as exc:
-        raise click.BadParameter(f"not an ISO date/time: {value!r}") from exc
-    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
 
 
 @click.command()
@@ -79,7 +56,7 @@ def _parse_end(_ctx, _param, value: str | None) -> datetime | None:
 )
 @click.option(
     "--end",
-    callback=_parse_end,
+    callback=parse_time,
     envvar="CITYWATCH_DRIFT_END",
     help="Window end (ISO) [default: now]; for backfills.",
 )

@@ -11,6 +11,8 @@ import click
 
 from citywatch.settings import Settings
 
+from .options import parse_time
+
 
 def _classifier_params(
     target_precision: float | None, alert_budget: float | None, class_weight: str | None
@@ -151,16 +153,6 @@ def train_from_database(
     return bundle, metrics, path
 
 
-def _parse_time(_ctx, _param, value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        ts = datetime.fromisoformat(value)
-    except ValueError as exc:
-        raise click.BadParameter(f"not an ISO date/time: {value!r}") from exc
-    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
-
-
 @click.command()
 @click.option(
     "--synthetic",
@@ -170,13 +162,13 @@ def _parse_time(_ctx, _param, value: str | None) -> datetime | None:
 )
 @click.option(
     "--since",
-    callback=_parse_time,
+    callback=parse_time,
     envvar="CITYWATCH_TRAIN_SINCE",
     help="Database training: first reading time (ISO, UTC if no zone).",
 )
 @click.option(
     "--until",
-    callback=_parse_time,
+    callback=parse_time,
     envvar="CITYWATCH_TRAIN_UNTIL",
     help="Database training: readings before this time (ISO).",
 )

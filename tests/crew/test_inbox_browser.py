@@ -13,21 +13,11 @@ from psycopg.types.json import Jsonb
 from crew.routing import add_rule
 from models.features import FeatureSpec
 from storage.sinks import PostgresSink, SinkBatch
+from tests.browser import CHROMIUM, CHROMIUM_ARGS
 
 from .conftest import T0, add_device, alert_row
 
 pytestmark = pytest.mark.stack
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def seed(db) -> None:
@@ -98,7 +88,7 @@ def test_crew_works_an_alert_on_a_phone(conn, crew_db, tokens, api, tmp_path):
             browser = p.chromium.launch_persistent_context(
                 profile,
                 executable_path=CHROMIUM,
-                args=ARGS,
+                args=CHROMIUM_ARGS,
                 viewport={"width": 390, "height": 844},
                 device_scale_factor=2,
             )

@@ -20,22 +20,6 @@ from citywatch.readings import encode_reading
 from ingest.simulator import FleetSimulator
 from tests.pipeline_helpers import Worker, produce, register_fleet, wait_for_total
 
-# C's migration v4 creates this table (contract in the common brief); until it is
-# merged, create the contracted shape here so the drift panel has its table.
-FEATURE_DRIFT_DDL = """
-CREATE TABLE IF NOT EXISTS feature_drift (
-    window_start  timestamptz NOT NULL,
-    window_end    timestamptz NOT NULL,
-    model_version text NOT NULL,
-    asset_type    text NOT NULL,
-    feature       text NOT NULL,
-    psi           double precision NOT NULL,
-    n             bigint NOT NULL,
-    computed_at   timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (model_version, asset_type, feature, window_end)
-)
-"""
-
 DEVICES = 12
 TICKS = 480  # 8 minutes of 1-second readings per device, ending a minute ago
 LORAWAN_DEVICES = 3
@@ -82,7 +66,6 @@ def _messages(fleet: FleetSimulator, start: datetime) -> list[tuple[bytes, bytes
 
 
 def _add_rows_other_branches_write(c: psycopg.Connection, now: datetime) -> None:
-    c.execute(FEATURE_DRIFT_DDL)
     c.execute("TRUNCATE feature_drift")
     champion = c.execute(
         "SELECT model_version FROM scores WHERE role = 'champion' LIMIT 1"

@@ -1,0 +1,32 @@
+"""Click callbacks shared by several commands."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+
+import click
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_duration(_ctx, _param, value: str | None) -> timedelta | None:
+    """``90s``, ``15m``, ``1h``, ``2d`` -> timedelta."""
+    if value is None:
+        return None
+    m = _DURATION.match(str(value))
+    if not m:
+        raise click.BadParameter(f"{value!r} is not a duration like 30m, 1h or 2d")
+    return timedelta(**{_UNITS[m.group(2)]: float(m.group(1))})
+
+
+def parse_time(_ctx, _param, value: str | None) -> datetime | None:
+    """An ISO date/time; UTC when it has no zone."""
+    if value is None:
+        return None
+    try:
+        ts = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"not an ISO date/time: {value!r}") from exc
+    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
