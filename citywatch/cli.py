@@ -127,10 +127,13 @@ def worker(settings: Settings, partitions: int, batch_size: int) -> None:
 
 
 def _register_commands() -> None:
-    from citywatch.commands import bench, demo, simulate, train
+    from citywatch.commands import bench, bench_ingest, demo, ingest, simulate, train
 
     for command in (simulate.simulate, train.train, demo.demo, bench.bench):
         main.add_command(command)
+    main.add_command(ingest.ingest)
+    main.add_command(ingest.devices)
+    bench.bench.add_command(bench_ingest.bench_ingest)
 
 
 _register_commands()

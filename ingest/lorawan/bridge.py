@@ -171,6 +171,8 @@ class UplinkProcessor:
         self.auto_register = auto_register
         self.on_register = on_register
         self.stats = BridgeStats()
+        #: (reason, detail) of the most recent dead letter, for synchronous callers.
+        self.last_deadletter: tuple[str, str] = ("", "")
         # Raw bytes of each held frame's first copy, for its dead letter if mapping fails.
         self._raw: dict[tuple[str, int, Any], tuple[str, bytes]] = {}
         # get_codec resolves profile paths on every call; look each codec up once.
@@ -254,6 +256,7 @@ class UplinkProcessor:
 
     def _dead(self, topic: str, raw: bytes, exc: UplinkError, key: bytes | None) -> None:
         self.stats.deadletters[exc.reason] += 1
+        self.last_deadletter = (exc.reason, exc.detail)
         self.publisher.deadletter(
             key=key,
             raw=bytes(raw),
