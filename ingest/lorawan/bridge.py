@@ -143,7 +143,8 @@ class UplinkProcessor:
     network : {"chirpstack", "tts"}, optional
         Force the format; otherwise the topic or body decides.
     channel : str
-        ``mqtt`` or ``http``: prefix of dead-letter ids.
+        ``mqtt`` or ``http``: prefix of dead-letter ids. Only ``mqtt`` topics are
+        checked against the body (device, application, event).
     dedup : FrameDeduplicator, optional
     auto_register : AutoRegister, optional
         Register unknown devices instead of dead-lettering them.
@@ -192,9 +193,11 @@ class UplinkProcessor:
         """Take one message; frames come out of :meth:`flush` once their window closes."""
         self.stats.received += 1
         try:
-            uplink = parse_uplink(payload, topic=topic or None, network=self.network)
+            # Only MQTT topics describe the device; a webhook "topic" is just a label.
+            mqtt_topic = topic if self.channel == "mqtt" and topic else None
+            uplink = parse_uplink(payload, topic=mqtt_topic, network=self.network)
         except UplinkError as exc:
-            self._dead(topic, payload, exc, _topic_key(topic))
+            self._dead(topic, payload, exc, _topic_key(mqtt_topic))
             return
         stats = self.dedup.stats
         copies_before = stats.merged + stats.late
@@ -270,7 +273,7 @@ def _frame_key(uplink: Uplink) -> tuple[str, int, Any]:
     return (uplink.dev_eui, uplink.f_cnt, uplink.received_at)
 
 
-def _topic_key(topic: str) -> bytes | None:
+def _topic_key(topic: str | None) -> bytes | None:
     info = parse_topic(topic) if topic else None
     return info.device.lower().encode() if info is not None else None
 
