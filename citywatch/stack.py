@@ -243,7 +243,9 @@ class EmbeddedStack:
         if "postgres" not in external and "postgres" not in services:
             services["postgres"] = self._start_postgres(timeout_s)
             self._write_state(services)
-        if "mqtt" not in external and "mqtt" not in services:
+        # With an external Kafka this is not the embedded setup: point CITYWATCH_MQTT
+        # at the deployment's broker instead of starting one.
+        if "mqtt" not in external and "mqtt" not in services and "kafka" not in external:
             mosquitto = mosquitto_binary()
             if mosquitto is None:
                 log.info("Mosquitto not installed: the stack runs without an MQTT broker")
