@@ -27,8 +27,12 @@ class SimulationOptions:
     corrupt_rate: float = 0.0
 
 
-def run_fleet(settings: Settings, conn: Connection, options: SimulationOptions):
-    """Register the fleet, stream it for ``duration_s`` and record its ground truth."""
+def run_fleet(settings: Settings, conn: Connection, options: SimulationOptions, wrap_send=None):
+    """Register the fleet, stream it for ``duration_s`` and record its ground truth.
+
+    ``wrap_send(fleet, send)``, when given, returns the ``send`` to use instead
+    (the demo routes part of the fleet through MQTT with it).
+    """
     from ingest.faults import FaultInjector
     from ingest.producer import ReadingProducer, run_simulation
     from ingest.simulator import FleetSimulator
@@ -49,10 +53,11 @@ def run_fleet(settings: Settings, conn: Connection, options: SimulationOptions):
     # Uplinks are corrupted by the encoder (corrupt_rate), not as reading bytes.
     use_faults = options.bad_rate > 0 and not options.mqtt
     faults = FaultInjector(options.bad_rate, seed=options.seed) if use_faults else None
+    send = producer.send if wrap_send is None else wrap_send(fleet, producer.send)
     try:
         stats = run_simulation(
             fleet,
-            producer.send,
+            send,
             rate=options.rate,
             duration_s=options.duration_s,
             faults=faults,
