@@ -73,6 +73,10 @@ class KafkaPublisher:
             # Tansu lacks InitProducerId; one request in flight keeps order on retry.
             "enable.idempotence": False,
             "max.in.flight.requests.per.connection": 1,
+            # Report failures only: a Python callback per delivered message costs
+            # more than the produce itself.
+            "delivery.report.only.error": True,
+            "on_delivery": self._on_delivery,
         }
         settings.update(config)
         self._producer = Producer(settings)
@@ -86,9 +90,7 @@ class KafkaPublisher:
     def _produce(self, topic: str, key: bytes | None, value: bytes, headers=None) -> None:
         while True:
             try:
-                self._producer.produce(
-                    topic, value=value, key=key, headers=headers, on_delivery=self._on_delivery
-                )
+                self._producer.produce(topic, value=value, key=key, headers=headers)
                 break
             except BufferError:
                 # librdkafka's local queue is full: let it send, then retry.

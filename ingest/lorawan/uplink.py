@@ -496,6 +496,11 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+# NaN/Infinity are not JSON; refuse them here rather than let them reach a metric.
+# One decoder for all calls: json.loads builds a new one whenever an option is given.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def _load(raw: bytes | bytearray | memoryview | str) -> Any:
     size = len(raw)  # characters for str: a bound, and never fails on odd code points
     if size > MAX_MESSAGE_BYTES:
@@ -503,9 +508,10 @@ def _load(raw: bytes | bytearray | memoryview | str) -> Any:
     if isinstance(raw, memoryview | bytearray):
         raw = bytes(raw)
     try:
-        # NaN/Infinity are not JSON; refuse them here rather than let them
-        # reach a metric.
-        return json.loads(raw, parse_constant=_reject_constant)
+        if isinstance(raw, bytes):
+            # What json.loads does for bytes, minus building a decoder per call.
+            raw = raw.decode(json.detect_encoding(raw), "surrogatepass")
+        return _DECODER.decode(raw)
     except RecursionError:
         raise UplinkError("malformed_json", "nested too deeply") from None
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
