@@ -281,6 +281,8 @@ def ingest_http(settings: Settings, host, port, secret, auto_register, auto_code
 
     from ingest.lorawan.webhook import create_webhook_app
 
+    if not secret and settings.webhook_secret is not None:
+        secret = settings.webhook_secret.get_secret_value()
     if not secret:
         raise click.ClickException("set CITYWATCH_WEBHOOK_SECRET (or --secret)")
     conn = connect(settings, start_embedded=False)
