@@ -12,7 +12,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from citywatch.cli import main
-from citywatch.commands.bench_ingest import create_session
+from citywatch.commands.bench_ingest import create_session, raw_receive_rate
 from ingest.lorawan.bridge import TOPIC_FILTERS
 from ingest.lorawan.uplink_sim import UplinkEncoder
 from ingest.simulator import FleetSimulator
@@ -120,3 +120,40 @@ def test_ingest_lorawan_command_bridges_uplinks(
     assert proc.returncode == 0, output.decode()[-2000:]
     assert len(records) == len(readings)
     assert b'"published": 4' in output and b'"duplicates": 4' in output
+
+
+def test_simulate_publishes_uplinks_over_mqtt(conn, registry_db, isolated, mqtt_url) -> None:
+    session = f"sim-{isolated.topic_prefix}"
+    create_session(mqtt_url, session, TOPIC_FILTERS["tts"])
+    args = [
+        "simulate",
+        "--mqtt",
+        mqtt_url,
+        "--format",
+        "tts",
+        "--gateways",
+        "3",
+        "--corrupt-rate",
+        "0.1",
+        "--devices",
+        "8",
+        "--rate",
+        "80",
+        "--duration",
+        "1",
+        "--json",
+    ]
+    result = CliRunner().invoke(main, args, env=env_for(conn, isolated))
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.output[result.output.index("{") :])
+    uplinks = figures["uplinks"]
+    corrupted = sum(uplinks["corrupted"].values())
+    assert uplinks["frames"] == figures["produced"] == 80
+    assert uplinks["messages"] == 3 * (uplinks["frames"] - corrupted) + corrupted
+    # Every message reached the broker: a waiting session receives them all.
+    assert raw_receive_rate(mqtt_url, session, uplinks["messages"], timeout_s=30) > 0
+    # The simulated devices were registered with their DevEUIs (a registry version).
+    registered = registry_db.execute(
+        "SELECT count(*) FROM devices WHERE dev_eui IS NOT NULL AND registry_version = 1"
+    ).fetchone()[0]
+    assert registered == 8
