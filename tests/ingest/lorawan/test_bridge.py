@@ -297,3 +297,47 @@ def test_frames_are_stamped_with_their_network_time(conn, topics, fleet, registr
     publisher.close()
     (record,) = read_topic(conn.kafka, readings_topic, 1)
     assert datetime.fromisoformat(json.loads(record.value)["ts"]) == when
+
+
+def test_auto_registration_is_opt_in(conn, registry_db, topics, fleet, registry):
+    """Unknown devices are dead letters, unless the operator allowed self-registration."""
+    from ingest.lorawan.bridge import AutoRegister
+    from ingest.lorawan.registry import entry_to_row
+    from storage.device_registry import auto_register_device
+
+    readings_topic, dl_topic = topics
+    publisher = KafkaPublisher(conn.kafka, readings_topic, dl_topic)
+    encoder = UplinkEncoder("chirpstack", registry, seed=11)
+    readings = FleetSimulator(n_devices=8, seed=9).step(datetime.now(UTC))[0]
+    reading = next(r for r in readings if r.device.asset_type == "bridge")
+    (message,) = encoder.encode(reading.device.device_id, reading.metrics, reading.ts)
+
+    strict = UplinkProcessor(publisher, {}, dedup=FrameDeduplicator(window_s=0))
+    strict.offer(message.topic, message.payload, 0.0)
+    assert dict(strict.stats.deadletters) == {"unknown_device": 1}
+
+    registered = []
+
+    def on_register(entry) -> None:
+        registered.append(entry.dev_eui)
+        auto_register_device(conn.database_url, entry_to_row(entry))
+
+    known: dict = {}
+    relaxed = UplinkProcessor(
+        publisher,
+        known,
+        dedup=FrameDeduplicator(window_s=0),
+        auto_register=AutoRegister("bridge", "profile:bridge"),
+        on_register=on_register,
+    )
+    relaxed.offer(message.topic, message.payload, 0.0)
+    publisher.close()
+    assert relaxed.stats.published == 1 and relaxed.stats.auto_registered == 1
+    assert registered == [reading.device.device_id] and reading.device.device_id in known
+    row = registry_db.execute(
+        "SELECT asset_id, asset_type, codec, registry_version FROM devices WHERE dev_eui = %s",
+        (reading.device.device_id,),
+    ).fetchone()
+    assert row == (f"auto-{reading.device.device_id}", "bridge", "profile:bridge", None)
+    (record,) = read_topic(conn.kafka, readings_topic, 1)
+    assert json.loads(record.value)["asset_id"] == f"auto-{reading.device.device_id}"
