@@ -357,6 +357,7 @@ class MqttBridge:
             flags.session_present,
         )
         self._connected.set()
+        self._subscribed.clear()
         client.subscribe(TOPIC_FILTERS[self.fmt], qos=1)
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
@@ -458,6 +459,10 @@ class MqttBridge:
         finally:
             self.stop()
         return self.processor.stats
+
+    def wait_subscribed(self, timeout_s: float) -> bool:
+        """Block until the current connection's subscription is confirmed."""
+        return self._subscribed.wait(timeout_s)
 
     @property
     def connected(self) -> bool:
