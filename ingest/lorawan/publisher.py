@@ -139,9 +139,12 @@ class KafkaPublisher:
             )
         return queued
 
-    def close(self) -> None:
-        """Flush what is queued (best effort)."""
+    def close(self, timeout: float = 10.0) -> None:
+        """Flush what is queued (best effort), then release the client and its threads."""
         try:
-            self.flush(timeout=10)
+            self.flush(timeout=timeout)
         except PublishError as exc:
             log.warning("closing with undelivered messages: %s", exc)
+        finally:
+            self._producer.purge()
+            self._producer.close()
