@@ -131,6 +131,7 @@ def _register_commands() -> None:
         alerts,
         bench,
         bench_alerts,
+        bench_ingest,
         bench_model,
         bench_scoring,
         bench_sink,
@@ -138,6 +139,7 @@ def _register_commands() -> None:
         demo,
         drift,
         grafana,
+        ingest,
         labels,
         model,
         simulate,
@@ -159,11 +161,14 @@ def _register_commands() -> None:
         alerts.alerts,
     ):
         main.add_command(command)
+    main.add_command(ingest.ingest)
+    main.add_command(ingest.devices)
     for subcommand in (
         bench_sink.bench_sink,
         bench_alerts.bench_alerts,
         bench_model.bench_model,
         bench_scoring.bench_scoring,
+        bench_ingest.bench_ingest,
     ):
         bench.bench.add_command(subcommand)
 

@@ -19,6 +19,11 @@ from typing import Any
 READING_FIELDS = ("device_id", "asset_id", "asset_type", "ts", "metrics", "source")
 
 
+# One encoder for every call (json.dumps builds a new one when given options).
+# allow_nan: NaN is bad input the worker must see and dead-letter, not hide.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=True)
+
+
 def encode_reading(
     *,
     device_id: str,
@@ -31,7 +36,7 @@ def encode_reading(
     """Serialise one reading. ``ts`` must be timezone-aware."""
     if ts.tzinfo is None:
         raise ValueError("reading timestamps must be timezone-aware")
-    return json.dumps(
+    return _ENCODER.encode(
         {
             "device_id": device_id,
             "asset_id": asset_id,
@@ -40,6 +45,4 @@ def encode_reading(
             "metrics": dict(metrics),
             "source": dict(source or {}),
         },
-        separators=(",", ":"),
-        allow_nan=True,  # NaN is bad input the worker must see and dead-letter, not hide
     ).encode()

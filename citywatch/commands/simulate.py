@@ -21,10 +21,18 @@ class SimulationOptions:
     seed: int = 0
     degrading_fraction: float = 0.3
     progress: bool = True
+    mqtt: str | None = None  # publish LoRaWAN uplinks here instead of readings to Kafka
+    uplink_format: str = "chirpstack"
+    gateways: int = 1
+    corrupt_rate: float = 0.0
 
 
-def run_fleet(settings: Settings, conn: Connection, options: SimulationOptions):
-    """Register the fleet, stream it for ``duration_s`` and record its ground truth."""
+def run_fleet(settings: Settings, conn: Connection, options: SimulationOptions, wrap_send=None):
+    """Register the fleet, stream it for ``duration_s`` and record its ground truth.
+
+    ``wrap_send(fleet, send)``, when given, returns the ``send`` to use instead
+    (the demo routes part of the fleet through MQTT with it).
+    """
     from ingest.faults import FaultInjector
     from ingest.producer import ReadingProducer, run_simulation
     from ingest.simulator import FleetSimulator
@@ -38,12 +46,18 @@ def run_fleet(settings: Settings, conn: Connection, options: SimulationOptions):
         initial_degrading_fraction=options.degrading_fraction,
     )
     register_fleet(conn.database_url, fleet)
-    producer = ReadingProducer(conn.kafka, topic=settings.topic(READINGS))
-    faults = FaultInjector(options.bad_rate, seed=options.seed) if options.bad_rate > 0 else None
+    if options.mqtt:
+        producer = uplink_publisher(conn.database_url, fleet.devices, options)
+    else:
+        producer = ReadingProducer(conn.kafka, topic=settings.topic(READINGS))
+    # Uplinks are corrupted by the encoder (corrupt_rate), not as reading bytes.
+    use_faults = options.bad_rate > 0 and not options.mqtt
+    faults = FaultInjector(options.bad_rate, seed=options.seed) if use_faults else None
+    send = producer.send if wrap_send is None else wrap_send(fleet, producer.send)
     try:
         stats = run_simulation(
             fleet,
-            producer.send,
+            send,
             rate=options.rate,
             duration_s=options.duration_s,
             faults=faults,
@@ -52,9 +66,48 @@ def run_fleet(settings: Settings, conn: Connection, options: SimulationOptions):
         producer.flush()
     finally:
         producer.close()
+    if options.mqtt:
+        stats.uplinks = {
+            "frames": producer.frames,
+            "messages": producer.messages,
+            "corrupted": dict(producer.corrupted),
+        }
     record_failures(conn.database_url, [_failure_row(f) for f in stats.failures])
     record_failures(conn.database_url, in_progress_rows(fleet, stats))
     return stats
+
+
+def register_lorawan_devices(database_url: str, devices, *, seed: int = 0) -> dict:
+    """Add simulated devices (DevEUI = device id) to the newest registry version.
+
+    Returns the registry entries by DevEUI, for the uplink encoder.
+    """
+    from ingest.lorawan.registry import parse_registry
+    from ingest.lorawan.uplink_sim import sim_registry_rows
+    from storage.device_registry import latest_registry, store_registry
+
+    latest = latest_registry(database_url)
+    rows = {r["dev_eui"]: r for r in (latest[1] if latest else [])}
+    sim_rows = sim_registry_rows(devices)
+    rows.update({r["dev_eui"]: r for r in sim_rows})
+    store_registry(database_url, list(rows.values()), source="simulator")
+    return parse_registry(sim_rows, source="simulator")
+
+
+def uplink_publisher(database_url: str, devices, options: SimulationOptions):
+    """A ``send`` that turns readings into ChirpStack/TTS uplinks on MQTT."""
+    from ingest.lorawan.mqtt_out import UplinkPublisher
+    from ingest.lorawan.uplink_sim import UplinkEncoder
+
+    registry = register_lorawan_devices(database_url, devices, seed=options.seed)
+    encoder = UplinkEncoder(
+        options.uplink_format,  # type: ignore[arg-type]
+        registry,
+        gateways=options.gateways,
+        corrupt_rate=options.corrupt_rate,
+        seed=options.seed,
+    )
+    return UplinkPublisher(options.mqtt, encoder)
 
 
 def register_fleet(database_url: str, fleet) -> None:
@@ -131,16 +184,75 @@ def _failure_row(event) -> dict:
     help="Share of devices already degrading at the start.",
 )
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--mqtt",
+    envvar="CITYWATCH_SIM_MQTT",
+    default=None,
+    help="Publish real LoRaWAN uplink JSON to this MQTT broker (mqtt://host:port) instead "
+    "of readings to Kafka; run `citywatch ingest lorawan` to bridge them.",
+)
+@click.option(
+    "--format",
+    "uplink_format",
+    envvar="CITYWATCH_SIM_FORMAT",
+    type=click.Choice(["chirpstack", "tts"]),
+    default="chirpstack",
+    show_default=True,
+    help="Network server to imitate with --mqtt.",
+)
+@click.option(
+    "--gateways",
+    envvar="CITYWATCH_SIM_GATEWAYS",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Gateways hearing each frame; each publishes a copy (duplicates to remove).",
+)
+@click.option(
+    "--corrupt-rate",
+    envvar="CITYWATCH_SIM_CORRUPT_RATE",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Share of uplink frames sent broken (bad JSON, bad base64, undecodable payload).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the run's figures as JSON.")
 @click.pass_obj
-def simulate(settings: Settings, devices, rate, duration, bad_rate, degrading, seed, as_json):
-    """Stream simulated pumps, bridges, lifts and streetlights into Kafka.
+def simulate(
+    settings: Settings,
+    devices,
+    rate,
+    duration,
+    bad_rate,
+    degrading,
+    seed,
+    mqtt,
+    uplink_format,
+    gateways,
+    corrupt_rate,
+    as_json,
+):
+    """Stream simulated pumps, bridges, lifts and streetlights into Kafka (or MQTT).
 
     Devices degrade slowly and fail; each failure is recorded as ground truth
-    in the `failures` table so alerts can be scored against it.
+    in the `failures` table so alerts can be scored against it. With --mqtt the
+    devices are registered in the LoRaWAN registry and their readings are sent
+    as ChirpStack or The Things Stack uplinks, encoded with each device's codec.
     """
     conn = connect(settings)
-    options = SimulationOptions(devices, rate, duration, bad_rate, seed, degrading, not as_json)
+    options = SimulationOptions(
+        devices,
+        rate,
+        duration,
+        bad_rate,
+        seed,
+        degrading,
+        not as_json,
+        mqtt=mqtt,
+        uplink_format=uplink_format,
+        gateways=gateways,
+        corrupt_rate=corrupt_rate,
+    )
     stats = run_fleet(settings, conn, options)
     figures = {
         "produced": stats.produced,
@@ -149,6 +261,8 @@ def simulate(settings: Settings, devices, rate, duration, bad_rate, degrading, s
         "failures": len(stats.failures),
         "elapsed_s": round(stats.elapsed_s, 2),
     }
+    if mqtt:
+        figures["uplinks"] = stats.uplinks
     if as_json:
         click.echo(json.dumps(figures, indent=2))
     else:

@@ -88,8 +88,14 @@ class DedupStats:
 @dataclass
 class _Frame:
     first_seen: float
-    uplink: Uplink
+    identity: tuple  # what tells a copy from a new frame; see _identity
+    uplink: Uplink | None  # the first copy while held; None once emitted
+    copies: list[Uplink] | None = None  # later copies, merged once at emission
     held: bool = True
+
+
+def _identity(uplink: Uplink) -> tuple:
+    return (uplink.f_port, uplink.payload, uplink.dev_addr, uplink.session_id, uplink.received_at)
 
 
 def _best_rx(a: GatewayRx, b: GatewayRx) -> GatewayRx:
@@ -194,20 +200,26 @@ class FrameDeduplicator:
             return None
         return next(iter(self._held.values())).first_seen + self.window_s
 
-    def _is_copy(self, seen: Uplink, new: Uplink) -> bool:
-        if seen.f_port != new.f_port or seen.payload != new.payload:
+    def _is_copy(self, seen: tuple, new: Uplink) -> bool:
+        f_port, payload, dev_addr, session_id, received_at = seen
+        if f_port != new.f_port or payload != new.payload:
             return False
-        for a, b in ((seen.dev_addr, new.dev_addr), (seen.session_id, new.session_id)):
+        for a, b in ((dev_addr, new.dev_addr), (session_id, new.session_id)):
             if a is not None and b is not None and a.lower() != b.lower():
                 return False
-        skew = abs((seen.received_at - new.received_at).total_seconds())
+        skew = abs((received_at - new.received_at).total_seconds())
         return skew <= self.max_skew_s
 
     def _emit(self, frame: _Frame, out: list[Uplink]) -> None:
         frame.held = False
-        out.append(frame.uplink)
+        uplink = frame.uplink
+        assert uplink is not None
+        # Merging once here, not per copy in offer, keeps offer cheap on the hot path.
+        for copy in frame.copies or ():
+            uplink = merge_uplinks(uplink, copy)
+        out.append(uplink)
         # Only the identity is needed from now on; drop the bulky parts.
-        frame.uplink = dataclasses.replace(frame.uplink, rx=(), decoded=None)
+        frame.uplink = frame.copies = None
         self._stats.emitted += 1
 
     def _evict(self, now: float) -> None:
@@ -245,9 +257,11 @@ class FrameDeduplicator:
         frame = self._frames.get(key)
         if frame is not None:
             remembered = frame.first_seen + self.memory_s > now
-            if remembered and self._is_copy(frame.uplink, uplink):
+            if remembered and self._is_copy(frame.identity, uplink):
                 if frame.held:
-                    frame.uplink = merge_uplinks(frame.uplink, uplink)
+                    if frame.copies is None:
+                        frame.copies = []
+                    frame.copies.append(uplink)
                     self._stats.merged += 1
                 else:
                     self._stats.late += 1
@@ -259,7 +273,7 @@ class FrameDeduplicator:
                 del self._held[key]
                 self._emit(frame, self._ready)
             del self._frames[key]
-        frame = _Frame(first_seen=now, uplink=uplink)
+        frame = _Frame(first_seen=now, identity=_identity(uplink), uplink=uplink)
         self._frames[key] = frame
         result = None
         if self.window_s == 0:

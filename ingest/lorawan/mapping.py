@@ -71,7 +71,7 @@ def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
     out: dict[str, float] = {}
     for key, value in data.items():
         path = f"{prefix}{key}"
-        if isinstance(value, Mapping):
+        if type(value) is dict or isinstance(value, Mapping):
             out.update(flatten(value, f"{path}."))
         elif isinstance(value, bool):
             out[path] = int(value)

@@ -13,13 +13,14 @@ YAML::
         codec: profile:water_pump  # see ingest.lorawan.codecs.get_codec
         lat: 52.3731               # optional, WGS84 degrees
         lon: 4.8922
+        zone: centrum              # optional: routing zone for alerts
         installed_at: 2024-03-01T09:00:00Z   # optional; a bare date means 00:00 UTC
         metric_map:                # optional: decoded key -> citywatch metric
           temperature_3: bearing_temp
         variables: {}              # optional codec variables (strings)
 
 CSV has the columns ``dev_eui, asset_id, asset_type, codec, lat, lon,
-installed_at`` and optionally ``metric_map`` and ``variables`` written as
+installed_at`` and optionally ``zone``, ``metric_map`` and ``variables`` written as
 ``key=value;key=value``.
 
 ``metric_map`` keys are decoded keys, with nested values addressed by dots
@@ -45,11 +46,11 @@ import yaml
 from citywatch.assets import ASSET_TYPES
 from ingest.lorawan.codecs import BinaryProfileCodec, get_codec
 
-__all__ = ["DeviceEntry", "RegistryError", "load_registry", "parse_registry"]
+__all__ = ["DeviceEntry", "RegistryError", "entry_to_row", "load_registry", "parse_registry"]
 
 _EUI = re.compile(r"[0-9A-Fa-f]{16}")
 _REQUIRED = ("dev_eui", "asset_id", "asset_type", "codec")
-_OPTIONAL = ("lat", "lon", "installed_at", "metric_map", "variables")
+_OPTIONAL = ("lat", "lon", "installed_at", "zone", "metric_map", "variables")
 
 
 class RegistryError(ValueError):
@@ -76,6 +77,8 @@ class DeviceEntry:
         Decoded key (dotted path for nested values) to citywatch metric name.
     variables : mapping, optional
         Codec variables, passed to ``decode``.
+    zone : str, optional
+        Routing zone (which crew gets the device's alerts).
     """
 
     dev_eui: str
@@ -87,6 +90,7 @@ class DeviceEntry:
     installed_at: datetime | None = None
     metric_map: Mapping[str, str] = field(default_factory=dict)
     variables: Mapping[str, str] = field(default_factory=dict)
+    zone: str | None = None
 
     def __post_init__(self) -> None:
         if self.asset_type not in ASSET_TYPES:
@@ -205,6 +209,7 @@ def _entry(raw: Any, profile_dirs: Sequence[str | Path] | None) -> DeviceEntry:
         installed_at=_installed_at(raw.get("installed_at")),
         metric_map=metric_map,
         variables=_pairs(raw.get("variables"), "variables"),
+        zone=_text(raw["zone"], "zone") if raw.get("zone") not in (None, "") else None,
     )
 
 
@@ -286,3 +291,24 @@ def load_registry(
     else:
         raise RegistryError(f"{path}: registry must be .yaml, .yml or .csv")
     return parse_registry(rows, source=path.name, profile_dirs=profile_dirs)
+
+
+def entry_to_row(entry: DeviceEntry) -> dict[str, Any]:
+    """A registry entry as a plain JSON-able row that :func:`parse_registry` accepts back.
+
+    Empty optional fields are left out, so the same device gives the same row
+    whether it came from YAML or CSV (the database registry hashes these rows).
+    """
+    row: dict[str, Any] = {
+        "dev_eui": entry.dev_eui,
+        "asset_id": entry.asset_id,
+        "asset_type": entry.asset_type,
+        "codec": entry.codec,
+        "lat": entry.lat,
+        "lon": entry.lon,
+        "installed_at": entry.installed_at.isoformat() if entry.installed_at else None,
+        "zone": entry.zone,
+        "metric_map": dict(entry.metric_map),
+        "variables": dict(entry.variables),
+    }
+    return {k: v for k, v in row.items() if v not in (None, {})}

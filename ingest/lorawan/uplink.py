@@ -209,6 +209,11 @@ def parse_topic(topic: str) -> TopicInfo | None:
 # --------------------------------------------------------------------------- field helpers
 
 
+def _is_map(value: Any) -> bool:
+    # Parsed JSON is always a dict; the abstract Mapping check is the slow fallback.
+    return type(value) is dict or isinstance(value, Mapping)
+
+
 def _schema(path: str, problem: str) -> UplinkError:
     return UplinkError("schema", f"{path}: {problem}")
 
@@ -223,7 +228,7 @@ def _obj(doc: Mapping[str, Any], key: str, path: str, *, required: bool) -> Mapp
         if required:
             raise _schema(path, "missing")
         return {}
-    if not isinstance(value, Mapping):
+    if not _is_map(value):
         raise _schema(path, f"expected an object, got {_type_name(value)}")
     return value
 
@@ -317,7 +322,7 @@ def _decoded(doc: Mapping[str, Any], key: str, path: str) -> Mapping[str, Any] |
     value = doc.get(key)
     if value is None:
         return None
-    if not isinstance(value, Mapping):
+    if not _is_map(value):
         raise _schema(path, f"expected an object, got {_type_name(value)}")
     return value
 
@@ -335,7 +340,7 @@ def _list(doc: Mapping[str, Any], key: str, path: str) -> list[Any]:
 
 
 def _chirpstack_rx(item: Any, path: str, lora: bool) -> GatewayRx:
-    if not isinstance(item, Mapping):
+    if not _is_map(item):
         raise _schema(path, f"expected an object, got {_type_name(item)}")
     gateway_id = _opt_str(item, "gatewayId", f"{path}.gatewayId")
     if gateway_id is None:
@@ -405,7 +410,7 @@ def parse_chirpstack(doc: Mapping[str, Any]) -> Uplink:
 
 
 def _tts_rx(item: Any, path: str, lora: bool) -> GatewayRx:
-    if not isinstance(item, Mapping):
+    if not _is_map(item):
         raise _schema(path, f"expected an object, got {_type_name(item)}")
     ids = _obj(item, "gateway_ids", f"{path}.gateway_ids", required=True)
     gateway_id = _opt_str(ids, "gateway_id", f"{path}.gateway_ids.gateway_id")
@@ -496,6 +501,11 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+# NaN/Infinity are not JSON; refuse them here rather than let them reach a metric.
+# One decoder for all calls: json.loads builds a new one whenever an option is given.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def _load(raw: bytes | bytearray | memoryview | str) -> Any:
     size = len(raw)  # characters for str: a bound, and never fails on odd code points
     if size > MAX_MESSAGE_BYTES:
@@ -503,9 +513,10 @@ def _load(raw: bytes | bytearray | memoryview | str) -> Any:
     if isinstance(raw, memoryview | bytearray):
         raw = bytes(raw)
     try:
-        # NaN/Infinity are not JSON; refuse them here rather than let them
-        # reach a metric.
-        return json.loads(raw, parse_constant=_reject_constant)
+        if isinstance(raw, bytes):
+            # What json.loads does for bytes, minus building a decoder per call.
+            raw = raw.decode(json.detect_encoding(raw), "surrogatepass")
+        return _DECODER.decode(raw)
     except RecursionError:
         raise UplinkError("malformed_json", "nested too deeply") from None
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
@@ -553,8 +564,8 @@ def parse_uplink(
     UplinkError
         The only exception raised for bad input; ``reason`` says why.
     """
-    doc = raw if isinstance(raw, Mapping) else _load(raw)
-    if not isinstance(doc, Mapping):
+    doc = raw if _is_map(raw) else _load(raw)
+    if not _is_map(doc):
         raise _schema("$", f"expected a JSON object, got {_type_name(doc)}")
     info = parse_topic(topic) if topic is not None else None
     if topic is not None and info is None:

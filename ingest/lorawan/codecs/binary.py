@@ -49,6 +49,7 @@ import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -122,17 +123,17 @@ class FieldSpec:
     invalid: frozenset[int] = frozenset()
     metric: str | None = None
 
-    @property
+    @cached_property  # read for every field of every frame: compute once
     def size(self) -> int:
         """Size in bytes."""
         return FIELD_TYPES[self.type][0]
 
-    @property
+    @cached_property
     def kind(self) -> str:
         """``"u"``, ``"i"`` or ``"f"``."""
         return FIELD_TYPES[self.type][1]
 
-    @property
+    @cached_property
     def key(self) -> str:
         """The output key: the citywatch metric when mapped, else the field name."""
         return self.metric or self.name
@@ -149,7 +150,7 @@ class PlacedField:
     spec: FieldSpec
     pos: int
 
-    @property
+    @cached_property
     def end(self) -> int:
         """First byte after the field."""
         return self.pos + self.spec.size

@@ -222,5 +222,7 @@ def test_emitted_frames_are_slimmed_in_memory() -> None:
     dedup.offer(dataclasses.replace(up(), decoded={"a": 1}), now=0.0)
     (frame,) = dedup.flush(now=1.0)
     assert frame.decoded == {"a": 1} and frame.rx  # the caller gets everything
-    remembered = dedup._frames[(frame.dev_eui, frame.f_cnt)].uplink
-    assert remembered.rx == () and remembered.decoded is None
+    remembered = dedup._frames[(frame.dev_eui, frame.f_cnt)]
+    # Only the identity tuple stays; the uplink and its copies are released.
+    assert remembered.uplink is None and remembered.copies is None
+    assert remembered.identity[1] == frame.payload
