@@ -259,8 +259,10 @@ def create_app(
         open_at=settings.alert_open_threshold,
         close_at=settings.alert_close_threshold,
     )
+    # One sink (one connection) per agent: agents write from their own threads.
     reading_sink = PostgresSink(database_url)
     alert_sink = PostgresSink(database_url)
+    deadletter_sink = PostgresSink(database_url)
     stats = WorkerStats()
     cache = StateCache()
     max_skew = timedelta(seconds=settings.max_clock_skew_s)
@@ -531,7 +533,7 @@ def create_app(
                 stats.deadletters.update(r.reason for r in rows)
 
     async def store_deadletters(rows: list[DeadLetterRow]) -> None:
-        await asyncio.to_thread(alert_sink.write, SinkBatch(deadletters=rows))
+        await asyncio.to_thread(deadletter_sink.write, SinkBatch(deadletters=rows))
 
     @app.timer(interval=settings.stats_interval_s)
     async def report_progress() -> None:
@@ -583,8 +585,8 @@ def create_app(
 
     @app.on_before_shutdown.connect
     async def close_sinks(app, **kwargs) -> None:
-        reading_sink.close()
-        alert_sink.close()
+        for sink in (reading_sink, alert_sink, deadletter_sink):
+            sink.close()
 
     app.citywatch_stats = stats  # type: ignore[attr-defined]
     return app

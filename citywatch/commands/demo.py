@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import click
@@ -137,10 +138,8 @@ def ensure_models(settings: Settings, database_url: str, say, *, progress: bool)
         registry.set_challenger(challenger, actor="citywatch demo")
 
 
-def model_summary(settings: Settings, database_url: str, duration_s: float) -> dict:
-    """Champion against challenger on the demo's readings, and one drift pass."""
-    from datetime import timedelta
-
+def model_summary(settings: Settings, database_url: str, since: datetime) -> dict:
+    """Champion against challenger on the demo's readings, and one drift pass over them."""
     from models.catalog import ModelRegistry
     from models.drift import compute_drift
 
@@ -156,7 +155,7 @@ def model_summary(settings: Settings, database_url: str, duration_s: float) -> d
             """
         ).fetchone()
     drift = compute_drift(
-        database_url, settings.models_path, window=timedelta(seconds=duration_s + 30)
+        database_url, settings.models_path, window=datetime.now(UTC) - since + timedelta(seconds=5)
     )
     return {
         "champion": active.champion,
@@ -298,6 +297,7 @@ def demo(settings: Settings, duration, devices, rate, bad_rate, seed, lorawan_sh
             )
             say(f"routing {lorawan_share:.0%} of the devices through MQTT ({mqtt_url}) ...")
         say(f"simulating {devices} devices at {rate:.0f} readings/s for {duration:.0f}s ...")
+        started_at = datetime.now(UTC)
         stats = run_fleet(
             settings,
             conn,
@@ -317,7 +317,7 @@ def demo(settings: Settings, duration, devices, rate, bad_rate, seed, lorawan_sh
         from storage.reports import pipeline_summary
 
         summary = pipeline_summary(conn.database_url)
-        summary["models"] = model_summary(settings, conn.database_url, duration)
+        summary["models"] = model_summary(settings, conn.database_url, started_at)
         ingest_elsewhere = max(
             0, lorawan.get("ingest_deadletters", 0) - _ingest_deadletters_stored(conn.database_url)
         )

@@ -10,10 +10,12 @@ import numpy as np
 import pandas as pd
 import psycopg
 import pytest
+from kafka import KafkaProducer
 
 from ingest.simulator import FleetSimulator, history_frame
 from models.features import compute_features
 from models.registry import load_champion
+from streams.topics import DEADLETTER
 from tests.pipeline_helpers import (
     Worker,
     as_messages,
@@ -73,10 +75,33 @@ def test_readings_become_rows_and_bad_input_becomes_dead_letters(
     messages.append(messages[-1])
     messages += [(k, v) for k, v, _ in bad]
     produce(conn, isolated, messages)
+    # Dead letters an ingest process published (the LoRaWAN bridge's contract),
+    # one of them delivered twice: stored once each, by the worker.
+    ingest_dead = [
+        (b"70b3d57ed0000099", b"{not json", {"reason": b"malformed_json", "id": b"mqtt:aa"}),
+        (None, b"\x01\x02", {"reason": b"decode_error", "id": b"mqtt:bb"}),
+        (None, b"\x01\x02", {"reason": b"decode_error", "id": b"mqtt:bb"}),
+    ]
+    producer = KafkaProducer(bootstrap_servers=conn.kafka, acks="all")
+    for key, value, h in ingest_dead:
+        producer.send(
+            isolated.topic(DEADLETTER),
+            key=key,
+            value=value,
+            headers=[
+                ("reason", h["reason"]),
+                ("detail", b"from the bridge"),
+                ("stage", b"ingest"),
+                ("deadletter_id", h["id"]),
+            ],
+        )
+    producer.flush()
+    producer.close()
 
     worker = Worker(isolated, conn, tmp_path / "worker.log").start()
     try:
-        assert wait_for_total(conn, len(messages)) == len(messages)
+        expected_total = len(messages) + 2  # and the two distinct ingest dead letters
+        assert wait_for_total(conn, expected_total) == expected_total
         assert worker.alive(), "bad input must not stop the worker"
     finally:
         worker.stop()
@@ -90,11 +115,19 @@ def test_readings_become_rows_and_bad_input_becomes_dead_letters(
     for *_, reason in bad:
         expected[reason] = expected.get(reason, 0) + 1
     expected["duplicate"] = 1
+    expected["decode_error"] = 1
+    expected["malformed_json"] += 1
+    deadline = time.monotonic() + 30
+    while reasons != expected and time.monotonic() < deadline:
+        time.sleep(0.5)
+        reasons = dict(db.execute("SELECT reason, count(*) FROM deadletters GROUP BY 1").fetchall())
     assert reasons == expected
+    stages = dict(db.execute("SELECT stage, count(*) FROM deadletters GROUP BY 1").fetchall())
+    assert stages["ingest"] == 2
     raw = db.execute(
         "SELECT raw, detail FROM deadletters WHERE reason = 'malformed_json'"
     ).fetchall()
-    assert {bytes(r[0]) for r in raw} == {bad[0][1], bad[1][1]}
+    assert {bytes(r[0]) for r in raw} == {bad[0][1], bad[1][1], b"{not json"}
     assert all(r[1] for r in raw)
 
 
