@@ -265,7 +265,7 @@ def render_html(
     sections = []
     panels = [(b, i, p) for b in boards for i, p in enumerate(b["panels"])]
     current = None
-    for board, index, panel in tqdm(panels, desc="panels", disable=not progress):
+    for board, index, panel in tqdm(panels, desc="panels", disable=None if progress else True):
         if board["uid"] != current:
             if current is not None:
                 sections.append("</div>")

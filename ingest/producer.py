@@ -232,7 +232,11 @@ def run_simulation(
     seq = 0
     last_ts: datetime | None = None
     bar = tqdm(
-        total=total_ticks * n, unit="msg", unit_scale=True, disable=not progress, desc="simulator"
+        total=total_ticks * n,
+        unit="msg",
+        unit_scale=True,
+        disable=None if progress else True,
+        desc="simulator",
     )
     start = clock()
 

@@ -175,7 +175,7 @@ def evaluate_cmapss(
         ``recall`` of the classifier, ``validation`` scores, ``n_test_units``,
         ``excluded_test_units`` (units without a RUL row) and ``config``.
     """
-    steps = tqdm(total=4, desc=f"C-MAPSS {subset}", disable=not progress)
+    steps = tqdm(total=4, desc=f"C-MAPSS {subset}", disable=None if progress else True)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         train, test, rul = load_cmapss_subset(data_dir, subset)
@@ -343,7 +343,7 @@ def evaluate_skab(
 
     pred = np.zeros(len(y), dtype=int)
     risk = np.full(len(y), np.nan)
-    for fold in tqdm(folds, desc="SKAB folds", disable=not progress):
+    for fold in tqdm(folds, desc="SKAB folds", disable=None if progress else True):
         held = np.isin(files, fold)
         fit = ~held & (labelled | use_unlabelled)
         clf = FailureRiskClassifier(**clf_params).fit(X[fit], y[fit], groups=files[fit])

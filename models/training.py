@@ -326,7 +326,9 @@ def train_risk_bundle(
     metrics: dict[str, Any] = {}
     drift_reference: dict[str, Any] = {}
     asset_types = sorted(frame["asset_type"].dropna().unique().tolist())
-    for asset_type in tqdm(asset_types, desc="training", unit="asset type", disable=not progress):
+    for asset_type in tqdm(
+        asset_types, desc="training", unit="asset type", disable=None if progress else True
+    ):
         sub = frame[frame["asset_type"] == asset_type]
         spec = _metrics_for(sub, asset_type, spec_params)
         feats = compute_features(

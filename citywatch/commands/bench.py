@@ -64,7 +64,9 @@ def bench_worker(settings: Settings, messages: int, devices: int, as_json: bool)
     start = datetime.now(UTC) - timedelta(seconds=ticks + 60)
     readings, _ = fleet.history(ticks, start, timedelta(seconds=1))
     producer = ReadingProducer(conn.kafka, topic=settings.topic(READINGS))
-    for seq, reading in enumerate(tqdm(readings, desc="producing", disable=as_json, unit="msg")):
+    for seq, reading in enumerate(
+        tqdm(readings, desc="producing", disable=None if not as_json else True, unit="msg")
+    ):
         producer.send(reading.device.device_id.encode(), reading_bytes(reading, seq))
     producer.flush()
     producer.close()
@@ -100,7 +102,9 @@ def bench_worker(settings: Settings, messages: int, devices: int, as_json: bool)
     try:
         wait_for_log(log_path, "Worker ready", worker, timeout_s=120)
         deadline = time.monotonic() + 900
-        with tqdm(total=total, desc="worker", disable=as_json, unit="msg") as bar:
+        with tqdm(
+            total=total, desc="worker", disable=None if not as_json else True, unit="msg"
+        ) as bar:
             done = 0
             while done < total and time.monotonic() < deadline:
                 time.sleep(0.5)

@@ -169,7 +169,9 @@ def bench_alerts(settings: Settings, n_alerts: int, keep: bool, as_json: bool) -
                     baseline.append((time.monotonic() - start) * 1000)
             latencies = []
             ids = []
-            for i in tqdm(range(1, n_alerts + 1), desc="alerts", disable=as_json):
+            for i in tqdm(
+                range(1, n_alerts + 1), desc="alerts", disable=None if not as_json else True
+            ):
                 row = alert_row(i)
                 start = time.monotonic()
                 sink.write(SinkBatch(alerts=[row]))

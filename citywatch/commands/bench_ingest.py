@@ -181,7 +181,10 @@ def bench_ingest(
             create_session(mqtt_url, client_id, TOPIC_FILTERS[fmt])
         sender = UplinkPublisher(mqtt_url, encoder, client_id=f"bench-pub-{run_id}")
         for dev_eui, metrics, ts in tqdm(
-            frames, desc=f"publishing {round_no + 1}/{rounds}", disable=as_json, unit="frame"
+            frames,
+            desc=f"publishing {round_no + 1}/{rounds}",
+            disable=None if not as_json else True,
+            unit="frame",
         ):
             sender.publish_reading(dev_eui, metrics, ts)
         sender.close()
@@ -241,7 +244,7 @@ def _bridge_round(mqtt_url, fmt, publisher, registry, client_id, total, quiet):
     start = time.perf_counter()
     bridge.start()
     deadline = time.monotonic() + 600
-    with tqdm(total=total, desc="bridge", disable=quiet, unit="msg") as bar:
+    with tqdm(total=total, desc="bridge", disable=None if not quiet else True, unit="msg") as bar:
         while processor.stats.acked < total and time.monotonic() < deadline:
             if not bridge.step():
                 time.sleep(0.005)

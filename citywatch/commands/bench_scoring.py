@@ -71,7 +71,7 @@ def scoring_benchmark(
     def score(rows: np.ndarray) -> np.ndarray:
         return one.predict_proba(asset_type, rows)
 
-    steps = tqdm(total=4, desc="scoring bench", disable=not progress)
+    steps = tqdm(total=4, desc="scoring bench", disable=None if progress else True)
     single_s, single_out = min(
         (_time_single(score, X_single) for _ in range(3)), key=lambda r: r[0]
     )

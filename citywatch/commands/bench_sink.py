@@ -123,7 +123,7 @@ def run_sink_bench(
             stored = 0
             # Interleaved, batch by batch, so both see the same load on a shared machine.
             for batch in tqdm(
-                work[1:], desc="sink vs raw COPY", unit="batch", disable=not progress
+                work[1:], desc="sink vs raw COPY", unit="batch", disable=None if progress else True
             ):
                 t = time.perf_counter()
                 result = sink.write(batch)
