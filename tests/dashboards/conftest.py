@@ -80,8 +80,8 @@ def _add_rows_other_branches_write(c: psycopg.Connection, now: datetime) -> None
         " FROM scores WHERE role = 'champion'"
         " ON CONFLICT DO NOTHING"
     )
-    # Score explanations (the worker writes them once the lead wires them in):
-    # contributions for the top scores, in LightGBM pred_contrib's shape.
+    # Score explanations: the worker writes them only for scores at or above the
+    # threshold, which a short healthy run may not reach; these keep the panel covered.
     c.execute(
         "INSERT INTO score_explanations (ts, device_id, asset_id, model_version, risk,"
         " contributions)"
@@ -92,7 +92,7 @@ def _add_rows_other_branches_write(c: psycopg.Connection, now: datetime) -> None
         " FROM scores WHERE role = 'champion' AND risk >= threshold * 0.5"
         " ON CONFLICT DO NOTHING"
     )
-    # Worker stats (the worker writes one row per stats interval once wired in).
+    # Worker stats: the worker writes one row per 10 s; a minute of history for the panels.
     c.execute(
         "INSERT INTO worker_stats (ts, worker_id, consumed, stored, scored, deadletters,"
         " consumer_lag, batch_ms_p50, batch_ms_p99)"
