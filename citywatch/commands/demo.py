@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -154,9 +155,18 @@ def model_summary(settings: Settings, database_url: str, since: datetime) -> dic
             WHERE c.role = 'champion' AND s.role = 'challenger'
             """
         ).fetchone()
-    drift = compute_drift(
-        database_url, settings.models_path, window=datetime.now(UTC) - since + timedelta(seconds=5)
-    )
+    # The summary reports the drift; one warning per drifting feature would bury it.
+    drift_log = logging.getLogger("models.drift")
+    level = drift_log.level
+    drift_log.setLevel(logging.ERROR)
+    try:
+        drift = compute_drift(
+            database_url,
+            settings.models_path,
+            window=datetime.now(UTC) - since + timedelta(seconds=5),
+        )
+    finally:
+        drift_log.setLevel(level)
     return {
         "champion": active.champion,
         "challenger": active.challenger,
