@@ -29,6 +29,7 @@ PIPELINE_TABLES = (
     "failures",
     "score_explanations",
     "worker_stats",
+    "maintenance_events",
 )
 
 
