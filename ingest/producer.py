@@ -22,7 +22,7 @@ from kafka import KafkaProducer
 from tqdm import tqdm
 
 from .faults import FaultInjector
-from .simulator import FailureEvent, FleetSimulator, reading_bytes
+from .simulator import FailureEvent, FleetSimulator, maintenance_bytes, reading_bytes
 
 __all__ = ["ReadingProducer", "SimulationStats", "run_simulation"]
 
@@ -134,16 +134,18 @@ class ReadingProducer:
 class SimulationStats:
     """What a simulation run produced.
 
-    ``produced == valid + sum(bad_by_reason.values())`` always holds.
+    ``produced == valid + sum(bad_by_reason.values()) + maintenance`` always holds.
 
     Attributes
     ----------
     produced : int
-        Messages handed to ``send``, bad ones included.
+        Messages handed to ``send``, bad ones and maintenance events included.
     valid : int
         Messages the validator should accept.
     bad_by_reason : dict of str to int
         Injected bad messages, by the dead-letter reason they should get.
+    maintenance : int
+        Maintenance events sent (one before each device's first reading after a repair).
     failures : list of FailureEvent
         Ground-truth failures that completed during the run.
     ticks : int
@@ -155,6 +157,7 @@ class SimulationStats:
     produced: int = 0
     valid: int = 0
     bad_by_reason: dict[str, int] = field(default_factory=dict)
+    maintenance: int = 0
     failures: list[FailureEvent] = field(default_factory=list)
     ticks: int = 0
     elapsed_s: float = 0.0
@@ -187,6 +190,7 @@ def run_simulation(
     sleep: Callable[[float], None] = time.sleep,
     wallclock: Callable[[], datetime] = _utcnow,
     should_stop: Callable[[], bool] | None = None,
+    maintenance: bool = True,
 ) -> SimulationStats:
     """Run the fleet in real time, sending every reading through ``send``.
 
@@ -217,6 +221,11 @@ def run_simulation(
         Returns the current tz-aware time used to stamp ticks.
     should_stop : callable, optional
         Polled between ticks (at least every 0.5 s); returning True ends the run early.
+    maintenance : bool, default=True
+        Send a maintenance event (:func:`~ingest.simulator.maintenance_bytes`)
+        through ``send``, keyed by the device, right before each device's first
+        reading after a repair, so the worker resets its features there. Off
+        when ``send`` cannot carry it (MQTT uplinks).
 
     Returns
     -------
@@ -262,6 +271,10 @@ def run_simulation(
                 raw = reading_bytes(r, seq)
                 seq += 1
                 key = r.device.device_id.encode()
+                if maintenance and r.repaired:
+                    send(key, maintenance_bytes(r))
+                    stats.produced += 1
+                    stats.maintenance += 1
                 messages = faults.maybe_corrupt(raw, r) if faults is not None else [(raw, None)]
                 for value, reason in messages:
                     send(key, value)

@@ -46,7 +46,7 @@ import numpy as np
 import pandas as pd
 
 from citywatch.assets import ASSET_TYPES
-from citywatch.readings import encode_reading
+from citywatch.readings import encode_maintenance, encode_reading
 
 __all__ = [
     "FAILURE_MODES",
@@ -59,6 +59,7 @@ __all__ = [
     "SimReading",
     "failures_frame",
     "history_frame",
+    "maintenance_bytes",
     "reading_bytes",
 ]
 
@@ -165,6 +166,10 @@ class SimReading:
     health : float
         Ground truth in [0, 1]; 1 is healthy, 0 is the failure tick. Never sent
         on the wire.
+    repaired : bool
+        True for the device's first reading after a failure: the asset was
+        repaired just before it. Producers send a maintenance event (see
+        :func:`maintenance_bytes`) immediately before such a reading.
     """
 
     device: Device
@@ -172,6 +177,7 @@ class SimReading:
     ts: datetime
     metrics: dict[str, float]
     health: float
+    repaired: bool = False
 
 
 # --------------------------------------------------------------------------- signals
@@ -659,6 +665,7 @@ class FleetSimulator:
         self._deg_mag = np.ones(n)
         self._deg_sign = np.ones(n)
         self._deg_start_ts: list[datetime | None] = [None] * n
+        self._repaired = np.zeros(n, dtype=bool)  # failed last tick; next reading follows a repair
         self._forced: dict[int, tuple[int, int | None]] = {}
         self._spike = np.zeros(n)
         self._weather = 0.0
@@ -765,6 +772,8 @@ class FleetSimulator:
         env = self._environment(t)
         readings: list[SimReading | None] = [None] * n
         health_list = health.tolist()
+        repaired = self._repaired.tolist()
+        self._repaired[:] = False
         for group in self._groups:
             idx = group.idx
             values = group.signals.sample(
@@ -785,6 +794,7 @@ class FleetSimulator:
                     stamps[i],
                     dict(zip(names, values[j], strict=True)),
                     health_list[i],
+                    repaired[i],
                 )
 
         failures = self._complete_degradations(t, ts, stamps)
@@ -874,6 +884,7 @@ class FleetSimulator:
                 )
             )
             # Repair: healthy again, on a slightly different baseline.
+            self._repaired[i] = True
             self._deg[i] = False
             self._deg_mode[i] = -1
             self._deg_start_ts[i] = None
@@ -894,6 +905,18 @@ def reading_bytes(r: SimReading, seq: int) -> bytes:
         ts=r.ts,
         metrics=r.metrics,
         source={"kind": "simulator", "seq": seq},
+    )
+
+
+def maintenance_bytes(r: SimReading) -> bytes:
+    """The maintenance event to send right before a ``repaired`` reading (same key, same ts).
+
+    It carries the reading's timestamp, so "the first reading at or after a
+    maintenance event" is that very reading, online and in training alike.
+    """
+    d = r.device
+    return encode_maintenance(
+        d.device_id, d.asset_id, d.asset_type, r.ts, {"kind": "simulator", "reason": "repair"}
     )
 
 

@@ -15,6 +15,12 @@ Labels come from three places:
 Readings become the frame :func:`models.training.train_risk_bundle` expects,
 with ``tick`` = the reading's position in its device's time order, and each
 failure time is mapped to the tick of the device's first reading at or after it.
+
+Feature resets come from ``maintenance_events``, the repairs the worker saw on
+the stream: each resets the device's features at its first reading at or after
+the event's ``ts``, which is where the worker reset them (the event travels just
+before that reading). Resets are *not* inferred from failures here: a failure
+the worker never saw as a maintenance event did not reset anything online.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ import psycopg
 
 from storage import model_registry as sql
 
-__all__ = ["TrainingData", "load_training_data", "readings_frame"]
+__all__ = ["TrainingData", "load_training_data", "maintenance_reset_flags", "readings_frame"]
 
 
 @dataclass
@@ -41,6 +47,8 @@ class TrainingData:
     history: pd.DataFrame
     failures: pd.DataFrame
     notes: dict[str, Any] = field(default_factory=dict)
+    #: True where a maintenance event resets the device's features (see module doc)
+    resets: pd.Series | None = None
 
 
 def readings_frame(rows: list[tuple[str, str, str, datetime, str]]) -> pd.DataFrame:
@@ -67,6 +75,31 @@ def readings_frame(rows: list[tuple[str, str, str, datetime, str]]) -> pd.DataFr
     frame["tick"] = frame.groupby("device_id", sort=False).cumcount().astype(np.int64)
     values = values.astype(np.float64).set_axis(frame.index)
     return pd.concat([frame, values[sorted(values.columns)]], axis=1)
+
+
+def maintenance_reset_flags(history: pd.DataFrame, events: pd.DataFrame) -> pd.Series:
+    """True at each device's first reading at or after each maintenance event.
+
+    Parameters
+    ----------
+    history : pandas.DataFrame
+        ``device_id`` and ``ts``, ordered by device and time (as :func:`readings_frame`).
+    events : pandas.DataFrame
+        ``device_id`` and ``ts`` of each maintenance event. Events after a
+        device's last reading reset nothing yet.
+    """
+    resets = np.zeros(len(history), dtype=bool)
+    if len(history) and len(events):
+        ts_all = pd.to_datetime(history["ts"], utc=True).to_numpy()
+        groups = history.groupby("device_id", sort=False).indices
+        for dev, g in events.groupby("device_id", sort=False):
+            pos = groups.get(dev)
+            if pos is None:
+                continue
+            at = pd.to_datetime(g["ts"], utc=True).to_numpy()
+            idx = np.searchsorted(ts_all[pos], at, side="left")
+            resets[pos[idx[idx < len(pos)]]] = True
+    return pd.Series(resets, index=history.index, name="reset")
 
 
 def _failure_ticks(history: pd.DataFrame, events: pd.DataFrame, horizon: int) -> pd.DataFrame:
@@ -121,7 +154,11 @@ def load_training_data(
         rows = sql.fetch_readings(conn, since=since, until=until, asset_types=asset_types)
         failure_rows = sql.fetch_failures(conn)
         label_rows = sql.fetch_labels(conn)
+        maintenance_rows = sql.fetch_maintenance_events(conn)
     history = readings_frame(rows)
+    resets = maintenance_reset_flags(
+        history, pd.DataFrame(maintenance_rows, columns=["device_id", "ts"])
+    )
 
     events = [(d, at, f"failures:{src}") for d, _a, _t, at, src in failure_rows]
     devices_of = history.groupby("asset_id", sort=False)["device_id"].unique().to_dict()
@@ -135,7 +172,8 @@ def load_training_data(
     event_frame = pd.DataFrame(events, columns=["device_id", "failed_at", "origin"])
     failures = _failure_ticks(history, event_frame, horizon)
     notes = {
-        "source": "database (readings, failures, labels)",
+        "source": "database (readings, failures, labels, maintenance_events)",
+        "maintenance_resets": int(resets.sum()),
         "since": since.isoformat() if since else None,
         "until": until.isoformat() if until else None,
         "labels": {
@@ -145,4 +183,4 @@ def load_training_data(
             "failures_outside_data": int(failures.attrs.get("dropped", 0)),
         },
     }
-    return TrainingData(history=history, failures=failures, notes=notes)
+    return TrainingData(history=history, failures=failures, notes=notes, resets=resets)

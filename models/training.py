@@ -107,9 +107,11 @@ def failure_labels(history: pd.DataFrame, failures: pd.DataFrame, horizon: int) 
 def maintenance_resets(history: pd.DataFrame, failures: pd.DataFrame) -> pd.Series:
     """True at each device's first reading after a failure (it was repaired then).
 
-    The worker mirrors this by calling
-    :meth:`~models.features.DeviceFeatureState.reset_baseline` when a repair is
-    recorded.
+    This is exactly where the worker resets online: the simulator marks that
+    reading ``repaired`` and producers send a maintenance event right before
+    it (:func:`ingest.simulator.maintenance_bytes`); the worker calls
+    :meth:`~models.features.DeviceFeatureState.reset_baseline` on the event,
+    so the reset applies to that reading's features.
     """
     resets = np.zeros(len(history), dtype=bool)
     ticks = history["tick"].to_numpy(dtype=np.int64)
@@ -249,6 +251,7 @@ def train_risk_bundle(
     limits: str = DEFAULT_LIMITS,
     created_at: datetime | None = None,
     data_notes: Mapping[str, Any] | None = None,
+    resets: pd.Series | None = None,
 ) -> tuple[RiskModelBundle, dict[str, Any]]:
     """Train one :class:`~models.risk.FailureRiskClassifier` per asset type.
 
@@ -279,6 +282,11 @@ def train_risk_bundle(
         Reset a device's feature state at its first reading after a failure
         (see :func:`maintenance_resets`). The worker must then call
         ``reset_baseline()`` when a repair is recorded.
+    resets : pandas.Series of bool, optional
+        Indexed like ``history``: where to reset instead of
+        :func:`maintenance_resets` (e.g. the stored maintenance events, see
+        :func:`models.history.maintenance_reset_flags`). Used only with
+        ``reset_on_failure``.
     spec_params : mapping, optional
         Extra :class:`~models.features.FeatureSpec` fields (e.g. ``window``).
     classifier_params : mapping, optional
@@ -319,7 +327,11 @@ def train_risk_bundle(
     labels = failure_labels(history, failures, horizon)
     frame = history.assign(_label=labels)
     if reset_on_failure:
-        frame["_reset"] = maintenance_resets(history, failures)
+        frame["_reset"] = (
+            maintenance_resets(history, failures)
+            if resets is None
+            else resets.reindex(history.index, fill_value=False).astype(bool)
+        )
 
     classifiers: dict[str, FailureRiskClassifier] = {}
     specs: dict[str, FeatureSpec] = {}

@@ -298,6 +298,13 @@ def fetch_failures(conn: psycopg.Connection) -> list[tuple[str, str, str, dateti
     ).fetchall()
 
 
+def fetch_maintenance_events(conn: psycopg.Connection) -> list[tuple[str, datetime]]:
+    """Repairs the worker saw on the stream, ``(device_id, ts)``, ordered."""
+    return conn.execute(
+        "SELECT device_id, ts FROM maintenance_events ORDER BY device_id, ts"
+    ).fetchall()
+
+
 def fetch_labels(conn: psycopg.Connection) -> list[dict[str, Any]]:
     """Every label row (crews' alert outcomes and imported work orders)."""
     with conn.cursor(row_factory=dict_row) as cur:

@@ -43,16 +43,17 @@ FROM (
 
 
 def messages_accounted_for(database_url: str) -> int:
-    """Readings stored plus dead letters: every message the worker has settled."""
+    """Readings, dead letters and maintenance events stored: every message the worker settled."""
     with psycopg.connect(database_url) as conn:
         return conn.execute(
             "SELECT (SELECT count(*) FROM readings) + (SELECT count(*) FROM deadletters)"
+            " + (SELECT count(*) FROM maintenance_events)"
         ).fetchone()[0]
 
 
 def count_rows(conn: psycopg.Connection) -> dict[str, int]:
     counts = {}
-    for table in ("readings", "alerts", "deadletters", "failures", "devices"):
+    for table in ("readings", "alerts", "deadletters", "failures", "devices", "maintenance_events"):
         counts[table] = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
     # One champion score per stored reading; challenger scores are shadows of those.
     counts["scores"] = conn.execute(
@@ -99,6 +100,7 @@ def pipeline_summary(database_url: str) -> dict[str, Any]:
     return {
         "readings_stored": counts["readings"],
         "deadletters": counts["deadletters"],
+        "maintenance_events": counts["maintenance_events"],
         "deadletters_by_reason": deadletters,
         "scores": counts["scores"],
         "alerts_opened": len(alerts),

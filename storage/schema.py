@@ -422,6 +422,29 @@ MIGRATIONS += [
 ]
 
 
+# -- M: maintenance events from the stream (10) ---------------------------------------------
+MIGRATIONS += [
+    (
+        10,
+        "maintenance_events: repairs seen by the worker (feature baseline resets)",
+        """
+        -- One row per repair the worker absorbed; training reads them as resets
+        -- so offline features restart where the worker's did.
+        CREATE TABLE maintenance_events (
+            device_id   text NOT NULL,
+            asset_id    text NOT NULL,
+            asset_type  text NOT NULL,
+            ts          timestamptz NOT NULL,
+            source      jsonb NOT NULL DEFAULT '{}'::jsonb,
+            ingested_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (device_id, ts)
+        );
+        CREATE INDEX maintenance_events_asset_idx ON maintenance_events (asset_id, ts);
+        """,
+    ),
+]
+
+
 def timescale_available(conn: psycopg.Connection) -> bool:
     """True when the TimescaleDB extension can be created in this database."""
     row = conn.execute(

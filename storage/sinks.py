@@ -2,9 +2,9 @@
 
 Delivery guarantee: exactly-once *storage* on top of at-least-once delivery.
 The worker may hand the same rows again after a restart or replay; natural
-primary keys ((device_id, ts) for readings, (device_id, ts, model_version) for
-scores, alert_id, deadletter_id) make the second write a no-op. One batch is one
-transaction, so a batch is stored wholly or not at all.
+primary keys ((device_id, ts) for readings and maintenance events,
+(device_id, ts, model_version) for scores, alert_id, deadletter_id) make the
+second write a no-op. One batch is one transaction, so a batch is stored wholly or not at all.
 """
 
 from __future__ import annotations
@@ -95,6 +95,17 @@ class DeadLetterRow:
     raw: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class MaintenanceRow:
+    """A repair the worker saw on the stream; it reset the device's feature baseline."""
+
+    ts: datetime
+    device_id: str
+    asset_id: str
+    asset_type: str
+    source: dict[str, Any]
+
+
 @dataclass
 class SinkBatch:
     """Rows of one worker batch, written in one transaction."""
@@ -104,10 +115,12 @@ class SinkBatch:
     alerts: list[AlertRow] = field(default_factory=list)
     deadletters: list[DeadLetterRow] = field(default_factory=list)
     explanations: list[ExplanationRow] = field(default_factory=list)
+    maintenance: list[MaintenanceRow] = field(default_factory=list)
 
     def __len__(self) -> int:
         return (
             len(self.readings)
+            + len(self.maintenance)
             + len(self.scores)
             + len(self.alerts)
             + len(self.deadletters)
@@ -123,6 +136,7 @@ class WriteResult:
     scores: int = 0
     alerts: int = 0
     deadletters: int = 0
+    maintenance: int = 0
 
 
 _STAGING_DDL = """
@@ -134,10 +148,14 @@ CREATE TEMP TABLE IF NOT EXISTS stage_deadletters
     (LIKE deadletters INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS stage_score_explanations
     (LIKE score_explanations INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS stage_maintenance_events
+    (LIKE maintenance_events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;
 """
 
 _READING_COLUMNS = ("ts", "device_id", "asset_id", "asset_type", "metrics", "source")
 _READING_TYPES = ("timestamptz", "text", "text", "text", "jsonb", "jsonb")
+_MAINTENANCE_COLUMNS = ("ts", "device_id", "asset_id", "asset_type", "source")
+_MAINTENANCE_TYPES = ("timestamptz", "text", "text", "text", "jsonb")
 _SCORE_COLUMNS = (
     "ts",
     "device_id",
@@ -220,6 +238,17 @@ class PostgresSink:
                     ),
                     bool(batch.readings),
                 )
+                maintenance = _copy_upsert(
+                    cur,
+                    "maintenance_events",
+                    _MAINTENANCE_COLUMNS,
+                    _MAINTENANCE_TYPES,
+                    (
+                        (m.ts, m.device_id, m.asset_id, m.asset_type, Jsonb(m.source))
+                        for m in batch.maintenance
+                    ),
+                    bool(batch.maintenance),
+                )
                 scores = _copy_upsert(
                     cur,
                     "scores",
@@ -285,7 +314,7 @@ class PostgresSink:
         except psycopg.OperationalError as exc:
             self.close()
             raise SinkUnavailableError(f"database unavailable: {exc}".strip()) from exc
-        return WriteResult(readings, scores, alerts, deadletters)
+        return WriteResult(readings, scores, alerts, deadletters, maintenance)
 
     def close(self) -> None:
         if self._conn is not None:

@@ -1,8 +1,9 @@
 """The citywatch worker: readings in, scores and alerts out. Reads top to bottom.
 
     readings (raw bytes, key = device)
-      -> validate                      Reading | Rejection
-      -> per-device features           Faust table ``device-state`` (packed bytes)
+      -> validate                      Reading | Maintenance | Rejection
+      -> per-device features           Faust table ``device-state`` (packed bytes);
+                                       a Maintenance event resets the device's baseline
       -> batch scoring (LightGBM)      champion, plus a challenger in shadow
       -> PostgreSQL (readings, scores, explanations, dead letters) in one transaction
       -> scores topic                  one ScoreBatch per partition, keyed by asset
@@ -45,6 +46,7 @@ from storage.sinks import (
     AlertRow,
     DeadLetterRow,
     ExplanationRow,
+    MaintenanceRow,
     PostgresSink,
     ReadingRow,
     ScoreRow,
@@ -56,7 +58,7 @@ from storage.sinks import (
 
 from . import topics
 from .alerting import AlertState, Hysteresis, step
-from .records import AlertEvent, Reading, Score, decode_score_batch, encode_score_batch
+from .records import AlertEvent, Maintenance, Reading, Score, decode_score_batch, encode_score_batch
 from .state import (
     DeviceState,
     StateCache,
@@ -104,6 +106,7 @@ class WorkerStats:
 
     processed: int = 0
     stored: int = 0
+    maintenance: int = 0
     scored: int = 0
     deadletters: Counter = field(default_factory=Counter)
     alerts_opened: int = 0
@@ -291,9 +294,9 @@ def create_app(
         champion, challenger = current_models(models)
         batch = SinkBatch()
         dead_messages: list[tuple[bytes, bytes, str]] = []
-        by_device: dict[str, list[tuple[Reading, object]]] = defaultdict(list)
+        by_device: dict[str, list[tuple[Reading | Maintenance, object]]] = defaultdict(list)
 
-        # 1. validate: Reading or dead letter
+        # 1. validate: Reading, Maintenance or dead letter
         for event in events:
             message = event.message
             stats.last_offsets[message.tp] = message.offset
@@ -317,6 +320,20 @@ def create_app(
                     continue  # replay of a message already stored before a restart
                 state.last_offset = message.offset
                 touched[key] = state
+                if isinstance(reading, Maintenance):
+                    # A repair: features restart here, in stream order with the
+                    # readings, as training resets them (models.training).
+                    state.features.reset_baseline()
+                    batch.maintenance.append(
+                        MaintenanceRow(
+                            reading.ts,
+                            device_id,
+                            reading.asset_id,
+                            reading.asset_type,
+                            reading.source,
+                        )
+                    )
+                    continue
                 if state.last_ts is not None and reading.ts == state.last_ts:
                     rejection = Rejection("duplicate", f"second reading at {reading.ts}", device_id)
                     batch.deadletters.append(deadletter_row(rejection, message, message.value))
@@ -420,6 +437,7 @@ def create_app(
 
         stats.processed += len(events)
         stats.stored += len(batch.readings)
+        stats.maintenance += len(batch.maintenance)
         stats.scored += len(scores)
         stats.deadletters.update(d.reason for d in batch.deadletters)
 
@@ -542,11 +560,12 @@ def create_app(
         stats.batch_ms = []
         lag = consumer_lag(app, stats.last_offsets)
         log.info(
-            "processed=%d (%.0f/s) stored=%d scored=%d deadletters=%d alerts open/closed=%d/%d"
-            " lag=%s",
+            "processed=%d (%.0f/s) stored=%d maintenance=%d scored=%d deadletters=%d"
+            " alerts open/closed=%d/%d lag=%s",
             stats.processed,
             stats.processed / elapsed,
             stats.stored,
+            stats.maintenance,
             stats.scored,
             sum(stats.deadletters.values()),
             stats.alerts_opened,

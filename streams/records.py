@@ -34,6 +34,21 @@ class Reading:
 
 
 @dataclass(slots=True)
+class Maintenance:
+    """A validated maintenance event: the device's asset was repaired at ``ts``.
+
+    Not a reading: it is stored in ``maintenance_events``, never scored, and
+    resets the device's feature baseline (``readings_since_maintenance``).
+    """
+
+    device_id: str
+    asset_id: str
+    asset_type: str
+    ts: datetime
+    source: Mapping[str, Any]
+
+
+@dataclass(slots=True)
 class Score:
     """A failure-risk score of one reading by one model."""
 

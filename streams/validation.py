@@ -1,5 +1,9 @@
 """Validate raw reading bytes: a :class:`Reading`, or a :class:`Rejection` with a reason.
 
+A message with ``"type": "maintenance"`` becomes a :class:`Maintenance` after
+the checks that apply to it (schema, asset type, known device, asset match,
+timestamp, clock skew); any other ``type`` than ``reading`` is a ``schema`` error.
+
 Reasons are a closed vocabulary shared with the dead-letter table and the
 simulator's fault injector: ``malformed_json``, ``schema``,
 ``unknown_asset_type``, ``unknown_device``, ``asset_mismatch``,
@@ -16,8 +20,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from citywatch.assets import ASSET_TYPES
+from citywatch.readings import MAINTENANCE
 
-from .records import Reading
+from .records import Maintenance, Reading
 
 REASONS = (
     "malformed_json",
@@ -45,6 +50,7 @@ class Rejection:
 
 
 _REQUIRED = {"device_id": str, "asset_id": str, "asset_type": str, "ts": str, "metrics": dict}
+_MAINTENANCE_REQUIRED = {"device_id": str, "asset_id": str, "asset_type": str, "ts": str}
 
 
 def validate_reading(
@@ -53,8 +59,8 @@ def validate_reading(
     *,
     now: datetime | None = None,
     max_skew: timedelta = timedelta(minutes=5),
-) -> Reading | Rejection:
-    """Parse and check one message from the ``readings`` topic.
+) -> Reading | Maintenance | Rejection:
+    """Parse and check one message from the ``readings`` topic (a reading or maintenance).
 
     Parameters
     ----------
@@ -73,7 +79,18 @@ def validate_reading(
         return Rejection("malformed_json", f"not JSON: {exc}")
     if not isinstance(data, dict):
         return Rejection("schema", f"expected a JSON object, got {type(data).__name__}")
-    for name, kind in _REQUIRED.items():
+    kind_of_message = data.get("type", "reading")
+    if kind_of_message == MAINTENANCE:
+        required = _MAINTENANCE_REQUIRED
+    elif kind_of_message == "reading":
+        required = _REQUIRED
+    else:
+        return Rejection(
+            "schema",
+            f"unknown message type {kind_of_message!r}",
+            data.get("device_id") if isinstance(data.get("device_id"), str) else None,
+        )
+    for name, kind in required.items():
         value = data.get(name)
         if not isinstance(value, kind):
             return Rejection(
@@ -106,6 +123,15 @@ def validate_reading(
         return Rejection(
             "clock_skew", f"ts {ts.isoformat()} is ahead of {now.isoformat()}", device_id
         )
+    source = data.get("source")
+    if required is _MAINTENANCE_REQUIRED:
+        return Maintenance(
+            device_id=device_id,
+            asset_id=data["asset_id"],
+            asset_type=asset_type.name,
+            ts=ts,
+            source=source if isinstance(source, dict) else {},
+        )
     metrics: Mapping[str, object] = data["metrics"]
     if not metrics:
         return Rejection("schema", "no metrics", device_id)
@@ -128,7 +154,6 @@ def validate_reading(
                 device_id,
             )
         clean[name] = value
-    source = data.get("source")
     return Reading(
         device_id=device_id,
         asset_id=data["asset_id"],

@@ -60,7 +60,8 @@ def db(conn):
     with psycopg.connect(conn.database_url, autocommit=True) as c:
         c.execute(
             "TRUNCATE readings, scores, alerts, deadletters, failures, devices, labels,"
-            " score_explanations, worker_stats, model_promotions, model_registry"
+            " score_explanations, worker_stats, model_promotions, model_registry,"
+            " maintenance_events"
         )
         yield c
 

@@ -10,7 +10,7 @@ from kafka import KafkaProducer
 
 from citywatch.commands.demo import start_worker, stop_process, wait_for_log
 from citywatch.commands.simulate import register_fleet as register_database_fleet
-from ingest.simulator import FleetSimulator, reading_bytes
+from ingest.simulator import FleetSimulator, maintenance_bytes, reading_bytes
 from storage.reports import messages_accounted_for
 from streams.topics import READINGS, ensure_topics
 
@@ -33,10 +33,16 @@ def produce(conn, settings, messages: list[tuple[bytes, bytes]]) -> None:
     producer.close()
 
 
-def as_messages(readings, seq0: int = 0) -> list[tuple[bytes, bytes]]:
-    return [
-        (r.device.device_id.encode(), reading_bytes(r, seq0 + i)) for i, r in enumerate(readings)
-    ]
+def as_messages(readings, seq0: int = 0, *, maintenance: bool = False) -> list[tuple[bytes, bytes]]:
+    """Readings as (key, value) messages; with ``maintenance``, each repaired reading is
+    preceded by its maintenance event, as ``run_simulation`` sends them."""
+    out = []
+    for i, r in enumerate(readings):
+        key = r.device.device_id.encode()
+        if maintenance and r.repaired:
+            out.append((key, maintenance_bytes(r)))
+        out.append((key, reading_bytes(r, seq0 + i)))
+    return out
 
 
 def stored_total(conn) -> int:

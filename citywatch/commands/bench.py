@@ -41,7 +41,7 @@ def bench_worker(settings: Settings, messages: int, devices: int, as_json: bool)
     the PostgreSQL writes; the baseline only counts messages.
     """
     from ingest.producer import ReadingProducer
-    from ingest.simulator import FleetSimulator, reading_bytes
+    from ingest.simulator import FleetSimulator, maintenance_bytes, reading_bytes
     from models.registry import load_champion
     from streams.topics import READINGS, ensure_topics
 
@@ -56,7 +56,7 @@ def bench_worker(settings: Settings, messages: int, devices: int, as_json: bool)
         train_synthetic(settings, progress=not as_json)
     ensure_topics(conn.kafka, settings)
     with psycopg.connect(conn.database_url) as db:
-        db.execute("TRUNCATE readings, scores, alerts, deadletters")
+        db.execute("TRUNCATE readings, scores, alerts, deadletters, maintenance_events")
 
     ticks = max(1, messages // devices)
     fleet = FleetSimulator(n_devices=devices, seed=11)
@@ -67,10 +67,13 @@ def bench_worker(settings: Settings, messages: int, devices: int, as_json: bool)
     for seq, reading in enumerate(
         tqdm(readings, desc="producing", disable=None if not as_json else True, unit="msg")
     ):
-        producer.send(reading.device.device_id.encode(), reading_bytes(reading, seq))
+        key = reading.device.device_id.encode()
+        if reading.repaired:  # as run_simulation: the repair just before the reading
+            producer.send(key, maintenance_bytes(reading))
+        producer.send(key, reading_bytes(reading, seq))
     producer.flush()
     producer.close()
-    total = len(readings)
+    total = producer.sent
 
     # Baseline: the trivial agent on the same topic, same broker.
     with tempfile.TemporaryDirectory() as tmp:

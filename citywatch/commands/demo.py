@@ -30,6 +30,7 @@ PIPELINE_TABLES = (
     "failures",
     "score_explanations",
     "worker_stats",
+    "maintenance_events",
 )
 
 
@@ -72,7 +73,7 @@ def wait_for_log(path: Path, needle: str, proc: subprocess.Popen, timeout_s: flo
 
 
 def wait_for_drain(database_url: str, expected: int, timeout_s: float) -> int:
-    """Wait until readings + dead letters account for every produced message."""
+    """Wait until readings + dead letters + maintenance events account for every message."""
     deadline = time.monotonic() + timeout_s
     seen = -1
     while time.monotonic() < deadline:
@@ -189,8 +190,11 @@ def format_summary(s: dict) -> str:
         f"readings stored     {s['readings_stored']:>8}",
         f"dead letters        {s['deadletters']:>8}   "
         + (", ".join(f"{k}={v}" for k, v in s["deadletters_by_reason"].items()) or "none"),
+        f"maintenance events  {s['maintenance_events']:>8}   "
+        f"({s.get('maintenance_produced', 0)} produced: repairs after failures; "
+        "feature baselines reset)",
         f"accounted for       {'yes' if s['all_accounted_for'] else 'NO':>8}   "
-        "(produced = stored + dead letters"
+        "(produced = stored + dead letters + maintenance"
         + (
             f" + {s['ingest_deadletters_on_topic_only']} ingest dead letters on the topic)"
             if s.get("ingest_deadletters_on_topic_only")
@@ -333,12 +337,17 @@ def demo(settings: Settings, duration, devices, rate, bad_rate, seed, lorawan_sh
         )
         corrupted = lorawan.get("ingest_deadletters", 0)
         summary.update(lorawan, ingest_deadletters_on_topic_only=ingest_elsewhere)
+        readings_produced = stats.produced - stats.maintenance
         summary.update(
-            readings_produced=stats.produced,
+            readings_produced=readings_produced,
             readings_produced_valid=stats.valid - corrupted,
-            readings_produced_bad=stats.produced - stats.valid + corrupted,
+            readings_produced_bad=readings_produced - stats.valid + corrupted,
+            maintenance_produced=stats.maintenance,
             all_accounted_for=stats.produced
-            == summary["readings_stored"] + summary["deadletters"] + ingest_elsewhere,
+            == summary["readings_stored"]
+            + summary["deadletters"]
+            + summary["maintenance_events"]
+            + ingest_elsewhere,
             rate=rate,
             duration_s=duration,
             database_url=conn.database_url,

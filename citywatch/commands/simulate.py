@@ -62,6 +62,8 @@ def run_fleet(settings: Settings, conn: Connection, options: SimulationOptions, 
             duration_s=options.duration_s,
             faults=faults,
             progress=options.progress,
+            # An uplink cannot carry a maintenance event; the LoRaWAN path has none yet.
+            maintenance=not options.mqtt,
         )
         producer.flush()
     finally:
@@ -257,6 +259,7 @@ def simulate(
     figures = {
         "produced": stats.produced,
         "valid": stats.valid,
+        "maintenance": stats.maintenance,
         "bad_by_reason": stats.bad_by_reason,
         "failures": len(stats.failures),
         "elapsed_s": round(stats.elapsed_s, 2),
@@ -267,6 +270,7 @@ def simulate(
         click.echo(json.dumps(figures, indent=2))
     else:
         click.echo(
-            f"produced {stats.produced} messages ({stats.valid} valid) in {stats.elapsed_s:.1f}s; "
+            f"produced {stats.produced} messages ({stats.valid} valid readings, "
+            f"{stats.maintenance} maintenance events) in {stats.elapsed_s:.1f}s; "
             f"{len(stats.failures)} failures injected"
         )

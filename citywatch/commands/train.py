@@ -85,9 +85,9 @@ def train_synthetic(
         horizon=horizon,
         seed=seed,
         progress=progress,
-        # The worker sees no maintenance events yet, so training must not reset
-        # feature baselines at repairs either: train and serve stay identical.
-        reset_on_failure=False,
+        # Resets at each device's first reading after a failure: where the
+        # simulator sends its maintenance event and the worker resets too.
+        reset_on_failure=True,
         classifier_params=classifier_params,
         data_notes={"source": f"simulator: {devices} devices x {ticks} readings, seed {seed}"},
         **({"owner": owner} if owner else {}),
@@ -140,8 +140,9 @@ def train_from_database(
         progress=progress,
         test_fraction=test_fraction,
         test_time_fraction=test_time_fraction,
-        # Same reason as train_synthetic: the worker does not reset baselines.
-        reset_on_failure=False,
+        # Resets where the worker did: at the stored maintenance events.
+        reset_on_failure=True,
+        resets=data.resets,
         classifier_params=classifier_params,
         data_notes=data.notes,
         created_at=created_at,

@@ -73,6 +73,11 @@ class KafkaPublisher:
             # Tansu lacks InitProducerId; one request in flight keeps order on retry.
             "enable.idempotence": False,
             "max.in.flight.requests.per.connection": 1,
+            # Java's murmur2, like kafka-python, aiokafka and Faust's tables: a
+            # device's readings and its maintenance events (sent by other
+            # producers) must share a partition to stay in order. librdkafka's
+            # default (CRC32) would split them.
+            "partitioner": "murmur2_random",
             # Report failures only: a Python callback per delivered message costs
             # more than the produce itself.
             "delivery.report.only.error": True,

@@ -391,10 +391,10 @@ def test_run_simulation_with_faults_keeps_the_invariant() -> None:
     fleet = FleetSimulator(n_devices=20, seed=1)
     stats, sent = _run(fleet, FaultInjector(rate=0.3, seed=2), rate=200.0, duration_s=5.0)
     assert stats.ticks == 50
-    assert stats.produced == len(sent) == stats.valid + sum(stats.bad_by_reason.values())
+    assert stats.produced == len(sent) == stats.valid + stats.bad + stats.maintenance
     assert set(stats.bad_by_reason) == set(ALL_KINDS)
-    # Only duplicates add messages: everything else replaces a reading.
-    assert stats.produced == 50 * 20 + stats.bad_by_reason["duplicate"]
+    # Only duplicates and maintenance events add messages: the rest replaces a reading.
+    assert stats.produced == 50 * 20 + stats.bad_by_reason["duplicate"] + stats.maintenance
     assert stats.valid == 50 * 20 - (stats.bad - stats.bad_by_reason["duplicate"])
     fleet_ids = {d.device_id.encode() for d in fleet.devices}
     assert {k for k, _ in sent} <= fleet_ids
@@ -418,6 +418,33 @@ def test_run_simulation_reports_failures_and_stamps_wall_clock() -> None:
     assert seen[0].failed_tick == 5 and seen[0].mode == "corrosion"
     stamps = [datetime.fromisoformat(json.loads(v)["ts"]) for _, v in sent]
     assert all(frozen <= s < frozen + timedelta(seconds=1) for s in stamps)
+    # The repair: one maintenance event right before the device's next reading.
+    device = fleet.devices[1]
+    bodies = [json.loads(v) for _, v in sent]
+    kinds = [b.get("type", "reading") for b in bodies]
+    assert kinds.count("maintenance") == stats.maintenance == 1
+    at = kinds.index("maintenance")
+    event, after = bodies[at], bodies[at + 1]
+    assert sent[at][0] == device.device_id.encode()
+    assert (event["device_id"], event["asset_id"], event["asset_type"]) == (
+        device.device_id,
+        device.asset_id,
+        device.asset_type,
+    )
+    assert after["device_id"] == device.device_id and after["ts"] == event["ts"]
+    # ... and that reading is the device's tick-6 reading, the first after the tick-5 failure.
+    device_readings = [b for b in bodies if b["device_id"] == device.device_id and "metrics" in b]
+    assert device_readings.index(after) == 6
+    assert stats.produced == len(sent) == stats.valid + 1
+
+
+def test_history_marks_the_first_reading_after_each_repair() -> None:
+    fleet = FleetSimulator(n_devices=4, seed=0, degradation_probability=0.0)
+    fleet.force_degradation(fleet.devices[2].device_id, 3)
+    readings, failures = fleet.history(10, datetime(2026, 1, 1, tzinfo=UTC), timedelta(minutes=1))
+    assert [f.failed_tick for f in failures] == [3]
+    repaired = [(r.device.device_id, r.tick) for r in readings if r.repaired]
+    assert repaired == [(fleet.devices[2].device_id, 4)]
 
 
 def test_run_simulation_stops_early() -> None:

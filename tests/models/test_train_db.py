@@ -179,3 +179,49 @@ def test_train_cli_from_database(stored_fleet, conn, base_settings, tmp_path) ->
     assert shown["card"]["threshold_policy"]["alert_budget"] == 0.02
     empty = runner.invoke(main, ["train", "--since", "2030-01-01"], env=env)
     assert empty.exit_code != 0 and "no readings" in empty.output
+
+
+def test_stored_maintenance_events_reset_training_where_the_worker_did(
+    stored_fleet, conn, base_settings, tmp_path
+) -> None:
+    """train_from_database resets at maintenance_events, as the worker did online."""
+    import psycopg
+
+    from models.training import maintenance_resets
+
+    history, failures = stored_fleet
+    # The events the simulator sends: each at the ts of the first reading after a failure.
+    first_after = history.assign(_r=maintenance_resets(history, failures))
+    first_after = first_after[first_after["_r"]]
+    assert len(first_after) == len(failures) > 0
+    with psycopg.connect(conn.database_url) as c:
+        c.cursor().executemany(
+            "INSERT INTO maintenance_events (device_id, asset_id, asset_type, ts, source)"
+            " VALUES (%s, %s, %s, %s, '{}')",
+            [
+                (r.device_id, r.asset_id, r.asset_type, r.ts.to_pydatetime())
+                for r in first_after.itertuples(index=False)
+            ],
+        )
+    data = load_training_data(conn.database_url, horizon=40)
+    assert data.notes["maintenance_resets"] == len(failures)
+    by_key = data.resets.groupby([data.history["device_id"], data.history["tick"]]).first()
+    expected = maintenance_resets(history, failures)
+    got = by_key.loc[list(zip(history["device_id"], history["tick"], strict=True))].to_numpy()
+    np.testing.assert_array_equal(got, expected.to_numpy())
+
+    settings = base_settings.model_copy(update={"model_dir": tmp_path})
+    _, metrics, _ = train_from_database(
+        settings,
+        conn.database_url,
+        horizon=40,
+        test_time_fraction=0.0,
+        classifier_params=FAST,
+        progress=False,
+        created_at=datetime(2026, 11, 24, tzinfo=UTC),
+    )
+    common = {"horizon": 40, "classifier_params": FAST, "progress": False}
+    _, with_resets = train_risk_bundle(history, failures, reset_on_failure=True, **common)
+    _, without = train_risk_bundle(history, failures, reset_on_failure=False, **common)
+    assert metrics == with_resets
+    assert metrics != without  # the resets did change what the model learnt

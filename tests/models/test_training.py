@@ -42,3 +42,52 @@ def test_train_bundle_is_deterministic_and_reports_heldout_metrics(fleet) -> Non
         )
     assert bundle.card["metrics"] == metrics
     assert bundle.card["training_data"]["rows"] == len(history)
+
+
+def test_offline_resets_are_where_the_worker_resets_online() -> None:
+    """Training resets at the reading the simulator sends a maintenance event before."""
+    from datetime import UTC, datetime, timedelta
+
+    from ingest.simulator import FleetSimulator, failures_frame, history_frame
+    from models.features import DeviceFeatureState, FeatureSpec
+    from models.history import maintenance_reset_flags
+
+    sim = FleetSimulator(n_devices=12, seed=4, initial_degrading_fraction=0.5)
+    readings, failures = sim.history(200, datetime(2026, 1, 1, tzinfo=UTC), timedelta(minutes=1))
+    assert len(failures) >= 3
+    history = history_frame(readings)
+    repaired = np.array([r.repaired for r in readings])
+    assert repaired.sum() == sum(f.failed_tick < 199 for f in failures)
+
+    # From the ground truth (train_synthetic) ...
+    resets = maintenance_resets(history, failures_frame(failures))
+    np.testing.assert_array_equal(resets.to_numpy(), repaired)
+    # ... and from stored maintenance events, which carry the reading's ts (train_from_database).
+    events = pd.DataFrame(
+        [(r.device.device_id, r.ts) for r in readings if r.repaired], columns=["device_id", "ts"]
+    )
+    ordered = history.sort_values(["device_id", "ts"], kind="stable")
+    flags = maintenance_reset_flags(ordered, events).reindex(history.index)
+    np.testing.assert_array_equal(flags.to_numpy(), repaired)
+
+    # Online: the worker's state, reset by the event in stream order, gives the same features.
+    history["_reset"] = resets
+    for asset_type, part in history.groupby("asset_type"):
+        spec = FeatureSpec.for_asset_type(asset_type)
+        offline = compute_features(part, spec, "device_id", "tick", reset_col="_reset")
+        states: dict[str, DeviceFeatureState] = {}
+        online = {}
+        for r in readings:
+            if r.device.asset_type != asset_type:
+                continue
+            state = states.setdefault(r.device.device_id, DeviceFeatureState(spec))
+            if r.repaired:  # the maintenance message just before this reading
+                state.reset_baseline()
+            online[(r.device.device_id, r.tick)] = state.update(r.metrics)
+        ordered = part.loc[offline.index]
+        keys = list(zip(ordered["device_id"], ordered["tick"], strict=True))
+        np.testing.assert_array_equal(
+            offline.to_numpy(), np.asarray([online[k] for k in keys], dtype=float)
+        )
+        age = offline["readings_since_maintenance"].to_numpy()
+        assert (age[part.loc[offline.index, "_reset"].to_numpy()] == 1).all()

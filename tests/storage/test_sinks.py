@@ -99,3 +99,33 @@ def test_alert_upsert_keeps_one_open_alert_and_closes_it(conn, db):
     rows = db.execute("SELECT status, closed_at, peak_risk FROM alerts").fetchall()
     # Migration 5: the worker's close is an automatic resolution; nothing reopens it.
     assert rows == [("resolved", T0 + timedelta(minutes=5), 0.95)]
+
+
+def test_maintenance_events_are_stored_once(conn, db):
+    from storage.sinks import MaintenanceRow
+
+    def events(start: int, n: int) -> SinkBatch:
+        return SinkBatch(
+            maintenance=[
+                MaintenanceRow(
+                    T0 + timedelta(minutes=i),
+                    f"dev{i % 2}",
+                    f"pump-{i % 2}",
+                    "water_pump",
+                    {"kind": "simulator", "reason": "repair"},
+                )
+                for i in range(start, start + n)
+            ]
+        )
+
+    sink = PostgresSink(conn.database_url)
+    first = sink.write(events(0, 10))
+    again = sink.write(events(0, 10))
+    overlapping = sink.write(events(5, 10))
+    sink.close()
+    assert (first.maintenance, again.maintenance, overlapping.maintenance) == (10, 0, 5)
+    rows = db.execute(
+        "SELECT count(*), count(DISTINCT (device_id, ts)), min(source->>'reason')"
+        " FROM maintenance_events"
+    ).fetchone()
+    assert rows == (15, 15, "repair")

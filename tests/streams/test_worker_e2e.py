@@ -12,9 +12,10 @@ import psycopg
 import pytest
 from kafka import KafkaProducer
 
-from ingest.simulator import FleetSimulator, history_frame
+from ingest.simulator import FleetSimulator, failures_frame, history_frame
 from models.features import compute_features
 from models.registry import load_champion
+from models.training import maintenance_resets
 from streams.topics import DEADLETTER
 from tests.pipeline_helpers import (
     Worker,
@@ -136,9 +137,12 @@ def test_killed_worker_restarts_without_loss_or_duplicates_and_restores_state(
 ):
     fleet = FleetSimulator(n_devices=20, seed=9, initial_degrading_fraction=0.3)
     register_fleet(conn, fleet)
-    readings, _ = past_history(fleet, 400)
+    readings, failures = past_history(fleet, 400)
     first, second = readings[: len(readings) * 3 // 4], readings[len(readings) * 3 // 4 :]
-    produce(conn, isolated, as_messages(first))
+    # Failures and their repairs in every part: maintenance events before, during and
+    # after the kill, so the restored state must carry the resets too.
+    assert any(r.repaired for r in first) and any(r.repaired for r in second)
+    produce(conn, isolated, as_messages(first, maintenance=True))
 
     log = tmp_path / "worker.log"
     worker = Worker(isolated, conn, log).start()
@@ -150,26 +154,33 @@ def test_killed_worker_restarts_without_loss_or_duplicates_and_restores_state(
 
     worker = Worker(isolated, conn, log).start()
     try:
-        produce(conn, isolated, as_messages(second, seq0=len(first)))
-        assert wait_for_total(conn, len(readings)) == len(readings)
+        produce(conn, isolated, as_messages(second, seq0=len(first), maintenance=True))
+        expected = len(readings) + sum(r.repaired for r in readings)
+        assert wait_for_total(conn, expected) == expected
         # A second restart after a clean stop restores the tables from the changelog again.
         worker.stop()
-        more, _ = fleet.history(
+        more, more_failures = fleet.history(
             50, readings[-1].ts + pd.Timedelta(seconds=1), pd.Timedelta(seconds=1)
         )
+        assert any(r.repaired for r in more)
         worker = Worker(isolated, conn, log).start()
-        produce(conn, isolated, as_messages(more, seq0=len(readings)))
-        assert wait_for_total(conn, len(readings) + len(more)) == len(readings) + len(more)
+        produce(conn, isolated, as_messages(more, seq0=len(readings), maintenance=True))
+        expected += len(more) + sum(r.repaired for r in more)
+        assert wait_for_total(conn, expected) == expected
     finally:
         worker.stop()
     everything = readings + more
+    repaired = [r for r in everything if r.repaired]
 
     rows = db.execute("SELECT count(*), count(DISTINCT (device_id, ts)) FROM readings").fetchone()
     assert rows == (len(everything), len(everything))
     assert db.execute("SELECT count(*) FROM deadletters").fetchone()[0] == 0
+    events = db.execute("SELECT device_id, ts FROM maintenance_events ORDER BY 1, 2").fetchall()
+    assert events == sorted((r.device.device_id, r.ts) for r in repaired)
 
     # The restored per-device state must be exact: every score the worker stored
-    # equals the score computed offline from the full history with the same code.
+    # equals the score computed offline from the full history with the same code,
+    # with training's resets (the first reading after each failure).
     bundle = load_champion(isolated.models_path)
     online = pd.DataFrame(
         db.execute("SELECT device_id, ts, risk FROM scores ORDER BY device_id, ts").fetchall(),
@@ -177,11 +188,13 @@ def test_killed_worker_restarts_without_loss_or_duplicates_and_restores_state(
     )
     assert len(online) == len(everything)
     frame = history_frame(everything)
+    frame["_reset"] = maintenance_resets(frame, failures_frame(failures + more_failures))
+    assert frame["_reset"].sum() == len(repaired)
     offline_parts = []
     for asset_type, part in frame.groupby("asset_type"):
         spec = bundle.feature_spec(asset_type)
         part = part.sort_values(["device_id", "ts"], kind="stable")
-        features = compute_features(part, spec)
+        features = compute_features(part, spec, reset_col="_reset")
         risk = bundle.predict_proba(asset_type, features.to_numpy(dtype=float))
         offline_parts.append(
             pd.DataFrame(
@@ -198,6 +211,13 @@ def test_killed_worker_restarts_without_loss_or_duplicates_and_restores_state(
     merged = online.merge(offline, on=["device_id", "ts"], suffixes=("_online", "_offline"))
     assert len(merged) == len(everything)
     np.testing.assert_array_equal(merged["risk_online"], merged["risk_offline"])
+    # Without the resets the offline scores differ: the parity above really covers them.
+    plain = []
+    for asset_type, part in frame.groupby("asset_type"):
+        part = part.sort_values(["device_id", "ts"], kind="stable")
+        features = compute_features(part, bundle.feature_spec(asset_type))
+        plain.append(bundle.predict_proba(asset_type, features.to_numpy(dtype=float)))
+    assert not np.array_equal(np.sort(np.concatenate(plain)), np.sort(offline["risk"].to_numpy()))
     assert "Tansu end-offset fix" in log.read_text()
 
 
