@@ -182,6 +182,23 @@ async def fail_fast(app: faust.App, step_name: str):
         raise
 
 
+_moved_warned: set[str] = set()
+
+
+def _warn_moved(device_id: str, old: int, new: int) -> None:
+    # Replay detection compares offsets within one partition. A device whose
+    # messages arrive on two partitions means producers partition differently
+    # (every citywatch producer uses murmur2, as Kafka's Java client does).
+    if device_id not in _moved_warned:
+        _moved_warned.add(device_id)
+        log.warning(
+            "device %s moved from partition %d to %d: check the producers' partitioner",
+            device_id,
+            old,
+            new,
+        )
+
+
 def partition_of(key: bytes, partitions: int) -> int:
     """Kafka's default partitioner (murmur2), as every producer and Faust table uses it."""
     return (murmur2(key) & 0x7FFFFFFF) % partitions
@@ -316,14 +333,20 @@ def create_app(
             asset_type = items[0][0].asset_type
             state = _device_state(key, asset_type, champion)
             for reading, message in items:
-                if message.offset <= state.last_offset:
+                if message.partition != state.last_partition:
+                    if state.last_partition >= 0:
+                        _warn_moved(device_id, state.last_partition, message.partition)
+                    state.last_partition = message.partition
+                elif message.offset <= state.last_offset:
                     continue  # replay of a message already stored before a restart
                 state.last_offset = message.offset
                 touched[key] = state
                 if isinstance(reading, Maintenance):
-                    # A repair: features restart here, in stream order with the
-                    # readings, as training resets them (models.training).
-                    state.features.reset_baseline()
+                    # A repair. Features restart at the device's first reading at or
+                    # after the event's time, exactly where training resets them
+                    # (models.history); a repeated event (producer retry) is ignored.
+                    if state.reset_ts is None or reading.ts > state.reset_ts:
+                        state.reset_ts, state.reset_pending = reading.ts, True
                     batch.maintenance.append(
                         MaintenanceRow(
                             reading.ts,
@@ -352,6 +375,9 @@ def create_app(
                 if state.last_ts is not None and reading.ts < state.last_ts:
                     continue  # late reading: stored, but features only move forward
                 state.last_ts = reading.ts
+                if state.reset_pending and reading.ts >= state.reset_ts:
+                    state.features.reset_baseline()
+                    state.reset_pending = False
                 to_score[asset_type].append((reading, state.features.update(reading.metrics)))
 
         # 3. score in batches, one LightGBM call per asset type and model
@@ -462,8 +488,15 @@ def create_app(
                 champion.version,
                 asset_type,
             )
-        last_offset, last_ts = decode_offsets(saved)
-        return DeviceState(last_offset, last_ts, DeviceFeatureState(spec))
+        marks = decode_offsets(saved)
+        return DeviceState(
+            marks.last_offset,
+            marks.last_ts,
+            DeviceFeatureState(spec),
+            marks.last_partition,
+            marks.reset_ts,
+            False,  # fresh features: nothing left to reset
+        )
 
     @app.agent(scores_topic)
     async def raise_alerts(stream):

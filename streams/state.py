@@ -24,8 +24,9 @@ from datetime import UTC, datetime, timedelta
 
 from models.features import DeviceFeatureState, FeatureSpec
 
-_MAGIC = b"CWS1"
-_HEADER = struct.Struct("<4s8sqqqI")  # magic, spec fingerprint, offset, n, ts µs, layout size
+_MAGIC = b"CWS2"
+# magic, spec fingerprint, offset, partition, n, last ts µs, reset ts µs, reset pending, layout size
+_HEADER = struct.Struct("<4s8sqiqqq?I")
 _NO_TS = -(2**63)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -39,11 +40,31 @@ def spec_fingerprint(spec: FeatureSpec) -> bytes:
 
 @dataclass(slots=True)
 class DeviceState:
-    """What the worker remembers about one device between batches."""
+    """What the worker remembers about one device between batches.
+
+    ``last_partition``/``last_offset``: the newest message absorbed, so a replay
+    after a restart is skipped. ``reset_ts``: the newest maintenance event
+    accepted; ``reset_pending``: its reset waits for the first reading at or
+    after ``reset_ts`` (exactly where training resets, see models.history).
+    """
 
     last_offset: int
     last_ts: datetime | None
     features: DeviceFeatureState
+    last_partition: int = -1
+    reset_ts: datetime | None = None
+    reset_pending: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Bookkeeping:
+    """A saved state's offsets and maintenance marks, readable whatever its feature spec."""
+
+    last_offset: int
+    last_ts: datetime | None
+    last_partition: int
+    reset_ts: datetime | None
+    reset_pending: bool
 
 
 def encode_state(state: DeviceState, fingerprint: bytes) -> bytes:
@@ -67,8 +88,11 @@ def encode_state(state: DeviceState, fingerprint: bytes) -> bytes:
         _MAGIC,
         fingerprint,
         state.last_offset,
+        state.last_partition,
         snapshot["n"],
-        (state.last_ts - _EPOCH) // _MICROSECOND if state.last_ts is not None else _NO_TS,
+        _micros(state.last_ts),
+        _micros(state.reset_ts),
+        state.reset_pending,
         len(layout),
     )
     return header + layout.tobytes() + numbers.tobytes()
@@ -81,11 +105,12 @@ def decode_state(data: bytes, spec: FeatureSpec, fingerprint: bytes) -> DeviceSt
     the caller starts the device afresh, keeping the offsets from
     :func:`decode_offsets`.
     """
-    magic, saved_fp, last_offset, n, ts, n_layout = _HEADER.unpack_from(data, 0)
+    magic, saved_fp, _, _, n, _, _, _, n_layout = _HEADER.unpack_from(data, 0)
     if magic != _MAGIC:
         raise ValueError("not a citywatch device state")
     if saved_fp != fingerprint:
         return None
+    marks = decode_offsets(data)
     layout = array("i")
     layout.frombytes(data[_HEADER.size : _HEADER.size + 4 * n_layout])
     numbers = array("d")
@@ -110,15 +135,26 @@ def decode_state(data: bytes, spec: FeatureSpec, fingerprint: bytes) -> DeviceSt
     features = DeviceFeatureState.from_dict(
         {"format": _state_format(), "spec": spec.to_dict(), "n": n, "metrics": metrics}
     )
-    return DeviceState(last_offset, _ts(ts), features)
+    return DeviceState(
+        marks.last_offset,
+        marks.last_ts,
+        features,
+        marks.last_partition,
+        marks.reset_ts,
+        marks.reset_pending,
+    )
 
 
-def decode_offsets(data: bytes) -> tuple[int, datetime | None]:
-    """The offset and timestamp bookkeeping of a saved state, whatever its spec."""
-    magic, _, last_offset, _, ts, _ = _HEADER.unpack_from(data, 0)
+def decode_offsets(data: bytes) -> Bookkeeping:
+    """The offsets and maintenance marks of a saved state, whatever its spec."""
+    magic, _, offset, partition, _, ts, reset_ts, pending, _ = _HEADER.unpack_from(data, 0)
     if magic != _MAGIC:
         raise ValueError("not a citywatch device state")
-    return last_offset, _ts(ts)
+    return Bookkeeping(offset, _ts(ts), partition, _ts(reset_ts), pending)
+
+
+def _micros(ts: datetime | None) -> int:
+    return (ts - _EPOCH) // _MICROSECOND if ts is not None else _NO_TS
 
 
 def _ts(micros: int) -> datetime | None:

@@ -38,11 +38,13 @@ def test_restored_state_computes_identical_features(history, next_values):
         features.update({"a": a, "b": b})
     ts = datetime(2026, 11, 24, 21, 0, 0, 123456, tzinfo=UTC)
     fingerprint = spec_fingerprint(SPEC)
-    packed = encode_state(DeviceState(41, ts, features), fingerprint)
+    reset_ts = datetime(2026, 11, 24, 20, 0, tzinfo=UTC)
+    packed = encode_state(DeviceState(41, ts, features, 3, reset_ts, True), fingerprint)
 
     restored = decode_state(packed, SPEC, fingerprint)
     assert restored is not None
-    assert (restored.last_offset, restored.last_ts) == (41, ts)
+    assert (restored.last_offset, restored.last_ts, restored.last_partition) == (41, ts, 3)
+    assert (restored.reset_ts, restored.reset_pending) == (reset_ts, True)
     assert restored.features.to_dict() == features.to_dict()
     row = {"a": next_values[0], "b": next_values[1]}
     assert same(features.update(row), restored.features.update(row))
@@ -55,7 +57,9 @@ def test_other_feature_spec_discards_features_but_keeps_offsets():
     other = FeatureSpec(metrics=("a", "b"), window=6)
     assert spec_fingerprint(other) != spec_fingerprint(SPEC)
     assert decode_state(packed, other, spec_fingerprint(other)) is None
-    assert decode_offsets(packed) == (7, None)
+    marks = decode_offsets(packed)
+    assert (marks.last_offset, marks.last_ts, marks.last_partition) == (7, None, -1)
+    assert (marks.reset_ts, marks.reset_pending) == (None, False)
 
 
 def test_cache_hits_only_for_the_bytes_it_wrote():
