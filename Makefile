@@ -31,6 +31,7 @@ lint: setup
 bench: setup
 	$(BIN)/citywatch bench worker
 	$(BIN)/citywatch bench sink
+	$(BIN)/citywatch bench ingest
 
 clean:
 	-$(BIN)/citywatch stack down
