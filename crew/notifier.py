@@ -17,10 +17,12 @@ import time
 from dataclasses import dataclass
 
 import psycopg
+from kafka.errors import KafkaError
 
 from storage import alert_store
 
 from .channels import ChannelConfig, Channels, DeliveryError
+from .repairs import RepairEvents
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +51,10 @@ class Notifier:
         database_url: str,
         channels: ChannelConfig | None = None,
         config: NotifierConfig | None = None,
+        repairs: RepairEvents | None = None,
     ) -> None:
         self._database_url = database_url
+        self._repairs = repairs
         self._channels = Channels(channels or ChannelConfig())
         self.config = config or NotifierConfig()
         self._stop = threading.Event()
@@ -68,6 +72,11 @@ class Notifier:
             counts["escalated"] = len(alert_store.escalate_due(conn))
         with conn.transaction(), conn.cursor() as cur:
             counts["fanned_out"] = alert_store.fan_out(cur)
+        if self._repairs is not None:
+            try:
+                counts["repairs"] = self._repairs.publish_pending(conn)
+            except KafkaError as exc:  # the labels stay pending; next pass retries
+                log.warning("maintenance events not published yet: %s", exc)
         while True:
             with conn.transaction(), conn.cursor() as cur:
                 due = alert_store.claim_deliveries(cur, self.config.batch)
@@ -121,6 +130,8 @@ class Notifier:
                 log.warning("notifier: database unavailable (%s); retrying", exc)
                 self._stop.wait(2.0)
         self._channels.close()
+        if self._repairs is not None:
+            self._repairs.close()
 
     def _wait(self, listen: psycopg.Connection) -> None:
         """Until a notification, ``poll_s`` (due retries, escalations) or :meth:`stop`."""

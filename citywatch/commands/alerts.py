@@ -112,7 +112,9 @@ def serve(
 
     The inbox is at http://HOST:PORT/inbox/, the OpenAPI spec at /openapi.json
     and interactive docs at /docs. Grafana posts to /api/v1/grafana/webhook
-    with an engineer's token. Kafka channels publish to the stack's broker.
+    with an engineer's token. Kafka channels publish to the stack's broker, and
+    every alert resolved as fault_confirmed becomes a maintenance event on the
+    readings topic, so the worker resets that device's feature baseline.
     """
     import uvicorn
 
@@ -120,6 +122,7 @@ def serve(
     from crew.api import create_app
     from crew.channels import ChannelConfig
     from crew.notifier import Notifier, NotifierConfig
+    from crew.repairs import RepairEvents
 
     conn = connect(settings, start_embedded=embedded)
     notifier = Notifier(
@@ -132,6 +135,8 @@ def serve(
             inbox_url=inbox_url,
         ),
         NotifierConfig(max_attempts=max_attempts),
+        # Confirmed faults were repaired: tell the worker to reset those devices' features.
+        repairs=RepairEvents(conn.kafka, settings.topic("readings")),
     ).start()
     app = create_app(conn.database_url, rate_per_s=rate_limit, burst=max(1, int(4 * rate_limit)))
     log.info("alert service on http://%s:%d/inbox/ (API docs at /docs)", host, port)

@@ -1,0 +1,72 @@
+"""A fault a crew confirms becomes one maintenance event for the worker, on the real broker."""
+
+from __future__ import annotations
+
+import json
+
+import psycopg
+import pytest
+from kafka import KafkaConsumer
+
+from crew.repairs import RepairEvents
+from storage.alert_store import Actor, transition
+from storage.sinks import PostgresSink, SinkBatch
+from streams.topics import READINGS, ensure_topics
+
+from .conftest import add_device, alert_row
+
+pytestmark = pytest.mark.stack
+
+ENGINEER = Actor("erin", "engineer", None)
+
+
+def read_all(conn, topic: str) -> list:
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=conn.kafka,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=4000,
+        enable_auto_commit=False,
+    )
+    try:
+        return list(consumer)
+    finally:
+        consumer.close()
+
+
+def test_confirmed_faults_become_one_maintenance_event_each(conn, crew_db, isolated):
+    ensure_topics(conn.kafka, isolated)
+    topic = isolated.topic(READINGS)
+    for asset in ("pump-1", "pump-2"):
+        add_device(crew_db, asset, "north")
+    PostgresSink(conn.database_url).write(
+        SinkBatch(alerts=[alert_row("pump-1"), alert_row("pump-2", minutes=1)])
+    )
+    with psycopg.connect(conn.database_url, autocommit=True) as c:
+        fixed = transition(
+            c, alert_row("pump-1").alert_id, "resolve", ENGINEER, outcome="fault_confirmed"
+        )
+        transition(
+            c, alert_row("pump-2", minutes=1).alert_id, "resolve", ENGINEER, outcome="false_alarm"
+        )
+
+    repairs = RepairEvents(conn.kafka, topic)
+    try:
+        with psycopg.connect(conn.database_url) as c:
+            assert repairs.publish_pending(c) == 1
+            assert repairs.publish_pending(c) == 0  # marked: never sent twice
+    finally:
+        repairs.close()
+
+    messages = read_all(conn, topic)
+    assert len(messages) == 1
+    event = json.loads(messages[0].value)
+    assert messages[0].key == b"dev-pump-1"
+    assert event["type"] == "maintenance"
+    assert (event["device_id"], event["asset_id"], event["asset_type"]) == (
+        "dev-pump-1",
+        "pump-1",
+        "water_pump",
+    )
+    assert event["ts"] == fixed["closed_at"].isoformat()  # when the crew resolved it
+    assert event["source"] == {"kind": "crew", "label_id": f"alert:{fixed['alert_id']}"}
