@@ -58,7 +58,7 @@ from storage.sinks import (
 
 from . import topics
 from .alerting import AlertState, Hysteresis, step
-from .records import AlertEvent, Maintenance, Reading, Score, decode_score_batch, encode_score_batch
+from .records import AlertEvent, Maintenance, Reading, decode_score_batch, encode_score_batch
 from .state import (
     DeviceState,
     StateCache,
@@ -381,34 +381,24 @@ def create_app(
                 to_score[asset_type].append((reading, state.features.update(reading.metrics)))
 
         # 3. score in batches, one LightGBM call per asset type and model
-        scores: list[Score] = []
+        # Champion rows are stored and also published (they alert); challenger rows are stored only.
+        champion_scores: list[ScoreRow] = []
         for asset_type, rows in to_score.items():
             X = np.asarray([f for _, f in rows], dtype=float)
             risks = champion.predict_proba(asset_type, X)
             threshold = float(champion.threshold(asset_type))
-            for (reading, _), risk in zip(rows, risks.tolist(), strict=True):
-                scores.append(
-                    Score(
-                        reading.asset_id,
-                        reading.device_id,
-                        asset_type,
-                        reading.ts,
-                        risk,
-                        threshold,
-                        champion.version,
-                    )
+            champion_scores.extend(
+                ScoreRow(
+                    reading.ts,
+                    reading.device_id,
+                    reading.asset_id,
+                    asset_type,
+                    champion.version,
+                    risk,
+                    threshold,
                 )
-                batch.scores.append(
-                    ScoreRow(
-                        reading.ts,
-                        reading.device_id,
-                        reading.asset_id,
-                        asset_type,
-                        champion.version,
-                        risk,
-                        threshold,
-                    )
-                )
+                for (reading, _), risk in zip(rows, risks.tolist(), strict=True)
+            )
             high = np.flatnonzero(risks >= threshold)
             for i, contributions in zip(
                 high.tolist(), champion.explain(asset_type, X[high]), strict=True
@@ -442,29 +432,25 @@ def create_app(
                 )
 
         # 4. store, then publish, then move state forward (crash-safe order)
+        batch.scores.extend(champion_scores)
         await asyncio.to_thread(reading_sink.write, batch)
-        by_partition: dict[int, list[Score]] = defaultdict(list)
-        for score in scores:
+        by_partition: dict[int, list[ScoreRow]] = defaultdict(list)
+        for score in champion_scores:
             by_partition[partition_of(score.asset_id.encode(), settings.partitions)].append(score)
         for partition, part in by_partition.items():
             await scores_topic.send(value=encode_score_batch(part), partition=partition)
         for key, raw, reason in dead_messages:
             await deadletter_topic.send(key=key, value=raw, headers={"reason": reason.encode()})
         await app.producer.flush()
-        fingerprints: dict[str, bytes] = {}
         for key, state in touched.items():
-            asset_type = by_device[key.decode()][0][0].asset_type
-            fingerprint = fingerprints.get(asset_type) or fingerprints.setdefault(
-                asset_type, spec_fingerprint(champion.feature_spec(asset_type))
-            )
-            packed = encode_state(state, fingerprint)
+            packed = encode_state(state, spec_fingerprint(state.features.spec))
             device_state[key] = packed
             cache.put(key, packed, state)
 
         stats.processed += len(events)
         stats.stored += len(batch.readings)
         stats.maintenance += len(batch.maintenance)
-        stats.scored += len(scores)
+        stats.scored += len(champion_scores)
         stats.deadletters.update(d.reason for d in batch.deadletters)
 
     spec_changes_logged: set[tuple[str, str]] = set()

@@ -13,12 +13,14 @@ one message per score.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import faust
+
+from storage.sinks import ScoreRow
 
 
 @dataclass(slots=True)
@@ -61,8 +63,11 @@ class Score:
     model_version: str
 
 
-def encode_score_batch(scores: list[Score]) -> bytes:
+def encode_score_batch(scores: Sequence[Score | ScoreRow]) -> bytes:
     """The ``scores`` topic value: scores of assets that share a partition.
+
+    Takes the worker's stored rows as they are (same field names), so a score is
+    built once per reading.
 
     JSON, one compact row per score::
 

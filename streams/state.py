@@ -32,8 +32,10 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
 
+@functools.lru_cache(maxsize=64)
 def spec_fingerprint(spec: FeatureSpec) -> bytes:
-    """Eight bytes that change whenever the feature definition changes."""
+    """Eight bytes that change whenever the feature definition changes (cached: every
+    batch asks for it, and a spec is frozen)."""
     canonical = json.dumps(spec.to_dict(), sort_keys=True, separators=(",", ":"))
     return hashlib.blake2b(canonical.encode(), digest_size=8).digest()
 
