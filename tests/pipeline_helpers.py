@@ -6,7 +6,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from kafka import KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer
 
 from citywatch.commands.demo import start_worker, stop_process, wait_for_log
 from citywatch.commands.simulate import register_fleet as register_database_fleet
@@ -31,6 +31,26 @@ def produce(conn, settings, messages: list[tuple[bytes, bytes]]) -> None:
         producer.send(settings.topic(READINGS), key=key, value=value)
     producer.flush()
     producer.close()
+
+
+def consume(conn, topic: str, *, until: int | None = None, timeout_ms: int = 5000) -> list:
+    """Every record on ``topic`` from the start (stops early at ``until`` records)."""
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=conn.kafka,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=timeout_ms,
+        enable_auto_commit=False,
+    )
+    records = []
+    try:
+        for record in consumer:
+            records.append(record)
+            if until is not None and len(records) >= until:
+                break
+    finally:
+        consumer.close()
+    return records
 
 
 def as_messages(readings, seq0: int = 0, *, maintenance: bool = False) -> list[tuple[bytes, bytes]]:

@@ -6,32 +6,18 @@ import json
 
 import psycopg
 import pytest
-from kafka import KafkaConsumer
 
 from crew.repairs import RepairEvents
 from storage.alert_store import Actor, transition
 from storage.sinks import PostgresSink, SinkBatch
 from streams.topics import READINGS, ensure_topics
+from tests.pipeline_helpers import consume
 
 from .conftest import add_device, alert_row
 
 pytestmark = pytest.mark.stack
 
 ENGINEER = Actor("erin", "engineer", None)
-
-
-def read_all(conn, topic: str) -> list:
-    consumer = KafkaConsumer(
-        topic,
-        bootstrap_servers=conn.kafka,
-        auto_offset_reset="earliest",
-        consumer_timeout_ms=4000,
-        enable_auto_commit=False,
-    )
-    try:
-        return list(consumer)
-    finally:
-        consumer.close()
 
 
 def test_confirmed_faults_become_one_maintenance_event_each(conn, crew_db, isolated):
@@ -58,7 +44,7 @@ def test_confirmed_faults_become_one_maintenance_event_each(conn, crew_db, isola
     finally:
         repairs.close()
 
-    messages = read_all(conn, topic)
+    messages = consume(conn, topic, timeout_ms=4000)
     assert len(messages) == 1
     event = json.loads(messages[0].value)
     assert messages[0].key == b"dev-pump-1"

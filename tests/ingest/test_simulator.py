@@ -458,9 +458,8 @@ def test_run_simulation_stops_early() -> None:
 @pytest.mark.stack
 def test_reading_producer_delivers_in_order_with_safe_settings(conn, isolated) -> None:
     """The real client against the real broker: settings, ordering and counts."""
-    from kafka import KafkaConsumer
-
     from streams.topics import READINGS, ensure_topics
+    from tests.pipeline_helpers import consume
 
     ensure_topics(conn.kafka, isolated)
     topic = isolated.topic(READINGS)
@@ -476,18 +475,8 @@ def test_reading_producer_delivers_in_order_with_safe_settings(conn, isolated) -
     assert config["compression_type"] == "gzip"
     assert (out.sent, out.failed) == (20, 0)
 
-    consumer = KafkaConsumer(
-        topic,
-        bootstrap_servers=conn.kafka,
-        auto_offset_reset="earliest",
-        consumer_timeout_ms=10_000,
-        enable_auto_commit=False,
-    )
-    received = []
-    for message in consumer:
-        received.append((message.key, message.value))
-        if len(received) == len(values):
-            break
-    consumer.close()
+    received = [
+        (m.key, m.value) for m in consume(conn, topic, until=len(values), timeout_ms=10_000)
+    ]
     # One key, one partition: the device's readings arrive in the order sent.
     assert received == [(b"70b3d57ed0000001", v) for v in values]

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from kafka import KafkaConsumer
 
 from ingest.lorawan.publisher import KafkaPublisher
 from ingest.producer import ReadingProducer
 from streams.app import partition_of
 from streams.topics import DEADLETTER, READINGS, ensure_topics
+from tests.pipeline_helpers import consume
 
 pytestmark = pytest.mark.stack
 
@@ -25,19 +25,9 @@ def test_same_key_same_partition_as_the_simulator_and_the_worker(conn, isolated)
         for key in keys:
             simulator.send(key, b"simulator")
 
-    consumer = KafkaConsumer(
-        topic,
-        bootstrap_servers=conn.kafka,
-        auto_offset_reset="earliest",
-        consumer_timeout_ms=5000,
-        enable_auto_commit=False,
-    )
-    seen: dict[tuple[bytes, bytes], int] = {}
-    for record in consumer:
-        seen[(record.key, record.value)] = record.partition
-        if len(seen) == 2 * len(keys):
-            break
-    consumer.close()
+    seen: dict[tuple[bytes, bytes], int] = {
+        (record.key, record.value): record.partition for record in consume(conn, topic)
+    }
     assert len(seen) == 2 * len(keys)
     partitions = {seen[(k, b"bridge")] for k in keys}
     assert len(partitions) > 1  # the keys do spread
