@@ -33,9 +33,13 @@ INBOX_DIR = Path(__file__).parent / "inbox"
 Status = Literal["open", "acknowledged", "assigned", "resolved"]
 Severity = Literal["info", "warning", "critical"]
 Outcome = Literal["fault_confirmed", "false_alarm", "no_access"]
-AlertId = Annotated[str, PathParam(min_length=1, max_length=300)]
+# PostgreSQL text cannot hold NUL characters; saying so in the spec (rather than only
+# answering 422 when the database refuses them) keeps the spec and the API in agreement.
+NO_NUL = r"^[^\x00]*$"
+Text = Annotated[str, Field(pattern=NO_NUL)]
+AlertId = Annotated[str, PathParam(min_length=1, max_length=300, pattern=NO_NUL)]
 Name = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.@-]+$")]
-Note = Annotated[str | None, Field(default=None, max_length=2000)]
+Note = Annotated[str | None, Field(default=None, max_length=2000, pattern=NO_NUL)]
 
 
 # -- response and request models ------------------------------------------------
@@ -144,7 +148,7 @@ class ResolveIn(BaseModel):
 
 class CommentIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    body: str = Field(min_length=1, max_length=4000)
+    body: str = Field(min_length=1, max_length=4000, pattern=NO_NUL)
 
 
 class GrafanaAlert(BaseModel):
@@ -152,26 +156,33 @@ class GrafanaAlert(BaseModel):
 
     model_config = ConfigDict(extra="allow")
     status: Literal["firing", "resolved"]
-    labels: dict[str, str] = Field(default_factory=dict)
-    annotations: dict[str, str] = Field(default_factory=dict)
+    # Keys must match the pattern too (patternProperties alone would allow others).
+    labels: dict[Text, Text] = Field(
+        default_factory=dict, json_schema_extra={"additionalProperties": False}
+    )
+    annotations: dict[Text, Text] = Field(
+        default_factory=dict, json_schema_extra={"additionalProperties": False}
+    )
     # Grafana's own (camelCase) field names.
     startsAt: datetime
     endsAt: datetime | None = None
-    fingerprint: str | None = Field(default=None, max_length=200)
-    values: dict[str, float | None] | None = None
-    generatorURL: str | None = None
+    fingerprint: str | None = Field(default=None, max_length=200, pattern=NO_NUL)
+    values: dict[Text, float | None] | None = Field(
+        default=None, json_schema_extra={"additionalProperties": False}
+    )
+    generatorURL: Text | None = None
 
 
 class GrafanaPayload(BaseModel):
     """Grafana's webhook contact point body (``version`` "1")."""
 
     model_config = ConfigDict(extra="allow")
-    receiver: str | None = None
+    receiver: Text | None = None
     status: Literal["firing", "resolved"]
     alerts: list[GrafanaAlert] = Field(max_length=1000)
-    groupKey: str | None = None
-    externalURL: str | None = None
-    version: str | None = None
+    groupKey: Text | None = None
+    externalURL: Text | None = None
+    version: Text | None = None
 
 
 class GrafanaResult(BaseModel):
@@ -282,9 +293,9 @@ def create_app(
         conn: Conn,
         status: Annotated[list[Status] | None, Query()] = None,
         live: Annotated[bool, Query(description="Only open, acknowledged or assigned")] = False,
-        team: Annotated[str | None, Query(max_length=100)] = None,
-        asset_type: Annotated[str | None, Query(max_length=100)] = None,
-        zone: Annotated[str | None, Query(max_length=100)] = None,
+        team: Annotated[str | None, Query(max_length=100, pattern=NO_NUL)] = None,
+        asset_type: Annotated[str | None, Query(max_length=100, pattern=NO_NUL)] = None,
+        zone: Annotated[str | None, Query(max_length=100, pattern=NO_NUL)] = None,
         severity: Severity | None = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 100,
     ) -> list[dict]:
