@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal
 import psycopg
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
@@ -37,6 +39,7 @@ Outcome = Literal["fault_confirmed", "false_alarm", "no_access"]
 # answering 422 when the database refuses them) keeps the spec and the API in agreement.
 NO_NUL = r"^[^\x00]*$"
 Text = Annotated[str, Field(pattern=NO_NUL)]
+_NUL_MESSAGE = "PostgreSQL text fields cannot contain NUL (0x00) bytes"
 AlertId = Annotated[str, PathParam(min_length=1, max_length=300, pattern=NO_NUL)]
 Name = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.@-]+$")]
 Note = Annotated[str | None, Field(default=None, max_length=2000, pattern=NO_NUL)]
@@ -264,6 +267,15 @@ def create_app(
             raise HTTPException(404, f"no alert {alert_id}") from exc
         except TransitionError as exc:
             raise HTTPException(409, str(exc)) from exc
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # Name the reason for NUL characters, as the database path below does.
+        errors = jsonable_encoder(exc.errors())
+        for error in errors:
+            if (error.get("ctx") or {}).get("pattern") == NO_NUL:
+                error["msg"] = _NUL_MESSAGE
+        return JSONResponse(status_code=422, content={"detail": errors})
 
     @app.exception_handler(psycopg.DataError)
     def bad_data(_request: Request, exc: psycopg.DataError) -> JSONResponse:
