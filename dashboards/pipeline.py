@@ -1,4 +1,5 @@
-"""Dashboard 3, pipeline health: throughput, lag, dead letters, latency, LoRaWAN links."""
+"""Dashboard 3, pipeline health: throughput, lag, dead letters, latency, failing
+notifications, LoRaWAN links."""
 
 from __future__ import annotations
 
@@ -76,6 +77,21 @@ WHERE r.source ->> 'kind' = 'lorawan' AND $__timeFilter(r.ts) AND l.value IS NOT
 GROUP BY 1, 2"""
 )
 
+# Crew notifications that were given up (in the range) or are failing now, per channel.
+NOTIFICATIONS_FAILING_SQL = """SELECT c.channel_id AS channel, c.kind, c.team,
+       count(*) FILTER (WHERE d.status = 'failed') AS given_up,
+       count(*) FILTER (WHERE d.status = 'pending') AS failing_now,
+       min(d.first_error_at) FILTER (WHERE d.status = 'pending') AS failing_since,
+       max(d.failed_at) AS last_given_up,
+       (array_agg(d.last_error ORDER BY coalesce(d.failed_at, d.first_error_at) DESC))[1]
+           AS last_error
+FROM alert_deliveries d
+JOIN notification_channels c USING (channel_id)
+WHERE (d.status = 'failed' AND $__timeFilter(d.failed_at))
+   OR (d.status = 'pending' AND d.last_error IS NOT NULL)
+GROUP BY 1, 2, 3
+ORDER BY failing_now DESC, given_up DESC, channel"""
+
 
 def build() -> dm.Dashboard:
     return (
@@ -83,7 +99,8 @@ def build() -> dm.Dashboard:
             UID,
             "citywatch: pipeline health",
             "How the pipeline itself is doing: throughput, consumer lag, batch times, "
-            "dead letters by reason, latency from reading to score, and LoRaWAN link quality.",
+            "dead letters by reason, latency from reading to score, crew notifications "
+            "failing, and LoRaWAN link quality.",
             ["pipeline"],
         )
         .with_panel(
@@ -124,6 +141,17 @@ def build() -> dm.Dashboard:
                 "Milliseconds per take() batch, p50 and p99, per worker (worker_stats).",
                 SQL(BATCH_SQL),
                 unit="ms",
+            )
+        )
+        .with_panel(
+            p.table_panel(
+                "Crew notifications failing",
+                "Per channel: deliveries given up in the range (retried for the notifier's "
+                "retry period, 6 h by default) and deliveries failing now, still being "
+                "retried, with the latest error. Empty when every notification got through.",
+                SQL(NOTIFICATIONS_FAILING_SQL),
+                w=24,
+                h=6,
             )
         )
         .with_panel(
