@@ -7,7 +7,7 @@ from grafana_foundation_sdk.models import dashboard as dm
 
 from . import panels as p
 from .sdk import SQL
-from .sql import BUCKET_SECONDS, bucket, gapfilled_series
+from .sql import BUCKET, BUCKET_SECONDS, bucket, buckets, gapfilled_series
 
 UID = "citywatch-pipeline"
 # Throughput is bucketed by arrival time, but readings and scores are indexed and
@@ -77,20 +77,28 @@ WHERE r.source ->> 'kind' = 'lorawan' AND $__timeFilter(r.ts) AND l.value IS NOT
 GROUP BY 1, 2"""
 )
 
-# Crew notifications that were given up (in the range) or are failing now, per channel.
-NOTIFICATIONS_FAILING_SQL = """SELECT c.channel_id AS channel, c.kind, c.team,
-       count(*) FILTER (WHERE d.status = 'failed') AS given_up,
-       count(*) FILTER (WHERE d.status = 'pending') AS failing_now,
-       min(d.first_error_at) FILTER (WHERE d.status = 'pending') AS failing_since,
-       max(d.failed_at) AS last_given_up,
-       (array_agg(d.last_error ORDER BY coalesce(d.failed_at, d.first_error_at) DESC))[1]
-           AS last_error
-FROM alert_deliveries d
-JOIN notification_channels c USING (channel_id)
-WHERE (d.status = 'failed' AND $__timeFilter(d.failed_at))
-   OR (d.status = 'pending' AND d.last_error IS NOT NULL)
-GROUP BY 1, 2, 3
-ORDER BY failing_now DESC, given_up DESC, channel"""
+# Crew notifications per bucket: transitions to notify, deliveries sent, given up (per
+# channel), and deliveries failing during the bucket (from first failure until sent,
+# given up, or now). A table of failures would be empty when all is well, which
+# `dashboards check` cannot tell from broken SQL; this series has rows whenever alerts flow.
+NOTIFICATIONS_SQL = gapfilled_series(
+    f"""SELECT {bucket("at")} AS bucket, 'alert transitions' AS metric, count(*) AS value
+FROM alert_transitions WHERE $__timeFilter(at) GROUP BY 1
+UNION ALL
+SELECT {bucket("delivered_at")}, 'sent', count(*)
+FROM alert_deliveries WHERE status = 'sent' AND $__timeFilter(delivered_at) GROUP BY 1
+UNION ALL
+SELECT {bucket("failed_at")}, 'given up: ' || channel_id, count(*)
+FROM alert_deliveries WHERE status = 'failed' AND $__timeFilter(failed_at) GROUP BY 1, 2
+UNION ALL
+SELECT b.bucket, 'failing: ' || x.channel_id, count(*)
+FROM {buckets()}
+JOIN alert_deliveries x ON x.first_error_at < b.bucket + {BUCKET}
+    AND coalesce(x.delivered_at, x.failed_at, now()) >= b.bucket
+WHERE x.first_error_at IS NOT NULL AND x.first_error_at <= $__timeTo()::timestamptz
+GROUP BY 1, 2""",
+    fill="0",
+)
 
 
 def build() -> dm.Dashboard:
@@ -100,7 +108,7 @@ def build() -> dm.Dashboard:
             "citywatch: pipeline health",
             "How the pipeline itself is doing: throughput, consumer lag, batch times, "
             "dead letters by reason, latency from reading to score, crew notifications "
-            "failing, and LoRaWAN link quality.",
+            "(failing and given up), and LoRaWAN link quality.",
             ["pipeline"],
         )
         .with_panel(
@@ -144,14 +152,12 @@ def build() -> dm.Dashboard:
             )
         )
         .with_panel(
-            p.table_panel(
-                "Crew notifications failing",
-                "Per channel: deliveries given up in the range (retried for the notifier's "
-                "retry period, 6 h by default) and deliveries failing now, still being "
-                "retried, with the latest error. Empty when every notification got through.",
-                SQL(NOTIFICATIONS_FAILING_SQL),
-                w=24,
-                h=6,
+            p.time_series(
+                "Crew notifications",
+                "Alert transitions to notify, deliveries sent, deliveries failing (still "
+                "retried, per channel) and given up after the retry period (6 h by default). "
+                "alert_deliveries.last_error holds each failure's reason.",
+                SQL(NOTIFICATIONS_SQL),
             )
         )
         .with_panel(
