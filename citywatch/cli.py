@@ -108,18 +108,35 @@ def _print_status(status: dict, as_json: bool) -> None:
 @click.option(
     "--batch-size", type=int, envvar="CITYWATCH_BATCH_SIZE", default=500, show_default=True
 )
+@click.option(
+    "--max-reading-age-days",
+    type=float,
+    envvar="CITYWATCH_MAX_READING_AGE_DAYS",
+    default=7.0,
+    show_default=True,
+    help="Refuse readings older than this as too_old; 0 lifts the limit for a backfill.",
+)
 @click.pass_obj
-def worker(settings: Settings, partitions: int, batch_size: int) -> None:
+def worker(
+    settings: Settings, partitions: int, batch_size: int, max_reading_age_days: float
+) -> None:
     """Run the Faust stream worker until Ctrl-C.
 
     It validates readings, keeps per-device feature state in Faust tables,
     scores batches with the champion model, raises alerts with hysteresis and
     writes everything to the database. Bad input goes to the `deadletter`
-    topic and table with its reason.
+    topic and table with its reason; a batch is acknowledged only once every
+    message in it is stored or dead-lettered (docs/delivery.md).
     """
     from citywatch.runtime import connect
 
-    settings = settings.model_copy(update={"partitions": partitions, "batch_size": batch_size})
+    settings = settings.model_copy(
+        update={
+            "partitions": partitions,
+            "batch_size": batch_size,
+            "max_reading_age_days": max_reading_age_days,
+        }
+    )
     from streams.app import run_worker
 
     conn = connect(settings, start_embedded=False)

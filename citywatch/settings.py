@@ -47,10 +47,10 @@ class Settings(BaseSettings):
         10.0, gt=0, description="How often the worker logs and stores its throughput and lag."
     )
     max_clock_skew_s: float = Field(300.0, gt=0, description="Reject readings this far ahead.")
-    max_reading_age_days: float | None = Field(
+    max_reading_age_days: float = Field(
         7.0,
-        gt=0,
-        description="Refuse readings older than this (dead letter too_old). Unset: no limit, "
+        ge=0,
+        description="Refuse readings older than this (dead letter too_old). 0: no limit, "
         "for a backfill of old records.",
     )
     max_message_bytes: int = Field(

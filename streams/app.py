@@ -341,9 +341,7 @@ def create_app(
     async def _process_readings(events) -> None:
         now = datetime.now(UTC)
         max_age = (
-            None
-            if settings.max_reading_age_days is None
-            else timedelta(days=settings.max_reading_age_days)
+            timedelta(days=settings.max_reading_age_days) if settings.max_reading_age_days else None
         )
         champion, challenger = current_models(models)
         batch = SinkBatch()
