@@ -59,9 +59,10 @@ __all__ = [
 
 Network = Literal["chirpstack", "tts"]
 
-#: Larger messages are refused before parsing. A LoRaWAN payload is at most
-#: 242 bytes; even with hundreds of gateways the JSON stays far below this.
-MAX_MESSAGE_BYTES = 1 << 20
+#: Larger messages are refused before parsing (``too_large``). A LoRaWAN payload
+#: is at most 242 bytes and a real uplink JSON a few KB (about 0.4 KB per
+#: gateway in ``rxInfo``), so 64 KiB leaves room for ~150 gateways.
+MAX_MESSAGE_BYTES = 64 << 10
 
 _U32 = (1 << 32) - 1
 _EUI = re.compile(r"[0-9A-Fa-f]{16}")
@@ -506,10 +507,10 @@ def _reject_constant(name: str) -> Any:
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 
 
-def _load(raw: bytes | bytearray | memoryview | str) -> Any:
+def _load(raw: bytes | bytearray | memoryview | str, max_bytes: int = MAX_MESSAGE_BYTES) -> Any:
     size = len(raw)  # characters for str: a bound, and never fails on odd code points
-    if size > MAX_MESSAGE_BYTES:
-        raise UplinkError("too_large", f"{size} bytes > {MAX_MESSAGE_BYTES}")
+    if size > max_bytes:
+        raise UplinkError("too_large", f"{size} bytes > {max_bytes}")
     if isinstance(raw, memoryview | bytearray):
         raw = bytes(raw)
     try:
@@ -541,6 +542,7 @@ def parse_uplink(
     *,
     topic: str | None = None,
     network: Network | None = None,
+    max_bytes: int = MAX_MESSAGE_BYTES,
 ) -> Uplink:
     """Parse one uplink message from ChirpStack v4 or The Things Stack v3.
 
@@ -554,6 +556,8 @@ def parse_uplink(
     network : {"chirpstack", "tts"}, optional
         Force the format; otherwise it comes from the topic or the body's shape
         (``deviceInfo`` means ChirpStack, ``end_device_ids`` The Things Stack).
+    max_bytes : int
+        Larger messages are refused unparsed (``too_large``).
 
     Returns
     -------
@@ -564,7 +568,7 @@ def parse_uplink(
     UplinkError
         The only exception raised for bad input; ``reason`` says why.
     """
-    doc = raw if _is_map(raw) else _load(raw)
+    doc = raw if _is_map(raw) else _load(raw, max_bytes)
     if not _is_map(doc):
         raise _schema("$", f"expected a JSON object, got {_type_name(doc)}")
     info = parse_topic(topic) if topic is not None else None
