@@ -65,6 +65,10 @@ Network = Literal["chirpstack", "tts"]
 MAX_MESSAGE_BYTES = 64 << 10
 
 _U32 = (1 << 32) - 1
+#: Bounds of strings and numbers copied into a reading (names, ids, RSSI, SNR).
+_MAX_STR = 256
+_MAX_NUM = 1e6
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 _EUI = re.compile(r"[0-9A-Fa-f]{16}")
 _B64_CHARS = re.compile(r"[A-Za-z0-9+/_-]*={0,2}")
 _CHIRPSTACK_TOPIC = re.compile(r"application/([^/]+)/device/([^/]+)/event/([^/]+)")
@@ -240,6 +244,12 @@ def _opt_str(doc: Mapping[str, Any], key: str, path: str) -> str | None:
         return None
     if not isinstance(value, str):
         raise _schema(path, f"expected a string, got {_type_name(value)}")
+    # These strings travel on in the reading: PostgreSQL text/jsonb holds no NUL, and
+    # a lone surrogate is not UTF-8 at all.
+    if len(value) > _MAX_STR:
+        raise _schema(path, f"longer than {_MAX_STR} characters ({len(value)})")
+    if _UNSTORABLE.search(value):
+        raise _schema(path, f"holds a NUL or a lone surrogate: {value!r:.60}")
     return value
 
 
@@ -266,6 +276,9 @@ def _opt_num(doc: Mapping[str, Any], key: str, path: str) -> float | None:
         return None
     if not isinstance(value, int | float) or isinstance(value, bool):
         raise _schema(path, f"expected a number, got {_type_name(value)}")
+    # 1e999 parses as inf and 10**40 overflows a float: neither is a reception figure.
+    if not -_MAX_NUM <= value <= _MAX_NUM:
+        raise _schema(path, f"{value!r:.40} is not a finite number within ±{_MAX_NUM:g}")
     return value
 
 
