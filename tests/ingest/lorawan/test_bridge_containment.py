@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from ingest.lorawan.bridge import MqttBridge, UplinkProcessor, default_client_id
 from ingest.lorawan.dedup import FrameDeduplicator
+from ingest.lorawan.errors import TransientError
 from ingest.lorawan.publisher import KafkaPublisher
 from ingest.lorawan.registry import parse_registry
 from ingest.lorawan.uplink_sim import UplinkEncoder, sim_registry_rows
@@ -253,3 +254,58 @@ def test_hostile_payloads_through_the_running_bridge(conn, isolated, mqtt_url, f
     assert reasons == set(+processor.stats.deadletters)
     for record in readings:
         assert_storable(record.value)
+
+
+class FlakyRegistry(dict):
+    """Registry lookups that hit a bug for one device and an outage once for another."""
+
+    def __init__(self, entries, broken: str, down_once: str) -> None:
+        super().__init__(entries)
+        self.broken, self.down_once = broken, down_once
+
+    def get(self, key, default=None):
+        if key == self.broken:
+            raise KeyError(f"bug for {key}")
+        if key == self.down_once:
+            self.down_once = ""
+            raise TransientError("registry database unavailable")
+        return super().get(key, default)
+
+
+def test_a_bug_is_one_dead_letter_and_an_outage_holds_and_replays(
+    conn, isolated, mqtt_url, fleet_registry
+):
+    fleet, registry = fleet_registry
+    ensure_topics(conn.kafka, isolated)
+    client_id = default_client_id("test-flaky")
+    supply = good_frames(fleet, registry, f"app-{client_id}")
+    messages = [next(supply) for _ in range(12)]
+    broken, down = messages[0].dev_eui, messages[1].dev_eui
+    publisher = KafkaPublisher(conn.kafka, isolated.topic(READINGS), isolated.topic(DEADLETTER))
+    processor = UplinkProcessor(
+        publisher, FlakyRegistry(registry, broken, down), dedup=FrameDeduplicator(window_s=0)
+    )
+    bridge = MqttBridge(mqtt_url, "chirpstack", processor, client_id=client_id)
+    assert bridge.start()
+    publish_all(mqtt_url, messages)
+    try:
+        run_until(bridge, lambda: processor.stats.acked >= len(messages))
+    finally:
+        bridge.stop()
+    n_broken = sum(m.dev_eui == broken for m in messages)
+    assert processor.stats.transient_failures == 1
+    assert processor.stats.acked == len(messages)
+    # A frame dead-lettered before the outage is dead-lettered again on replay
+    # (at-least-once); its deadletter_id is the same, so it is stored once.
+    (reason,) = +processor.stats.deadletters
+    assert reason == "internal_error"
+    letters = read_topic(conn.kafka, isolated.topic(DEADLETTER), n_broken)
+    readings = read_topic(conn.kafka, isolated.topic(READINGS), len(messages) - n_broken)
+    publisher.close()
+    assert len(letters) == processor.stats.deadletters[reason] >= n_broken
+    assert len({check_deadletter_headers(r)["deadletter_id"] for r in letters}) == n_broken
+    assert {dict(r.headers)["reason"] for r in letters} == {b"internal_error"}
+    assert b"KeyError" in dict(letters[0].headers)["detail"]
+    # The held batch was replayed: every good frame is there (repeats removed downstream).
+    stored = {json.loads(r.value)["source"]["f_cnt"] for r in readings}
+    assert stored == {m.f_cnt for m in messages if m.dev_eui != broken}
