@@ -105,6 +105,10 @@ def mosquitto_binary() -> Path | None:
     return next((p for p in (*candidates, *MOSQUITTO_PATHS) if p.exists()), None)
 
 
+#: Largest MQTT payload Mosquitto accepts; the bridge dead-letters anything over 64 KiB.
+MQTT_MESSAGE_SIZE_LIMIT = 4 << 20
+
+
 def mosquitto_config(port: int) -> str:
     """Mosquitto settings for the bridge: loopback only, and no per-client limits.
 
@@ -112,6 +116,13 @@ def mosquitto_config(port: int) -> str:
     so unacked messages must not be capped (``max_inflight_messages 0``), and
     messages queued for a stopped bridge's persistent session must not be
     dropped (``max_queued_messages 0``).
+
+    ``message_size_limit`` (4 MiB) caps what a publisher can push through the
+    broker. It sits far above the bridge's own 64 KiB limit on purpose: an
+    oversized uplink still reaches the bridge, which dead-letters it (reason
+    ``too_large``, first 64 KiB, size and sha256) instead of it vanishing at
+    the broker. Mosquitto 2.0 supports it (``max_packet_size`` would
+    disconnect the publisher instead of refusing just the message).
     """
     return "\n".join(
         [
@@ -120,6 +131,7 @@ def mosquitto_config(port: int) -> str:
             "persistence false",
             "max_inflight_messages 0",
             "max_queued_messages 0",
+            f"message_size_limit {MQTT_MESSAGE_SIZE_LIMIT}",
             "log_dest stdout",
             "log_type error",
             "log_type warning",

@@ -190,3 +190,20 @@ def test_dockerfile_is_pinned_and_runs_the_cli_unprivileged():
     assert re.search(r"^USER\s+citywatch", text, flags=re.M)
     ignored = (REPO / ".dockerignore").read_text().split()
     assert {".venv", ".git", ".citywatch"} <= set(ignored)
+
+
+def test_mosquitto_limits_match_the_embedded_broker():
+    """Both Mosquitto configs cap payloads at the same size, far above the bridge's limit."""
+    from citywatch.stack import MQTT_MESSAGE_SIZE_LIMIT, mosquitto_config
+    from ingest.lorawan.uplink import MAX_MESSAGE_BYTES
+
+    def settings(text: str) -> dict[str, str]:
+        lines = (line.split(None, 1) for line in text.splitlines() if line and line[0] != "#")
+        return {parts[0]: parts[1].strip() for parts in lines if len(parts) == 2}
+
+    deployed = settings((REPO / "deploy" / "mosquitto" / "mosquitto.conf").read_text())
+    embedded = settings(mosquitto_config(1883))
+    for config in (deployed, embedded):
+        assert int(config["message_size_limit"]) == MQTT_MESSAGE_SIZE_LIMIT
+        assert config["max_inflight_messages"] == config["max_queued_messages"] == "0"
+    assert MQTT_MESSAGE_SIZE_LIMIT >= 32 * MAX_MESSAGE_BYTES

@@ -42,11 +42,18 @@ class DatabaseRegistry(dict):
         self.reload()
 
     def reload(self) -> None:
+        import psycopg
+
+        from ingest.lorawan.errors import TransientError
         from ingest.lorawan.registry import parse_registry
         from storage.device_registry import latest_registry
 
         self._loaded_at = time.monotonic()
-        latest = latest_registry(self.database_url)
+        try:
+            latest = latest_registry(self.database_url)
+        except psycopg.OperationalError as exc:
+            # The device may well be registered: hold the frame, don't dead-letter it.
+            raise TransientError(f"device registry unavailable: {exc}") from exc
         if latest is None:
             return
         version, rows = latest
@@ -82,6 +89,7 @@ def build_processor(
     auto_register: str | None,
     auto_codec: str,
     registry: dict | None = None,
+    max_bytes: int = 64 << 10,
 ):
     """An UplinkProcessor publishing to this deployment's topics."""
     from ingest.lorawan.bridge import AutoRegister, UplinkProcessor
@@ -92,11 +100,20 @@ def build_processor(
     from streams.topics import DEADLETTER, READINGS, ensure_topics
 
     ensure_topics(conn.kafka, settings)
-    publisher = KafkaPublisher(conn.kafka, settings.topic(READINGS), settings.topic(DEADLETTER))
+    publisher = KafkaPublisher(
+        conn.kafka, settings.topic(READINGS), settings.topic(DEADLETTER), keep_raw=max_bytes
+    )
     auto = AutoRegister(auto_register, auto_codec) if auto_register else None
 
     def on_register(entry) -> None:
-        auto_register_device(conn.database_url, entry_to_row(entry))
+        import psycopg
+
+        from ingest.lorawan.errors import TransientError
+
+        try:
+            auto_register_device(conn.database_url, entry_to_row(entry))
+        except psycopg.OperationalError as exc:
+            raise TransientError(f"device registry unavailable: {exc}") from exc
 
     return UplinkProcessor(
         publisher,
@@ -106,6 +123,7 @@ def build_processor(
         dedup=FrameDeduplicator(window_s=dedup_window_s),
         auto_register=auto,
         on_register=on_register if auto else None,
+        max_bytes=max_bytes,
     )
 
 
@@ -139,6 +157,15 @@ def _auto_options(func):
         type=click.Path(exists=True, dir_okay=False, path_type=Path),
         default=None,
         help="Load this registry file into the database first (a new version if it changed).",
+    )(func)
+    func = click.option(
+        "--max-bytes",
+        envvar="CITYWATCH_INGEST_MAX_BYTES",
+        type=click.IntRange(1024, 512 << 10),
+        default=64 << 10,
+        show_default=True,
+        help="Larger uplinks are dead-lettered as too_large; a dead letter keeps at most "
+        "this many raw bytes (plus the original size and sha256).",
     )(func)
     return func
 
@@ -208,6 +235,7 @@ def ingest_lorawan(
     auto_register,
     auto_codec,
     registry_file,
+    max_bytes,
 ):
     """MQTT bridge: network-server uplinks -> decode -> de-duplicate -> Kafka `readings`.
 
@@ -237,6 +265,7 @@ def ingest_lorawan(
         dedup_window_s=dedup_window,
         auto_register=auto_register,
         auto_codec=auto_codec,
+        max_bytes=max_bytes,
     )
     bridge = MqttBridge(mqtt_url, fmt, processor, client_id=client_id or f"citywatch-lorawan-{fmt}")
     stopped = _stop_on_signals()
@@ -269,13 +298,16 @@ def ingest_lorawan(
 )
 @_auto_options
 @click.pass_obj
-def ingest_http(settings: Settings, host, port, secret, auto_register, auto_codec, registry_file):
+def ingest_http(
+    settings: Settings, host, port, secret, auto_register, auto_codec, registry_file, max_bytes
+):
     """HTTP webhooks for ChirpStack v4 and The Things Stack v3 uplinks.
 
     POST /api/v1/lorawan/chirpstack?event=up and POST /api/v1/lorawan/tts, each
     with the X-Citywatch-Secret header. The reply comes after Kafka acknowledged
-    the reading: 202 accepted, 400 dead letter (with its reason), 401 wrong
-    secret, 503 Kafka unavailable (the network server retries).
+    the reading: 202 accepted, 400 dead letter (with its reason), 413 body over
+    --max-bytes (dead-lettered as too_large), 401 wrong secret, 503 Kafka or
+    database unavailable (with Retry-After; the network server may retry).
     """
     import uvicorn
 
@@ -299,10 +331,11 @@ def ingest_http(settings: Settings, host, port, secret, auto_register, auto_code
             auto_register=auto_register,
             auto_codec=auto_codec,
             registry=registry,
+            max_bytes=max_bytes,
         )
         for fmt in FORMATS
     }
-    app = create_webhook_app(processors, secret)
+    app = create_webhook_app(processors, secret, max_body=max_bytes)
     uvicorn.run(app, host=host, port=port, log_level=settings.log_level)
 
 

@@ -1,32 +1,32 @@
 """MQTT -> decode -> de-duplicate -> Kafka: the LoRaWAN bridge.
 
-Two parts:
-
-:class:`UplinkProcessor` (no network I/O of its own)
-    ``offer(topic, payload, now)`` parses an uplink and hands it to the
-    :class:`~ingest.lorawan.dedup.FrameDeduplicator`; ``flush(now)`` maps the
-    frames whose hold window closed to readings (device registry, codec) and
-    queues them on the :class:`~ingest.lorawan.publisher.KafkaPublisher`.
-    Anything unusable is queued as an ingest-stage dead letter with its reason
-    and raw bytes, and counted. Nothing raises for bad input.
-
-:class:`MqttBridge`
-    Subscribes to ChirpStack v4 or The Things Stack v3 uplink topics with QoS 1
-    on a persistent session (MQTT 5, clean start off, session expiry), so
-    messages published while the bridge is down are delivered when it comes
-    back. paho's network thread only appends messages to an inbox; the bridge
-    loop processes the inbox in batches, flushes Kafka once per batch and only
-    then sends the MQTT PUBACKs (paho ``manual_ack``).
+:class:`MqttBridge` runs an :class:`~ingest.lorawan.processor.UplinkProcessor`
+(parse, de-duplicate, map, queue on Kafka; re-exported here) on a live MQTT
+subscription. It subscribes to ChirpStack v4 or The Things Stack v3 uplink
+topics with QoS 1 on a persistent session (MQTT 5, clean start off, session
+expiry), so messages published while the bridge is down are delivered when it
+comes back. paho's network thread only appends messages to an inbox; the
+bridge loop processes the inbox in batches, flushes Kafka once per batch and
+only then sends the MQTT PUBACKs (paho ``manual_ack``).
 
 Delivery guarantee: at-least-once from MQTT to Kafka. A message is acked when
 (1) the frame it belongs to has left the de-duplication window and (2) Kafka
 acknowledged the reading or dead letter it became. Acks are released by a
-watermark: every message received before the oldest frame still held. If Kafka
-fails, nothing more is acked, the de-duplicator forgets what it emitted, and
-the MQTT session is re-established so the broker redelivers the unacked
-messages. Repeats that reach Kafka are removed downstream (readings' natural
-key). Broker side, ``max_inflight_messages`` must allow a window's worth of
-unacked messages (the embedded Mosquitto config sets it unlimited).
+watermark: every message received before the oldest frame still held.
+
+Containment: every frame is isolated by the processor (a bad or poisonous
+message becomes a dead letter with its reason, a 2 MB one a ``too_large`` dead
+letter cut to 64 KiB), so a redelivered message can never crash-loop the
+bridge. When a dependency fails (Kafka does not acknowledge, the registry's
+database is down), nothing more is acked, the de-duplicator forgets what it
+emitted, the bridge waits (doubling up to 30 s) and re-establishes the MQTT
+session so the broker redelivers every unacked message. Any other exception
+escaping a step (a bug outside the per-frame code) drops the pending acks
+before it propagates: ``stop()`` then acks nothing it did not publish.
+Repeats that reach Kafka are removed downstream (readings' natural key, dead
+letters' ``deadletter_id``). Broker side, ``max_inflight_messages`` must allow
+a window's worth of unacked messages (the embedded Mosquitto config sets it
+unlimited).
 """
 
 from __future__ import annotations
@@ -36,10 +36,7 @@ import logging
 import threading
 import time
 import uuid
-from collections import Counter
-from collections.abc import Callable, MutableMapping
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
@@ -47,13 +44,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from ingest.lorawan.codecs import Codec, get_codec
-from ingest.lorawan.dedup import FrameDeduplicator
-from ingest.lorawan.errors import UplinkError
-from ingest.lorawan.mapping import map_uplink
-from ingest.lorawan.publisher import PublishError, deadletter_id
-from ingest.lorawan.registry import DeviceEntry
-from ingest.lorawan.uplink import Network, Uplink, parse_topic, parse_uplink
+from ingest.lorawan.errors import TransientError
+from ingest.lorawan.processor import AutoRegister, BridgeStats, UplinkProcessor
+from ingest.lorawan.publisher import PublishError
+from ingest.lorawan.uplink import Network
 
 __all__ = [
     "TOPIC_FILTERS",
@@ -71,211 +65,6 @@ TOPIC_FILTERS: dict[str, str] = {
     "chirpstack": "application/+/device/+/event/up",
     "tts": "v3/+/devices/+/up",
 }
-
-
-@dataclass
-class BridgeStats:
-    """Counters of one bridge (or webhook) process.
-
-    Attributes
-    ----------
-    received : int
-        Messages offered (every copy, good or bad).
-    published : int
-        Readings queued for Kafka (one per frame).
-    duplicates : int
-        Copies merged into a frame or dropped as late repeats.
-    deadletters : Counter
-        Dead letters by reason.
-    auto_registered : int
-        Unknown devices registered because the operator allowed it.
-    acked : int
-        Input messages acknowledged after Kafka confirmed their output.
-    """
-
-    received: int = 0
-    published: int = 0
-    duplicates: int = 0
-    deadletters: Counter[str] = field(default_factory=Counter)
-    auto_registered: int = 0
-    acked: int = 0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "received": self.received,
-            "published": self.published,
-            "duplicates": self.duplicates,
-            "deadletters": sum(self.deadletters.values()),
-            "deadletters_by_reason": dict(sorted(self.deadletters.items())),
-            "auto_registered": self.auto_registered,
-            "acked": self.acked,
-        }
-
-
-@dataclass(frozen=True)
-class AutoRegister:
-    """Operator opt-in: register unknown devices as ``asset_type`` decoded with ``codec``.
-
-    The asset id is ``auto-<dev_eui>`` until an operator loads a registry entry.
-    """
-
-    asset_type: str
-    codec: str = "passthrough"
-
-    def entry(self, dev_eui: str) -> DeviceEntry:
-        return DeviceEntry(
-            dev_eui=dev_eui,
-            asset_id=f"auto-{dev_eui}",
-            asset_type=self.asset_type,
-            codec=self.codec,
-        )
-
-
-class UplinkProcessor:
-    """Parse, de-duplicate and map uplinks; queue readings and dead letters on Kafka.
-
-    Parameters
-    ----------
-    publisher : KafkaPublisher
-        Anything with ``reading(key, value)`` and ``deadletter(...)``.
-    registry : mutable mapping of str to DeviceEntry
-        Registered devices by lower-case DevEUI.
-    network : {"chirpstack", "tts"}, optional
-        Force the format; otherwise the topic or body decides.
-    channel : str
-        ``mqtt`` or ``http``: prefix of dead-letter ids. Only ``mqtt`` topics are
-        checked against the body (device, application, event).
-    dedup : FrameDeduplicator, optional
-    auto_register : AutoRegister, optional
-        Register unknown devices instead of dead-lettering them.
-    on_register : callable, optional
-        Called with each auto-registered entry before its first reading is
-        queued (the CLI stores it in the database, so the worker accepts it).
-    """
-
-    def __init__(
-        self,
-        publisher: Any,
-        registry: MutableMapping[str, DeviceEntry],
-        *,
-        network: Network | None = None,
-        channel: str = "mqtt",
-        dedup: FrameDeduplicator | None = None,
-        auto_register: AutoRegister | None = None,
-        on_register: Callable[[DeviceEntry], None] | None = None,
-    ) -> None:
-        self.publisher = publisher
-        self.registry = registry
-        self.network = network
-        self.channel = channel
-        self.dedup = dedup if dedup is not None else FrameDeduplicator()
-        self.auto_register = auto_register
-        self.on_register = on_register
-        self.stats = BridgeStats()
-        #: (reason, detail) of the most recent dead letter, for synchronous callers.
-        self.last_deadletter: tuple[str, str] = ("", "")
-        # Raw bytes of each held frame's first copy, for its dead letter if mapping fails.
-        self._raw: dict[tuple[str, int, Any], tuple[str, bytes]] = {}
-        # get_codec resolves profile paths on every call; look each codec up once.
-        self._codecs: dict[str, Codec] = {}
-
-    def reset_dedup(self) -> None:
-        """Forget every frame (after a failed Kafka flush: their copies will be redelivered)."""
-        self.dedup = FrameDeduplicator(
-            window_s=self.dedup.window_s,
-            memory_s=self.dedup.memory_s,
-            max_skew_s=self.dedup.max_skew_s,
-            max_frames=self.dedup.max_frames,
-        )
-        self._raw.clear()
-
-    def offer(self, topic: str, payload: bytes, now: float) -> None:
-        """Take one message; frames come out of :meth:`flush` once their window closes."""
-        self.stats.received += 1
-        try:
-            # Only MQTT topics describe the device; a webhook "topic" is just a label.
-            mqtt_topic = topic if self.channel == "mqtt" and topic else None
-            uplink = parse_uplink(payload, topic=mqtt_topic, network=self.network)
-        except UplinkError as exc:
-            self._dead(topic, payload, exc, _topic_key(mqtt_topic))
-            return
-        stats = self.dedup.stats
-        copies_before = stats.merged + stats.late
-        emitted = self.dedup.offer(uplink, now=now)
-        if stats.merged + stats.late > copies_before:
-            self.stats.duplicates += 1
-        else:
-            self._raw.setdefault(_frame_key(uplink), (topic, bytes(payload)))
-        if emitted is not None:
-            self._publish(emitted)
-
-    def flush(self, now: float) -> int:
-        """Map and queue every frame whose hold window closed; return how many."""
-        frames = self.dedup.flush(now=now)
-        for uplink in frames:
-            self._publish(uplink)
-        return len(frames)
-
-    def drain(self) -> int:
-        """Map and queue every held frame now (shutdown)."""
-        frames = self.dedup.drain()
-        for uplink in frames:
-            self._publish(uplink)
-        return len(frames)
-
-    def oldest_held(self) -> float:
-        """Clock time the oldest held frame was first seen (``inf`` when none)."""
-        deadline = self.dedup.next_deadline()
-        if deadline is None:
-            return float("inf")
-        return deadline - self.dedup.window_s
-
-    def _publish(self, uplink: Uplink) -> None:
-        topic, raw = self._raw.pop(_frame_key(uplink), ("", b""))
-        try:
-            entry = self.registry.get(uplink.dev_eui)
-            if entry is None:
-                entry = self._auto_register(uplink.dev_eui)
-            codec = self._codecs.get(entry.codec)
-            if codec is None:
-                codec = self._codecs[entry.codec] = get_codec(entry.codec)
-            reading = map_uplink(uplink, entry, codec=codec)
-        except UplinkError as exc:
-            self._dead(topic, raw, exc, uplink.dev_eui.encode())
-            return
-        self.publisher.reading(reading.key, reading.value)
-        self.stats.published += 1
-
-    def _auto_register(self, dev_eui: str) -> DeviceEntry:
-        if self.auto_register is None:
-            raise UplinkError("unknown_device", f"dev_eui {dev_eui} is not in the registry")
-        entry = self.auto_register.entry(dev_eui)
-        if self.on_register is not None:
-            self.on_register(entry)
-        self.registry[dev_eui] = entry
-        self.stats.auto_registered += 1
-        log.info("auto-registered %s as %s (%s)", dev_eui, entry.asset_id, entry.asset_type)
-        return entry
-
-    def _dead(self, topic: str, raw: bytes, exc: UplinkError, key: bytes | None) -> None:
-        self.stats.deadletters[exc.reason] += 1
-        self.last_deadletter = (exc.reason, exc.detail)
-        self.publisher.deadletter(
-            key=key,
-            raw=bytes(raw),
-            reason=exc.reason,
-            detail=exc.detail,
-            dl_id=deadletter_id(self.channel, topic, bytes(raw)),
-        )
-
-
-def _frame_key(uplink: Uplink) -> tuple[str, int, Any]:
-    return (uplink.dev_eui, uplink.f_cnt, uplink.received_at)
-
-
-def _topic_key(topic: str | None) -> bytes | None:
-    info = parse_topic(topic) if topic else None
-    return info.device.lower().encode() if info is not None else None
 
 
 def parse_mqtt_url(url: str) -> tuple[str, int, str | None, str | None]:
@@ -320,6 +109,10 @@ class MqttBridge:
         reconnect_max_s: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._failures = 0
+        # Pause before replaying after a dependency failed, doubling per failure in a row.
+        self._backoff_min_s = min(reconnect_min_s, 0.5)
+        self._backoff_max_s = reconnect_max_s
         self.host, self.port, user, password = parse_mqtt_url(url)
         self.fmt = fmt
         self.processor = processor
@@ -407,21 +200,27 @@ class MqttBridge:
         now = self._clock()
         taken = 0
         inbox, processor = self._inbox, self.processor
-        while inbox and taken < self.batch_max:
-            received, topic, payload, mid, qos = inbox.popleft()
-            processor.offer(topic, payload, received)
-            if qos > 0:
-                self._pending.append((received, mid, qos))
-            taken += 1
-        if final:
-            processor.drain()
-        else:
-            processor.flush(now)
         try:
-            processor.publisher.flush()
-        except PublishError as exc:
+            while inbox and taken < self.batch_max:
+                received, topic, payload, mid, qos = inbox.popleft()
+                if qos > 0:
+                    self._pending.append((received, mid, qos))
+                taken += 1
+                processor.offer(topic, payload, received)
+            if final:
+                processor.drain()
+            else:
+                processor.flush(now)
+            processor.confirm()
+        except (PublishError, TransientError) as exc:
             self._recover(exc)
             return taken
+        except BaseException:
+            # Unknown state: ack nothing of this session's pending messages (the
+            # broker redelivers them), and let the caller see the bug.
+            self._drop_pending()
+            raise
+        self._failures = 0
         watermark = processor.oldest_held()
         pending, acked = self._pending, 0
         while pending and pending[0][0] < watermark:
@@ -431,11 +230,18 @@ class MqttBridge:
         processor.stats.acked += acked
         return taken
 
-    def _recover(self, exc: PublishError) -> None:
-        log.error("Kafka did not acknowledge a batch (%s); replaying from MQTT", exc)
+    def _drop_pending(self) -> None:
         self._inbox.clear()
         self._pending.clear()
         self.processor.reset_dedup()
+
+    def _recover(self, exc: Exception) -> None:
+        self._failures += 1
+        self.processor.stats.transient_failures += 1
+        delay = min(self._backoff_min_s * 2 ** (self._failures - 1), self._backoff_max_s)
+        log.error("%s; holding the batch, replaying from MQTT in %.1f s", exc, delay)
+        self._drop_pending()
+        time.sleep(delay)
         # Dropping the connection makes the broker redeliver every unacked message.
         try:
             self._client.reconnect()

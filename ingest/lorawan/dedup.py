@@ -302,6 +302,15 @@ class FrameDeduplicator:
         self._evict(now)
         return out
 
+    def forget(self, dev_eui: str, f_cnt: int) -> None:
+        """Forget an emitted frame whose output was never delivered, so a retry is new again.
+
+        A frame still held is kept: it has not been handed out yet.
+        """
+        frame = self._frames.get((dev_eui, f_cnt))
+        if frame is not None and not frame.held:
+            del self._frames[(dev_eui, f_cnt)]
+
     def drain(self) -> list[Uplink]:
         """Emit every held frame now, regardless of its window (for shutdown)."""
         out, self._ready = self._ready, []

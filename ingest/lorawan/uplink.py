@@ -59,11 +59,16 @@ __all__ = [
 
 Network = Literal["chirpstack", "tts"]
 
-#: Larger messages are refused before parsing. A LoRaWAN payload is at most
-#: 242 bytes; even with hundreds of gateways the JSON stays far below this.
-MAX_MESSAGE_BYTES = 1 << 20
+#: Larger messages are refused before parsing (``too_large``). A LoRaWAN payload
+#: is at most 242 bytes and a real uplink JSON a few KB (about 0.4 KB per
+#: gateway in ``rxInfo``), so 64 KiB leaves room for ~150 gateways.
+MAX_MESSAGE_BYTES = 64 << 10
 
 _U32 = (1 << 32) - 1
+#: Bounds of strings and numbers copied into a reading (names, ids, RSSI, SNR).
+_MAX_STR = 256
+_MAX_NUM = 1e6
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 _EUI = re.compile(r"[0-9A-Fa-f]{16}")
 _B64_CHARS = re.compile(r"[A-Za-z0-9+/_-]*={0,2}")
 _CHIRPSTACK_TOPIC = re.compile(r"application/([^/]+)/device/([^/]+)/event/([^/]+)")
@@ -239,6 +244,12 @@ def _opt_str(doc: Mapping[str, Any], key: str, path: str) -> str | None:
         return None
     if not isinstance(value, str):
         raise _schema(path, f"expected a string, got {_type_name(value)}")
+    # These strings travel on in the reading: PostgreSQL text/jsonb holds no NUL, and
+    # a lone surrogate is not UTF-8 at all.
+    if len(value) > _MAX_STR:
+        raise _schema(path, f"longer than {_MAX_STR} characters ({len(value)})")
+    if _UNSTORABLE.search(value):
+        raise _schema(path, f"holds a NUL or a lone surrogate: {value!r:.60}")
     return value
 
 
@@ -265,6 +276,9 @@ def _opt_num(doc: Mapping[str, Any], key: str, path: str) -> float | None:
         return None
     if not isinstance(value, int | float) or isinstance(value, bool):
         raise _schema(path, f"expected a number, got {_type_name(value)}")
+    # 1e999 parses as inf and 10**40 overflows a float: neither is a reception figure.
+    if not -_MAX_NUM <= value <= _MAX_NUM:
+        raise _schema(path, f"{value!r:.40} is not a finite number within ±{_MAX_NUM:g}")
     return value
 
 
@@ -506,10 +520,10 @@ def _reject_constant(name: str) -> Any:
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 
 
-def _load(raw: bytes | bytearray | memoryview | str) -> Any:
+def _load(raw: bytes | bytearray | memoryview | str, max_bytes: int = MAX_MESSAGE_BYTES) -> Any:
     size = len(raw)  # characters for str: a bound, and never fails on odd code points
-    if size > MAX_MESSAGE_BYTES:
-        raise UplinkError("too_large", f"{size} bytes > {MAX_MESSAGE_BYTES}")
+    if size > max_bytes:
+        raise UplinkError("too_large", f"{size} bytes > {max_bytes}")
     if isinstance(raw, memoryview | bytearray):
         raw = bytes(raw)
     try:
@@ -541,6 +555,7 @@ def parse_uplink(
     *,
     topic: str | None = None,
     network: Network | None = None,
+    max_bytes: int = MAX_MESSAGE_BYTES,
 ) -> Uplink:
     """Parse one uplink message from ChirpStack v4 or The Things Stack v3.
 
@@ -554,6 +569,8 @@ def parse_uplink(
     network : {"chirpstack", "tts"}, optional
         Force the format; otherwise it comes from the topic or the body's shape
         (``deviceInfo`` means ChirpStack, ``end_device_ids`` The Things Stack).
+    max_bytes : int
+        Larger messages are refused unparsed (``too_large``).
 
     Returns
     -------
@@ -564,7 +581,7 @@ def parse_uplink(
     UplinkError
         The only exception raised for bad input; ``reason`` says why.
     """
-    doc = raw if _is_map(raw) else _load(raw)
+    doc = raw if _is_map(raw) else _load(raw, max_bytes)
     if not _is_map(doc):
         raise _schema("$", f"expected a JSON object, got {_type_name(doc)}")
     info = parse_topic(topic) if topic is not None else None

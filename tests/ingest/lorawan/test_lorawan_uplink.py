@@ -200,7 +200,7 @@ def test_topic_picks_the_format_and_unknown_topics_are_refused() -> None:
         (b"{", "malformed_json"),
         (b"\xff\xfe\x00", "malformed_json"),
         (b'{"time": NaN}', "malformed_json"),
-        (b"[" * 100_000 + b"]" * 100_000, "malformed_json"),
+        (b"[" * 30_000 + b"]" * 30_000, "malformed_json"),  # deep, under the size limit
         (b"[]", "schema"),
         (b"{}", "schema"),
         (b" " * (MAX_MESSAGE_BYTES + 1), "too_large"),
