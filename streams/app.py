@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import os
 import signal
@@ -44,9 +43,7 @@ from models.features import DeviceFeatureState
 from storage.ingest_deadletters import ingest_deadletter_row
 from storage.maintenance import run_maintenance
 from storage.sinks import (
-    MAX_DEADLETTER_TEXT,
     AlertRow,
-    DeadLetterRow,
     ExplanationRow,
     MaintenanceRow,
     PostgresSink,
@@ -60,7 +57,14 @@ from storage.sinks import (
 
 from . import topics
 from .alerting import AlertState, Hysteresis, step
-from .containment import Containment, describe, hold, release
+from .containment import Containment, hold, release
+from .deadletters import (
+    MAX_REPUBLISHED_RAW,
+    conflicting_deadletters,
+    deadletter_headers,
+    deadletter_row,
+    poison_row,
+)
 from .records import AlertEvent, Maintenance, Reading, decode_score_batch, encode_score_batch
 from .state import (
     DeviceState,
@@ -119,20 +123,6 @@ class WorkerStats:
     started: float = field(default_factory=time.monotonic)
 
 
-def deadletter_row(rejection: Rejection, message, raw: bytes | None) -> DeadLetterRow:
-    return DeadLetterRow(
-        deadletter_id=f"{message.topic}:{message.partition}:{message.offset}",
-        stage="validate",
-        reason=rejection.reason,
-        detail=rejection.detail,
-        source_topic=message.topic,
-        source_partition=message.partition,
-        source_offset=message.offset,
-        device_id=rejection.device_id,
-        raw=raw or b"",
-    )
-
-
 class ModelsUnavailableError(SinkUnavailableError):
     """No model to score with yet (none promoted, or the registry unreachable)."""
 
@@ -182,36 +172,6 @@ def _warn_moved(device_id: str, old: int, new: int) -> None:
             old,
             new,
         )
-
-
-#: Raw bytes republished with a worker dead letter (the table keeps them whole).
-MAX_REPUBLISHED_RAW = 65536
-
-
-def deadletter_headers(reason: str, raw: bytes) -> dict[str, bytes]:
-    """Headers of a worker dead letter on the ``deadletter`` topic (no ``stage``: the
-    worker stored it already, so its own dead-letter agent skips it)."""
-    return {
-        "reason": reason.encode(),
-        "raw_size": str(len(raw)).encode(),
-        "raw_sha256": hashlib.sha256(raw).hexdigest().encode(),
-    }
-
-
-def poison_row(event, stage: str, exc: BaseException) -> DeadLetterRow:
-    """The dead letter of a message whose processing kept raising."""
-    message = event.message
-    return DeadLetterRow(
-        deadletter_id=f"{message.topic}:{message.partition}:{message.offset}",
-        stage=stage,
-        reason="poison",
-        detail=describe(exc, MAX_DEADLETTER_TEXT - 100),
-        source_topic=message.topic,
-        source_partition=message.partition,
-        source_offset=message.offset,
-        device_id=(message.key or b"").decode("utf-8", "replace")[:200] or None,
-        raw=message.value or b"",
-    )
 
 
 def partition_of(key: bytes, partitions: int) -> int:
@@ -319,17 +279,26 @@ def create_app(
 
         return store
 
-    @app.agent(readings_topic)
-    async def score_readings(stream):
+    async def settle_batches(stream, containment: Containment, process, on_poison, timings=None):
+        """Every agent's loop: take a batch, settle it (contained), acknowledge what settled."""
         async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
             hold(events)  # acknowledged below, once settled; see streams.containment
             started = time.perf_counter()
-            async with fail_fast(app, "scoring"):
-                settled = await scoring.run(
-                    events, process_readings, store_poison(reading_sink, "score")
-                )
+            async with fail_fast(app, containment.step):
+                settled = await containment.run(events, process, on_poison)
             await release(stream, settled)
-            stats.batch_ms.append((time.perf_counter() - started) * 1000)
+            if timings is not None:
+                timings.append((time.perf_counter() - started) * 1000)
+
+    @app.agent(readings_topic)
+    async def score_readings(stream):
+        await settle_batches(
+            stream,
+            scoring,
+            process_readings,
+            store_poison(reading_sink, "score"),
+            timings=stats.batch_ms,
+        )
 
     async def process_readings(events) -> None:
         try:
@@ -548,13 +517,7 @@ def create_app(
 
     @app.agent(scores_topic)
     async def raise_alerts(stream):
-        async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
-            hold(events)
-            async with fail_fast(app, "alerting"):
-                settled = await alerting.run(
-                    events, process_scores, store_poison(alert_sink, "alert")
-                )
-            await release(stream, settled)
+        await settle_batches(stream, alerting, process_scores, store_poison(alert_sink, "alert"))
 
     async def process_scores(events) -> None:
         states: dict[str, AlertState] = {}
@@ -615,13 +578,12 @@ def create_app(
 
     @app.agent(deadletter_topic)
     async def store_ingest_deadletters(stream):
-        async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
-            hold(events)
-            async with fail_fast(app, "ingest dead letters"):
-                settled = await ingest_deadletters.run(
-                    events, process_ingest_deadletters, store_poison(deadletter_sink, "ingest")
-                )
-            await release(stream, settled)
+        await settle_batches(
+            stream,
+            ingest_deadletters,
+            process_ingest_deadletters,
+            store_poison(deadletter_sink, "ingest"),
+        )
 
     async def process_ingest_deadletters(events) -> None:
         rows = [
@@ -699,36 +661,6 @@ def create_app(
 
     app.citywatch_stats = stats  # type: ignore[attr-defined]
     return app
-
-
-def conflicting_deadletters(rows: list[ReadingRow], messages: list, written) -> list[DeadLetterRow]:
-    """``duplicate`` dead letters of the readings the sink could not store because
-    another reading of the device at that time is stored (``written.conflicts``)."""
-    pending = list(written.conflicts)  # (device_id, ts, metrics, source) of each loser
-    losers: list[int] = []
-    # Match on content first (two rows with one key in a batch: only one lost), then on key.
-    for exact in (True, False):
-        for j, (device_id, ts, metrics, source) in enumerate(pending):
-            if device_id is None:
-                continue
-            for i, row in enumerate(rows):
-                if i in losers or (row.device_id, row.ts) != (device_id, ts):
-                    continue
-                if exact and (row.metrics, row.source) != (metrics, source):
-                    continue
-                losers.append(i)
-                pending[j] = (None, ts, metrics, source)
-                break
-    out = []
-    for i in sorted(losers):
-        row, message = rows[i], messages[i]
-        rejection = Rejection(
-            "duplicate",
-            f"another reading of {row.device_id} at {row.ts.isoformat()} is already stored",
-            row.device_id,
-        )
-        out.append(deadletter_row(rejection, message, message.value))
-    return out
 
 
 def _same_features(a, b, asset_type: str) -> bool:

@@ -1,0 +1,92 @@
+"""The worker's dead letters: rows for the table, headers for the ``deadletter`` topic.
+
+Every way a message of the ``readings`` or ``scores`` topic can become a dead
+letter is built here: refused by validation, a duplicate found in the
+database, or poison (its processing kept raising). docs/delivery.md lists the
+reasons.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from storage.sinks import MAX_DEADLETTER_TEXT, DeadLetterRow, ReadingRow, WriteResult
+
+from .containment import describe
+from .validation import Rejection
+
+
+def deadletter_row(rejection: Rejection, message, raw: bytes | None) -> DeadLetterRow:
+    return DeadLetterRow(
+        deadletter_id=f"{message.topic}:{message.partition}:{message.offset}",
+        stage="validate",
+        reason=rejection.reason,
+        detail=rejection.detail,
+        source_topic=message.topic,
+        source_partition=message.partition,
+        source_offset=message.offset,
+        device_id=rejection.device_id,
+        raw=raw or b"",
+    )
+
+
+#: Raw bytes republished with a worker dead letter (the table keeps them whole).
+MAX_REPUBLISHED_RAW = 65536
+
+
+def deadletter_headers(reason: str, raw: bytes) -> dict[str, bytes]:
+    """Headers of a worker dead letter on the ``deadletter`` topic (no ``stage``: the
+    worker stored it already, so its own dead-letter agent skips it)."""
+    return {
+        "reason": reason.encode(),
+        "raw_size": str(len(raw)).encode(),
+        "raw_sha256": hashlib.sha256(raw).hexdigest().encode(),
+    }
+
+
+def poison_row(event, stage: str, exc: BaseException) -> DeadLetterRow:
+    """The dead letter of a message whose processing kept raising."""
+    message = event.message
+    return DeadLetterRow(
+        deadletter_id=f"{message.topic}:{message.partition}:{message.offset}",
+        stage=stage,
+        reason="poison",
+        detail=describe(exc, MAX_DEADLETTER_TEXT - 100),
+        source_topic=message.topic,
+        source_partition=message.partition,
+        source_offset=message.offset,
+        device_id=(message.key or b"").decode("utf-8", "replace")[:200] or None,
+        raw=message.value or b"",
+    )
+
+
+def conflicting_deadletters(
+    rows: list[ReadingRow], messages: list, written: WriteResult
+) -> list[DeadLetterRow]:
+    """``duplicate`` dead letters of the readings the sink could not store because
+    another reading of the device at that time is stored (``written.conflicts``)."""
+    pending = list(written.conflicts)  # (device_id, ts, metrics, source) of each loser
+    losers: list[int] = []
+    # Match on content first (two rows with one key in a batch: only one lost), then on key.
+    for exact in (True, False):
+        for j, (device_id, ts, metrics, source) in enumerate(pending):
+            if device_id is None:
+                continue
+            for i, row in enumerate(rows):
+                if i in losers or (row.device_id, row.ts) != (device_id, ts):
+                    continue
+                if exact and (row.metrics, row.source) != (metrics, source):
+                    continue
+                losers.append(i)
+                pending[j] = (None, ts, metrics, source)
+                break
+    out = []
+    for i in sorted(losers):
+        row, message = rows[i], messages[i]
+        rejection = Rejection(
+            "duplicate",
+            f"another reading of {row.device_id} at {row.ts.isoformat()} is already stored",
+            row.device_id,
+        )
+        out.append(deadletter_row(rejection, message, message.value))
+    return out
