@@ -497,6 +497,27 @@ MIGRATIONS += [
 ]
 
 
+# -- F: which Kafka offsets the stored readings came from (13) -----------------------------
+MIGRATIONS += [
+    (
+        13,
+        "stream_offsets: the highest readings offset stored, per topic partition",
+        """
+        -- Written in each batch's transaction with its rows, so it never disagrees
+        -- with them: a reading at or below it that finds its key taken is a replay
+        -- (stored before a crash), above it another message: a duplicate dead letter.
+        CREATE TABLE stream_offsets (
+            topic      text NOT NULL,
+            partition  integer NOT NULL,
+            max_offset bigint NOT NULL,
+            updated_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (topic, partition)
+        );
+        """,
+    ),
+]
+
+
 def timescale_available(conn: psycopg.Connection) -> bool:
     """True when the TimescaleDB extension can be created in this database."""
     row = conn.execute(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -139,6 +139,12 @@ class SinkBatch:
     deadletters: list[DeadLetterRow] = field(default_factory=list)
     explanations: list[ExplanationRow] = field(default_factory=list)
     maintenance: list[MaintenanceRow] = field(default_factory=list)
+    #: Where each of ``readings`` came from: ``(topic, partition, offset)``. With it the
+    #: sink tells a replay from a duplicate and records the offsets it stored.
+    reading_positions: list[tuple[str, int, int]] | None = None
+    #: The dead letter of ``readings[i]`` when another message's reading holds its key;
+    #: written in the same transaction, so a crash cannot separate the two.
+    conflict_deadletter: Callable[[int], DeadLetterRow] | None = None
 
     def __len__(self) -> int:
         return (
@@ -160,9 +166,9 @@ class WriteResult:
     alerts: int = 0
     deadletters: int = 0
     maintenance: int = 0
-    #: ``(device_id, ts, metrics, source)`` of readings not stored because *another*
-    #: reading of that device at that time is (an identical one is a replay, not listed).
-    conflicts: list[tuple[str, datetime, dict, dict]] = field(default_factory=list)
+    #: Indices into ``batch.readings`` of rows not stored because another message's
+    #: reading holds their ``(device_id, ts)``; replays of stored offsets are not listed.
+    conflicts: list[int] = field(default_factory=list)
 
 
 _STAGING_DDL = """
@@ -260,7 +266,8 @@ class PostgresSink:
         try:
             conn = self._connection()
             with conn.transaction(), conn.cursor() as cur:
-                readings = _copy_upsert(
+                stored_before = _lock_offsets(cur, batch.reading_positions)
+                inserted = _copy_upsert(
                     cur,
                     "readings",
                     _READING_COLUMNS,
@@ -277,7 +284,17 @@ class PostgresSink:
                         for r in batch.readings
                     ),
                     bool(batch.readings),
+                    returning="device_id, ts" if batch.reading_positions else None,
                 )
+                readings = inserted if isinstance(inserted, int) else len(inserted)
+                conflicts = (
+                    _not_stored(batch, inserted, stored_before)
+                    if readings < len(batch.readings) and batch.reading_positions
+                    else []
+                )
+                _record_offsets(cur, batch.reading_positions)
+                if conflicts and batch.conflict_deadletter is not None:
+                    batch.deadletters.extend(batch.conflict_deadletter(i) for i in conflicts)
                 maintenance = _copy_upsert(
                     cur,
                     "maintenance_events",
@@ -338,7 +355,6 @@ class PostgresSink:
                 # Alerts are few (transitions only); the lifecycle SQL, the
                 # transition outbox and its pg_notify commit with this batch.
                 alerts = apply_worker_alerts(cur, batch.alerts) if batch.alerts else 0
-                conflicts = _conflicting_readings(cur) if readings < len(batch.readings) else []
         except psycopg.OperationalError as exc:
             if (exc.sqlstate or "").startswith("54"):
                 # "program limit exceeded" (an index row too big, JSON too deep):
@@ -363,10 +379,15 @@ def _copy_upsert(
     types: Sequence[str],
     rows,
     has_rows: bool,
-) -> int:
-    """COPY rows into ``stage_<table>`` (binary), then insert what is new."""
+    returning: str | None = None,
+) -> int | set[tuple]:
+    """COPY rows into ``stage_<table>`` (binary), then insert what is new.
+
+    Returns how many rows were inserted, or with ``returning`` the set of those
+    columns of the inserted rows.
+    """
     if not has_rows:
-        return 0
+        return set() if returning else 0
     cols = ", ".join(columns)
     with cur.copy(f"COPY stage_{table} ({cols}) FROM STDIN (FORMAT BINARY)") as copy:
         copy.set_types(list(types))
@@ -375,20 +396,71 @@ def _copy_upsert(
     # DO NOTHING also absorbs a key repeated inside one batch.
     cur.execute(
         f"INSERT INTO {table} ({cols}) SELECT {cols} FROM stage_{table} ON CONFLICT DO NOTHING"
+        + (f" RETURNING {returning}" if returning else "")
     )
+    if returning:
+        return set(cur.fetchall())
     return cur.rowcount  # the staging rows vanish at commit (ON COMMIT DELETE ROWS)
 
 
-def _conflicting_readings(cur: psycopg.Cursor) -> list[tuple[str, datetime, dict, dict]]:
-    # Still inside the transaction, so the staged rows are there. A staged row that
-    # equals the stored one was inserted now or is a replay; any other lost its key.
+def _lock_offsets(
+    cur: psycopg.Cursor, positions: list[tuple[str, int, int]] | None
+) -> dict[tuple[str, int], int]:
+    """The highest stored offset of each partition in the batch, locked until commit
+    (during a rebalance two workers may briefly write the same partition)."""
+    if not positions:
+        return {}
+    parts = sorted({(topic, partition) for topic, partition, _ in positions})
+    params = ([t for t, _ in parts], [p for _, p in parts])
+    # Create missing rows first: a second writer then waits for the first to commit
+    # instead of reading "nothing stored yet" while the first's rows are in flight.
     cur.execute(
-        "SELECT s.device_id, s.ts, s.metrics, s.source"
-        " FROM stage_readings s JOIN readings r USING (device_id, ts)"
-        " WHERE (r.metrics, r.source, r.asset_id) IS DISTINCT FROM"
-        " (s.metrics, s.source, s.asset_id)"
+        "INSERT INTO stream_offsets (topic, partition, max_offset)"
+        " SELECT t, p, -1 FROM unnest(%s::text[], %s::int[]) AS u(t, p)"
+        " ORDER BY t, p ON CONFLICT DO NOTHING",
+        params,
     )
-    return [tuple(row) for row in cur.fetchall()]
+    cur.execute(
+        "SELECT topic, partition, max_offset FROM stream_offsets"
+        " WHERE (topic, partition) IN (SELECT * FROM unnest(%s::text[], %s::int[]))"
+        " ORDER BY topic, partition FOR UPDATE",
+        params,
+    )
+    return {(t, p): o for t, p, o in cur.fetchall()}
+
+
+def _record_offsets(cur: psycopg.Cursor, positions: list[tuple[str, int, int]] | None) -> None:
+    if not positions:
+        return
+    highest: dict[tuple[str, int], int] = {}
+    for topic, partition, offset in positions:
+        if offset > highest.get((topic, partition), -1):
+            highest[(topic, partition)] = offset
+    cur.executemany(
+        "INSERT INTO stream_offsets (topic, partition, max_offset) VALUES (%s, %s, %s)"
+        " ON CONFLICT (topic, partition) DO UPDATE SET"
+        " max_offset = GREATEST(stream_offsets.max_offset, EXCLUDED.max_offset),"
+        " updated_at = now()",
+        [(t, p, o) for (t, p), o in highest.items()],
+    )
+
+
+def _not_stored(
+    batch: SinkBatch, inserted: set[tuple], stored_before: dict[tuple[str, int], int]
+) -> list[int]:
+    # A row not inserted whose offset was stored before is a replay (a crash between
+    # commit and acknowledgement): already counted. Any other lost its key to
+    # another message. Keys are unique within a batch (the worker sees to it).
+    lost = []
+    for i, (row, (topic, partition, offset)) in enumerate(
+        zip(batch.readings, batch.reading_positions or (), strict=True)
+    ):
+        if (row.device_id, row.ts) in inserted:
+            continue
+        if offset <= stored_before.get((topic, partition), -1):
+            continue
+        lost.append(i)
+    return lost
 
 
 def _deadletter_values(d: DeadLetterRow) -> tuple:

@@ -60,9 +60,9 @@ from .alerting import AlertState, Hysteresis, step
 from .containment import Containment, hold, release
 from .deadletters import (
     MAX_REPUBLISHED_RAW,
-    conflicting_deadletters,
     deadletter_headers,
     deadletter_row,
+    duplicate_deadletter,
     poison_row,
 )
 from .records import AlertEvent, Maintenance, Reading, decode_score_batch, encode_score_batch
@@ -339,6 +339,7 @@ def create_app(
         # 2. features from per-device state; duplicates and replays are decided here
         touched: dict[bytes, DeviceState] = {}
         reading_messages: list = []  # the message of each batch.readings row
+        batch_keys: set[tuple[str, datetime]] = set()  # the sink needs them unique
         to_score: dict[str, list[tuple[Reading, list[float]]]] = defaultdict(list)
         for device_id, items in by_device.items():
             key = device_id.encode()
@@ -369,7 +370,8 @@ def create_app(
                         )
                     )
                     continue
-                if state.last_ts is not None and reading.ts == state.last_ts:
+                repeated = (device_id, reading.ts) in batch_keys
+                if repeated or (state.last_ts is not None and reading.ts == state.last_ts):
                     rejection = Rejection("duplicate", f"second reading at {reading.ts}", device_id)
                     batch.deadletters.append(deadletter_row(rejection, message, message.value))
                     dead_messages.append((message.key or b"", message.value, "duplicate"))
@@ -385,6 +387,7 @@ def create_app(
                     )
                 )
                 reading_messages.append(message)
+                batch_keys.add((device_id, reading.ts))
                 if state.last_ts is not None and now >= state.last_ts > reading.ts:
                     # Late: stored, but features only move forward. A last reading
                     # ahead of our clock (forged or skewed) makes nothing late, so
@@ -449,18 +452,17 @@ def create_app(
 
         # 4. store, then publish, then move state forward (crash-safe order)
         batch.scores.extend(champion_scores)
+        batch.reading_positions = [(m.topic, m.partition, m.offset) for m in reading_messages]
+        # A reading whose (device, ts) another message's reading holds in the database
+        # becomes a duplicate dead letter in the same transaction: never a silent no-op.
+        batch.conflict_deadletter = lambda i: duplicate_deadletter(
+            batch.readings[i], reading_messages[i]
+        )
         written = await asyncio.to_thread(reading_sink.write, batch)
-        if written.conflicts:
-            # Another reading of the device at that time is stored: this one is a
-            # dead letter, not a silent no-op. Stored before acknowledging, like all.
-            duplicates = conflicting_deadletters(batch.readings, reading_messages, written)
-            await asyncio.to_thread(reading_sink.write, SinkBatch(deadletters=duplicates))
-            batch.deadletters.extend(duplicates)
-            stored_readings = len(batch.readings) - len(duplicates)
-            for row in duplicates:
-                dead_messages.append((row.device_id.encode(), row.raw, "duplicate"))
-        else:
-            stored_readings = len(batch.readings)
+        for i in written.conflicts:
+            message = reading_messages[i]
+            dead_messages.append((message.key or b"", message.value, "duplicate"))
+        stored_readings = len(batch.readings) - len(written.conflicts)
         by_partition: dict[int, list[ScoreRow]] = defaultdict(list)
         for score in champion_scores:
             by_partition[partition_of(score.asset_id.encode(), settings.partitions)].append(score)

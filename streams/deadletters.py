@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 
-from storage.sinks import MAX_DEADLETTER_TEXT, DeadLetterRow, ReadingRow, WriteResult
+from storage.sinks import MAX_DEADLETTER_TEXT, DeadLetterRow, ReadingRow
 
 from .containment import describe
 from .validation import Rejection
@@ -60,33 +60,12 @@ def poison_row(event, stage: str, exc: BaseException) -> DeadLetterRow:
     )
 
 
-def conflicting_deadletters(
-    rows: list[ReadingRow], messages: list, written: WriteResult
-) -> list[DeadLetterRow]:
-    """``duplicate`` dead letters of the readings the sink could not store because
-    another reading of the device at that time is stored (``written.conflicts``)."""
-    pending = list(written.conflicts)  # (device_id, ts, metrics, source) of each loser
-    losers: list[int] = []
-    # Match on content first (two rows with one key in a batch: only one lost), then on key.
-    for exact in (True, False):
-        for j, (device_id, ts, metrics, source) in enumerate(pending):
-            if device_id is None:
-                continue
-            for i, row in enumerate(rows):
-                if i in losers or (row.device_id, row.ts) != (device_id, ts):
-                    continue
-                if exact and (row.metrics, row.source) != (metrics, source):
-                    continue
-                losers.append(i)
-                pending[j] = (None, ts, metrics, source)
-                break
-    out = []
-    for i in sorted(losers):
-        row, message = rows[i], messages[i]
-        rejection = Rejection(
-            "duplicate",
-            f"another reading of {row.device_id} at {row.ts.isoformat()} is already stored",
-            row.device_id,
-        )
-        out.append(deadletter_row(rejection, message, message.value))
-    return out
+def duplicate_deadletter(row: ReadingRow, message) -> DeadLetterRow:
+    """The dead letter of a reading the sink could not store because another
+    message's reading of the device at that time is stored."""
+    rejection = Rejection(
+        "duplicate",
+        f"another reading of {row.device_id} at {row.ts.isoformat()} is already stored",
+        row.device_id,
+    )
+    return deadletter_row(rejection, message, message.value)
