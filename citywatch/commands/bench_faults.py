@@ -269,6 +269,11 @@ def bench_faults(
 
     from tqdm import tqdm
 
+    # Every device registered before the worker starts: its directory reloads at most
+    # once a second, so a device registered just before its first reading may be unknown.
+    tags = [f"fa{run_id}{i:02x}" for i in range(len(CLASSES))]
+    for tag in tags:
+        register_devices(conn.database_url, hostile_devices(tag, 4))
     log_path = settings.home.resolve() / f"bench-faults-{run_id}.log"
     worker = SupervisedWorker(settings, conn, log_path)
     worker.start()
@@ -284,13 +289,12 @@ def bench_faults(
             plan = plan_class(
                 cls,
                 rng,
-                f"fa{run_id}{i:02x}",
+                tags[i],
                 datetime.now(UTC),
                 cases=per_class,
                 good_before=good,
                 good_after=good,
             )
-            register_devices(conn.database_url, plan.devices)
             exits, log_at = worker.exits, log_path.stat().st_size
             offsets = send(producer, topic, plan)
             wait_settled(
