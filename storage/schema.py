@@ -445,6 +445,20 @@ MIGRATIONS += [
 ]
 
 
+# -- F: dead letters keep the size and hash of what arrived (11) ---------------------------
+MIGRATIONS += [
+    (
+        11,
+        "deadletters.raw_size and raw_sha256: the original payload's size and hash",
+        """
+        -- An oversized payload is kept truncated; its original size and sha256
+        -- still identify it (and let an operator match it against a capture).
+        ALTER TABLE deadletters ADD COLUMN raw_size bigint, ADD COLUMN raw_sha256 text;
+        """,
+    ),
+]
+
+
 def timescale_available(conn: psycopg.Connection) -> bool:
     """True when the TimescaleDB extension can be created in this database."""
     row = conn.execute(
