@@ -140,3 +140,9 @@ def bench_worker(settings: Settings, messages: int, devices: int, as_json: bool)
             f"trivial Faust agent: {figures['baseline_trivial_agent_per_s']:>10,.0f} msg/s\n"
             f"ratio              : {figures['worker_vs_baseline']:.2f}"
         )
+
+
+# Registered here rather than in cli.py: the command lives beside its peers.
+from .bench_faults import bench_faults  # noqa: E402
+
+bench.add_command(bench_faults)
