@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -134,3 +135,20 @@ def store_history(database_url: str, history: pd.DataFrame, failures: pd.DataFra
                 for f in failures.itertuples(index=False)
             ],
         )
+
+
+@pytest.fixture(scope="session")
+def small_bundle(fleet):
+    """A quick risk bundle of the synthetic fleet (20 trees), trained once."""
+    from models.training import train_risk_bundle
+
+    history, failures = fleet
+    trained, _ = train_risk_bundle(
+        history,
+        failures,
+        horizon=40,
+        progress=False,
+        classifier_params={"n_estimators": 20},
+        created_at=datetime(2026, 11, 24, 21, 30, tzinfo=UTC),
+    )
+    return trained

@@ -12,23 +12,13 @@ import pytest
 
 from models.catalog import ActiveModels, BundleError, ModelRegistry, RegistryError
 from models.registry import RiskModelBundle, read_champion, save_bundle
-from models.training import train_risk_bundle
 
 pytestmark = pytest.mark.stack
 
 
 @pytest.fixture(scope="module")
-def bundle(fleet) -> RiskModelBundle:
-    history, failures = fleet
-    trained, _ = train_risk_bundle(
-        history,
-        failures,
-        horizon=40,
-        progress=False,
-        classifier_params={"n_estimators": 20},
-        created_at=datetime(2026, 11, 24, 21, 30, tzinfo=UTC),
-    )
-    return trained
+def bundle(small_bundle) -> RiskModelBundle:
+    return small_bundle
 
 
 def _save_versions(bundle: RiskModelBundle, path, n: int) -> list[str]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-from datetime import UTC, datetime
 
 import psycopg
 import pytest
@@ -18,24 +17,14 @@ from click.testing import CliRunner
 
 from models.catalog import ActiveBundles, BundleError, ModelRegistry, RegistryError
 from models.registry import RiskModelBundle, file_checksums, save_bundle
-from models.training import train_risk_bundle
 from streams.app import ModelsUnavailableError, current_models
 
 pytestmark = pytest.mark.stack
 
 
 @pytest.fixture(scope="module")
-def bundle(fleet) -> RiskModelBundle:
-    history, failures = fleet
-    trained, _ = train_risk_bundle(
-        history,
-        failures,
-        horizon=40,
-        progress=False,
-        classifier_params={"n_estimators": 10},
-        created_at=datetime(2026, 11, 30, 12, 0, tzinfo=UTC),
-    )
-    return trained
+def bundle(small_bundle) -> RiskModelBundle:
+    return small_bundle
 
 
 def _save(bundle: RiskModelBundle, path, *names: str) -> list[str]:
