@@ -98,6 +98,21 @@ def stored_by(conn, worker: Worker) -> int:
     return 0 if row is None else row[0]
 
 
+def missing_report(db, readings, partitions: int) -> str:
+    """Which readings never reached the database, with their partition and offset."""
+    stored = set(db.execute("SELECT device_id, ts FROM readings").fetchall())
+    offsets: dict[int, int] = {}
+    missing = []
+    for r in readings:
+        key = r.device.device_id.encode()
+        p = partition_of(key, partitions)
+        # A maintenance event goes right before a repaired reading, on the same partition.
+        offset = offsets[p] = offsets.get(p, -1) + 1 + int(r.repaired)
+        if (r.device.device_id, r.ts) not in stored:
+            missing.append(f"{r.device.device_id} {r.ts:%H:%M:%S} partition {p} offset {offset}")
+    return f"{len(missing)} readings lost: " + "; ".join(missing[:20])
+
+
 def test_second_worker_joins_then_first_is_killed_and_nothing_changes(
     conn, db, isolated, trained_models, tmp_path
 ):
@@ -146,7 +161,8 @@ def test_second_worker_joins_then_first_is_killed_and_nothing_changes(
         first_killed.set()
         assert stored_total(conn) < expected
         # Worker 2 notices the death after the session timeout and takes over every partition.
-        assert wait_for_total(conn, expected, timeout_s=150) == expected
+        total = wait_for_total(conn, expected, timeout_s=150)
+        assert total == expected, missing_report(db, readings, 4)
         producer.join(timeout=30)
         assert producer.error is None, producer.error
         assert producer.sent == expected
