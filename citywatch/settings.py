@@ -47,6 +47,18 @@ class Settings(BaseSettings):
         10.0, gt=0, description="How often the worker logs and stores its throughput and lag."
     )
     max_clock_skew_s: float = Field(300.0, gt=0, description="Reject readings this far ahead.")
+    max_reading_age_days: float | None = Field(
+        7.0,
+        gt=0,
+        description="Refuse readings older than this (dead letter too_old). Unset: no limit, "
+        "for a backfill of old records.",
+    )
+    max_message_bytes: int = Field(
+        65536, ge=1024, description="Refuse readings-topic messages larger than this (too_large)."
+    )
+    poison_attempts: int = Field(
+        3, ge=1, description="Tries of a message whose processing raises before it is poison."
+    )
 
     alert_open_threshold: float | None = Field(
         None, description="Risk to open an alert. Unset: the model's recorded threshold."

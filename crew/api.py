@@ -8,7 +8,7 @@ leak); engineers and admins see all. Each token gets a rate limit (429 with
 """
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -222,6 +222,7 @@ def create_app(
     *,
     rate_per_s: float = 10.0,
     burst: int = 40,
+    health: Callable[[], dict[str, Any]] | None = None,
 ) -> FastAPI:
     """The API and the inbox; the notifier runs beside it (see ``citywatch alerts serve``)."""
     app = FastAPI(
@@ -287,8 +288,14 @@ def create_app(
         )
 
     @app.get("/healthz", include_in_schema=False)
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    def healthz() -> JSONResponse:
+        # ``health`` is the notifier's liveness: the API can be up while it is stuck.
+        notifier = health() if health is not None else None
+        ok = notifier is None or notifier["alive"]
+        body: dict[str, Any] = {"status": "ok" if ok else "notifier not running"}
+        if notifier is not None:
+            body["notifier"] = notifier
+        return JSONResponse(body, status_code=200 if ok else 503)
 
     @app.get("/", include_in_schema=False)
     def root() -> RedirectResponse:

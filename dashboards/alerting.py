@@ -43,6 +43,15 @@ FROM (SELECT count(*) AS n FROM deadletters
       WHERE ingested_at > now() - interval '5 minutes') r
 """.strip()
 
+# Crews did not hear of an alert: a delivery given up in the last hour, or one that
+# has been failing (and retrying) for more than 10 minutes.
+NOTIFICATIONS_FAILING_SQL = """
+SELECT count(*) AS deliveries_failing
+FROM alert_deliveries
+WHERE (status = 'failed' AND failed_at > now() - interval '1 hour')
+   OR (status = 'pending' AND first_error_at < now() - interval '10 minutes')
+""".strip()
+
 
 def _query(sql: str, seconds: int = 300) -> dict[str, Any]:
     return {
@@ -120,7 +129,7 @@ def _rule(
 
 
 def alert_rules() -> list[dict[str, Any]]:
-    """The three rules, as the provisioning API's ProvisionedAlertRule objects."""
+    """The four rules, as the provisioning API's ProvisionedAlertRule objects."""
     return [
         _rule(
             "citywatch-high-risk",
@@ -155,6 +164,19 @@ def alert_rules() -> list[dict[str, Any]]:
             no_data="OK",
             severity="warning",
             summary="More than 5 % of messages went to dead letters in the last 5 minutes.",
+        ),
+        _rule(
+            "citywatch-notifications-failing",
+            "Crew notifications failing",
+            NOTIFICATIONS_FAILING_SQL,
+            "gt",
+            0.0,
+            for_="1m",
+            no_data="OK",
+            severity="critical",
+            summary="Crew notifications are failing: a delivery was given up in the last hour "
+            "or has kept failing for 10 minutes (pipeline dashboard, 'Crew notifications "
+            "failing'). Crews may not know about open alerts.",
         ),
     ]
 

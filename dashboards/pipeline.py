@@ -1,4 +1,5 @@
-"""Dashboard 3, pipeline health: throughput, lag, dead letters, latency, LoRaWAN links."""
+"""Dashboard 3, pipeline health: throughput, lag, dead letters, latency, failing
+notifications, LoRaWAN links."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from grafana_foundation_sdk.models import dashboard as dm
 
 from . import panels as p
 from .sdk import SQL
-from .sql import BUCKET_SECONDS, bucket, gapfilled_series
+from .sql import BUCKET, BUCKET_SECONDS, bucket, buckets, gapfilled_series
 
 UID = "citywatch-pipeline"
 # Throughput is bucketed by arrival time, but readings and scores are indexed and
@@ -76,6 +77,29 @@ WHERE r.source ->> 'kind' = 'lorawan' AND $__timeFilter(r.ts) AND l.value IS NOT
 GROUP BY 1, 2"""
 )
 
+# Crew notifications per bucket: transitions to notify, deliveries sent, given up (per
+# channel), and deliveries failing during the bucket (from first failure until sent,
+# given up, or now). A table of failures would be empty when all is well, which
+# `dashboards check` cannot tell from broken SQL; this series has rows whenever alerts flow.
+NOTIFICATIONS_SQL = gapfilled_series(
+    f"""SELECT {bucket("at")} AS bucket, 'alert transitions' AS metric, count(*) AS value
+FROM alert_transitions WHERE $__timeFilter(at) GROUP BY 1
+UNION ALL
+SELECT {bucket("delivered_at")}, 'sent', count(*)
+FROM alert_deliveries WHERE status = 'sent' AND $__timeFilter(delivered_at) GROUP BY 1
+UNION ALL
+SELECT {bucket("failed_at")}, 'given up: ' || channel_id, count(*)
+FROM alert_deliveries WHERE status = 'failed' AND $__timeFilter(failed_at) GROUP BY 1, 2
+UNION ALL
+SELECT b.bucket, 'failing: ' || x.channel_id, count(*)
+FROM {buckets()}
+JOIN alert_deliveries x ON x.first_error_at < b.bucket + {BUCKET}
+    AND coalesce(x.delivered_at, x.failed_at, now()) >= b.bucket
+WHERE x.first_error_at IS NOT NULL AND x.first_error_at <= $__timeTo()::timestamptz
+GROUP BY 1, 2""",
+    fill="0",
+)
+
 
 def build() -> dm.Dashboard:
     return (
@@ -83,7 +107,8 @@ def build() -> dm.Dashboard:
             UID,
             "citywatch: pipeline health",
             "How the pipeline itself is doing: throughput, consumer lag, batch times, "
-            "dead letters by reason, latency from reading to score, and LoRaWAN link quality.",
+            "dead letters by reason, latency from reading to score, crew notifications "
+            "(failing and given up), and LoRaWAN link quality.",
             ["pipeline"],
         )
         .with_panel(
@@ -124,6 +149,15 @@ def build() -> dm.Dashboard:
                 "Milliseconds per take() batch, p50 and p99, per worker (worker_stats).",
                 SQL(BATCH_SQL),
                 unit="ms",
+            )
+        )
+        .with_panel(
+            p.time_series(
+                "Crew notifications",
+                "Alert transitions to notify, deliveries sent, deliveries failing (still "
+                "retried, per channel) and given up after the retry period (6 h by default). "
+                "alert_deliveries.last_error holds each failure's reason.",
+                SQL(NOTIFICATIONS_SQL),
             )
         )
         .with_panel(

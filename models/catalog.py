@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,13 +25,25 @@ from typing import Any
 
 import psycopg
 
-from models.registry import CARD_FILE, RiskModelBundle, _check_version, load_bundle, read_champion
+from models.registry import (
+    CARD_FILE,
+    BundleError,
+    RiskModelBundle,
+    _check_version,
+    file_checksums,
+    load_bundle,
+    read_champion,
+    smoke_test,
+)
 from models.registry import promote as write_champion_file
 from storage import model_registry as sql
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ActiveBundles", "ActiveModels", "ModelRegistry", "RegistryError"]
+__all__ = ["ActiveBundles", "ActiveModels", "BundleError", "ModelRegistry", "RegistryError"]
+
+# Who reports a load failure: several workers may share one registry.
+WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 
 
 class RegistryError(LookupError):
@@ -71,15 +85,22 @@ class ModelRegistry:
     def register(self, version: str, *, owner: str | None = None) -> None:
         """Record a saved bundle's model card in the database (idempotent).
 
-        The bundle is loaded first, so a version whose files do not load is
-        never registered. ``owner`` overrides the card's owner.
+        The bundle is loaded and smoke-tested first, so a version whose files
+        do not load or cannot score is never registered; the sha256 of every
+        file is stored, and every later load verifies it. Registering a version
+        again fills in checksums it lacks (versions from before they existed).
+        ``owner`` overrides the card's owner.
 
         Raises
         ------
         FileNotFoundError
             If ``models_path/<version>`` holds no bundle.
+        BundleError
+            If the files do not parse or the models cannot score.
         """
-        bundle = load_bundle(self.models_path, version)
+        checksums = file_checksums(self.models_path, version)
+        bundle = load_bundle(self.models_path, version, checksums=checksums)
+        smoke_test(bundle)
         card = dict(bundle.card)
         if owner is not None:
             card["owner"] = owner
@@ -95,6 +116,7 @@ class ModelRegistry:
                 data_sha256=data.get("sha256") or "",
                 asset_types=list(bundle.asset_types),
                 card=_strict_json(card),
+                file_sha256=checksums,
             )
 
     def _require(self, conn: psycopg.Connection, version: str) -> None:
@@ -108,13 +130,18 @@ class ModelRegistry:
     def promote(self, version: str, *, actor: str) -> None:
         """Make ``version`` the champion. If it was the challenger, the challenger slot clears.
 
-        Promoting the current champion again changes nothing.
+        Promoting the current champion again changes nothing. When the files
+        are in this model store, the bundle is loaded, checked against its
+        registered checksums and smoke-tested first; a bundle that fails is
+        refused (and the refusal recorded in ``model_load_failures``), so a
+        broken champion never reaches the workers from here.
 
         Raises
         ------
         RegistryError
-            If the version is not registered.
+            If the version is not registered, or its bundle fails to load.
         """
+        self._check_before_activating(version, "champion", actor)
         with self._connect() as conn, conn.transaction():
             sql.lock_registry(conn)
             self._require(conn, version)
@@ -145,8 +172,10 @@ class ModelRegistry:
         Raises
         ------
         RegistryError
-            If the version is not registered or is the champion.
+            If the version is not registered, is the champion, or fails to load.
         """
+        if version is not None:
+            self._check_before_activating(version, "challenger", actor)
         with self._connect() as conn, conn.transaction():
             sql.lock_registry(conn)
             active = sql.active_versions(conn)
@@ -208,6 +237,49 @@ class ModelRegistry:
             self._write_champion_file(target)
         return target
 
+    def _check_before_activating(self, version: str, role: str, actor: str) -> None:
+        _check_version(version)
+        if not (self.models_path / version / CARD_FILE).is_file():
+            # Registered from another machine's store: the workers' store is checked on load.
+            log.warning("model %s has no files in %s; not checked here", version, self.models_path)
+            return
+        try:
+            self.load(version)
+        except RegistryError as exc:
+            if "not registered" in str(exc):
+                raise
+            reason = str(exc)
+        except Exception as exc:  # any way a bundle fails to load or score
+            reason = f"{type(exc).__name__}: {exc}"
+        else:
+            return
+        current = getattr(self.active(), role)
+        self.record_load_failure(version, role, "promote", reason, kept=current, worker=actor)
+        raise RegistryError(
+            f"refused: model {version} cannot be {role}: {reason}. "
+            f"The {role} stays {current or 'unset'}."
+        )
+
+    def record_load_failure(
+        self, version: str, role: str, stage: str, reason: str, *, kept: str | None, worker: str
+    ) -> None:
+        """Record why ``version`` was refused ('promote') or not loaded ('load')."""
+        with self._connect() as conn:
+            sql.insert_load_failure(
+                conn,
+                version=version,
+                role=role,
+                stage=stage,
+                reason=reason,
+                kept=kept,
+                worker=worker,
+            )
+
+    def load_failures(self, version: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
+        """The latest recorded load failures, newest first."""
+        with self._connect() as conn:
+            return sql.fetch_load_failures(conn, version, limit)
+
     def _write_champion_file(self, version: str) -> None:
         # Keep the file pointer in step for workers that still poll it; a
         # version registered from elsewhere may lack files here, which is fine.
@@ -224,11 +296,18 @@ class ModelRegistry:
     def load(self, version: str) -> RiskModelBundle:
         """Load a registered version's bundle from the file store.
 
+        Every file is checked against the sha256 recorded at registration
+        before it is parsed, and the bundle is smoke-tested (one zero row per
+        asset type) before it is returned.
+
         Raises
         ------
         RegistryError
             If the version is not registered, or its files are not the
             registered ones (training-data hash differs).
+        BundleError
+            If a file changed since registration, does not parse, or the
+            models cannot score.
         FileNotFoundError
             If the files are missing from ``models_path``.
         """
@@ -236,13 +315,14 @@ class ModelRegistry:
             row = sql.fetch_model(conn, _check_version(version))
         if row is None:
             raise RegistryError(f"model {version} is not registered")
-        bundle = load_bundle(self.models_path, version)
+        bundle = load_bundle(self.models_path, version, checksums=row.get("file_sha256"))
         on_disk = (bundle.card.get("training_data") or {}).get("sha256") or ""
         if on_disk != row["data_sha256"]:
             raise RegistryError(
                 f"model {version} in {self.models_path} is not the registered one "
                 f"(training data {on_disk[:12]} != {row['data_sha256'][:12]})"
             )
+        smoke_test(bundle)
         return bundle
 
     def list(self) -> list[dict[str, Any]]:
@@ -275,27 +355,77 @@ class ActiveBundles:
     why. Until anything is promoted in the registry it falls back to the file
     store's ``CHAMPION`` pointer, so existing installs keep working.
 
+    A version that fails to load (files changed since registration, a file
+    that does not parse, a model that cannot score) is recorded once per
+    reason in ``model_load_failures`` and tried again every ``retry_failed_s``
+    (so restored files are picked up), never on every batch.
+
     Parameters
     ----------
     registry : ModelRegistry
     check_every_s : float, default=2.0
+    retry_failed_s : float, default=30.0
     """
 
-    def __init__(self, registry: ModelRegistry, check_every_s: float = 2.0) -> None:
+    def __init__(
+        self, registry: ModelRegistry, check_every_s: float = 2.0, retry_failed_s: float = 30.0
+    ) -> None:
         self.registry = registry
         self.check_every_s = check_every_s
+        self.retry_failed_s = retry_failed_s
         self._checked_at = -math.inf
         self.champion: RiskModelBundle | None = None
         self.challenger: RiskModelBundle | None = None
+        self._wanted_champion: str | None = None
+        # version -> (reason, monotonic time of the next try)
+        self._failed: dict[str, tuple[str, float]] = {}
 
-    def _load(self, version: str, from_registry: bool) -> RiskModelBundle | None:
+    def _load(self, version: str, from_registry: bool, role: str) -> RiskModelBundle | None:
+        failed = self._failed.get(version)
+        if failed is not None and time.monotonic() < failed[1]:
+            return None
         try:
             if from_registry:
-                return self.registry.load(version)
-            return load_bundle(self.registry.models_path, version)
-        except (RegistryError, FileNotFoundError, ValueError, OSError) as exc:
-            log.error("cannot load model %s, keeping the current one: %s", version, exc)
+                return self._loaded(version, self.registry.load(version))
+            bundle = load_bundle(self.registry.models_path, version)
+            smoke_test(bundle)
+            return self._loaded(version, bundle)
+        except psycopg.Error as exc:  # the registry is unreachable, not the bundle broken
+            log.warning("model registry unreachable, cannot load %s yet: %s", version, exc)
             return None
+        except Exception as exc:  # any way a bundle fails: keep scoring with what we have
+            reason = (
+                str(exc)
+                if isinstance(exc, RegistryError | BundleError)
+                else (f"{type(exc).__name__}: {exc}")
+            )
+        kept = getattr(self, role)
+        log.error(
+            "cannot load model %s as %s, keeping %s: %s",
+            version,
+            role,
+            kept.version if kept is not None else "none (waiting)",
+            reason,
+        )
+        if failed is None or failed[0] != reason:
+            try:
+                self.registry.record_load_failure(
+                    version,
+                    role,
+                    "load",
+                    reason,
+                    kept=kept.version if kept is not None else None,
+                    worker=WORKER_ID,
+                )
+            except psycopg.Error as exc:
+                log.warning("cannot record the load failure of %s: %s", version, exc)
+        self._failed[version] = (reason, time.monotonic() + self.retry_failed_s)
+        return None
+
+    def _loaded(self, version: str, bundle: RiskModelBundle) -> RiskModelBundle:
+        if self._failed.pop(version, None) is not None:
+            log.info("model %s loads again", version)
+        return bundle
 
     def refresh(self) -> None:
         """Ask the registry now and load whatever changed."""
@@ -307,8 +437,9 @@ class ActiveBundles:
             return
         in_registry = active.champion is not None
         champion = active.champion or read_champion(self.registry.models_path)
+        self._wanted_champion = champion
         if champion is not None and (self.champion is None or self.champion.version != champion):
-            bundle = self._load(champion, in_registry)
+            bundle = self._load(champion, in_registry, "champion")
             if bundle is not None:
                 if self.champion is not None:
                     log.info("champion is now %s (was %s)", champion, self.champion.version)
@@ -318,7 +449,7 @@ class ActiveBundles:
                 log.info("challenger %s cleared", self.challenger.version)
             self.challenger = None
         elif self.challenger is None or self.challenger.version != active.challenger:
-            bundle = self._load(active.challenger, True)
+            bundle = self._load(active.challenger, True, "challenger")
             if bundle is not None:
                 log.info("challenger is now %s (shadow scoring)", active.challenger)
             self.challenger = bundle
@@ -329,11 +460,18 @@ class ActiveBundles:
         Raises
         ------
         RuntimeError
-            If there is no champion at all yet.
+            If there is no champion at all yet, or none that loads: the worker
+            waits (as in an outage) instead of stopping.
         """
         if time.monotonic() - self._checked_at >= self.check_every_s:
             self.refresh()
         if self.champion is None:
+            failed = self._failed.get(self._wanted_champion or "")
+            if failed is not None:
+                raise RuntimeError(
+                    f"champion {self._wanted_champion} cannot be loaded ({failed[0]}); waiting "
+                    "for a loadable champion (restore its files, or `citywatch model rollback`)"
+                )
             raise RuntimeError(
                 f"no champion model (registry empty, no CHAMPION in {self.registry.models_path}); "
                 "run `citywatch train --synthetic` first"

@@ -18,11 +18,12 @@ never stops the stream.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,8 +34,10 @@ from models.features import FeatureSpec
 from models.risk import FailureRiskClassifier
 
 __all__ = [
+    "BundleError",
     "RiskModelBundle",
     "card_summary",
+    "file_checksums",
     "list_versions",
     "load_bundle",
     "load_champion",
@@ -42,6 +45,7 @@ __all__ = [
     "promote",
     "read_champion",
     "save_bundle",
+    "smoke_test",
 ]
 
 CHAMPION_FILE = "CHAMPION"
@@ -267,34 +271,177 @@ def save_bundle(bundle: RiskModelBundle, models_path: Path) -> Path:
     return final
 
 
-def load_bundle(models_path: Path, version: str) -> RiskModelBundle:
+class BundleError(ValueError):
+    """A saved bundle that cannot be used: its files are not the registered ones,
+    do not parse, or the models cannot score. The message names the file and why."""
+
+
+def _is_bundle_file(path: Path) -> bool:
+    # What load_bundle reads: card.json, <type>.json and <type>.model.txt.
+    name = path.name
+    return (
+        path.is_file()
+        and not name.startswith(".")
+        and (name.endswith(".json") or name.endswith(".model.txt"))
+    )
+
+
+def _read_files(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if _is_bundle_file(p)}
+
+
+def file_checksums(models_path: Path, version: str) -> dict[str, str]:
+    """sha256 of every file of a saved version, by file name (stored at registration)."""
+    directory = Path(models_path) / _check_version(version)
+    if not (directory / CARD_FILE).is_file():
+        raise FileNotFoundError(f"no model version {version} in {models_path}")
+    return {name: hashlib.sha256(data).hexdigest() for name, data in _read_files(directory).items()}
+
+
+def _verify(files: Mapping[str, bytes], expected: Mapping[str, str], version: str) -> None:
+    problems = [f"{name} is missing" for name in sorted(set(expected) - set(files))]
+    problems += [f"{name} was not registered" for name in sorted(set(files) - set(expected))]
+    for name in sorted(set(files) & set(expected)):
+        got = hashlib.sha256(files[name]).hexdigest()
+        if got != expected[name]:
+            problems.append(
+                f"{name} changed since registration (sha256 {got[:12]}, "
+                f"registered {expected[name][:12]})"
+            )
+    if problems:
+        raise BundleError(f"model {version}: " + "; ".join(problems))
+
+
+_TREE_KEYS = (b"num_leaves=", b"split_feature=", b"threshold=", b"leaf_value=", b"shrinkage=")
+
+
+def check_model_text(data: bytes) -> None:
+    """Check a LightGBM text model's tree layout before LightGBM parses it.
+
+    LightGBM parses trees in parallel at the offsets its ``tree_sizes`` header
+    gives, and a malformed tree there aborts the whole process (observed:
+    a model file cut mid-tree ends in ``terminate called``; one cut in its
+    parameters segfaults), which no ``except`` can catch. So the layout is
+    checked here; registered checksums remain the real protection.
+
+    Raises
+    ------
+    ValueError
+        Naming the first tree that does not line up.
+    """
+    match = re.search(rb"^tree_sizes=([0-9 ]*)$", data, re.M)
+    if match is None:
+        raise ValueError("no tree_sizes header")
+    pos = data.find(b"\nTree=0\n")
+    if pos < 0:
+        raise ValueError("no Tree=0")
+    pos += 1
+    for i, size in enumerate(int(x) for x in match.group(1).split()):
+        block = data[pos : pos + size]
+        if not block.startswith(b"Tree=%d\n" % i) or len(block) != size:
+            raise ValueError(f"tree {i} is not where tree_sizes says (file cut or edited?)")
+        missing = [k.decode() for k in _TREE_KEYS if k not in block]
+        if missing:
+            raise ValueError(f"tree {i} lacks {', '.join(missing)}")
+        pos += size
+    if not data.startswith(b"end of trees", pos):
+        raise ValueError("no 'end of trees' after the last tree")
+    # A parameters section cut short crashes LightGBM too (segfault, observed).
+    params = data.find(b"\nparameters:\n", pos)
+    if params >= 0 and data.find(b"\nend of parameters", params) < 0:
+        raise ValueError("the parameters section is cut short")
+
+
+def _parse_model(data: bytes, meta: dict[str, Any]) -> FailureRiskClassifier:
+    check_model_text(data)
+    return FailureRiskClassifier.from_state(data.decode("utf-8"), meta)
+
+
+def load_bundle(
+    models_path: Path, version: str, *, checksums: Mapping[str, str] | None = None
+) -> RiskModelBundle:
     """Load one saved version.
+
+    Parameters
+    ----------
+    checksums : mapping of file name to sha256, optional
+        The registered checksums; every file is verified against them before
+        anything is parsed (the bytes checked are the bytes loaded).
 
     Raises
     ------
     FileNotFoundError
         If the version does not exist.
+    BundleError
+        If a file differs from ``checksums``, or a file does not parse.
     """
     directory = Path(models_path) / _check_version(version)
-    card_path = directory / CARD_FILE
-    if not card_path.is_file():
+    if not (directory / CARD_FILE).is_file():
         raise FileNotFoundError(f"no model version {version} in {models_path}")
-    card = json.loads(card_path.read_text(encoding="utf-8"))
+    files = _read_files(directory)
+    if checksums is not None:
+        _verify(files, checksums, version)
+
+    def parse(name: str, fn: Callable[[bytes], Any]) -> Any:
+        if name not in files:
+            raise BundleError(f"model {version}: {name} is missing")
+        try:
+            return fn(files[name])
+        except Exception as exc:
+            raise BundleError(f"model {version}: {name}: {type(exc).__name__}: {exc}") from exc
+
+    card = parse(CARD_FILE, lambda b: json.loads(b.decode("utf-8")))
+    if not isinstance(card, dict):
+        raise BundleError(f"model {version}: {CARD_FILE} is not a JSON object")
     classifiers: dict[str, FailureRiskClassifier] = {}
     specs: dict[str, FeatureSpec] = {}
-    for meta_path in sorted(directory.glob("*.json")):
-        if meta_path.name == CARD_FILE:
+    for name in files:
+        if name == CARD_FILE or not name.endswith(".json"):
             continue
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        if meta.get("format") != _BUNDLE_FORMAT:
-            raise ValueError(f"{meta_path}: unsupported bundle format {meta.get('format')!r}")
-        asset_type = meta["asset_type"]
-        text = (directory / f"{asset_type}.model.txt").read_text(encoding="utf-8")
-        classifiers[asset_type] = FailureRiskClassifier.from_state(text, meta)
-        specs[asset_type] = FeatureSpec.from_dict(meta["feature_spec"])
-    return RiskModelBundle(
-        classifiers=classifiers, specs=specs, version=card.get("version", version), card=card
-    )
+        meta = parse(name, lambda b: json.loads(b.decode("utf-8")))
+        if not isinstance(meta, dict) or meta.get("format") != _BUNDLE_FORMAT:
+            fmt = meta.get("format") if isinstance(meta, dict) else None
+            raise BundleError(f"model {version}: {name}: unsupported bundle format {fmt!r}")
+        asset_type = meta.get("asset_type")
+        classifiers[asset_type] = parse(
+            f"{asset_type}.model.txt",
+            lambda b, m=meta: _parse_model(b, m),
+        )
+        specs[asset_type] = parse(name, lambda _, m=meta: FeatureSpec.from_dict(m["feature_spec"]))
+    try:
+        return RiskModelBundle(
+            classifiers=classifiers, specs=specs, version=card.get("version", version), card=card
+        )
+    except ValueError as exc:
+        raise BundleError(f"model {version}: {exc}") from exc
+
+
+def smoke_test(bundle: RiskModelBundle) -> None:
+    """Score one all-zero row per asset type, as the worker would; raise if it cannot.
+
+    Raises
+    ------
+    BundleError
+        If a model has nothing to score, raises, or returns no probability.
+    """
+    if not bundle.asset_types:
+        raise BundleError(f"model {bundle.version}: no asset types")
+    for asset_type in bundle.asset_types:
+        try:
+            n = bundle.feature_spec(asset_type).n_features
+            risk = bundle.predict_proba(asset_type, np.zeros((1, n)))
+            threshold = bundle.threshold(asset_type)
+        except Exception as exc:
+            raise BundleError(
+                f"model {bundle.version}: {asset_type} cannot score: {type(exc).__name__}: {exc}"
+            ) from exc
+        if risk.shape != (1,) or not (0.0 <= float(risk[0]) <= 1.0):
+            raise BundleError(
+                f"model {bundle.version}: {asset_type} scored a zero row as {risk!r}, "
+                "not a probability"
+            )
+        if not np.isfinite(threshold):
+            raise BundleError(f"model {bundle.version}: {asset_type} threshold is {threshold}")
 
 
 def list_versions(models_path: Path) -> list[str]:

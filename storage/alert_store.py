@@ -625,6 +625,7 @@ WHERE alert_transitions.transition_id = t.transition_id
 
 _CLAIM = """
 SELECT d.transition_id, d.channel_id, d.attempts, c.kind, c.target,
+       extract(epoch FROM now() - coalesce(d.first_error_at, now()))::float8 AS failing_for_s,
        t.action, t.from_status, t.to_status, t.actor, t.at, t.level, t.detail,
        a.alert_id, a.asset_id, a.device_id, a.asset_type, a.status, a.severity, a.team,
        a.zone, a.title, a.opened_at, a.closed_at, a.peak_risk, a.last_risk, a.threshold,
@@ -663,7 +664,11 @@ def mark_delivery(
     error: str | None,
     retry_in_s: float | None,
 ) -> None:
-    """Record the outcome: sent, retry later (backoff), or failed for good."""
+    """Record the outcome: sent, retry later (backoff), or failed for good.
+
+    The first failure stamps ``first_error_at`` (the retry period counts from
+    it); giving up stamps ``failed_at``.
+    """
     if error is None:
         cur.execute(
             "UPDATE alert_deliveries SET status = 'sent', attempts = attempts + 1,"
@@ -672,12 +677,16 @@ def mark_delivery(
             (transition_id, channel_id),
         )
     else:
+        # Exception text may hold NUL, which PostgreSQL text cannot store.
+        error = error.replace("\x00", "\\0")[:2000]
         cur.execute(
-            "UPDATE alert_deliveries SET attempts = attempts + 1, last_error = %s,"
-            " status = CASE WHEN %s::float8 IS NULL THEN 'failed' ELSE 'pending' END,"
-            " next_attempt_at = now() + make_interval(secs => COALESCE(%s::float8, 0))"
-            " WHERE transition_id = %s AND channel_id = %s",
-            (error[:2000], retry_in_s, retry_in_s, transition_id, channel_id),
+            "UPDATE alert_deliveries SET attempts = attempts + 1, last_error = %(error)s,"
+            " first_error_at = COALESCE(first_error_at, clock_timestamp()),"
+            " status = CASE WHEN %(retry)s::float8 IS NULL THEN 'failed' ELSE 'pending' END,"
+            " failed_at = CASE WHEN %(retry)s::float8 IS NULL THEN clock_timestamp() END,"
+            " next_attempt_at = now() + make_interval(secs => COALESCE(%(retry)s::float8, 0))"
+            " WHERE transition_id = %(tid)s AND channel_id = %(cid)s",
+            {"error": error, "retry": retry_in_s, "tid": transition_id, "cid": channel_id},
         )
 
 

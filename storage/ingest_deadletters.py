@@ -2,7 +2,8 @@
 
 The LoRaWAN bridge and webhooks publish what they cannot use to the
 ``deadletter`` topic (value = raw bytes, headers ``reason``, ``detail``,
-``stage=ingest``, ``deadletter_id``). The worker stores them with
+``stage=ingest``, ``deadletter_id``, and ``raw_size`` / ``raw_sha256`` of the
+original payload, which the value may hold truncated). The worker stores them with
 :func:`ingest_deadletter_row` plus its usual sink; the row's id is the
 publisher's stable ``deadletter_id``, so a redelivered message is stored once.
 """
@@ -41,6 +42,7 @@ def ingest_deadletter_row(
     meta = _headers(headers)
     if meta.get("stage") != "ingest":
         return None
+    raw_size = meta.get("raw_size", "")
     return DeadLetterRow(
         deadletter_id=meta.get("deadletter_id") or f"{topic}:{partition}:{offset}",
         stage="ingest",
@@ -51,4 +53,9 @@ def ingest_deadletter_row(
         source_offset=offset,
         device_id=key.decode("utf-8", "replace") if key else None,
         raw=value or b"",
+        # The publisher's description of the original payload when it truncated it.
+        raw_size=int(raw_size)
+        if raw_size.isascii() and raw_size.isdigit() and len(raw_size) < 19
+        else None,
+        raw_sha256=meta.get("raw_sha256") or None,
     )

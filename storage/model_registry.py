@@ -21,6 +21,7 @@ __all__ = [
     "champion_history",
     "fetch_failures",
     "fetch_labels",
+    "fetch_load_failures",
     "fetch_model",
     "fetch_models",
     "fetch_readings",
@@ -28,6 +29,7 @@ __all__ = [
     "insert_drift_alerts",
     "insert_feature_drift",
     "insert_labels",
+    "insert_load_failure",
     "lock_registry",
     "model_comparison",
     "record_promotion",
@@ -55,15 +57,18 @@ def upsert_model(
     data_sha256: str,
     asset_types: Sequence[str],
     card: dict[str, Any],
+    file_sha256: dict[str, str] | None = None,
 ) -> bool:
-    """Insert a model row; on a repeat only fill in a missing owner. True if new."""
+    """Insert a model row; on a repeat only fill in a missing owner or checksums. True if new."""
     row = conn.execute(
         """
         INSERT INTO model_registry
-            (version, created_at, owner, data_from, data_to, data_sha256, asset_types, card)
-        VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+            (version, created_at, owner, data_from, data_to, data_sha256, asset_types, card,
+             file_sha256)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
         ON CONFLICT (version) DO UPDATE
-            SET owner = COALESCE(EXCLUDED.owner, model_registry.owner)
+            SET owner = COALESCE(EXCLUDED.owner, model_registry.owner),
+                file_sha256 = COALESCE(model_registry.file_sha256, EXCLUDED.file_sha256)
         RETURNING (xmax = 0) AS inserted
         """,
         (
@@ -75,6 +80,7 @@ def upsert_model(
             data_sha256,
             list(asset_types),
             Jsonb(card),
+            Jsonb(file_sha256) if file_sha256 is not None else None,
         ),
     ).fetchone()
     return bool(row[0])
@@ -125,9 +131,18 @@ def record_promotion(
 
 _MODEL_COLUMNS = """
     m.version, m.created_at, m.registered_at, m.owner, m.data_from, m.data_to,
-    m.data_sha256, m.asset_types,
+    m.data_sha256, m.asset_types, m.file_sha256,
     CASE WHEN a.champion = m.version THEN 'champion'
-         WHEN a.challenger = m.version THEN 'challenger' END AS role
+         WHEN a.challenger = m.version THEN 'challenger' END AS role,
+    f.at AS load_failed_at, f.stage AS load_failed_stage, f.reason AS load_failure
+"""
+# The latest load failure of each version (refused promotion, or a worker that
+# could not load it), so `model list` shows a broken champion at a glance.
+_LATEST_FAILURE = """
+    LEFT JOIN LATERAL (
+        SELECT at, stage, reason FROM model_load_failures lf
+        WHERE lf.version = m.version ORDER BY failure_id DESC LIMIT 1
+    ) f ON true
 """
 _ACTIVE_CTE = (
     """
@@ -150,7 +165,9 @@ def fetch_models(conn: psycopg.Connection) -> list[dict[str, Any]]:
             _ACTIVE_CTE
             + "SELECT "
             + _MODEL_COLUMNS
-            + " FROM model_registry m CROSS JOIN a ORDER BY m.created_at DESC, m.version DESC"
+            + " FROM model_registry m CROSS JOIN a"
+            + _LATEST_FAILURE
+            + " ORDER BY m.created_at DESC, m.version DESC"
         ).fetchall()
 
 
@@ -161,7 +178,9 @@ def fetch_model(conn: psycopg.Connection, version: str) -> dict[str, Any] | None
             _ACTIVE_CTE
             + "SELECT "
             + _MODEL_COLUMNS
-            + ", m.card FROM model_registry m CROSS JOIN a WHERE m.version = %s",
+            + ", m.card FROM model_registry m CROSS JOIN a"
+            + _LATEST_FAILURE
+            + " WHERE m.version = %s",
             (version,),
         ).fetchone()
         if row is None:
@@ -171,7 +190,38 @@ def fetch_model(conn: psycopg.Connection, version: str) -> dict[str, Any] | None
             " WHERE version = %s OR previous = %s ORDER BY promotion_id",
             (version, version),
         ).fetchall()
+        row["load_failures"] = fetch_load_failures(conn, version)
     return row
+
+
+def insert_load_failure(
+    conn: psycopg.Connection,
+    *,
+    version: str,
+    role: str,
+    stage: str,
+    reason: str,
+    kept: str | None,
+    worker: str,
+) -> None:
+    """Record why a model was refused at promotion (stage 'promote') or not loaded ('load')."""
+    conn.execute(
+        "INSERT INTO model_load_failures (version, role, stage, reason, kept, worker)"
+        " VALUES (%s, %s, %s, %s, %s, %s)",
+        (version, role, stage, reason.replace("\x00", "\\0")[:2000], kept, worker),
+    )
+
+
+def fetch_load_failures(
+    conn: psycopg.Connection, version: str | None = None, limit: int = 20
+) -> list[dict[str, Any]]:
+    """The latest load failures, newest first (of one version, or of all)."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            "SELECT at, version, role, stage, reason, kept, worker FROM model_load_failures"
+            " WHERE %(v)s::text IS NULL OR version = %(v)s ORDER BY failure_id DESC LIMIT %(n)s",
+            {"v": version, "n": limit},
+        ).fetchall()
 
 
 def insert_feature_drift(conn: psycopg.Connection, rows: Iterable[tuple[Any, ...]]) -> int:

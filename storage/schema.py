@@ -445,6 +445,58 @@ MIGRATIONS += [
 ]
 
 
+# -- F: dead letters keep the size and hash of what arrived (11) ---------------------------
+MIGRATIONS += [
+    (
+        11,
+        "deadletters.raw_size and raw_sha256: the original payload's size and hash",
+        """
+        -- An oversized payload is kept truncated; its original size and sha256
+        -- still identify it (and let an operator match it against a capture).
+        ALTER TABLE deadletters ADD COLUMN raw_size bigint, ADD COLUMN raw_sha256 text;
+        """,
+    ),
+]
+
+
+# -- F: failed notifications and model load failures (12) -------------------------------
+MIGRATIONS += [
+    (
+        12,
+        "notification give-ups and failing-since; model file checksums and load failures",
+        """
+        -- When a delivery started failing and when it was given up: the pipeline
+        -- dashboard and an engineers' alert rule read them.
+        ALTER TABLE alert_deliveries
+            ADD COLUMN first_error_at timestamptz,
+            ADD COLUMN failed_at      timestamptz;
+        UPDATE alert_deliveries SET failed_at = next_attempt_at WHERE status = 'failed';
+        CREATE INDEX alert_deliveries_trouble_idx ON alert_deliveries (channel_id)
+            WHERE status = 'failed' OR (status = 'pending' AND last_error IS NOT NULL);
+
+        -- sha256 of every bundle file at registration ({"card.json": "ab12..", ...});
+        -- NULL for versions registered earlier (re-register to fill it in).
+        ALTER TABLE model_registry ADD COLUMN file_sha256 jsonb;
+
+        -- Why a model was refused at promotion or could not be loaded by a worker.
+        -- No foreign key: a worker may report a version known only to its file store.
+        CREATE TABLE model_load_failures (
+            failure_id bigserial PRIMARY KEY,
+            at         timestamptz NOT NULL DEFAULT clock_timestamp(),
+            version    text NOT NULL,
+            role       text NOT NULL CHECK (role IN ('champion', 'challenger')),
+            stage      text NOT NULL CHECK (stage IN ('promote', 'load')),
+            reason     text NOT NULL,
+            kept       text,
+            worker     text NOT NULL
+        );
+        CREATE INDEX model_load_failures_version_idx
+            ON model_load_failures (version, failure_id DESC);
+        """,
+    ),
+]
+
+
 def timescale_available(conn: psycopg.Connection) -> bool:
     """True when the TimescaleDB extension can be created in this database."""
     row = conn.execute(

@@ -9,6 +9,7 @@ second write a no-op. One batch is one transaction, so a batch is stored wholly 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -84,6 +85,9 @@ class AlertRow:
 
 @dataclass(frozen=True, slots=True)
 class DeadLetterRow:
+    """What could not be used, with why. ``raw`` may be truncated: then ``raw_size`` and
+    ``raw_sha256`` describe the original (computed from ``raw`` when left unset)."""
+
     deadletter_id: str
     stage: str
     reason: str
@@ -93,6 +97,25 @@ class DeadLetterRow:
     source_offset: int | None
     device_id: str | None
     raw: bytes
+    raw_size: int | None = None
+    raw_sha256: str | None = None
+
+
+#: Longest text kept in a dead letter's ``detail`` and ``device_id`` columns.
+MAX_DEADLETTER_TEXT = 2000
+
+
+def safe_text(value: object, limit: int = MAX_DEADLETTER_TEXT) -> str:
+    """Text PostgreSQL will take whatever arrived: no NUL, no lone surrogate, bounded.
+
+    Dead letters carry attacker-chosen strings (ids, exception messages); one
+    NUL would make the whole batch's transaction fail.
+    """
+    text = value if isinstance(value, str) else str(value)
+    if len(text) > limit:
+        text = text[:limit] + f"... ({len(text)} chars)"
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text.replace("\x00", "\\x00")
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +160,9 @@ class WriteResult:
     alerts: int = 0
     deadletters: int = 0
     maintenance: int = 0
+    #: ``(device_id, ts, metrics, source)`` of readings not stored because *another*
+    #: reading of that device at that time is (an identical one is a replay, not listed).
+    conflicts: list[tuple[str, datetime, dict, dict]] = field(default_factory=list)
 
 
 _STAGING_DDL = """
@@ -179,8 +205,22 @@ _DEADLETTER_COLUMNS = (
     "source_offset",
     "device_id",
     "raw",
+    "raw_size",
+    "raw_sha256",
 )
-_DEADLETTER_TYPES = ("text", "text", "text", "text", "text", "int4", "int8", "text", "bytea")
+_DEADLETTER_TYPES = (
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "int4",
+    "int8",
+    "text",
+    "bytea",
+    "int8",
+    "text",
+)
 
 
 class PostgresSink:
@@ -292,29 +332,21 @@ class PostgresSink:
                     "deadletters",
                     _DEADLETTER_COLUMNS,
                     _DEADLETTER_TYPES,
-                    (
-                        (
-                            d.deadletter_id,
-                            d.stage,
-                            d.reason,
-                            d.detail,
-                            d.source_topic,
-                            d.source_partition,
-                            d.source_offset,
-                            d.device_id,
-                            d.raw,
-                        )
-                        for d in batch.deadletters
-                    ),
+                    (_deadletter_values(d) for d in batch.deadletters),
                     bool(batch.deadletters),
                 )
                 # Alerts are few (transitions only); the lifecycle SQL, the
                 # transition outbox and its pg_notify commit with this batch.
                 alerts = apply_worker_alerts(cur, batch.alerts) if batch.alerts else 0
+                conflicts = _conflicting_readings(cur) if readings < len(batch.readings) else []
         except psycopg.OperationalError as exc:
+            if (exc.sqlstate or "").startswith("54"):
+                # "program limit exceeded" (an index row too big, JSON too deep):
+                # caused by the rows, not the server; retrying would never end.
+                raise
             self.close()
             raise SinkUnavailableError(f"database unavailable: {exc}".strip()) from exc
-        return WriteResult(readings, scores, alerts, deadletters, maintenance)
+        return WriteResult(readings, scores, alerts, deadletters, maintenance, conflicts)
 
     def close(self) -> None:
         if self._conn is not None:
@@ -345,6 +377,34 @@ def _copy_upsert(
         f"INSERT INTO {table} ({cols}) SELECT {cols} FROM stage_{table} ON CONFLICT DO NOTHING"
     )
     return cur.rowcount  # the staging rows vanish at commit (ON COMMIT DELETE ROWS)
+
+
+def _conflicting_readings(cur: psycopg.Cursor) -> list[tuple[str, datetime, dict, dict]]:
+    # Still inside the transaction, so the staged rows are there. A staged row that
+    # equals the stored one was inserted now or is a replay; any other lost its key.
+    cur.execute(
+        "SELECT s.device_id, s.ts, s.metrics, s.source"
+        " FROM stage_readings s JOIN readings r USING (device_id, ts)"
+        " WHERE (r.metrics, r.source, r.asset_id) IS DISTINCT FROM"
+        " (s.metrics, s.source, s.asset_id)"
+    )
+    return [tuple(row) for row in cur.fetchall()]
+
+
+def _deadletter_values(d: DeadLetterRow) -> tuple:
+    return (
+        safe_text(d.deadletter_id, 200),
+        d.stage,
+        safe_text(d.reason, 64),
+        safe_text(d.detail),
+        None if d.source_topic is None else safe_text(d.source_topic, 300),
+        d.source_partition,
+        d.source_offset,
+        None if d.device_id is None else safe_text(d.device_id, 200),
+        d.raw,
+        len(d.raw) if d.raw_size is None else d.raw_size,
+        hashlib.sha256(d.raw).hexdigest() if d.raw_sha256 is None else safe_text(d.raw_sha256, 64),
+    )
 
 
 def record_worker_stats(database_url: str, row: dict[str, Any]) -> None:

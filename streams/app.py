@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import signal
@@ -43,6 +44,7 @@ from models.features import DeviceFeatureState
 from storage.ingest_deadletters import ingest_deadletter_row
 from storage.maintenance import run_maintenance
 from storage.sinks import (
+    MAX_DEADLETTER_TEXT,
     AlertRow,
     DeadLetterRow,
     ExplanationRow,
@@ -58,6 +60,7 @@ from storage.sinks import (
 
 from . import topics
 from .alerting import AlertState, Hysteresis, step
+from .containment import Containment, describe, hold, release
 from .records import AlertEvent, Maintenance, Reading, decode_score_batch, encode_score_batch
 from .state import (
     DeviceState,
@@ -130,25 +133,6 @@ def deadletter_row(rejection: Rejection, message, raw: bytes | None) -> DeadLett
     )
 
 
-async def until_stored(process, events, stopping) -> None:
-    """Run ``process(events)`` until the database takes it: backpressure, never data loss.
-
-    ``process`` stores before it publishes or moves state, so a failed attempt
-    leaves nothing behind and the whole batch can simply run again.
-    """
-    delay = 0.5
-    while True:
-        try:
-            await process(events)
-            return
-        except SinkUnavailableError as exc:
-            if stopping():
-                raise
-            log.warning("database unavailable, retrying in %.1fs: %s", delay, exc)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
-
-
 class ModelsUnavailableError(SinkUnavailableError):
     """No model to score with yet (none promoted, or the registry unreachable)."""
 
@@ -163,16 +147,17 @@ def current_models(models: ActiveBundles):
 
 @contextlib.asynccontextmanager
 async def fail_fast(app: faust.App, step_name: str):
-    """Stop the whole worker on a bug instead of leaving a dead agent behind.
+    """Stop the whole worker if containment itself fails, instead of a dead agent.
 
-    Faust restarts a crashed agent a few times and then gives up while the
-    process stays up, which looks healthy but processes nothing. Stopping
-    lets the supervisor (systemd, compose) restart the worker; it resumes
-    from the committed offsets and the idempotent sinks absorb the replay.
+    Containment settles or holds every message, so this only catches a bug in
+    it. Faust restarts a crashed agent a few times and then gives up while the
+    process stays up, which looks healthy but processes nothing. Stopping lets
+    the supervisor restart the worker; the held batch was never acknowledged,
+    so it is delivered again.
     """
     try:
         yield
-    except (asyncio.CancelledError, SinkUnavailableError):
+    except asyncio.CancelledError:
         raise
     except Exception:
         log.exception(
@@ -197,6 +182,36 @@ def _warn_moved(device_id: str, old: int, new: int) -> None:
             old,
             new,
         )
+
+
+#: Raw bytes republished with a worker dead letter (the table keeps them whole).
+MAX_REPUBLISHED_RAW = 65536
+
+
+def deadletter_headers(reason: str, raw: bytes) -> dict[str, bytes]:
+    """Headers of a worker dead letter on the ``deadletter`` topic (no ``stage``: the
+    worker stored it already, so its own dead-letter agent skips it)."""
+    return {
+        "reason": reason.encode(),
+        "raw_size": str(len(raw)).encode(),
+        "raw_sha256": hashlib.sha256(raw).hexdigest().encode(),
+    }
+
+
+def poison_row(event, stage: str, exc: BaseException) -> DeadLetterRow:
+    """The dead letter of a message whose processing kept raising."""
+    message = event.message
+    return DeadLetterRow(
+        deadletter_id=f"{message.topic}:{message.partition}:{message.offset}",
+        stage=stage,
+        reason="poison",
+        detail=describe(exc, MAX_DEADLETTER_TEXT - 100),
+        source_topic=message.topic,
+        source_partition=message.partition,
+        source_offset=message.offset,
+        device_id=(message.key or b"").decode("utf-8", "replace")[:200] or None,
+        raw=message.value or b"",
+    )
 
 
 def partition_of(key: bytes, partitions: int) -> int:
@@ -291,12 +306,29 @@ def create_app(
     def stopping() -> bool:
         return app.should_stop
 
+    scoring = Containment("scoring", stopping, settings.poison_attempts)
+    alerting = Containment("alerting", stopping, settings.poison_attempts)
+    ingest_deadletters = Containment("ingest dead letters", stopping, settings.poison_attempts)
+
+    def store_poison(sink: PostgresSink, stage: str):
+        async def store(event, exc: BaseException) -> None:
+            await asyncio.to_thread(
+                sink.write, SinkBatch(deadletters=[poison_row(event, stage, exc)])
+            )
+            stats.deadletters["poison"] += 1
+
+        return store
+
     @app.agent(readings_topic)
     async def score_readings(stream):
         async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
+            hold(events)  # acknowledged below, once settled; see streams.containment
             started = time.perf_counter()
             async with fail_fast(app, "scoring"):
-                await until_stored(process_readings, events, stopping)
+                settled = await scoring.run(
+                    events, process_readings, store_poison(reading_sink, "score")
+                )
+            await release(stream, settled)
             stats.batch_ms.append((time.perf_counter() - started) * 1000)
 
     async def process_readings(events) -> None:
@@ -308,6 +340,11 @@ def create_app(
 
     async def _process_readings(events) -> None:
         now = datetime.now(UTC)
+        max_age = (
+            None
+            if settings.max_reading_age_days is None
+            else timedelta(days=settings.max_reading_age_days)
+        )
         champion, challenger = current_models(models)
         batch = SinkBatch()
         dead_messages: list[tuple[bytes, bytes, str]] = []
@@ -318,7 +355,14 @@ def create_app(
             message = event.message
             stats.last_offsets[message.tp] = message.offset
             raw = message.value
-            checked = validate_reading(raw, devices.lookup, now=now, max_skew=max_skew)
+            checked = validate_reading(
+                raw,
+                devices.lookup,
+                now=now,
+                max_skew=max_skew,
+                max_age=max_age,
+                max_bytes=settings.max_message_bytes,
+            )
             if isinstance(checked, Rejection):
                 batch.deadletters.append(deadletter_row(checked, message, raw))
                 dead_messages.append((message.key or b"", raw or b"", checked.reason))
@@ -327,6 +371,7 @@ def create_app(
 
         # 2. features from per-device state; duplicates and replays are decided here
         touched: dict[bytes, DeviceState] = {}
+        reading_messages: list = []  # the message of each batch.readings row
         to_score: dict[str, list[tuple[Reading, list[float]]]] = defaultdict(list)
         for device_id, items in by_device.items():
             key = device_id.encode()
@@ -372,8 +417,12 @@ def create_app(
                         reading.source,
                     )
                 )
-                if state.last_ts is not None and reading.ts < state.last_ts:
-                    continue  # late reading: stored, but features only move forward
+                reading_messages.append(message)
+                if state.last_ts is not None and now >= state.last_ts > reading.ts:
+                    # Late: stored, but features only move forward. A last reading
+                    # ahead of our clock (forged or skewed) makes nothing late, so
+                    # it cannot mute the device's real readings.
+                    continue
                 state.last_ts = reading.ts
                 if state.reset_pending and reading.ts >= state.reset_ts:
                     state.features.reset_baseline()
@@ -433,14 +482,29 @@ def create_app(
 
         # 4. store, then publish, then move state forward (crash-safe order)
         batch.scores.extend(champion_scores)
-        await asyncio.to_thread(reading_sink.write, batch)
+        written = await asyncio.to_thread(reading_sink.write, batch)
+        if written.conflicts:
+            # Another reading of the device at that time is stored: this one is a
+            # dead letter, not a silent no-op. Stored before acknowledging, like all.
+            duplicates = conflicting_deadletters(batch.readings, reading_messages, written)
+            await asyncio.to_thread(reading_sink.write, SinkBatch(deadletters=duplicates))
+            batch.deadletters.extend(duplicates)
+            stored_readings = len(batch.readings) - len(duplicates)
+            for row in duplicates:
+                dead_messages.append((row.device_id.encode(), row.raw, "duplicate"))
+        else:
+            stored_readings = len(batch.readings)
         by_partition: dict[int, list[ScoreRow]] = defaultdict(list)
         for score in champion_scores:
             by_partition[partition_of(score.asset_id.encode(), settings.partitions)].append(score)
         for partition, part in by_partition.items():
             await scores_topic.send(value=encode_score_batch(part), partition=partition)
         for key, raw, reason in dead_messages:
-            await deadletter_topic.send(key=key, value=raw, headers={"reason": reason.encode()})
+            await deadletter_topic.send(
+                key=key,
+                value=raw[:MAX_REPUBLISHED_RAW],
+                headers=deadletter_headers(reason, raw),
+            )
         await app.producer.flush()
         for key, state in touched.items():
             packed = encode_state(state, spec_fingerprint(state.features.spec))
@@ -448,7 +512,7 @@ def create_app(
             cache.put(key, packed, state)
 
         stats.processed += len(events)
-        stats.stored += len(batch.readings)
+        stats.stored += stored_readings
         stats.maintenance += len(batch.maintenance)
         stats.scored += len(champion_scores)
         stats.deadletters.update(d.reason for d in batch.deadletters)
@@ -487,8 +551,12 @@ def create_app(
     @app.agent(scores_topic)
     async def raise_alerts(stream):
         async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
+            hold(events)
             async with fail_fast(app, "alerting"):
-                await until_stored(process_scores, events, stopping)
+                settled = await alerting.run(
+                    events, process_scores, store_poison(alert_sink, "alert")
+                )
+            await release(stream, settled)
 
     async def process_scores(events) -> None:
         states: dict[str, AlertState] = {}
@@ -550,27 +618,32 @@ def create_app(
     @app.agent(deadletter_topic)
     async def store_ingest_deadletters(stream):
         async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
-            rows = [
-                row
-                for row in (
-                    ingest_deadletter_row(
-                        topic=e.message.topic,
-                        partition=e.message.partition,
-                        offset=e.message.offset,
-                        key=e.message.key,
-                        value=e.message.value,
-                        headers=e.message.headers,
-                    )
-                    for e in events
+            hold(events)
+            async with fail_fast(app, "ingest dead letters"):
+                settled = await ingest_deadletters.run(
+                    events, process_ingest_deadletters, store_poison(deadletter_sink, "ingest")
                 )
-                if row is not None
-            ]
-            if rows:
-                await until_stored(store_deadletters, rows, stopping)
-                stats.deadletters.update(r.reason for r in rows)
+            await release(stream, settled)
 
-    async def store_deadletters(rows: list[DeadLetterRow]) -> None:
-        await asyncio.to_thread(deadletter_sink.write, SinkBatch(deadletters=rows))
+    async def process_ingest_deadletters(events) -> None:
+        rows = [
+            row
+            for row in (
+                ingest_deadletter_row(
+                    topic=e.message.topic,
+                    partition=e.message.partition,
+                    offset=e.message.offset,
+                    key=e.message.key,
+                    value=e.message.value,
+                    headers=e.message.headers,
+                )
+                for e in events
+            )
+            if row is not None
+        ]
+        if rows:
+            await asyncio.to_thread(deadletter_sink.write, SinkBatch(deadletters=rows))
+            stats.deadletters.update(r.reason for r in rows)
 
     @app.timer(interval=settings.stats_interval_s)
     async def report_progress() -> None:
@@ -628,6 +701,36 @@ def create_app(
 
     app.citywatch_stats = stats  # type: ignore[attr-defined]
     return app
+
+
+def conflicting_deadletters(rows: list[ReadingRow], messages: list, written) -> list[DeadLetterRow]:
+    """``duplicate`` dead letters of the readings the sink could not store because
+    another reading of the device at that time is stored (``written.conflicts``)."""
+    pending = list(written.conflicts)  # (device_id, ts, metrics, source) of each loser
+    losers: list[int] = []
+    # Match on content first (two rows with one key in a batch: only one lost), then on key.
+    for exact in (True, False):
+        for j, (device_id, ts, metrics, source) in enumerate(pending):
+            if device_id is None:
+                continue
+            for i, row in enumerate(rows):
+                if i in losers or (row.device_id, row.ts) != (device_id, ts):
+                    continue
+                if exact and (row.metrics, row.source) != (metrics, source):
+                    continue
+                losers.append(i)
+                pending[j] = (None, ts, metrics, source)
+                break
+    out = []
+    for i in sorted(losers):
+        row, message = rows[i], messages[i]
+        rejection = Rejection(
+            "duplicate",
+            f"another reading of {row.device_id} at {row.ts.isoformat()} is already stored",
+            row.device_id,
+        )
+        out.append(deadletter_row(rejection, message, message.value))
+    return out
 
 
 def _same_features(a, b, asset_type: str) -> bool:

@@ -4,11 +4,14 @@ A message with ``"type": "maintenance"`` becomes a :class:`Maintenance` after
 the checks that apply to it (schema, asset type, known device, asset match,
 timestamp, clock skew); any other ``type`` than ``reading`` is a ``schema`` error.
 
-Reasons are a closed vocabulary shared with the dead-letter table and the
-simulator's fault injector: ``malformed_json``, ``schema``,
-``unknown_asset_type``, ``unknown_device``, ``asset_mismatch``,
-``unknown_metric``, ``nan_value``, ``out_of_range``, ``clock_skew``,
-``duplicate`` (the last is decided by the worker's per-device state).
+Every byte here comes from outside, so validation never raises: whatever
+arrives is bounded (message size, string lengths, ``source`` size and depth,
+number size) and refused with a reason before it can reach PostgreSQL, where
+a NUL character, a lone surrogate or a NaN inside ``jsonb`` would fail the
+whole batch's transaction.
+
+Reasons are a closed vocabulary (:data:`REASONS`), shared with the dead-letter
+table, the pipeline dashboard and docs/delivery.md.
 """
 
 from __future__ import annotations
@@ -25,17 +28,29 @@ from citywatch.readings import MAINTENANCE
 from .records import Maintenance, Reading
 
 REASONS = (
-    "malformed_json",
-    "schema",
+    "malformed_json",  # not UTF-8 JSON
+    "schema",  # wrong shape: missing or mistyped fields, unknown message type, empty
+    "too_large",  # over a size bound: message, string, source, nesting, number digits
+    "bad_text",  # a NUL character or a lone surrogate in a string
     "unknown_asset_type",
     "unknown_device",
-    "asset_mismatch",
+    "asset_mismatch",  # the device is registered to another asset
     "unknown_metric",
-    "nan_value",
-    "out_of_range",
-    "clock_skew",
-    "duplicate",
+    "nan_value",  # NaN or infinity
+    "out_of_range",  # outside the metric's physical range, or too big for a float
+    "clock_skew",  # ahead of the worker's clock by more than the allowed skew
+    "too_old",  # older than the horizon (a backfill lifts it)
+    "duplicate",  # another reading of the device at the same time (decided with state)
+    "poison",  # processing raised again and again (the worker's last resort)
 )
+
+#: Bounds on what a message may hold. A reading is a few hundred bytes; a LoRaWAN
+#: uplink's metadata in ``source`` a few kilobytes.
+MAX_ID_CHARS = 128
+MAX_TS_CHARS = 64
+MAX_SOURCE_DEPTH = 6
+MAX_SOURCE_NODES = 512
+MAX_SOURCE_STRING = 1024
 
 DeviceLookup = Callable[[str], tuple[str, str] | None]
 
@@ -59,6 +74,8 @@ def validate_reading(
     *,
     now: datetime | None = None,
     max_skew: timedelta = timedelta(minutes=5),
+    max_age: timedelta | None = None,
+    max_bytes: int = 65536,
 ) -> Reading | Maintenance | Rejection:
     """Parse and check one message from the ``readings`` topic (a reading or maintenance).
 
@@ -70,13 +87,23 @@ def validate_reading(
         ``device_id -> (asset_id, asset_type)`` or ``None`` when unregistered.
     now : datetime, optional
         The worker's clock (UTC); readings later than ``now + max_skew`` are refused.
+    max_age : timedelta, optional
+        Readings older than ``now - max_age`` are refused (``too_old``); None: no limit.
+    max_bytes : int
+        Longest message accepted (``too_large``).
     """
     if not raw:
         return Rejection("schema", "empty message")
+    if len(raw) > max_bytes:
+        return Rejection("too_large", f"message of {len(raw)} bytes, limit {max_bytes}")
     try:
         data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         return Rejection("malformed_json", f"not JSON: {exc}")
+    except RecursionError:
+        return Rejection("too_large", "JSON nested too deeply")
+    except ValueError as exc:  # an integer literal over Python's digit limit
+        return Rejection("too_large", f"number too long: {str(exc)[:120]}")
     if not isinstance(data, dict):
         return Rejection("schema", f"expected a JSON object, got {type(data).__name__}")
     kind_of_message = data.get("type", "reading")
@@ -85,26 +112,26 @@ def validate_reading(
     elif kind_of_message == "reading":
         required = _REQUIRED
     else:
-        return Rejection(
-            "schema",
-            f"unknown message type {kind_of_message!r}",
-            data.get("device_id") if isinstance(data.get("device_id"), str) else None,
-        )
+        return Rejection("schema", f"unknown message type {kind_of_message!r:.80}", _id_of(data))
     for name, kind in required.items():
         value = data.get(name)
         if not isinstance(value, kind):
             return Rejection(
                 "schema",
                 f"field {name!r} must be {kind.__name__}, got {type(value).__name__}",
-                data.get("device_id") if isinstance(data.get("device_id"), str) else None,
+                _id_of(data),
             )
+        if kind is str:
+            problem = _text_problem(value, MAX_TS_CHARS if name == "ts" else MAX_ID_CHARS)
+            if problem is not None:
+                return Rejection(problem[0], f"field {name!r}: {problem[1]}", _id_of(data))
     device_id: str = data["device_id"]
     asset_type = ASSET_TYPES.get(data["asset_type"])
     if asset_type is None:
         return Rejection("unknown_asset_type", f"asset type {data['asset_type']!r}", device_id)
     registered = lookup_device(device_id)
     if registered is None:
-        return Rejection("unknown_device", f"device {device_id} is not registered", device_id)
+        return Rejection("unknown_device", f"device {device_id!r} is not registered", device_id)
     if registered != (data["asset_id"], data["asset_type"]):
         return Rejection(
             "asset_mismatch",
@@ -119,18 +146,39 @@ def validate_reading(
     if ts.tzinfo is None:
         return Rejection("schema", f"ts {data['ts']!r} has no timezone", device_id)
     now = now or datetime.now(UTC)
-    if ts > now + max_skew:
+    try:
+        ahead = ts > now + max_skew
+        too_old = max_age is not None and ts < now - max_age
+    except OverflowError:  # an offset that pushes year 1 or 9999 out of range
+        return Rejection("schema", f"ts {data['ts']!r} is out of range", device_id)
+    if ahead:
         return Rejection(
             "clock_skew", f"ts {ts.isoformat()} is ahead of {now.isoformat()}", device_id
         )
+    if too_old:
+        return Rejection(
+            "too_old",
+            f"ts {ts.isoformat()} is older than {max_age} before {now.isoformat()}",
+            device_id,
+        )
     source = data.get("source")
+    if source is None:
+        source = {}
+    elif not isinstance(source, dict):
+        return Rejection(
+            "schema", f"source must be an object, got {type(source).__name__}", device_id
+        )
+    elif source:
+        problem = _json_problem(source)
+        if problem is not None:
+            return Rejection(problem[0], f"source: {problem[1]}", device_id)
     if required is _MAINTENANCE_REQUIRED:
         return Maintenance(
             device_id=device_id,
             asset_id=data["asset_id"],
             asset_type=asset_type.name,
             ts=ts,
-            source=source if isinstance(source, dict) else {},
+            source=source,
         )
     metrics: Mapping[str, object] = data["metrics"]
     if not metrics:
@@ -140,11 +188,14 @@ def validate_reading(
         spec = asset_type.metric(name)
         if spec is None:
             return Rejection(
-                "unknown_metric", f"{name!r} is not a {asset_type.name} metric", device_id
+                "unknown_metric", f"{name!r:.80} is not a {asset_type.name} metric", device_id
             )
         if isinstance(value, bool) or not isinstance(value, int | float):
             return Rejection("schema", f"metric {name!r} is {type(value).__name__}", device_id)
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:
+            return Rejection("out_of_range", f"metric {name!r} is too big for a float", device_id)
         if not math.isfinite(value):
             return Rejection("nan_value", f"metric {name!r} is {value}", device_id)
         if not spec.in_range(value):
@@ -160,5 +211,52 @@ def validate_reading(
         asset_type=asset_type.name,
         ts=ts,
         metrics=clean,
-        source=source if isinstance(source, dict) else {},
+        source=source,
     )
+
+
+def _id_of(data: dict) -> str | None:
+    device_id = data.get("device_id")
+    return device_id if isinstance(device_id, str) else None
+
+
+def _text_problem(text: str, limit: int) -> tuple[str, str] | None:
+    if len(text) > limit:
+        return "too_large", f"{len(text)} characters, limit {limit}"
+    if "\x00" in text:
+        return "bad_text", "NUL character"
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return "bad_text", "lone surrogate"
+    return None
+
+
+def _json_problem(value: object) -> tuple[str, str] | None:
+    """What PostgreSQL's jsonb would refuse, or what is too big to keep: (reason, detail)."""
+    nodes = 0
+    stack: list[tuple[object, int]] = [(value, 0)]
+    while stack:  # iterative: the depth is the attacker's choice
+        item, depth = stack.pop()
+        nodes += 1
+        if nodes > MAX_SOURCE_NODES:
+            return "too_large", f"more than {MAX_SOURCE_NODES} values"
+        if isinstance(item, dict | list):
+            if depth >= MAX_SOURCE_DEPTH:
+                return "too_large", f"nested deeper than {MAX_SOURCE_DEPTH}"
+            if isinstance(item, dict):
+                for key, child in item.items():
+                    problem = _text_problem(key, MAX_SOURCE_STRING)
+                    if problem is not None:
+                        return problem
+                    stack.append((child, depth + 1))
+            else:
+                stack.extend((child, depth + 1) for child in item)
+        elif isinstance(item, str):
+            problem = _text_problem(item, MAX_SOURCE_STRING)
+            if problem is not None:
+                return problem
+        elif isinstance(item, float) and not math.isfinite(item):
+            return "nan_value", f"{item} is not a JSON number"
+    return None

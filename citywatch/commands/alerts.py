@@ -81,12 +81,23 @@ def alerts() -> None:
     help="Requests per second per token (burst: 4x).",
 )
 @click.option(
-    "--max-attempts",
-    type=int,
-    envvar="CITYWATCH_ALERTS_MAX_ATTEMPTS",
-    default=6,
+    "--retry-for",
+    "retry_for_s",
+    type=click.FloatRange(min=0),
+    envvar="CITYWATCH_ALERTS_RETRY_FOR_S",
+    default=6 * 3600.0,
     show_default=True,
-    help="Delivery attempts per channel before giving up.",
+    help="Seconds to keep retrying a failing delivery (from its first failure) before "
+    "marking it failed.",
+)
+@click.option(
+    "--backoff-max",
+    "backoff_max_s",
+    type=click.FloatRange(min=0.1),
+    envvar="CITYWATCH_ALERTS_BACKOFF_MAX_S",
+    default=300.0,
+    show_default=True,
+    help="Longest wait between two tries of a delivery (the backoff doubles from 1 s).",
 )
 @click.option(
     "--embedded/--no-embedded",
@@ -105,7 +116,8 @@ def serve(
     smtp_sender: str,
     inbox_url: str | None,
     rate_limit: float,
-    max_attempts: int,
+    retry_for_s: float,
+    backoff_max_s: float,
     embedded: bool,
 ) -> None:
     """Run the API, the inbox, the notifier and the escalation loop until Ctrl-C.
@@ -134,11 +146,16 @@ def serve(
             kafka_bootstrap=conn.kafka,
             inbox_url=inbox_url,
         ),
-        NotifierConfig(max_attempts=max_attempts),
+        NotifierConfig(retry_for_s=retry_for_s, backoff_max_s=backoff_max_s),
         # Confirmed faults were repaired: tell the worker to reset those devices' features.
         repairs=RepairEvents(conn.kafka, settings.topic("readings")),
     ).start()
-    app = create_app(conn.database_url, rate_per_s=rate_limit, burst=max(1, int(4 * rate_limit)))
+    app = create_app(
+        conn.database_url,
+        rate_per_s=rate_limit,
+        burst=max(1, int(4 * rate_limit)),
+        health=notifier.health,  # /healthz answers 503 when the notifier is stuck
+    )
     log.info("alert service on http://%s:%d/inbox/ (API docs at /docs)", host, port)
     try:
         uvicorn.run(app, host=host, port=port, log_level=settings.log_level.lower())

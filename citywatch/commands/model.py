@@ -76,6 +76,9 @@ def model_list(settings: Settings, as_json: bool) -> None:
             f"{r['version']:28s} {r['role'] or '-':10s} owner={r['owner'] or '-':12s} "
             f"data {span}  {','.join(r['asset_types'])}"
         )
+        if r["load_failure"]:
+            what = "REFUSED" if r["load_failed_stage"] == "promote" else "LOAD FAILED"
+            click.echo(f"  {what} {_d(r['load_failed_at'])}: {r['load_failure']}")
 
 
 def _d(v: datetime | None) -> str:
@@ -116,12 +119,24 @@ def model_show(settings: Settings, version: str, as_json: bool) -> None:
         )
     for asset_type, names in sorted((card.get("features") or {}).items()):
         click.echo(f"  features[{asset_type}]: {len(names)} ({', '.join(names[:4])}, ...)")
+    files = row.get("file_sha256")
+    click.echo(
+        f"files          {len(files)} with sha256 checked on every load"
+        if files
+        else "files          no checksums (registered before they existed; register again)"
+    )
     click.echo(f"intended use   {card.get('intended_use')}")
     click.echo(f"limits         {card.get('limits')}")
     for p in row["promotions"]:
         click.echo(
             f"  {p['at']:%Y-%m-%d %H:%M:%S} {p['action']:16s} {p['role']:10s} "
             f"{p['version'] or '-'} (was {p['previous'] or '-'}) by {p['actor']}"
+        )
+    for f in row["load_failures"]:
+        what = "refused" if f["stage"] == "promote" else "not loaded"
+        click.echo(
+            f"  {f['at']:%Y-%m-%d %H:%M:%S} {what:16s} {f['role']:10s} by {f['worker']}, "
+            f"kept {f['kept'] or '-'}: {f['reason']}"
         )
 
 
@@ -138,7 +153,7 @@ def model_register(settings: Settings, version: str, owner: str | None) -> None:
     reg, _ = _registry(settings)
     try:
         reg.register(version, owner=owner)
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError) as exc:  # BundleError is a ValueError
         raise _fail(exc) from exc
     click.echo(f"registered {version}")
 
@@ -148,7 +163,13 @@ def model_register(settings: Settings, version: str, owner: str | None) -> None:
 @_ACTOR
 @click.pass_obj
 def model_promote(settings: Settings, version: str, actor: str) -> None:
-    """Make VERSION the champion; running workers switch to it without a restart."""
+    """Make VERSION the champion; running workers switch to it without a restart.
+
+    \b
+    The bundle is loaded, checked against the sha256 of its files recorded at
+    registration, and smoke-tested (one zero row per asset type) first; a
+    bundle that fails is refused and the champion stays as it was.
+    """
     from models.catalog import RegistryError
 
     reg, _ = _registry(settings)

@@ -115,7 +115,7 @@ def test_failed_deliveries_are_retried_with_backoff_then_given_up(conn, crew_db,
     notifier = Notifier(
         conn.database_url,
         ChannelConfig(timeout_s=1.0),
-        NotifierConfig(max_attempts=3, backoff_base_s=0.2),
+        NotifierConfig(retry_for_s=0.5, backoff_base_s=0.2),
     )
     sink = PostgresSink(conn.database_url)
     sink.write(SinkBatch(alerts=[alert_row("pump-8")]))
@@ -126,7 +126,9 @@ def test_failed_deliveries_are_retried_with_backoff_then_given_up(conn, crew_db,
         if all(d[2] != "pending" for d in deliveries(crew_db)):
             break
         time.sleep(0.1)
-    assert deliveries(crew_db) == [("open", "flaky", "sent", 3), ("open", "gone", "failed", 3)]
+    got = deliveries(crew_db)
+    assert got[0] == ("open", "flaky", "sent", 3)
+    assert got[1][:3] == ("open", "gone", "failed") and got[1][3] >= 3
     assert len(receiver.received) == 1
     error = crew_db.execute(
         "SELECT last_error FROM alert_deliveries WHERE channel_id = 'gone'"

@@ -116,6 +116,27 @@ def _add_rows_other_branches_write(c: psycopg.Connection, now: datetime) -> None
         (champion, now),
     )
 
+    # Crew notifications (the alert service's notifier): one delivery given up after
+    # its retry period and one still failing, for "Crew notifications failing".
+    c.execute(
+        "INSERT INTO notification_channels (channel_id, kind, target)"
+        " VALUES ('dash-hook', 'webhook', 'http://127.0.0.1:9/down') ON CONFLICT DO NOTHING"
+    )
+    for status, age in (("failed", "7 hours"), ("pending", "20 minutes")):
+        tid = c.execute(
+            "INSERT INTO alert_transitions (alert_id, action, to_status, actor, fanned_out)"
+            " VALUES ('dash-alert', 'open', 'open', 'system', true) RETURNING transition_id"
+        ).fetchone()[0]
+        c.execute(
+            "INSERT INTO alert_deliveries (transition_id, channel_id, status, attempts,"
+            " last_error, first_error_at, failed_at, next_attempt_at)"
+            " VALUES (%s, 'dash-hook', %s, 80, 'ConnectError: connection refused',"
+            "         %s::timestamptz - %s::interval,"
+            "         CASE WHEN %s = 'failed' THEN %s::timestamptz - interval '1 minute' END,"
+            "         %s::timestamptz + interval '5 minutes')",
+            (tid, status, now, age, status, now, now),
+        )
+
 
 def _wait_for_alert_agent(database_url: str, timeout_s: float = 60.0) -> None:
     """Scores trail stored readings by a batch, and alerts trail scores by one more."""

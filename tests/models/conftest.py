@@ -91,7 +91,10 @@ def registry_db(conn):
     import psycopg
 
     with psycopg.connect(conn.database_url, autocommit=True) as c:
-        c.execute("TRUNCATE model_promotions, model_registry, feature_drift, drift_alerts")
+        c.execute(
+            "TRUNCATE model_promotions, model_registry, feature_drift, drift_alerts,"
+            " model_load_failures"
+        )
     return conn.database_url
 
 

@@ -2,9 +2,11 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from streams.records import Reading
-from streams.validation import Rejection, validate_reading
+from streams.records import Maintenance, Reading
+from streams.validation import REASONS, Rejection, validate_reading
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 DEVICES = {"dev1": ("pump-1", "water_pump")}
@@ -118,3 +120,79 @@ def test_bad_maintenance_events_are_rejected_with_the_reading_reasons(raw, reaso
 def test_maintenance_needs_a_timezone_aware_ts():
     with pytest.raises(ValueError, match="timezone-aware"):
         maintenance(ts=datetime(2026, 1, 1))  # noqa: DTZ001 (the point of the test)
+
+
+def bounded(raw: bytes):
+    return validate_reading(
+        raw, DEVICES.get, now=NOW, max_skew=timedelta(minutes=5), max_age=timedelta(days=7)
+    )
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (message(source={"note": "a\u0000b"}), "bad_text"),
+        (message(source={"note": "\ud800"}), "bad_text"),
+        (message(source={"\u0000": 1}), "bad_text"),
+        (message(device_id="dev\u00001"), "bad_text"),
+        (message(device_id="d" * 10_000), "too_large"),
+        (message(source={"x": "y" * 5000}), "too_large"),
+        (message(source={"n": float("nan")}), "nan_value"),
+        (message(source=json.loads("[" * 50 + "]" * 50)), "schema"),
+        (message(source={"a": {"b": {"c": {"d": {"e": {"f": {"g": 1}}}}}}}), "too_large"),
+        (message(source={str(i): i for i in range(600)}), "too_large"),
+        (message(metrics={"vibration_rms": 10**400}), "out_of_range"),
+        (b'{"metrics": {"vibration_rms": 1' + b"0" * 5000 + b"}}", "too_large"),
+        (b"[" * 100_000 + b"]" * 100_000, "too_large"),
+        (message(ts=(NOW - timedelta(days=8)).isoformat()), "too_old"),
+        (message(ts="0001-01-01T00:00:00+14:00"), "too_old"),
+        (message(ts="9999-12-31T23:59:59-14:00"), "clock_skew"),
+        (message(source={"blob": "x" * 100}) + b" " * 70_000, "too_large"),
+    ],
+)
+def test_hostile_messages_get_a_reason_never_an_exception(raw, reason):
+    result = bounded(raw)
+    assert isinstance(result, Rejection), result
+    assert result.reason == reason, result.detail
+
+
+def test_a_backfill_without_age_limit_takes_old_readings():
+    old = message(ts=(NOW - timedelta(days=400)).isoformat())
+    assert bounded(old).reason == "too_old"
+    assert isinstance(check(old), Reading)  # max_age=None: no limit
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.floats() | st.integers() | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    overrides=st.dictionaries(
+        st.sampled_from(["device_id", "asset_id", "asset_type", "ts", "metrics", "source", "type"]),
+        json_values,
+        max_size=3,
+    )
+)
+def test_validation_never_raises_on_any_json(overrides):
+    raw = json.dumps(message_dict() | overrides).encode()
+    result = bounded(raw)
+    assert isinstance(result, Rejection | Reading | Maintenance)
+    if isinstance(result, Rejection):
+        assert result.reason in REASONS
+
+
+@settings(max_examples=300, deadline=None)
+@given(raw=st.binary(max_size=300))
+def test_validation_never_raises_on_any_bytes(raw):
+    result = bounded(raw)
+    assert isinstance(result, Rejection) and result.reason in REASONS
+
+
+def message_dict() -> dict:
+    return json.loads(message())
