@@ -6,11 +6,20 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pandas as pd
 from kafka import KafkaConsumer, KafkaProducer
 
 from citywatch.commands.demo import start_worker, stop_process, wait_for_log
 from citywatch.commands.simulate import register_fleet as register_database_fleet
-from ingest.simulator import FleetSimulator, maintenance_bytes, reading_bytes
+from ingest.simulator import (
+    FleetSimulator,
+    failures_frame,
+    history_frame,
+    maintenance_bytes,
+    reading_bytes,
+)
+from models.features import compute_features
+from models.training import maintenance_resets
 from storage.reports import messages_accounted_for
 from streams.topics import READINGS, ensure_topics
 
@@ -76,6 +85,45 @@ def wait_for_total(conn, expected: int, timeout_s: float = 120.0) -> int:
         time.sleep(0.3)
         seen = stored_total(conn)
     return seen
+
+
+def offline_scores(bundle, readings, failures) -> pd.DataFrame:
+    """The scores a single worker must store for ``readings``, computed offline.
+
+    Same feature code as the worker, replayed per device over the whole
+    history, with training's resets (the first reading after each failure,
+    where producers send a maintenance event). One row per reading:
+    ``device_id, ts, risk, reset``, sorted by device and time.
+    """
+    frame = history_frame(readings)
+    frame["_reset"] = maintenance_resets(frame, failures_frame(failures))
+    parts = []
+    for asset_type, part in frame.groupby("asset_type"):
+        part = part.sort_values(["device_id", "ts"], kind="stable")
+        features = compute_features(part, bundle.feature_spec(asset_type), reset_col="_reset")
+        parts.append(
+            pd.DataFrame(
+                {
+                    "device_id": part["device_id"].to_numpy(),
+                    "ts": part["ts"].to_numpy(),
+                    "risk": bundle.predict_proba(asset_type, features.to_numpy(dtype=float)),
+                    "reset": part["_reset"].to_numpy(),
+                }
+            )
+        )
+    offline = pd.concat(parts).sort_values(["device_id", "ts"]).reset_index(drop=True)
+    offline["ts"] = pd.to_datetime(offline["ts"], utc=True)
+    return offline
+
+
+def stored_scores(db) -> pd.DataFrame:
+    """The champion scores in the database: ``device_id, ts, risk``, sorted like offline_scores."""
+    rows = db.execute(
+        "SELECT device_id, ts, risk FROM scores WHERE role = 'champion' ORDER BY device_id, ts"
+    ).fetchall()
+    online = pd.DataFrame(rows, columns=["device_id", "ts", "risk"])
+    online["ts"] = pd.to_datetime(online["ts"], utc=True)
+    return online
 
 
 class Worker:

@@ -13,17 +13,17 @@ import psycopg
 import pytest
 from kafka import KafkaProducer
 
-from ingest.simulator import FleetSimulator, failures_frame, history_frame, maintenance_bytes
-from models.features import compute_features
+from ingest.simulator import FleetSimulator, maintenance_bytes
 from models.registry import load_champion
-from models.training import maintenance_resets
 from streams.topics import DEADLETTER
 from tests.pipeline_helpers import (
     Worker,
     as_messages,
+    offline_scores,
     past_history,
     produce,
     register_fleet,
+    stored_scores,
     stored_total,
     wait_for_total,
 )
@@ -188,42 +188,19 @@ def test_killed_worker_restarts_without_loss_or_duplicates_and_restores_state(
     # equals the score computed offline from the full history with the same code,
     # with training's resets (the first reading after each failure).
     bundle = load_champion(isolated.models_path)
-    online = pd.DataFrame(
-        db.execute("SELECT device_id, ts, risk FROM scores ORDER BY device_id, ts").fetchall(),
-        columns=["device_id", "ts", "risk"],
-    )
+    online = stored_scores(db)
     assert len(online) == len(everything)
-    frame = history_frame(everything)
-    frame["_reset"] = maintenance_resets(frame, failures_frame(failures + more_failures))
-    assert frame["_reset"].sum() == len(repaired)
-    offline_parts = []
-    for asset_type, part in frame.groupby("asset_type"):
-        spec = bundle.feature_spec(asset_type)
-        part = part.sort_values(["device_id", "ts"], kind="stable")
-        features = compute_features(part, spec, reset_col="_reset")
-        risk = bundle.predict_proba(asset_type, features.to_numpy(dtype=float))
-        offline_parts.append(
-            pd.DataFrame(
-                {
-                    "device_id": part["device_id"].to_numpy(),
-                    "ts": part["ts"].to_numpy(),
-                    "risk": risk,
-                }
-            )
-        )
-    offline = pd.concat(offline_parts).sort_values(["device_id", "ts"]).reset_index(drop=True)
-    online["ts"] = pd.to_datetime(online["ts"], utc=True)
-    offline["ts"] = pd.to_datetime(offline["ts"], utc=True)
+    offline = offline_scores(bundle, everything, failures + more_failures)
+    assert offline["reset"].sum() == len(repaired)
     merged = online.merge(offline, on=["device_id", "ts"], suffixes=("_online", "_offline"))
     assert len(merged) == len(everything)
     np.testing.assert_array_equal(merged["risk_online"], merged["risk_offline"])
     # Without the resets the offline scores differ: the parity above really covers them.
-    plain = []
-    for asset_type, part in frame.groupby("asset_type"):
-        part = part.sort_values(["device_id", "ts"], kind="stable")
-        features = compute_features(part, bundle.feature_spec(asset_type))
-        plain.append(bundle.predict_proba(asset_type, features.to_numpy(dtype=float)))
-    assert not np.array_equal(np.sort(np.concatenate(plain)), np.sort(offline["risk"].to_numpy()))
+    plain = offline_scores(bundle, everything, [])
+    assert not plain["reset"].any()
+    assert not np.array_equal(
+        np.sort(plain["risk"].to_numpy()), np.sort(offline["risk"].to_numpy())
+    )
     assert "Tansu end-offset fix" in log.read_text()
 
 
