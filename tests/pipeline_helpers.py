@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
+import psycopg
 from kafka import KafkaConsumer, KafkaProducer
 
 from citywatch.commands.demo import start_worker, stop_process, wait_for_log
@@ -160,3 +162,21 @@ class Worker:
 
 
 __all__ = ["Worker", "wait_for_log"]
+
+
+@contextlib.contextmanager
+def database_outage(conn):
+    """PostgreSQL refuses the pipeline database and drops the sinks' connections,
+    until the block ends."""
+    admin_url = conn.database_url.rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute("ALTER DATABASE citywatch ALLOW_CONNECTIONS false")
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = 'citywatch' AND application_name = 'citywatch-sink'"
+        )
+    try:
+        yield
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute("ALTER DATABASE citywatch ALLOW_CONNECTIONS true")

@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 import time
 
-import psycopg
 import pytest
 
 from ingest.simulator import FleetSimulator
 from tests.pipeline_helpers import (
     Worker,
     as_messages,
+    database_outage,
     past_history,
     produce,
     register_fleet,
@@ -89,23 +89,13 @@ def test_a_clean_stop_during_an_outage_acknowledges_nothing(
     readings, _ = past_history(fleet, 60)
     log = tmp_path / "worker.log"
     worker = Worker(isolated, conn, log).start()
-    admin_url = conn.database_url.rsplit("/", 1)[0] + "/postgres"
-    try:
-        with psycopg.connect(admin_url, autocommit=True) as admin:
-            admin.execute("ALTER DATABASE citywatch ALLOW_CONNECTIONS false")
-            admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE datname = 'citywatch' AND application_name = 'citywatch-sink'"
-            )
+    with database_outage(conn):
         produce(conn, isolated, as_messages(readings))
         deadline = time.monotonic() + 60
         while "retrying in" not in log.read_text() and time.monotonic() < deadline:
             time.sleep(0.2)
         assert "retrying in" in log.read_text()
         worker.stop()  # SIGTERM: Faust commits what was acknowledged on its way out
-    finally:
-        with psycopg.connect(admin_url, autocommit=True) as admin:
-            admin.execute("ALTER DATABASE citywatch ALLOW_CONNECTIONS true")
     assert db.execute("SELECT count(*) FROM readings").fetchone()[0] == 0
 
     worker = Worker(isolated, conn, log).start()

@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
-import psycopg
 import pytest
 from kafka import KafkaProducer
 
@@ -19,6 +18,7 @@ from streams.topics import DEADLETTER
 from tests.pipeline_helpers import (
     Worker,
     as_messages,
+    database_outage,
     offline_scores,
     past_history,
     produce,
@@ -211,17 +211,9 @@ def test_database_outage_loses_nothing(conn, db, isolated, trained_models, tmp_p
     readings, _ = past_history(fleet, 50)
     worker = Worker(isolated, conn, tmp_path / "worker.log").start()
     try:
-        admin_url = conn.database_url.rsplit("/", 1)[0] + "/postgres"
-        with psycopg.connect(admin_url, autocommit=True) as admin:
-            admin.execute("ALTER DATABASE citywatch ALLOW_CONNECTIONS false")
-            admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = 'citywatch' AND application_name = 'citywatch-sink'"
-            )
-        produce(conn, isolated, as_messages(readings))
-        time.sleep(3)
-        with psycopg.connect(admin_url, autocommit=True) as c:
-            c.execute("ALTER DATABASE citywatch ALLOW_CONNECTIONS true")
+        with database_outage(conn):
+            produce(conn, isolated, as_messages(readings))
+            time.sleep(3)
         assert wait_for_total(conn, len(readings)) == len(readings)
         assert worker.alive()
         assert "retrying in" in (tmp_path / "worker.log").read_text()
