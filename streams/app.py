@@ -65,6 +65,7 @@ from .deadletters import (
     duplicate_deadletter,
     poison_row,
 )
+from .ordering import OffsetGuard, fetch_hole
 from .records import AlertEvent, Maintenance, Reading, decode_score_batch, encode_score_batch
 from .state import (
     DeviceState,
@@ -279,16 +280,54 @@ def create_app(
 
         return store
 
+    guards: list[OffsetGuard] = []
+
     async def settle_batches(stream, containment: Containment, process, on_poison, timings=None):
-        """Every agent's loop: take a batch, settle it (contained), acknowledge what settled."""
+        """Every agent's loop: take a batch, settle it (contained), acknowledge what settled.
+
+        Only events in offset order are processed (streams.ordering); the others
+        stay unacknowledged and are read again.
+        """
+        guard = OffsetGuard()
+        guards.append(guard)
         async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
             hold(events)  # acknowledged below, once settled; see streams.containment
             started = time.perf_counter()
+            batch = guard.sort(events, app.consumer_generation_id)
+            todo = await fill_holes(batch.holes)
+            if todo is None:
+                continue  # stopping: nothing settled, nothing acknowledged
+            todo.extend(batch.in_order)
+            if not todo:
+                continue
             async with fail_fast(app, containment.step):
-                settled = await containment.run(events, process, on_poison)
-            await release(stream, settled)
+                settled = await containment.run(todo, process, on_poison)
+            await release(stream, settled, app.consumer)
             if timings is not None:
                 timings.append((time.perf_counter() - started) * 1000)
+
+    async def fill_holes(holes: dict) -> list | None:
+        """The messages Faust skipped, read directly; None when stopping."""
+        found: list = []
+        for tp, (start, end) in holes.items():
+            delay = 0.5
+            while True:
+                try:
+                    found.extend(await fetch_hole(kafka, tp, start, end))
+                    break
+                except Exception as exc:  # the broker: retry like any outage
+                    if stopping():
+                        return None
+                    log.warning("%s: cannot read offsets %d..%d yet: %s", tp, start, end - 1, exc)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 10.0)
+        return found
+
+    @app.on_partitions_revoked.connect
+    async def restart_offset_order(app, revoked, **kwargs) -> None:
+        # After a rebalance every partition is read again from its committed offset.
+        for guard in guards:
+            guard.forget()
 
     @app.agent(readings_topic)
     async def score_readings(stream):

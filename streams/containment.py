@@ -29,6 +29,8 @@ from faust.types import EventT
 
 from storage.sinks import SinkUnavailableError
 
+from .ordering import RefetchedEvent
+
 log = logging.getLogger("citywatch.worker")
 
 
@@ -49,10 +51,13 @@ def hold(events: Sequence[EventT]) -> None:
         event.message.incref()
 
 
-async def release(stream: Any, events: Sequence[EventT]) -> None:
+async def release(stream: Any, events: Sequence[EventT], consumer: Any) -> None:
     """Acknowledge settled messages: their offsets may now be committed."""
     for event in events:
-        await stream.ack(event)
+        if isinstance(event, RefetchedEvent):
+            consumer.ack(event.message)  # read directly (streams.ordering), not via the stream
+        else:
+            await stream.ack(event)
 
 
 def describe(exc: BaseException, limit: int = 1500) -> str:
