@@ -23,6 +23,25 @@ from .demo import start_worker, stop_process, wait_for_log
 from .simulate import register_fleet
 
 
+def bench_run(settings: Settings, *, progress: bool):
+    """Settings, connection and id of one benchmark run: topics and consumer group of
+    its own on the stack (started if needed), and a champion model (trained if none)."""
+    from models.registry import load_champion
+    from streams.topics import ensure_topics
+
+    from .train import train_synthetic
+
+    run_id = uuid.uuid4().hex[:8]
+    settings = settings.model_copy(
+        update={"topic_prefix": f"bench-{run_id}-", "app_id": f"citywatch-bench-{run_id}"}
+    )
+    conn = connect(settings)
+    if load_champion(settings.models_path) is None:
+        train_synthetic(settings, progress=progress)
+    ensure_topics(conn.kafka, settings)
+    return settings, conn, run_id
+
+
 @click.group()
 def bench() -> None:
     """Benchmarks; each prints its figures next to a baseline measured in the same run."""
@@ -42,19 +61,9 @@ def bench_worker(settings: Settings, messages: int, devices: int, as_json: bool)
     """
     from ingest.producer import ReadingProducer
     from ingest.simulator import FleetSimulator, maintenance_bytes, reading_bytes
-    from models.registry import load_champion
-    from streams.topics import READINGS, ensure_topics
+    from streams.topics import READINGS
 
-    from .train import train_synthetic
-
-    run_id = uuid.uuid4().hex[:8]
-    settings = settings.model_copy(
-        update={"topic_prefix": f"bench-{run_id}-", "app_id": f"citywatch-bench-{run_id}"}
-    )
-    conn = connect(settings)
-    if load_champion(settings.models_path) is None:
-        train_synthetic(settings, progress=not as_json)
-    ensure_topics(conn.kafka, settings)
+    settings, conn, run_id = bench_run(settings, progress=not as_json)
     with psycopg.connect(conn.database_url) as db:
         db.execute("TRUNCATE readings, scores, alerts, deadletters, maintenance_events")
 

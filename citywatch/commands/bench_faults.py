@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import random
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -23,7 +22,6 @@ from datetime import UTC, datetime, timedelta
 import click
 import psycopg
 
-from citywatch.runtime import connect
 from citywatch.settings import Settings
 from ingest.hostile import CLASSES, STORED, Hostile, HostileClass, Template, good_value
 from ingest.hostile import make_devices as hostile_devices
@@ -255,20 +253,12 @@ def bench_faults(
     """
     from kafka import KafkaProducer
 
-    from models.registry import load_champion
     from storage.sinks import register_devices
-    from streams.topics import READINGS, ensure_topics
+    from streams.topics import READINGS
 
-    from .train import train_synthetic
+    from .bench import bench_run  # bench registers this command: import it late
 
-    run_id = uuid.uuid4().hex[:8]
-    settings = settings.model_copy(
-        update={"topic_prefix": f"bench-{run_id}-", "app_id": f"citywatch-bench-{run_id}"}
-    )
-    conn = connect(settings)
-    if load_champion(settings.models_path) is None:
-        train_synthetic(settings, progress=not as_json)
-    ensure_topics(conn.kafka, settings)
+    settings, conn, run_id = bench_run(settings, progress=not as_json)
     topic = settings.topic(READINGS)
     rng = random.Random(seed)
 
