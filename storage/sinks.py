@@ -411,20 +411,15 @@ def _lock_offsets(
     if not positions:
         return {}
     parts = sorted({(topic, partition) for topic, partition, _ in positions})
-    params = ([t for t, _ in parts], [p for _, p in parts])
-    # Create missing rows first: a second writer then waits for the first to commit
-    # instead of reading "nothing stored yet" while the first's rows are in flight.
+    # One statement: a missing row is created (a second writer then waits for the
+    # first to commit instead of reading "nothing stored yet"), an existing one is
+    # locked by the no-op update, and either way its offset comes back.
     cur.execute(
         "INSERT INTO stream_offsets (topic, partition, max_offset)"
-        " SELECT t, p, -1 FROM unnest(%s::text[], %s::int[]) AS u(t, p)"
-        " ORDER BY t, p ON CONFLICT DO NOTHING",
-        params,
-    )
-    cur.execute(
-        "SELECT topic, partition, max_offset FROM stream_offsets"
-        " WHERE (topic, partition) IN (SELECT * FROM unnest(%s::text[], %s::int[]))"
-        " ORDER BY topic, partition FOR UPDATE",
-        params,
+        " SELECT t, p, -1 FROM unnest(%s::text[], %s::int[]) AS u(t, p) ORDER BY t, p"
+        " ON CONFLICT (topic, partition) DO UPDATE SET max_offset = stream_offsets.max_offset"
+        " RETURNING topic, partition, max_offset",
+        ([t for t, _ in parts], [p for _, p in parts]),
     )
     return {(t, p): o for t, p, o in cur.fetchall()}
 
@@ -436,12 +431,17 @@ def _record_offsets(cur: psycopg.Cursor, positions: list[tuple[str, int, int]] |
     for topic, partition, offset in positions:
         if offset > highest.get((topic, partition), -1):
             highest[(topic, partition)] = offset
-    cur.executemany(
-        "INSERT INTO stream_offsets (topic, partition, max_offset) VALUES (%s, %s, %s)"
+    cur.execute(
+        "INSERT INTO stream_offsets (topic, partition, max_offset)"
+        " SELECT * FROM unnest(%s::text[], %s::int[], %s::bigint[])"
         " ON CONFLICT (topic, partition) DO UPDATE SET"
         " max_offset = GREATEST(stream_offsets.max_offset, EXCLUDED.max_offset),"
         " updated_at = now()",
-        [(t, p, o) for (t, p), o in highest.items()],
+        (
+            [t for t, _ in highest],
+            [p for _, p in highest],
+            list(highest.values()),
+        ),
     )
 
 
