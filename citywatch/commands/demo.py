@@ -61,12 +61,21 @@ def start_worker(settings: Settings, conn: Connection, log_path: Path) -> subpro
     )
 
 
-def wait_for_log(path: Path, needle: str, proc: subprocess.Popen, timeout_s: float) -> None:
+def log_size(path: Path) -> int:
+    """Where a process appending to ``path`` will start writing."""
+    return path.stat().st_size if path.exists() else 0
+
+
+def wait_for_log(
+    path: Path, needle: str, proc: subprocess.Popen, timeout_s: float, *, after: int = 0
+) -> None:
+    """Wait for ``needle`` in what was written to ``path`` past byte ``after``
+    (logs are appended to: an earlier run's "Worker ready" must not count)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise click.ClickException(f"worker exited early; see {path}")
-        if path.exists() and needle in path.read_text(errors="replace"):
+        if path.exists() and needle in path.read_bytes()[after:].decode(errors="replace"):
             return
         time.sleep(0.2)
     raise click.ClickException(f"worker not ready after {timeout_s:.0f}s; see {path}")
@@ -299,8 +308,9 @@ def demo(settings: Settings, duration, devices, rate, bad_rate, seed, lorawan_sh
         reset_tables(conn.database_url)
         log_path = settings.home.resolve() / "worker.log"
         say(f"starting the worker (log: {log_path}) ...")
+        written = log_size(log_path)
         worker = start_worker(settings, conn, log_path)
-        wait_for_log(log_path, "Worker ready", worker, timeout_s=120)
+        wait_for_log(log_path, "Worker ready", worker, timeout_s=120, after=written)
         mqtt_url = stack.mqtt_url() if lorawan_share > 0 else None
         leg = None
         if mqtt_url:
