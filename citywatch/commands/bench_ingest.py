@@ -46,7 +46,8 @@ def raw_receive_rate(url: str, client_id: str, expected: int, timeout_s: float =
     """Connect a bare paho subscriber to its queued session; messages/s until all arrived."""
     from ingest.lorawan.bridge import parse_mqtt_url
 
-    host, port, *_ = parse_mqtt_url(url)
+    target = parse_mqtt_url(url)
+    host, port = target.host, target.port
     client, props = _persistent_client(client_id)
     got = [0]
     done = threading.Event()
@@ -73,7 +74,8 @@ def create_session(url: str, client_id: str, topic_filter: str) -> None:
     """Create a persistent session subscribed to ``topic_filter``, then leave."""
     from ingest.lorawan.bridge import parse_mqtt_url
 
-    host, port, *_ = parse_mqtt_url(url)
+    target = parse_mqtt_url(url)
+    host, port = target.host, target.port
     client, props = _persistent_client(client_id)
     subscribed = threading.Event()
     client.on_subscribe = lambda *a: subscribed.set()

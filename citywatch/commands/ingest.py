@@ -181,7 +181,38 @@ def ingest() -> None:
     "mqtt_url",
     envvar="CITYWATCH_MQTT",
     default=None,
-    help="MQTT broker, mqtt://host:port. Default: the embedded stack's Mosquitto.",
+    help="MQTT broker, mqtt://host:port or mqtts://host:port (TLS). Default: the embedded "
+    "stack's Mosquitto.",
+)
+@click.option(
+    "--mqtt-username", envvar="CITYWATCH_MQTT_USERNAME", default=None, help="MQTT user name."
+)
+@click.option(
+    "--mqtt-password",
+    envvar="CITYWATCH_MQTT_PASSWORD",
+    default=None,
+    help="MQTT password; prefer the environment variable to a flag or a URL (never logged).",
+)
+@click.option(
+    "--mqtt-ca",
+    envvar="CITYWATCH_MQTT_CA",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="CA certificate file for mqtts:// (default: the system's CAs); implies TLS.",
+)
+@click.option(
+    "--mqtt-cert",
+    envvar="CITYWATCH_MQTT_CERT",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Client certificate for brokers that require one (with --mqtt-key).",
+)
+@click.option(
+    "--mqtt-key",
+    envvar="CITYWATCH_MQTT_KEY",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Client private key for --mqtt-cert.",
 )
 @click.option(
     "--format",
@@ -227,6 +258,11 @@ def ingest() -> None:
 def ingest_lorawan(
     settings: Settings,
     mqtt_url,
+    mqtt_username,
+    mqtt_password,
+    mqtt_ca,
+    mqtt_cert,
+    mqtt_key,
     fmt,
     client_id,
     dedup_window,
@@ -247,13 +283,26 @@ def ingest_lorawan(
     `deadletter` topic with stage=ingest and a reason. Devices come from the
     newest registry version in the database (`citywatch devices load FILE`).
     """
+    from pydantic import SecretStr
+
     from citywatch.stack import EmbeddedStack
     from ingest.lorawan.bridge import MqttBridge
+    from ingest.lorawan.mqtt_conn import parse_mqtt_url
 
     conn = connect(settings, start_embedded=False)
     mqtt_url = mqtt_url or EmbeddedStack(settings).mqtt_url()
     if not mqtt_url:
         raise click.ClickException("no MQTT broker: pass --mqtt or run `citywatch stack up`")
+    try:
+        target = parse_mqtt_url(mqtt_url).with_credentials(
+            mqtt_username,
+            SecretStr(mqtt_password) if mqtt_password else None,
+            mqtt_ca,
+            mqtt_cert,
+            mqtt_key,
+        )
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--mqtt") from None
     if registry_file is not None:
         result = load_registry_file(conn.database_url, registry_file)
         log.info("registry version %d (%d devices)", result.version, result.entries)
@@ -267,7 +316,7 @@ def ingest_lorawan(
         auto_codec=auto_codec,
         max_bytes=max_bytes,
     )
-    bridge = MqttBridge(mqtt_url, fmt, processor, client_id=client_id or f"citywatch-lorawan-{fmt}")
+    bridge = MqttBridge(target, fmt, processor, client_id=client_id or f"citywatch-lorawan-{fmt}")
     stopped = _stop_on_signals()
     started = time.monotonic()
     last_stats = [started]
@@ -280,8 +329,8 @@ def ingest_lorawan(
         return stopped() or (duration is not None and now - started >= duration)
 
     if not bridge.start():
-        log.warning("not subscribed yet to %s; retrying in the background", mqtt_url)
-    log.info("LoRaWAN bridge (%s) running: %s -> Kafka %s", fmt, mqtt_url, conn.kafka)
+        log.warning("not subscribed yet to %s; retrying in the background", target.redacted)
+    log.info("LoRaWAN bridge (%s) running: %s -> Kafka %s", fmt, target.redacted, conn.kafka)
     stats = bridge.run(should_stop)
     processor.publisher.close()
     log.info("bridge %s stopped: %s", fmt, json.dumps(stats.as_dict()))

@@ -37,7 +37,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -45,6 +44,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from ingest.lorawan.errors import TransientError
+from ingest.lorawan.mqtt_conn import MqttTarget, parse_mqtt_url
 from ingest.lorawan.processor import AutoRegister, BridgeStats, UplinkProcessor
 from ingest.lorawan.publisher import PublishError
 from ingest.lorawan.uplink import Network
@@ -65,14 +65,6 @@ TOPIC_FILTERS: dict[str, str] = {
     "chirpstack": "application/+/device/+/event/up",
     "tts": "v3/+/devices/+/up",
 }
-
-
-def parse_mqtt_url(url: str) -> tuple[str, int, str | None, str | None]:
-    """``mqtt://[user:password@]host[:port]`` -> ``(host, port, user, password)``."""
-    parts = urlsplit(url if "://" in url else f"mqtt://{url}")
-    if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
-        raise ValueError(f"expected mqtt://host:port, got {url!r}")
-    return parts.hostname, parts.port or 1883, parts.username, parts.password
 
 
 class MqttBridge:
@@ -98,7 +90,7 @@ class MqttBridge:
 
     def __init__(
         self,
-        url: str,
+        url: str | MqttTarget,
         fmt: Network,
         processor: UplinkProcessor,
         *,
@@ -113,7 +105,8 @@ class MqttBridge:
         # Pause before replaying after a dependency failed, doubling per failure in a row.
         self._backoff_min_s = min(reconnect_min_s, 0.5)
         self._backoff_max_s = reconnect_max_s
-        self.host, self.port, user, password = parse_mqtt_url(url)
+        self.target = url if isinstance(url, MqttTarget) else parse_mqtt_url(url)
+        self.host, self.port = self.target.host, self.target.port
         self.fmt = fmt
         self.processor = processor
         self.batch_max = batch_max
@@ -129,8 +122,7 @@ class MqttBridge:
             protocol=mqtt.MQTTv5,
             manual_ack=True,
         )
-        if user is not None:
-            self._client.username_pw_set(user, password)
+        self.target.configure(self._client)
         self._client.reconnect_delay_set(min_delay=reconnect_min_s, max_delay=reconnect_max_s)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect

@@ -16,7 +16,7 @@ from datetime import datetime
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from ingest.lorawan.bridge import parse_mqtt_url
+from ingest.lorawan.mqtt_conn import parse_mqtt_url
 from ingest.lorawan.uplink_sim import UplinkEncoder
 
 __all__ = ["UplinkPublisher"]
@@ -45,7 +45,7 @@ class UplinkPublisher:
     """
 
     def __init__(self, url: str, encoder: UplinkEncoder, *, client_id: str = "") -> None:
-        host, port, user, password = parse_mqtt_url(url)
+        target = parse_mqtt_url(url)
         self.encoder = encoder
         self.frames = 0
         self.messages = 0
@@ -57,9 +57,8 @@ class UplinkPublisher:
         # Unlimited local queue: the simulator must never drop a message it counted.
         self._client.max_queued_messages_set(0)
         self._client.max_inflight_messages_set(1000)
-        if user is not None:
-            self._client.username_pw_set(user, password)
-        self._client.connect(host, port, keepalive=30)
+        target.configure(self._client)
+        self._client.connect(target.host, target.port, keepalive=30)
         self._client.loop_start()
 
     def send(self, key: bytes, value: bytes) -> None:

@@ -191,7 +191,8 @@ def test_fuzzed_uplinks_are_published_or_dead_lettered_never_raised(fuzz_setup, 
 
 
 def publish_all(url: str, messages) -> None:
-    host, port, *_ = parse_mqtt_url(url)
+    target = parse_mqtt_url(url)
+    host, port = target.host, target.port
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=default_client_id("test-pub"))
     client.connect(host, port)
     client.loop_start()
