@@ -8,14 +8,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .weak_secrets import url_password_weakness, weakness
 
 
 class Settings(BaseSettings):
     """Runtime configuration. Every field maps to ``CITYWATCH_<FIELD>``."""
 
-    model_config = SettingsConfigDict(env_prefix="CITYWATCH_", frozen=True, extra="ignore")
+    # hide_input_in_errors: a refused secret must not be printed back.
+    model_config = SettingsConfigDict(
+        env_prefix="CITYWATCH_", frozen=True, extra="ignore", hide_input_in_errors=True
+    )
 
     home: Path = Field(Path(".citywatch"), description="Where the embedded stack keeps its data.")
     kafka: str | None = Field(
@@ -81,6 +86,24 @@ class Settings(BaseSettings):
 
     model_dir: Path | None = Field(None, description="Model store. Unset: <home>/models.")
     log_level: str = Field("info", description="debug, info, warning or error.")
+
+    @field_validator("database_url")
+    @classmethod
+    def _strong_database_password(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            why = url_password_weakness(value.get_secret_value())
+            if why is not None:
+                raise ValueError(f"the password in CITYWATCH_DATABASE_URL {why}")
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _strong_webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            why = weakness(value.get_secret_value())
+            if why is not None:
+                raise ValueError(f"CITYWATCH_WEBHOOK_SECRET {why}")
+        return value
 
     @property
     def models_path(self) -> Path:

@@ -19,6 +19,7 @@ import click
 
 from citywatch.runtime import Connection, connect
 from citywatch.settings import Settings
+from citywatch.weak_secrets import weakness
 
 log = logging.getLogger(__name__)
 
@@ -303,6 +304,8 @@ def ingest_lorawan(
         )
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--mqtt") from None
+    if target.password is not None and (why := weakness(target.password.get_secret_value())):
+        raise click.ClickException(f"the MQTT password {why}; choose another")
     if registry_file is not None:
         result = load_registry_file(conn.database_url, registry_file)
         log.info("registry version %d (%d devices)", result.version, result.entries)
@@ -366,6 +369,8 @@ def ingest_http(
         secret = settings.webhook_secret.get_secret_value()
     if not secret:
         raise click.ClickException("set CITYWATCH_WEBHOOK_SECRET (or --secret)")
+    if (why := weakness(secret)) is not None:
+        raise click.ClickException(f"the webhook secret {why}; choose another")
     conn = connect(settings, start_embedded=False)
     if registry_file is not None:
         load_registry_file(conn.database_url, registry_file)
