@@ -207,3 +207,36 @@ def test_mosquitto_limits_match_the_embedded_broker():
         assert int(config["message_size_limit"]) == MQTT_MESSAGE_SIZE_LIMIT
         assert config["max_inflight_messages"] == config["max_queued_messages"] == "0"
     assert MQTT_MESSAGE_SIZE_LIMIT >= 32 * MAX_MESSAGE_BYTES
+
+
+# -- issue M: compose that comes up on the first try ------------------------------
+
+
+def test_faust_datadir_is_under_home_not_the_working_directory(tmp_path, monkeypatch):
+    """Faust's default datadir is `{id}-data` in the CWD: /app, read-only for uid 10001."""
+    from citywatch.settings import Settings
+    from streams.app import create_app
+
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    settings = Settings(home=tmp_path / "home", app_id="compose-datadir-test")
+    app = create_app(settings, "127.0.0.1:1", "postgresql:///unused", tansu=False)
+    assert Path(app.conf.datadir).resolve() == (tmp_path / "home" / "faust").resolve()
+    assert not any(cwd.iterdir()), "create_app wrote into the working directory"
+    explicit = Settings(home=tmp_path / "home", faust_datadir=tmp_path / "elsewhere")
+    assert explicit.faust_path == tmp_path / "elsewhere"
+
+
+def test_worker_has_a_writable_volume_for_its_faust_datadir():
+    worker = SERVICES["worker"]
+    home = worker["environment"]["CITYWATCH_HOME"]
+    datadir = worker["environment"].get("CITYWATCH_FAUST_DATADIR", f"{home}/faust")
+    targets = {target for source, target in mounts("worker") if not source.startswith("./")}
+    assert any(datadir == t or datadir.startswith(t + "/") for t in targets), (
+        f"no named volume holds the worker's Faust datadir {datadir}"
+    )
+    text = (REPO / "Dockerfile").read_text()
+    assert "chown -R citywatch /var/lib/citywatch" in text  # volumes inherit image ownership
+    ignored = (REPO / ".dockerignore").read_text().split()
+    assert {"*-data/", ".citywatch/"} <= set(ignored)
