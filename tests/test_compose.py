@@ -8,10 +8,15 @@ mount paths that are not the contracted ones, commands the CLI does not have.
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import click
+import psycopg
 import pytest
 import yaml
 
@@ -240,3 +245,45 @@ def test_worker_has_a_writable_volume_for_its_faust_datadir():
     assert "chown -R citywatch /var/lib/citywatch" in text  # volumes inherit image ownership
     ignored = (REPO / ".dockerignore").read_text().split()
     assert {"*-data/", ".citywatch/"} <= set(ignored)
+
+
+def test_database_healthcheck_checks_tcp_not_the_socket():
+    test = " ".join(SERVICES["timescaledb"]["healthcheck"]["test"])
+    assert re.search(r"pg_isready .*-h (127\.0\.0\.1|localhost)", test), test
+
+
+def _cli(env: dict[str, str], *args: str, **kw) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "citywatch", *args],
+        env={**os.environ, "PYTHONPATH": str(REPO), **env},
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
+
+
+def test_migrate_retries_a_database_that_refuses_its_first_connections(conn, stack_home):
+    """A fresh database that refuses connections for ~2 s: migrate waits, then migrates."""
+    admin_url = conn.database_url.rsplit("/", 1)[0] + "/postgres"
+    name = "compose_migrate_retry"
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {name}")
+        admin.execute(f"CREATE DATABASE {name} ALLOW_CONNECTIONS false")
+    url = conn.database_url.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        env = {"CITYWATCH_DATABASE_URL": url, "CITYWATCH_HOME": str(stack_home)}
+        proc = _cli(env, "storage", "migrate")
+        time.sleep(2.0)
+        assert proc.poll() is None, proc.communicate()
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert "retrying" in err and "applied" in out
+        with psycopg.connect(url) as c:
+            assert c.execute("SELECT to_regclass('readings')").fetchone()[0] is not None
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
