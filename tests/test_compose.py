@@ -287,3 +287,20 @@ def test_migrate_retries_a_database_that_refuses_its_first_connections(conn, sta
     finally:
         with psycopg.connect(admin_url, autocommit=True) as admin:
             admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def test_grafana_alert_rules_and_dashboards_share_one_folder_in_either_order():
+    """Grafana 11 file-provisions alert rules before dashboards, and a rule group names
+    its folder by title only (no UID field; grafana/grafana#125079). So the dashboard
+    provider must name the same title and no folderUid: both then find-or-create the
+    folder by title, whichever runs first."""
+    provisioning = REPO / "dashboards" / "provisioning"
+    providers = yaml.safe_load((provisioning / "dashboards" / "citywatch.yaml").read_text())
+    rules = yaml.safe_load((provisioning / "alerting" / "rules.yaml").read_text())
+    rule_folders = {group["folder"] for group in rules["groups"]}
+    assert len(rule_folders) == 1
+    for provider in providers["providers"]:
+        assert provider["folder"] in rule_folders
+        assert not provider.get("folderUid"), "a folderUid misses the rules' random-UID folder"
+    for group in rules["groups"]:
+        assert not {"folderUid", "folderUID"} & set(group), "not read by file provisioning"
