@@ -304,3 +304,38 @@ def test_grafana_alert_rules_and_dashboards_share_one_folder_in_either_order():
         assert not provider.get("folderUid"), "a folderUid misses the rules' random-UID folder"
     for group in rules["groups"]:
         assert not {"folderUid", "folderUID"} & set(group), "not read by file provisioning"
+
+
+def test_train_job_is_idempotent_on_a_second_up(conn, stack_home, tmp_path):
+    """Compose re-runs one-shot jobs on every `up`: the second train changes nothing."""
+    assert SERVICES["train"]["command"][:2] == ["train", "--synthetic"]
+    assert "--if-no-champion" in SERVICES["train"]["command"]
+    with psycopg.connect(conn.database_url, autocommit=True) as c:
+        c.execute(
+            "TRUNCATE model_promotions, model_registry, feature_drift, drift_alerts,"
+            " model_load_failures"
+        )
+    env = {
+        "CITYWATCH_DATABASE_URL": conn.database_url,
+        "CITYWATCH_HOME": str(stack_home),
+        "CITYWATCH_MODEL_DIR": str(tmp_path / "models"),
+    }
+    small = ("--devices", "30", "--ticks", "600")
+
+    def up() -> tuple[str, list, list[str]]:
+        proc = _cli(env, "train", "--synthetic", "--if-no-champion", *small)
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        with psycopg.connect(conn.database_url) as c:
+            rows = c.execute(
+                "SELECT r.version, p.role, p.promotion_id FROM model_registry r"
+                " LEFT JOIN model_promotions p USING (version) ORDER BY r.version"
+            ).fetchall()
+        return out, rows, sorted(p.name for p in (tmp_path / "models").iterdir())
+
+    first_out, first_rows, first_files = up()
+    assert "saved to" in first_out
+    assert [role for _, role, _ in first_rows] == ["champion"]
+    second_out, second_rows, second_files = up()
+    assert "not training" in second_out
+    assert (second_rows, second_files) == (first_rows, first_files)
