@@ -339,3 +339,38 @@ def test_train_job_is_idempotent_on_a_second_up(conn, stack_home, tmp_path):
     second_out, second_rows, second_files = up()
     assert "not training" in second_out
     assert (second_rows, second_files) == (first_rows, first_files)
+
+
+def test_simulator_records_ground_truth_as_it_goes_and_stops_on_sigterm(
+    conn, db, stack_home, isolated
+):
+    """`docker compose stop` sends SIGTERM: exit 0 with every failure so far recorded."""
+    import signal
+
+    env = {
+        "CITYWATCH_KAFKA": conn.kafka,
+        "CITYWATCH_BROKER_FLAVOR": "tansu",
+        "CITYWATCH_DATABASE_URL": conn.database_url,
+        "CITYWATCH_HOME": str(stack_home),
+        "CITYWATCH_TOPIC_PREFIX": isolated.topic_prefix,
+        "CITYWATCH_PARTITIONS": "1",
+    }
+    # 20 ticks/s with every device partway degraded: failures within a few seconds.
+    args = ("--devices", "20", "--rate", "400", "--duration", "3600", "--degrading", "1")
+    proc = _cli(env, "simulate", *args)
+    deadline = time.monotonic() + 30
+    recorded = 0
+    while time.monotonic() < deadline and recorded == 0:
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.5)
+        recorded = db.execute(
+            "SELECT count(*) FROM failures WHERE failed_at IS NOT NULL"
+        ).fetchone()[0]
+    assert recorded > 0, "no failure recorded while the simulator runs"
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    injected = int(re.search(r"(\d+) failures injected", out).group(1))
+    failed = db.execute("SELECT count(*) FROM failures WHERE failed_at IS NOT NULL").fetchone()
+    assert failed[0] == injected > 0
+    assert db.execute("SELECT count(*) FROM failures WHERE failed_at IS NULL").fetchone()[0] > 0
