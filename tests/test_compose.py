@@ -432,3 +432,15 @@ def test_health_queries_on_readings_are_bounded_by_ts(conn, db):
         assert healthcheck.main(["fresh", "readings", "ingested_at", "120", "ts"]) == 0
     finally:
         os.environ.pop("CITYWATCH_DATABASE_URL")
+
+
+def test_every_service_waits_for_what_it_opens_at_start():
+    """Kafka healthy for each Kafka client; migrations finished for each database user."""
+    kafka_clients = {"worker", "ingest", "ingest-http", "simulator", "alerts"}
+    for name in kafka_clients:
+        assert SERVICES[name]["depends_on"]["kafka"] == {"condition": "service_healthy"}, name
+    for name in (CITYWATCH | {"grafana"}) - {"migrate"}:
+        assert SERVICES[name]["depends_on"]["migrate"] == {
+            "condition": "service_completed_successfully"
+        }, name
+    assert SERVICES["migrate"]["depends_on"]["timescaledb"] == {"condition": "service_healthy"}
