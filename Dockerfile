@@ -22,7 +22,7 @@ RUN mkdir -p citywatch ingest streams models storage dashboards \
 COPY . .
 RUN pip install --no-deps . \
     && useradd --system --uid 10001 --home-dir /var/lib/citywatch citywatch \
-    && mkdir -p /var/lib/citywatch/models \
+    && mkdir -p /var/lib/citywatch/models /var/lib/citywatch/faust \
     && chown -R citywatch /var/lib/citywatch
 
 USER citywatch

@@ -45,6 +45,11 @@ class Settings(BaseSettings):
     partitions: int = Field(4, ge=1, description="Partitions of the readings topic.")
     topic_prefix: str = Field("", description="Prefix for every Kafka topic name.")
     app_id: str = Field("citywatch-worker", description="Faust app id (consumer group).")
+    faust_datadir: Path | None = Field(
+        None,
+        description="Faust's data directory. Unset: <home>/faust (never the working "
+        "directory, which is read-only in the image).",
+    )
 
     batch_size: int = Field(500, ge=1, description="Readings per take() batch.")
     batch_within_s: float = Field(0.5, gt=0, description="Longest wait to fill a batch.")
@@ -108,6 +113,10 @@ class Settings(BaseSettings):
     @property
     def models_path(self) -> Path:
         return self.model_dir if self.model_dir is not None else self.home / "models"
+
+    @property
+    def faust_path(self) -> Path:
+        return self.faust_datadir if self.faust_datadir is not None else self.home / "faust"
 
     def topic(self, name: str) -> str:
         """Full Kafka topic name for a logical topic (readings, scores, ...)."""

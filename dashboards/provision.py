@@ -96,8 +96,11 @@ def files() -> dict[str, dict[str, Any]]:
                 {
                     "name": "citywatch",
                     "orgId": 1,
+                    # By title only, like the alert rules below: Grafana 11's alerting
+                    # file provisioning takes no folder UID and runs first, creating
+                    # the folder with a random UID. A provider folderUid would then miss
+                    # it (a second folder, or none). Both find-or-create by title.
                     "folder": alerting.FOLDER_TITLE,
-                    "folderUid": alerting.FOLDER_UID,
                     "type": "file",
                     "disableDeletion": True,
                     "allowUiUpdates": False,

@@ -198,6 +198,8 @@ def create_app(
         settings.app_id,
         broker=f"kafka://{kafka}",
         store="memory://",
+        # Faust's default is "{id}-data" in the CWD: /app in the image, not writable by uid 10001.
+        datadir=str(settings.faust_path),
         topic_partitions=settings.partitions,
         topic_replication_factor=1,
         consumer_auto_offset_reset="earliest",

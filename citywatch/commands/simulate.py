@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import json
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import click
+import psycopg
 
 from citywatch.runtime import Connection, connect
 from citywatch.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -27,11 +35,51 @@ class SimulationOptions:
     corrupt_rate: float = 0.0
 
 
-def run_fleet(settings: Settings, conn: Connection, options: SimulationOptions, wrap_send=None):
+class GroundTruthRecorder:
+    """Writes failures to the `failures` table as they happen, at most once a second.
+
+    A long run (compose runs a year) must not keep its ground truth in memory until
+    the end: a stop or a crash would lose all of it. A failed write is kept and
+    retried with the next one, so a database blip costs nothing.
+    """
+
+    def __init__(self, database_url: str, min_interval_s: float = 1.0) -> None:
+        self.database_url = database_url
+        self.min_interval_s = min_interval_s
+        self.pending: list[dict] = []
+        self._last = float("-inf")
+
+    def add(self, event) -> None:
+        self.pending.append(_failure_row(event))
+        if time.monotonic() - self._last >= self.min_interval_s:
+            self.flush()
+
+    def flush(self) -> None:
+        from storage.sinks import record_failures
+
+        self._last = time.monotonic()
+        if not self.pending:
+            return
+        try:
+            record_failures(self.database_url, self.pending)
+        except psycopg.Error as exc:
+            log.warning("ground truth not recorded yet (%s); retrying later", exc)
+            return
+        self.pending = []
+
+
+def run_fleet(
+    settings: Settings,
+    conn: Connection,
+    options: SimulationOptions,
+    wrap_send=None,
+    should_stop: Callable[[], bool] | None = None,
+):
     """Register the fleet, stream it for ``duration_s`` and record its ground truth.
 
     ``wrap_send(fleet, send)``, when given, returns the ``send`` to use instead
-    (the demo routes part of the fleet through MQTT with it).
+    (the demo routes part of the fleet through MQTT with it). ``should_stop()``
+    returning True ends the run early, with everything sent and recorded.
     """
     from ingest.faults import FaultInjector
     from ingest.producer import ReadingProducer, run_simulation
@@ -54,6 +102,7 @@ def run_fleet(settings: Settings, conn: Connection, options: SimulationOptions, 
     use_faults = options.bad_rate > 0 and not options.mqtt
     faults = FaultInjector(options.bad_rate, seed=options.seed) if use_faults else None
     send = producer.send if wrap_send is None else wrap_send(fleet, producer.send)
+    recorder = GroundTruthRecorder(conn.database_url)
     try:
         stats = run_simulation(
             fleet,
@@ -64,10 +113,13 @@ def run_fleet(settings: Settings, conn: Connection, options: SimulationOptions, 
             progress=options.progress,
             # An uplink cannot carry a maintenance event; the LoRaWAN path has none yet.
             maintenance=not options.mqtt,
+            on_failure=recorder.add,
+            should_stop=should_stop,
         )
         producer.flush()
     finally:
         producer.close()
+        recorder.flush()
     if options.mqtt:
         stats.uplinks = {
             "frames": producer.frames,
@@ -255,7 +307,17 @@ def simulate(
         gateways=gateways,
         corrupt_rate=corrupt_rate,
     )
-    stats = run_fleet(settings, conn, options)
+    # In a container the simulator is PID 1, where SIGTERM without a handler is ignored
+    # and `docker compose stop` ends in SIGKILL: stop the run loop instead, so what was
+    # sent is flushed and the ground truth so far is recorded.
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame) -> None:
+        log.info("%s: stopping the simulation", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    stats = run_fleet(settings, conn, options, should_stop=stop.is_set)
     figures = {
         "produced": stats.produced,
         "valid": stats.valid,

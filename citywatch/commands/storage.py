@@ -6,8 +6,10 @@ import json
 import logging
 import signal
 import threading
+import time
 
 import click
+import psycopg
 
 from citywatch.settings import Settings
 from citywatch.stack import EmbeddedStack
@@ -28,6 +30,30 @@ def database_url(settings: Settings, *, migrate: bool) -> str:
 
         run_migrations(info["url"])
     return info["url"]
+
+
+def wait_for_database(url: str, timeout_s: float) -> None:
+    """Connect until PostgreSQL accepts us, with exponential backoff, up to timeout_s.
+
+    Compose starts migrate when the database's healthcheck passes, but a fresh volume's
+    first start restarts the server after initialisation, and a managed database may
+    be failing over: one refused first connection must not fail the whole stack.
+    """
+    deadline = time.monotonic() + timeout_s
+    delay = 0.25
+    while True:
+        try:
+            psycopg.connect(url, connect_timeout=5).close()
+            return
+        except psycopg.OperationalError as exc:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise click.ClickException(
+                    f"database unreachable for {timeout_s:.0f} s: {exc}".strip()
+                ) from exc
+            log.warning("database not ready (%s); retrying in %.1f s", str(exc).strip(), delay)
+            time.sleep(min(delay, left))
+            delay = min(delay * 2, 5.0)
 
 
 @click.group()
@@ -53,12 +79,22 @@ def storage() -> None:
     help="auto: TimescaleDB when the extension is available, else plain PostgreSQL. "
     "Chosen once per database; later runs keep it.",
 )
+@click.option(
+    "--wait",
+    "wait_s",
+    type=click.FloatRange(min=0),
+    envvar="CITYWATCH_DB_WAIT_S",
+    default=60.0,
+    show_default=True,
+    help="Keep retrying the first connection this many seconds before giving up.",
+)
 @click.pass_obj
-def migrate_command(settings: Settings, flavour: str) -> None:
+def migrate_command(settings: Settings, flavour: str, wait_s: float) -> None:
     """Apply pending schema migrations (idempotent; safe with running workers)."""
     from storage.schema import migrate
 
     url = database_url(settings, migrate=False)
+    wait_for_database(url, wait_s)
     try:
         applied = migrate(url, flavour=flavour)
     except ValueError as exc:

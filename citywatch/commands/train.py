@@ -255,6 +255,13 @@ def train_from_database(
     envvar="CITYWATCH_TRAIN_PROMOTE",
     help="Make the new model champion [default: yes with --synthetic, no otherwise].",
 )
+@click.option(
+    "--if-no-champion",
+    is_flag=True,
+    envvar="CITYWATCH_TRAIN_IF_NO_CHAMPION",
+    help="Do nothing when a champion exists (compose's one-shot job re-runs on every up, "
+    "and must not replace a champion an operator chose).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_obj
 def train(
@@ -274,6 +281,7 @@ def train(
     seed,
     owner,
     promote,
+    if_no_champion,
     as_json,
 ):
     """Train failure-risk models (LightGBM, calibrated) and register them.
@@ -294,6 +302,11 @@ def train(
     if target_precision is not None and alert_budget is not None:
         raise click.UsageError("give --target-precision or --alert-budget, not both")
     params = _classifier_params(target_precision, alert_budget, class_weight)
+    if if_no_champion:
+        champion = _current_champion(settings)
+        if champion is not None:
+            click.echo(f"champion {champion} exists; not training (--if-no-champion)")
+            return
     actor = getpass.getuser()
     if synthetic:
         conn = _database_if_running(settings)
@@ -342,6 +355,18 @@ def train(
     else:
         click.echo(f"model {bundle.version} saved to {path}")
         click.echo(json.dumps(metrics, indent=2, default=str))
+
+
+def _current_champion(settings: Settings) -> str | None:
+    """The champion in the database registry when a database is at hand, else the file store's."""
+    from models.registry import read_champion
+
+    database_url = _database_if_running(settings)
+    if database_url is None:
+        return read_champion(settings.models_path)
+    from models.catalog import ModelRegistry
+
+    return ModelRegistry(database_url, settings.models_path).active().champion
 
 
 def _database_if_running(settings: Settings) -> str | None:
