@@ -2,13 +2,16 @@
 
 Every endpoint needs ``Authorization: Bearer <token>``. Crews see and change
 only their own team's alerts (another team's alert is a 404, so ids don't
-leak); engineers and admins see all. Each token gets a rate limit (429 with
-``Retry-After``). Grafana posts its alert notifications to
-``POST /api/v1/grafana/webhook`` with an engineer's or admin's token.
+leak); engineers and admins see all. Grafana posts its alert notifications to
+``POST /api/v1/grafana/webhook`` with a ``webhook`` token (or an engineer's).
+Rate limits, the body cap, auth and security headers sit in front of the app
+(``crew.guard``), so none of them costs database work or reads a body first.
 """
 
 import logging
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -22,12 +25,14 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool, PoolTimeout
 from pydantic import BaseModel, ConfigDict, Field
 
 from storage import alert_store
 from storage.alert_store import Actor, NotFoundError, TransitionError
 
 from . import auth, lifecycle
+from .guard import ACTOR_KEY, Guard, GuardConfig
 
 log = logging.getLogger(__name__)
 INBOX_DIR = Path(__file__).parent / "inbox"
@@ -203,7 +208,9 @@ class Problem(BaseModel):
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": Problem, "description": "Missing or invalid token"},
-    429: {"model": Problem, "description": "Rate limit exceeded"},
+    403: {"model": Problem, "description": "Role not allowed"},
+    413: {"model": Problem, "description": "Body over the size limit"},
+    429: {"model": Problem, "description": "Rate limit exceeded (per client)"},
 }
 _ALERT_ERRORS = {**_ERRORS, 404: {"model": Problem, "description": "No such alert"}}
 _BODY_ERRORS = {400: {"model": Problem, "description": "Body is not valid JSON"}}
@@ -222,38 +229,71 @@ def create_app(
     *,
     rate_per_s: float = 10.0,
     burst: int = 40,
+    auth_failures_per_min: int = 10,
+    max_body: int = 64 * 1024,
+    trusted_proxies: Sequence[str] = (),
+    pool_size: int = 8,
     health: Callable[[], dict[str, Any]] | None = None,
 ) -> FastAPI:
-    """The API and the inbox; the notifier runs beside it (see ``citywatch alerts serve``)."""
+    """The API and the inbox; the notifier runs beside it (see ``citywatch alerts serve``).
+
+    Limits are per client address (see ``crew.guard``); ``app.state.pool`` is the
+    connection pool, opened at the first request (building the spec needs none).
+    """
+    # Checked on checkout (one round trip) so a database restart costs no failed request.
+    pool = ConnectionPool(
+        database_url,
+        min_size=1,
+        max_size=pool_size,
+        open=False,
+        timeout=10,
+        kwargs={"autocommit": True, "connect_timeout": 5},
+        check=ConnectionPool.check_connection,
+        name="crew-api",
+    )
+    opening = threading.Lock()
+
+    def connection() -> Any:
+        if pool.closed:
+            with opening:
+                if pool.closed:
+                    pool.open(wait=False)
+        return pool.connection()
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        pool.close()
+
     app = FastAPI(
         title="citywatch alerts",
         version="1",
         description="Alert lifecycle for maintenance crews: list, acknowledge, assign, "
         "resolve with an outcome, comment; Grafana webhooks as another source.",
+        lifespan=lifespan,
     )
-    limiter = auth.RateLimiter(rate_per_s, burst)
+    app.state.pool = pool
     bearer = HTTPBearer(
         auto_error=False, description="An API token from `citywatch alerts user add`"
     )
 
+    def authenticate(token: str) -> Actor | None:
+        with connection() as conn:
+            return auth.authenticate(conn, token)
+
     def db() -> Iterator[psycopg.Connection]:
-        # A short-lived connection per request: the inbox's load is tiny, and it
-        # keeps the service free of pool state across database restarts.
         # Autocommit: each write runs in its own `conn.transaction()` and commits
         # before the response goes out (a dependency's exit runs after it).
-        with psycopg.connect(database_url, connect_timeout=5, autocommit=True) as conn:
+        with connection() as conn:
             yield conn
 
     def actor(
         request: Request,
-        creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-        conn: Annotated[psycopg.Connection, Depends(db)],
+        _creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     ) -> Actor:
-        key = auth.hash_token(creds.credentials) if creds else f"ip:{request.client.host}"
-        wait = limiter.allow(key)
-        if wait:
-            raise HTTPException(429, "rate limit exceeded", {"Retry-After": f"{wait:.0f}"})
-        who = auth.authenticate(conn, creds.credentials) if creds else None
+        # The guard authenticated the token before the body was read; ``bearer`` is
+        # here so the spec declares the scheme.
+        who = request.scope.get(ACTOR_KEY)
         if who is None:
             raise HTTPException(401, "missing or invalid token", {"WWW-Authenticate": "Bearer"})
         return who
@@ -286,6 +326,10 @@ def create_app(
         return JSONResponse(
             status_code=422, content={"detail": [{"loc": [], "msg": msg, "type": "value_error"}]}
         )
+
+    @app.exception_handler(PoolTimeout)
+    def pool_busy(_request: Request, _exc: PoolTimeout) -> JSONResponse:
+        return JSONResponse(status_code=503, content={"detail": "database busy or down"})
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> JSONResponse:
@@ -409,10 +453,19 @@ def create_app(
     )
     def grafana_webhook(payload: GrafanaPayload, who: Who, conn: Conn) -> dict:
         """Grafana's webhook contact point: firing alerts open, resolved ones auto-resolve."""
-        if who.role not in ("engineer", "admin"):
-            raise HTTPException(403, "Grafana webhooks need an engineer or admin token")
+        if who.role not in ("webhook", "engineer", "admin"):
+            raise HTTPException(403, "Grafana webhooks need a webhook, engineer or admin token")
         results = lifecycle.apply_grafana_payload(conn, payload.model_dump(), who)
         return {"results": results}
 
     app.mount("/inbox", StaticFiles(directory=INBOX_DIR, html=True), name="inbox")
+    guard = GuardConfig(
+        rate_per_s=rate_per_s,
+        burst=burst,
+        auth_failures_per_min=auth_failures_per_min,
+        max_body=max_body,
+        trusted_proxies=tuple(trusted_proxies),
+    )
+    # Outermost, so it runs before FastAPI reads a body or opens a connection.
+    app.add_middleware(Guard, config=guard, authenticate=authenticate)
     return app

@@ -18,7 +18,7 @@ class BackgroundServer:
 
     def __init__(self, app: Any, port: int, host: str = "127.0.0.1") -> None:
         self.url = f"http://{host}:{port}"
-        config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
+        config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="auto")
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name="alerts-http", daemon=True)
 

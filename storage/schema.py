@@ -518,6 +518,22 @@ MIGRATIONS += [
 ]
 
 
+# -- M: a webhook-only API role for Grafana (15) ---------------------------------------------
+MIGRATIONS += [
+    (
+        15,
+        "crew_users: role 'webhook' (may only post Grafana's webhook)",
+        """
+        -- Grafana held a full engineer token; this role can open and resolve
+        -- Grafana's alerts and nothing else (enforced by the API's guard).
+        ALTER TABLE crew_users DROP CONSTRAINT crew_users_role_check;
+        ALTER TABLE crew_users ADD CONSTRAINT crew_users_role_check
+            CHECK (role IN ('crew', 'engineer', 'admin', 'webhook'));
+        """,
+    ),
+]
+
+
 def timescale_available(conn: psycopg.Connection) -> bool:
     """True when the TimescaleDB extension can be created in this database."""
     row = conn.execute(

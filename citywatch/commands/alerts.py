@@ -38,6 +38,7 @@ def alerts() -> None:
     \b
     Typical setup:
       citywatch alerts user add ana --role crew --team north
+      citywatch alerts user add grafana --role webhook
       citywatch alerts route add --team north --zone north
       citywatch alerts channel add north-hook webhook https://example.org/hook --team north
       citywatch alerts serve
@@ -78,7 +79,31 @@ def alerts() -> None:
     envvar="CITYWATCH_ALERTS_RATE_LIMIT",
     default=10.0,
     show_default=True,
-    help="Requests per second per token (burst: 4x).",
+    help="Requests per second per client address (burst: 4x).",
+)
+@click.option(
+    "--auth-failures",
+    type=click.IntRange(min=1),
+    envvar="CITYWATCH_ALERTS_AUTH_FAILURES",
+    default=10,
+    show_default=True,
+    help="Failed sign-ins per client per minute before it gets 429s.",
+)
+@click.option(
+    "--max-body",
+    type=click.IntRange(min=1024),
+    envvar="CITYWATCH_ALERTS_MAX_BODY",
+    default=64 * 1024,
+    show_default=True,
+    help="Largest request body in bytes (413 beyond it).",
+)
+@click.option(
+    "--trusted-proxy",
+    "trusted_proxies",
+    multiple=True,
+    envvar="CITYWATCH_ALERTS_TRUSTED_PROXIES",
+    help="Address or CIDR of a reverse proxy whose X-Forwarded-For names the client "
+    "(repeatable; env: space-separated). Off by default: the peer address is the client.",
 )
 @click.option(
     "--retry-for",
@@ -116,6 +141,9 @@ def serve(
     smtp_sender: str,
     inbox_url: str | None,
     rate_limit: float,
+    auth_failures: int,
+    max_body: int,
+    trusted_proxies: tuple[str, ...],
     retry_for_s: float,
     backoff_max_s: float,
     embedded: bool,
@@ -124,7 +152,7 @@ def serve(
 
     The inbox is at http://HOST:PORT/inbox/, the OpenAPI spec at /openapi.json
     and interactive docs at /docs. Grafana posts to /api/v1/grafana/webhook
-    with an engineer's token. Kafka channels publish to the stack's broker, and
+    with a webhook token. Kafka channels publish to the stack's broker, and
     every alert resolved as fault_confirmed becomes a maintenance event on the
     readings topic, so the worker resets that device's feature baseline.
     """
@@ -154,6 +182,9 @@ def serve(
         conn.database_url,
         rate_per_s=rate_limit,
         burst=max(1, int(4 * rate_limit)),
+        auth_failures_per_min=auth_failures,
+        max_body=max_body,
+        trusted_proxies=trusted_proxies,
         health=notifier.health,  # /healthz answers 503 when the notifier is stuck
     )
     log.info("alert service on http://%s:%d/inbox/ (API docs at /docs)", host, port)
@@ -173,7 +204,12 @@ def user() -> None:
 
 @user.command("add")
 @click.argument("name")
-@click.option("--role", type=click.Choice(["crew", "engineer", "admin"]), default="crew")
+@click.option(
+    "--role",
+    type=click.Choice(["crew", "engineer", "admin", "webhook"]),
+    default="crew",
+    help="webhook: may only post Grafana's webhook (give Grafana this one).",
+)
 @click.option("--team", default=None, help="The crew's team (required for crews).")
 @click.option("--email", default=None, help="For e-mail channels and the record.")
 @click.pass_obj

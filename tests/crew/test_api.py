@@ -131,17 +131,21 @@ def test_grafana_webhook_opens_and_resolves_alerts(api, tokens, crew_db):
         assert broken.status_code == 422
 
 
-def test_rate_limit_per_token(conn, crew_db, tokens):
-    app = create_app(conn.database_url, rate_per_s=0.5, burst=3)
+def test_rate_limit_per_client(conn, crew_db, tokens):
+    # One client is one bucket whatever token it shows; a trusted proxy's
+    # X-Forwarded-For names the client, so clients behind it get their own.
+    app = create_app(conn.database_url, rate_per_s=0.5, burst=3, trusted_proxies=["127.0.0.1"])
     with BackgroundServer(app, free_port()) as server, httpx.Client(base_url=server.url) as http:
         codes = [
             http.get("/api/v1/me", headers=bearer(tokens["ana"])).status_code for _ in range(5)
         ]
-        other = http.get("/api/v1/me", headers=bearer(tokens["ben"])).status_code
-        limited = http.get("/api/v1/me", headers=bearer(tokens["ana"]))
+        same_client = http.get("/api/v1/me", headers=bearer(tokens["ben"]))
+        elsewhere = {**bearer(tokens["ben"]), "X-Forwarded-For": "203.0.113.7"}
+        other_client = http.get("/api/v1/me", headers=elsewhere).status_code
     assert codes == [200, 200, 200, 429, 429]
-    assert other == 200
-    assert int(limited.headers["Retry-After"]) >= 1
+    assert same_client.status_code == 429
+    assert int(same_client.headers["Retry-After"]) >= 1
+    assert other_client == 200
 
 
 def test_text_postgres_cannot_store_is_a_422_not_a_500(api, tokens, two_alerts):

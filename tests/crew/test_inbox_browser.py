@@ -95,6 +95,11 @@ def test_crew_works_an_alert_on_a_phone(conn, crew_db, tokens, api, tmp_path):
             page = browser.new_page()
             errors: list[str] = []
             page.on("pageerror", lambda e: errors.append(str(e)))
+            # The API's Content-Security-Policy must not block anything the inbox does.
+            page.on(
+                "console",
+                lambda m: errors.append(m.text) if "Content Security Policy" in m.text else None,
+            )
             page.goto(f"{api}/inbox/")
             page.fill("#token", "cw_wrong")
             page.click("#login-form button")

@@ -33,7 +33,10 @@ def live_api(conn, crew_db):
     sink = PostgresSink(conn.database_url)
     sink.write(SinkBatch(alerts=[alert_row("pump-f")]))
     sink.close()
-    app = create_app(conn.database_url, rate_per_s=10_000, burst=10_000)
+    # Limits out of the way: the fuzzer sends junk tokens on purpose (see test_api_abuse).
+    app = create_app(
+        conn.database_url, rate_per_s=10_000, burst=10_000, auth_failures_per_min=10_000
+    )
     with BackgroundServer(app, free_port()) as server, httpx.Client(timeout=30) as client:
         yield server.url, token, client
 
