@@ -444,3 +444,19 @@ def test_every_service_waits_for_what_it_opens_at_start():
             "condition": "service_completed_successfully"
         }, name
     assert SERVICES["migrate"]["depends_on"]["timescaledb"] == {"condition": "service_healthy"}
+
+
+def test_compose_has_no_default_secret_and_every_secret_is_in_env_example():
+    text = (REPO / "docker-compose.yml").read_text()
+    secret = re.compile(r"\$\{([A-Z_]*(?:PASSWORD|SECRET|TOKEN)[A-Z_]*)(:?[-?])([^}]*)\}")
+    found = secret.findall(text)
+    assert found, "the compose file reads its secrets from the environment"
+    for name, op, value in found:
+        # ${VAR:?message} refuses to start without it; ${VAR:-} may only default to empty.
+        assert op == ":?" or value == "", f"{name} has a default value in docker-compose.yml"
+    example = (REPO / ".env.example").read_text()
+    listed = set(re.findall(r"^([A-Z_]+)=", example, flags=re.MULTILINE))
+    assert {name for name, _, _ in found} <= listed
+    assert all(line.endswith("=") for line in example.splitlines() if re.match(r"^[A-Z_]+=", line))
+    ignored = (REPO / ".dockerignore").read_text().split()
+    assert ".env" in ignored and ".env" in (REPO / ".gitignore").read_text().split()
