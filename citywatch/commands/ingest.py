@@ -176,6 +176,17 @@ def ingest() -> None:
     """Bring LoRaWAN uplinks into Kafka (MQTT bridge, HTTP webhooks)."""
 
 
+def _tls_file(name: str, help_text: str):
+    """``--mqtt-<name>`` / ``CITYWATCH_MQTT_<NAME>``: an existing file for the MQTT TLS set-up."""
+    return click.option(
+        f"--mqtt-{name}",
+        envvar=f"CITYWATCH_MQTT_{name.upper()}",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        default=None,
+        help=help_text,
+    )
+
+
 @ingest.command("lorawan")
 @click.option(
     "--mqtt",
@@ -194,27 +205,9 @@ def ingest() -> None:
     default=None,
     help="MQTT password; prefer the environment variable to a flag or a URL (never logged).",
 )
-@click.option(
-    "--mqtt-ca",
-    envvar="CITYWATCH_MQTT_CA",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
-    help="CA certificate file for mqtts:// (default: the system's CAs); implies TLS.",
-)
-@click.option(
-    "--mqtt-cert",
-    envvar="CITYWATCH_MQTT_CERT",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
-    help="Client certificate for brokers that require one (with --mqtt-key).",
-)
-@click.option(
-    "--mqtt-key",
-    envvar="CITYWATCH_MQTT_KEY",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
-    help="Client private key for --mqtt-cert.",
-)
+@_tls_file("ca", "CA certificate file for mqtts:// (default: the system's CAs); implies TLS.")
+@_tls_file("cert", "Client certificate for brokers that require one (with --mqtt-key).")
+@_tls_file("key", "Client private key for --mqtt-cert.")
 @click.option(
     "--format",
     "fmt",
