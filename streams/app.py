@@ -57,7 +57,7 @@ from storage.sinks import (
 
 from . import topics
 from .alerting import AlertState, Hysteresis, step
-from .containment import Containment, hold, release
+from .containment import Containment, hold, release, retry_until_done
 from .deadletters import (
     MAX_REPUBLISHED_RAW,
     deadletter_headers,
@@ -312,17 +312,13 @@ def create_app(
         """The messages Faust skipped, read directly; None when stopping."""
         found: list = []
         for tp, (start, end) in holes.items():
-            delay = 0.5
-            while True:
-                try:
-                    found.extend(await fetch_hole(kafka, tp, start, end))
-                    break
-                except Exception as exc:  # the broker: retry like any outage
-                    if stopping():
-                        return None
-                    log.warning("%s: cannot read offsets %d..%d yet: %s", tp, start, end - 1, exc)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 10.0)
+
+            async def read(tp=tp, start=start, end=end) -> None:
+                found.extend(await fetch_hole(kafka, tp, start, end))
+
+            what = f"{tp}: cannot read offsets {start}..{end - 1} yet"
+            if not await retry_until_done(read, stopping, what):
+                return None
         return found
 
     @app.on_partitions_revoked.connect

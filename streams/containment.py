@@ -86,7 +86,6 @@ class Containment:
         self.stopping = stopping
         self.attempts = attempts
         self.poisoned = 0
-        self.isolations = 0
 
     async def run(
         self, events: Sequence[EventT], process: Process, on_poison: OnPoison
@@ -123,7 +122,6 @@ class Containment:
                 if len(events) > 1:
                     # Bisect: halves keep their order, so per-device state sees the
                     # same sequence; log2(batch) rounds find the message.
-                    self.isolations += 1
                     log.warning(
                         "%s: a batch of %d failed (%s); isolating the message that caused it",
                         self.step,
@@ -156,21 +154,28 @@ class Containment:
     async def _settle_poison(self, event: EventT, exc: BaseException, on_poison: OnPoison) -> bool:
         # The dead letter must be stored before the message is acknowledged.
         # Its text is sanitised by the sink, so only an outage can stop it.
-        delay = 0.5
-        while True:
-            try:
-                await on_poison(event, exc)
-                return True
-            except asyncio.CancelledError:
-                raise
-            except Exception as err:
-                if self.stopping():
-                    return False
-                log.warning(
-                    "%s: cannot store the poison dead letter yet (%s); retrying in %.1fs",
-                    self.step,
-                    describe(err, 300),
-                    delay,
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+        return await retry_until_done(
+            lambda: on_poison(event, exc),
+            self.stopping,
+            f"{self.step}: cannot store the poison dead letter yet",
+        )
+
+
+async def retry_until_done(
+    attempt: Callable[[], Awaitable[Any]], stopping: Callable[[], bool], what: str
+) -> bool:
+    """Await ``attempt()`` until it succeeds (True), backing off 0.5 s doubling to 10 s;
+    False once the worker is stopping. Every failure counts as an outage here."""
+    delay = 0.5
+    while True:
+        try:
+            await attempt()
+            return True
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:
+            if stopping():
+                return False
+            log.warning("%s (%s); retrying in %.1fs", what, describe(err, 300), delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)

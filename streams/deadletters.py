@@ -16,10 +16,13 @@ from .containment import describe
 from .validation import Rejection
 
 
-def deadletter_row(rejection: Rejection, message, raw: bytes | None) -> DeadLetterRow:
+def deadletter_row(
+    rejection: Rejection, message, raw: bytes | None, stage: str = "validate"
+) -> DeadLetterRow:
+    """The dead letter of one Kafka message, identified by its position."""
     return DeadLetterRow(
         deadletter_id=f"{message.topic}:{message.partition}:{message.offset}",
-        stage="validate",
+        stage=stage,
         reason=rejection.reason,
         detail=rejection.detail,
         source_topic=message.topic,
@@ -47,17 +50,9 @@ def deadletter_headers(reason: str, raw: bytes) -> dict[str, bytes]:
 def poison_row(event, stage: str, exc: BaseException) -> DeadLetterRow:
     """The dead letter of a message whose processing kept raising."""
     message = event.message
-    return DeadLetterRow(
-        deadletter_id=f"{message.topic}:{message.partition}:{message.offset}",
-        stage=stage,
-        reason="poison",
-        detail=describe(exc, MAX_DEADLETTER_TEXT - 100),
-        source_topic=message.topic,
-        source_partition=message.partition,
-        source_offset=message.offset,
-        device_id=(message.key or b"").decode("utf-8", "replace")[:200] or None,
-        raw=message.value or b"",
-    )
+    device_id = (message.key or b"").decode("utf-8", "replace")[:200] or None
+    rejection = Rejection("poison", describe(exc, MAX_DEADLETTER_TEXT - 100), device_id)
+    return deadletter_row(rejection, message, message.value, stage)
 
 
 def duplicate_deadletter(row: ReadingRow, message) -> DeadLetterRow:
