@@ -106,15 +106,21 @@ def bench_model(
                 result.pop("per_file", None)
             headline = ("f1", "far", "mar")
         elif dataset == "cmapss":
-            result = evaluate_cmapss(
-                data, seed=seed, progress=not as_json, subset=subset, horizon=horizon
-            )
+            runs = [
+                evaluate_cmapss(data, seed=s, progress=not as_json, subset=subset, horizon=horizon)
+                for s in seed_list
+            ]
             headline = ("rmse", "phm_score", "auc", "precision", "recall")
+            result = _over_seeds(runs, seed_list, (*headline, "interval.coverage"))
         else:
-            result = evaluate_skab(data, seed=seed, progress=not as_json, n_folds=folds)
-            if not per_file:
-                result.pop("per_file")
+            runs = [
+                evaluate_skab(data, seed=s, progress=not as_json, n_folds=folds) for s in seed_list
+            ]
+            for r in runs:
+                if not per_file:
+                    r.pop("per_file")
             headline = ("f1", "far", "mar", "auc")
+            result = _over_seeds(runs, seed_list, headline)
     except (FileNotFoundError, ValueError, KeyError) as exc:
         raise click.ClickException(f"{dataset}: {exc}") from exc
     result["command"] = (
@@ -130,6 +136,30 @@ def bench_model(
     click.echo(result["dataset"])
     for key in headline:
         click.echo(f"  {key:10s} {result[key]:.4f}")
+
+
+def _over_seeds(runs: list[dict], seeds: list[int], keys: tuple[str, ...]) -> dict:
+    """The first seed's result, plus each seed's headline figures and their spread."""
+
+    def get(r: dict, key: str) -> float:
+        for part in key.split("."):
+            r = r[part]
+        return float(r)  # type: ignore[arg-type]
+
+    result = dict(runs[0])
+    if len(runs) > 1:
+        result["seeds"] = {
+            s: {k: get(r, k) for k in keys} for s, r in zip(seeds, runs, strict=True)
+        }
+        result["spread_over_seeds"] = {
+            k: {
+                "mean": sum(get(r, k) for r in runs) / len(runs),
+                "min": min(get(r, k) for r in runs),
+                "max": max(get(r, k) for r in runs),
+            }
+            for k in keys
+        }
+    return result
 
 
 def _leaderboard(data: Path, detector: str, seeds: list[int], as_json: bool) -> dict:
