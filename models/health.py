@@ -39,12 +39,17 @@ import numpy as np
 import pandas as pd
 
 __all__ = [
+    "ANOMALY_THRESHOLD",
+    "CITY_HEALTH_WARMUP",
     "DISTANCES",
+    "MODEL_KINDS",
     "DeviceHealthState",
     "HealthScore",
     "HealthSpec",
     "alarms_from_scores",
+    "anomaly_risk",
     "health_scores",
+    "scoring_policy",
 ]
 
 DISTANCES = ("mahalanobis", "sum_z2", "max_z")
@@ -319,3 +324,49 @@ def alarms_from_scores(
     idx = np.arange(len(above))
     last_false = np.maximum.accumulate(np.where(~above, idx, -1))
     return (idx - last_false) >= persist
+
+
+# -- which model alerts, per asset type ----------------------------------------------
+
+MODEL_KINDS = ("failure_risk", "anomaly")
+MIN_LABELLED_FAILURES = 5  # fewer and the supervised threshold is a guess
+MIN_HELDOUT_AUC = 0.7
+CITY_HEALTH_WARMUP = 200  # readings; SKAB's 400 are 1 Hz, city sensors report far less often
+
+
+def scoring_policy(failures: int, heldout_auc: float | None, has_classifier: bool) -> dict:
+    """Which model raises an asset type's alerts, decided by the labels available.
+
+    The supervised failure risk takes over from the cold-start anomaly score
+    once the asset type has at least :data:`MIN_LABELLED_FAILURES` labelled
+    failures and its classifier's held-out AUC is at least
+    :data:`MIN_HELDOUT_AUC`; otherwise the anomaly score alerts. The anomaly
+    score is computed and stored either way. Recorded in the model card
+    (``scoring_policy``) so the register and the worker read the same decision.
+    """
+    auc_ok = heldout_auc is not None and heldout_auc >= MIN_HELDOUT_AUC  # NaN compares False
+    supervised = has_classifier and failures >= MIN_LABELLED_FAILURES and auc_ok
+    return {
+        "kind": "failure_risk" if supervised else "anomaly",
+        "labelled_failures": int(failures),
+        "heldout_auc": heldout_auc,
+        "rule": (
+            f"failure_risk when >= {MIN_LABELLED_FAILURES} labelled failures and held-out "
+            f"AUC >= {MIN_HELDOUT_AUC}; otherwise the cold-start anomaly score"
+        ),
+    }
+
+
+def anomaly_risk(anomaly_score: float) -> float:
+    """Map ``distance / UCL`` (0..inf, 1 at the control limit) to a 0..1 alerting signal.
+
+    ``a / (1 + a)``: monotone, 0.5 exactly at the limit, so the alert threshold
+    for anomaly scores is 0.5 and the hysteresis works as for a probability.
+    NaN (warming up) maps to 0: no baseline yet, no alarm.
+    """
+    if anomaly_score != anomaly_score:
+        return 0.0
+    return anomaly_score / (1.0 + anomaly_score)
+
+
+ANOMALY_THRESHOLD = 0.5  # anomaly_risk at the control limit

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from citywatch.assets import ASSET_TYPES
 from models.drift import reference_profile
 from models.features import FeatureSpec, compute_features
+from models.health import CITY_HEALTH_WARMUP, HealthSpec, scoring_policy
 from models.registry import RiskModelBundle, make_version
 from models.risk import FailureRiskClassifier, group_split
 
@@ -388,6 +389,22 @@ def train_risk_bundle(
     if not classifiers:
         raise ValueError("no asset type had both failures and enough assets to train on")
 
+    # Per asset type: which model alerts (labels decide) and the cold-start health spec.
+    type_of = history.groupby("device_id")["asset_type"].first()
+    fails_by_type = failures["device_id"].map(type_of).value_counts()
+    policies = {
+        t: scoring_policy(
+            int(fails_by_type.get(t, 0)), metrics.get(t, {}).get("auc"), t in classifiers
+        )
+        for t in asset_types
+    }
+    health_specs = {
+        t: HealthSpec(
+            metrics=_metrics_for(frame[frame["asset_type"] == t], t, spec_params).metrics,
+            warmup=CITY_HEALTH_WARMUP,
+        ).to_dict()
+        for t in asset_types
+    }
     content_hash = frame_sha256(history, failures)
     created = created_at.astimezone(UTC).isoformat(timespec="seconds")
     version = make_version(created, content_hash)
@@ -435,6 +452,8 @@ def train_risk_bundle(
             "assets, threshold chosen on them for the policy above (not at 0.5)"
         ),
         "drift_reference": drift_reference,
+        "scoring_policy": policies,
+        "health_specs": health_specs,
         "intended_use": intended_use,
         "limits": limits,
     }

@@ -534,6 +534,25 @@ MIGRATIONS += [
 ]
 
 
+# -- I: which model produced a score and an alert; the cold-start anomaly score (50) ---------
+MIGRATIONS += [
+    (
+        50,
+        "scores.model_kind and anomaly_score; alerts.model_kind",
+        """
+        -- 'failure_risk' (supervised) or 'anomaly' (cold-start health baseline, no
+        -- labels): which one the alerting risk came from. NULL on rows written
+        -- before: those were all failure risk. Nullable and without a CHECK so the
+        -- change is metadata-only on compressed hypertables and partitions.
+        ALTER TABLE scores
+            ADD COLUMN model_kind    text,
+            ADD COLUMN anomaly_score double precision;
+        ALTER TABLE alerts ADD COLUMN model_kind text;
+        """,
+    ),
+]
+
+
 def timescale_available(conn: psycopg.Connection) -> bool:
     """True when the TimescaleDB extension can be created in this database."""
     row = conn.execute(

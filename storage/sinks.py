@@ -52,6 +52,8 @@ class ScoreRow:
     risk: float
     threshold: float
     role: str = "champion"  # or "challenger": shadow scores, stored but never alerting
+    model_kind: str = "failure_risk"  # or "anomaly": which model ``risk`` comes from
+    anomaly_score: float | None = None  # cold-start health: distance / control limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +83,7 @@ class AlertRow:
     last_risk: float
     threshold: float
     model_version: str
+    model_kind: str = "failure_risk"  # or "anomaly"
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,8 +200,13 @@ _SCORE_COLUMNS = (
     "risk",
     "threshold",
     "role",
+    "model_kind",
+    "anomaly_score",
 )
-_SCORE_TYPES = ("timestamptz", "text", "text", "text", "text", "float8", "float8", "text")
+_SCORE_TYPES = (
+    *("timestamptz", "text", "text", "text", "text", "float8", "float8", "text"),
+    *("text", "float8"),
+)
 _EXPLANATION_COLUMNS = ("ts", "device_id", "asset_id", "model_version", "risk", "contributions")
 _EXPLANATION_TYPES = ("timestamptz", "text", "text", "text", "float8", "jsonb")
 _DEADLETTER_COLUMNS = (
@@ -321,6 +329,8 @@ class PostgresSink:
                             s.risk,
                             s.threshold,
                             s.role,
+                            s.model_kind,
+                            s.anomaly_score,
                         )
                         for s in batch.scores
                     ),

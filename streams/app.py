@@ -65,6 +65,7 @@ from .deadletters import (
     duplicate_deadletter,
     poison_row,
 )
+from .health_book import HealthBook, blend, health_spec, policy_kind, split_state
 from .ordering import OffsetGuard, fetch_hole
 from .records import AlertEvent, Maintenance, Reading, decode_score_batch, encode_score_batch
 from .state import (
@@ -239,6 +240,8 @@ def create_app(
         partitions=settings.partitions,
         use_partitioner=True,
     )
+    # Cold-start health baselines (streams.health_book), packed into the device-state values.
+    health = HealthBook(device_state)
     alert_state = app.Table(
         "alert-state",
         default=None,
@@ -342,6 +345,7 @@ def create_app(
             await _process_readings(events)
         except BaseException:
             cache.clear()  # features moved ahead of the table; restore from it on retry
+            health.abort()
             raise
 
     async def _process_readings(events) -> None:
@@ -378,10 +382,12 @@ def create_app(
         reading_messages: list = []  # the message of each batch.readings row
         batch_keys: set[tuple[str, datetime]] = set()  # the sink needs them unique
         to_score: dict[str, list[tuple[Reading, list[float]]]] = defaultdict(list)
+        health_of: dict[str, list] = defaultdict(list)  # HealthScore per to_score row
         for device_id, items in by_device.items():
             key = device_id.encode()
             asset_type = items[0][0].asset_type
             state = _device_state(key, asset_type, champion)
+            hspec = health_spec(champion.card, asset_type, state.features.spec.metrics)
             for reading, message in items:
                 if message.partition != state.last_partition:
                     if state.last_partition >= 0:
@@ -433,8 +439,10 @@ def create_app(
                 state.last_ts = reading.ts
                 if state.reset_pending and reading.ts >= state.reset_ts:
                     state.features.reset_baseline()
+                    health.reset(key, hspec)
                     state.reset_pending = False
                 to_score[asset_type].append((reading, state.features.update(reading.metrics)))
+                health_of[asset_type].append(health.update(key, hspec, reading.metrics))
 
         # 3. score in batches, one LightGBM call per asset type and model
         # Champion rows are stored and also published (they alert); challenger rows are stored only.
@@ -443,6 +451,10 @@ def create_app(
             X = np.asarray([f for _, f in rows], dtype=float)
             risks = champion.predict_proba(asset_type, X)
             threshold = float(champion.threshold(asset_type))
+            kind = policy_kind(champion.card, asset_type)
+            alerting, alert_at, anomaly = blend(
+                kind, risks.tolist(), threshold, health_of[asset_type]
+            )
             champion_scores.extend(
                 ScoreRow(
                     reading.ts,
@@ -451,9 +463,11 @@ def create_app(
                     asset_type,
                     champion.version,
                     risk,
-                    threshold,
+                    alert_at,
+                    model_kind=kind,
+                    anomaly_score=a,
                 )
-                for (reading, _), risk in zip(rows, risks.tolist(), strict=True)
+                for (reading, _), risk, a in zip(rows, alerting, anomaly, strict=True)
             )
             high = np.flatnonzero(risks >= threshold)
             for i, contributions in zip(
@@ -513,7 +527,7 @@ def create_app(
             )
         await app.producer.flush()
         for key, state in touched.items():
-            packed = encode_state(state, spec_fingerprint(state.features.spec))
+            packed = health.pack(key, encode_state(state, spec_fingerprint(state.features.spec)))
             device_state[key] = packed
             cache.put(key, packed, state)
 
@@ -528,6 +542,7 @@ def create_app(
     def _device_state(key: bytes, asset_type: str, champion) -> DeviceState:
         saved = device_state.get(key)
         cached = cache.get(key, saved)
+        saved = split_state(saved)[0] if saved is not None else None
         spec = champion.feature_spec(asset_type)
         if cached is not None and cached.features.spec == spec:
             return cached
@@ -596,6 +611,7 @@ def create_app(
                     score.risk,
                     open_at,
                     score.model_version,
+                    score.model_kind,
                 )
                 rows.append(row)
                 published.append(alert_event(row, transition.kind))
@@ -721,6 +737,7 @@ def alert_event(row: AlertRow, kind: str) -> AlertEvent:
         last_risk=row.last_risk,
         threshold=row.threshold,
         model_version=row.model_version,
+        model_kind=row.model_kind,
     )
 
 

@@ -195,6 +195,11 @@ def test_killed_worker_restarts_without_loss_or_duplicates_and_restores_state(
     merged = online.merge(offline, on=["device_id", "ts"], suffixes=("_online", "_offline"))
     assert len(merged) == len(everything)
     np.testing.assert_array_equal(merged["risk_online"], merged["risk_offline"])
+    # The cold-start health baselines too (restored from their own table): NaN while
+    # a device is learning, the same figure afterwards, and which model alerted.
+    np.testing.assert_array_equal(merged["anomaly_score_online"], merged["anomaly_score_offline"])
+    assert merged["anomaly_score_online"].notna().sum() > len(merged) // 4
+    assert (merged["model_kind_online"] == merged["model_kind_offline"]).all()
     # Without the resets the offline scores differ: the parity above really covers them.
     plain = offline_scores(bundle, everything, [])
     assert not plain["reset"].any()
