@@ -159,6 +159,7 @@ def _register_commands() -> None:
         ingest,
         labels,
         model,
+        register,
         simulate,
         storage,
         train,
@@ -176,6 +177,7 @@ def _register_commands() -> None:
         grafana.grafana,
         storage.storage,
         alerts.alerts,
+        register.register,
     ):
         main.add_command(command)
     main.add_command(ingest.ingest)

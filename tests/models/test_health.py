@@ -158,3 +158,14 @@ def test_bench_model_skab_leaderboard_cli(tmp_path) -> None:
     assert set(out["chosen"]) == set(out["per_file"]) == {f"valve1/{k}.csv" for k in range(3)}
     assert {"min", "median", "max"} <= set(out["spread"]["f1"])
     assert "--protocol leaderboard" in out["command"]
+
+
+def test_scoring_policy_switches_to_failure_risk_only_with_labels_and_skill() -> None:
+    from models.health import scoring_policy
+
+    assert scoring_policy(12, 0.9, True)["kind"] == "failure_risk"
+    assert scoring_policy(2, 0.9, True)["kind"] == "anomaly"  # too few labelled failures
+    assert scoring_policy(12, 0.55, True)["kind"] == "anomaly"  # no skill on held-out assets
+    assert scoring_policy(12, None, True)["kind"] == "anomaly"
+    assert scoring_policy(12, float("nan"), True)["kind"] == "anomaly"
+    assert scoring_policy(12, 0.9, False)["kind"] == "anomaly"  # no classifier trained
