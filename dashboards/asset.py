@@ -50,10 +50,22 @@ GROUP BY 1""",
     ["risk", "threshold"],
 )
 
+# The cold-start health model's score: distance from the device's own learned baseline,
+# 1.0 = its control limit. Stored for every asset type, whichever model alerts.
+ANOMALY_SQL = gapfilled(
+    f"""SELECT {bucket("ts")} AS bucket, max(anomaly_score) AS anomaly_score,
+       1.0::double precision AS control_limit
+FROM scores
+WHERE asset_id = '$asset' AND role = 'champion' AND $__timeFilter(ts)
+GROUP BY 1""",
+    ["anomaly_score", "control_limit"],
+)
+
 ALERT_ANNOTATION_SQL = """
 SELECT opened_at AS time, coalesce(closed_at, now()) AS timeend,
        'alert ' || alert_id || ': peak risk ' || round(peak_risk::numeric, 2)
-       || ' (' || status || ', model ' || model_version || ')' AS text,
+       || ' (' || status || ', ' || coalesce(model_kind, 'failure_risk') || ' model '
+       || model_version || ')' AS text,
        status AS tags
 FROM alerts
 WHERE asset_id = '$asset' AND opened_at <= $__timeTo()
@@ -76,7 +88,8 @@ LIMIT 10
 
 ALERTS_TABLE_SQL = """
 SELECT alert_id, status, opened_at, closed_at, round(peak_risk::numeric, 3) AS peak_risk,
-       round(last_risk::numeric, 3) AS last_risk, model_version
+       round(last_risk::numeric, 3) AS last_risk,
+       coalesce(model_kind, 'failure_risk') AS model_kind, model_version
 FROM alerts
 WHERE asset_id = '$asset'
 ORDER BY opened_at DESC
@@ -134,6 +147,18 @@ def build() -> dm.Dashboard:
             )
             .override_by_name("risk", _risk_axis())
             .override_by_name("threshold", _risk_axis())
+        )
+        .with_panel(
+            p.time_series(
+                "Anomaly score (no labels needed): $asset",
+                "The cold-start health model: how far the device is from the healthy baseline "
+                "it learned from its own first readings, over its control limit (1.0). Empty "
+                "while it is still learning. It raises the alerts of asset types without "
+                "enough failure labels (model card: scoring_policy).",
+                SQL(ANOMALY_SQL),
+                w=24,
+                h=7,
+            )
         )
         .with_panel(
             p.bar_chart(
