@@ -165,6 +165,23 @@ def model_summary(settings: Settings, database_url: str, since: datetime) -> dic
             WHERE c.role = 'champion' AND s.role = 'challenger'
             """
         ).fetchone()
+        # Which model alerted (supervised failure risk or the cold-start anomaly score).
+        kinds = dict(
+            conn.execute(
+                "SELECT coalesce(model_kind, 'failure_risk'), count(*) FROM scores"
+                " WHERE role = 'champion' GROUP BY 1"
+            ).fetchall()
+        )
+        anomaly_scored, anomaly_high = conn.execute(
+            "SELECT count(anomaly_score), count(*) FILTER (WHERE anomaly_score > 1)"
+            " FROM scores WHERE role = 'champion'"
+        ).fetchone()
+        alert_kinds = dict(
+            conn.execute(
+                "SELECT coalesce(model_kind, 'failure_risk'), count(*) FROM alerts"
+                " WHERE source = 'model' GROUP BY 1"
+            ).fetchall()
+        )
     # The summary reports the drift; one warning per drifting feature would bury it.
     drift_log = logging.getLogger("models.drift")
     level = drift_log.level
@@ -186,6 +203,10 @@ def model_summary(settings: Settings, database_url: str, since: datetime) -> dic
         "drift_features": len(drift.rows),
         "drift_alerts": len(drift.alerts),
         "drift_max_psi": round(drift.max_psi(), 3) if drift.rows else None,
+        "scores_by_kind": kinds,
+        "anomaly_scores": anomaly_scored,
+        "anomaly_over_limit": anomaly_high,
+        "alerts_by_kind": alert_kinds,
     }
 
 
@@ -230,6 +251,9 @@ def format_summary(s: dict) -> str:
             f"challenger          {m['challenger']}   ({m['shadow_scores']} shadow scores, "
             f"alert agreement {_fmt(m['alert_agreement'])}, "
             f"mean |risk diff| {_fmt(m['mean_abs_risk_diff'])})",
+            f"model kinds         scores {m['scores_by_kind']}, alerts {m['alerts_by_kind']}",
+            f"anomaly scores      {m['anomaly_scores']:>8}   ({m['anomaly_over_limit']} over "
+            "the control limit; none while a device learns its baseline)",
             f"drift               {m['drift_alerts']} of {m['drift_features']} features at "
             f"PSI >= 0.2 (max {_fmt(m['drift_max_psi'])}); the demo fleet is not the "
             "training fleet",
