@@ -9,28 +9,10 @@ are the module constants below.
   never on the test set; the test set is scored once.
 * SKAB: leave-whole-files-out; no experiment is ever split by rows.
 
-Figures measured on the shared copies (``python -m models.evaluation cmapss
---data ../shared/datasets --seed S`` and ``... skab ...``), 2 cores:
-
-=========================  ==========  ==========  ==========
-                           seed 0      seed 1      seed 2
-=========================  ==========  ==========  ==========
-C-MAPSS FD001 test RMSE    10.72       10.63       10.71
-C-MAPSS PHM08 score        186.6       177.7       184.7
-C-MAPSS validation RMSE    8.57        9.09        9.65
-C-MAPSS <=30 cycles AUC    0.996       0.997       0.995
-SKAB F1 (LOFO, 16 files)   0.858       0.844       0.826
-SKAB FAR / MAR, %          11.3/8.9    7.7/16.4    13.4/11.9
-=========================  ==========  ==========  ==========
-
-The shared C-MAPSS copy is not the published FD001: training has 90 engines,
-and the test file has 110 engines for 100 RUL rows. Units 101-110 are complete
-run-to-failure histories without a RUL row; they are excluded and reported,
-and the 100 others are matched to the RUL rows in order. The C-MAPSS
-configuration was picked from a handful of candidates by validation RMSE on
-held-out training engines. The SKAB configuration was picked from a handful of
-candidates by the same leave-one-file-out score it reports, so that score is
-mildly optimistic; other experiments from the rig are the real test.
+Figures, each with its command, are in docs/models.md ("Public benchmarks").
+How configurations are chosen: C-MAPSS by RMSE on held-out training engines
+(:data:`CMAPSS_REGRESSOR_CANDIDATES`); SKAB per outer fold by inner
+leave-files-out on the training files only (:data:`SKAB_CANDIDATES`).
 """
 
 from __future__ import annotations
