@@ -65,11 +65,11 @@ LIMIT 1
 _INSERT_ALERT = """
 INSERT INTO alerts (alert_id, asset_id, device_id, asset_type, status, opened_at, closed_at,
                     peak_risk, last_risk, threshold, model_version, source, severity, zone,
-                    team, title, resolved_by, outcome, model_kind)
+                    team, title, resolved_by, outcome, model_kind, outlook)
 VALUES (%(alert_id)s, %(asset_id)s, %(device_id)s, %(asset_type)s, %(status)s, %(opened_at)s,
         %(closed_at)s, %(peak_risk)s, %(last_risk)s, %(threshold)s, %(model_version)s,
         %(source)s, %(severity)s, %(zone)s, %(team)s, %(title)s, %(resolved_by)s, %(outcome)s,
-        %(model_kind)s)
+        %(model_kind)s, %(outlook)s)
 ON CONFLICT DO NOTHING
 RETURNING alert_id
 """
@@ -158,7 +158,7 @@ def _worker_open(cur: psycopg.Cursor, a: AlertRow) -> int:
             "zone": zone,
             "team": team,
             "title": f"{a.asset_type} {a.asset_id}: {_KIND_TEXT.get(a.model_kind, 'risk')} "
-            f"{a.peak_risk:.2f}",
+            f"{a.peak_risk:.2f}" + (f", {a.outlook}" if a.outlook else ""),
             "resolved_by": None,
             "outcome": None,
         },
@@ -254,6 +254,7 @@ def _row_params(a: AlertRow) -> dict[str, Any]:
         "threshold": a.threshold,
         "model_version": a.model_version,
         "model_kind": a.model_kind,
+        "outlook": a.outlook,
     }
 
 
@@ -523,6 +524,7 @@ def apply_grafana_alert(
                     "threshold": 0.0,
                     "model_version": "grafana",
                     "model_kind": None,  # a Grafana rule, not a model
+                    "outlook": None,
                     "status": "open",
                     "closed_at": None,
                     "source": "grafana",

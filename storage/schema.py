@@ -553,6 +553,25 @@ MIGRATIONS += [
 ]
 
 
+# -- I: time to failure with an interval, on every score and alert (51) ----------------------
+MIGRATIONS += [
+    (
+        51,
+        "scores.ttf_low_days, ttf_median_days, ttf_high_days; alerts.outlook",
+        """
+        -- Remaining useful life in days (10 %, median, 90 %) from the champion's
+        -- remaining-life model; NULL when it has none (bundles from before).
+        ALTER TABLE scores
+            ADD COLUMN ttf_low_days    double precision,
+            ADD COLUMN ttf_median_days double precision,
+            ADD COLUMN ttf_high_days   double precision;
+        -- "likely to fail in 9-20 days", as the crew saw it when the alert opened.
+        ALTER TABLE alerts ADD COLUMN outlook text;
+        """,
+    ),
+]
+
+
 def timescale_available(conn: psycopg.Connection) -> bool:
     """True when the TimescaleDB extension can be created in this database."""
     row = conn.execute(

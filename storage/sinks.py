@@ -54,6 +54,9 @@ class ScoreRow:
     role: str = "champion"  # or "challenger": shadow scores, stored but never alerting
     model_kind: str = "failure_risk"  # or "anomaly": which model ``risk`` comes from
     anomaly_score: float | None = None  # cold-start health: distance / control limit
+    ttf_low: float | None = None  # days to failure: 10 %, median, 90 % (None: no model)
+    ttf_median: float | None = None
+    ttf_high: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +87,7 @@ class AlertRow:
     threshold: float
     model_version: str
     model_kind: str = "failure_risk"  # or "anomaly"
+    outlook: str | None = None  # "likely to fail in 9-20 days" (remaining-life model)
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,10 +206,13 @@ _SCORE_COLUMNS = (
     "role",
     "model_kind",
     "anomaly_score",
+    "ttf_low_days",
+    "ttf_median_days",
+    "ttf_high_days",
 )
 _SCORE_TYPES = (
     *("timestamptz", "text", "text", "text", "text", "float8", "float8", "text"),
-    *("text", "float8"),
+    *("text", "float8", "float8", "float8", "float8"),
 )
 _EXPLANATION_COLUMNS = ("ts", "device_id", "asset_id", "model_version", "risk", "contributions")
 _EXPLANATION_TYPES = ("timestamptz", "text", "text", "text", "float8", "jsonb")
@@ -331,6 +338,9 @@ class PostgresSink:
                             s.role,
                             s.model_kind,
                             s.anomaly_score,
+                            s.ttf_low,
+                            s.ttf_median,
+                            s.ttf_high,
                         )
                         for s in batch.scores
                     ),

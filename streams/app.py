@@ -40,6 +40,7 @@ from aiokafka.partitioner import murmur2
 from citywatch.settings import Settings
 from models.catalog import ActiveBundles, ModelRegistry
 from models.features import DeviceFeatureState
+from models.remaining_life import time_to_failure_days
 from storage.ingest_deadletters import ingest_deadletter_row
 from storage.maintenance import run_maintenance
 from storage.sinks import (
@@ -65,7 +66,7 @@ from .deadletters import (
     duplicate_deadletter,
     poison_row,
 )
-from .health_book import HealthBook, blend, health_spec, policy_kind, split_state
+from .health_book import HealthBook, blend, health_spec, outlook, policy_kind, split_state
 from .ordering import OffsetGuard, fetch_hole
 from .records import AlertEvent, Maintenance, Reading, decode_score_batch, encode_score_batch
 from .state import (
@@ -452,6 +453,7 @@ def create_app(
             risks = champion.predict_proba(asset_type, X)
             threshold = float(champion.threshold(asset_type))
             kind = policy_kind(champion.card, asset_type)
+            ttf = time_to_failure_days(champion, asset_type, X) or [(None,) * 3] * len(rows)
             alerting, alert_at, anomaly = blend(
                 kind, risks.tolist(), threshold, health_of[asset_type]
             )
@@ -466,8 +468,11 @@ def create_app(
                     alert_at,
                     model_kind=kind,
                     anomaly_score=a,
+                    ttf_low=t[0],
+                    ttf_median=t[1],
+                    ttf_high=t[2],
                 )
-                for (reading, _), risk, a in zip(rows, alerting, anomaly, strict=True)
+                for (reading, _), risk, a, t in zip(rows, alerting, anomaly, ttf, strict=True)
             )
             high = np.flatnonzero(risks >= threshold)
             for i, contributions in zip(
@@ -612,6 +617,7 @@ def create_app(
                     open_at,
                     score.model_version,
                     score.model_kind,
+                    outlook(score),
                 )
                 rows.append(row)
                 published.append(alert_event(row, transition.kind))
@@ -738,6 +744,7 @@ def alert_event(row: AlertRow, kind: str) -> AlertEvent:
         threshold=row.threshold,
         model_version=row.model_version,
         model_kind=row.model_kind,
+        outlook=row.outlook,
     )
 
 

@@ -28,6 +28,7 @@ from models.health import (
     HealthSpec,
     anomaly_risk,
 )
+from models.remaining_life import format_time_to_failure
 
 __all__ = [
     "HealthBook",
@@ -36,6 +37,7 @@ __all__ = [
     "encode_health",
     "health_spec",
     "join_state",
+    "outlook",
     "policy_kind",
     "split_state",
 ]
@@ -95,6 +97,13 @@ def health_spec(card: dict[str, Any], asset_type: str, metrics: Sequence[str]) -
     if saved:
         return HealthSpec.from_dict(saved)
     return HealthSpec(metrics=tuple(metrics), warmup=CITY_HEALTH_WARMUP)
+
+
+def outlook(score: Any) -> str | None:
+    """The crew's "likely to fail in 9-20 days" for a score with a time to failure."""
+    if score.ttf_low is None or score.ttf_high is None:
+        return None
+    return format_time_to_failure(score.ttf_low, score.ttf_high) or None
 
 
 def policy_kind(card: dict[str, Any], asset_type: str) -> str:

@@ -63,6 +63,9 @@ class Score:
     model_version: str
     model_kind: str = "failure_risk"  # or "anomaly": which model ``risk`` comes from
     anomaly_score: float | None = None
+    ttf_low: float | None = None  # days to failure (10 %, median, 90 %)
+    ttf_median: float | None = None
+    ttf_high: float | None = None
 
 
 def _extras(s: Score | ScoreRow) -> dict[str, Any]:
@@ -71,6 +74,8 @@ def _extras(s: Score | ScoreRow) -> dict[str, Any]:
     out: dict[str, Any] = {"kind": s.model_kind}
     if s.anomaly_score is not None and s.anomaly_score == s.anomaly_score:
         out["anomaly"] = s.anomaly_score
+    if s.ttf_median is not None:
+        out["ttf"] = [s.ttf_low, s.ttf_median, s.ttf_high]
     return out
 
 
@@ -114,6 +119,16 @@ def decode_score_batch(raw: bytes) -> list[Score]:
         a, d, t, ts, r, th, m = row[:7]
         extras = row[7] if len(row) > 7 and isinstance(row[7], dict) else {}
         anomaly = extras.get("anomaly")
+        ttf = extras.get("ttf")
+        lo, mid, hi = (
+            (float(v) for v in ttf)
+            if isinstance(ttf, list) and len(ttf) == 3
+            else (
+                None,
+                None,
+                None,
+            )
+        )
         out.append(
             Score(
                 a,
@@ -125,6 +140,9 @@ def decode_score_batch(raw: bytes) -> list[Score]:
                 m,
                 str(extras.get("kind", "failure_risk")),
                 None if anomaly is None else float(anomaly),
+                lo,
+                mid,
+                hi,
             )
         )
     return out
@@ -145,3 +163,4 @@ class AlertEvent(faust.Record, serializer="json", isodates=True):
     threshold: float
     model_version: str
     model_kind: str = "failure_risk"
+    outlook: str | None = None  # "likely to fail in 9-20 days"

@@ -22,6 +22,7 @@ from ingest.simulator import (
 )
 from models.features import compute_features
 from models.health import DeviceHealthState
+from models.remaining_life import time_to_failure_days
 from models.training import maintenance_resets
 from storage.reports import messages_accounted_for
 from streams.health_book import blend, health_spec, policy_kind
@@ -113,7 +114,8 @@ def offline_scores(bundle, readings, failures) -> pd.DataFrame:
     whole history, with training's resets (the first reading after each
     failure, where producers send a maintenance event). One row per reading:
     ``device_id, ts, risk, reset, model_kind, anomaly_score`` (NaN while a
-    device learns its baseline), sorted by device and time.
+    device learns its baseline) and ``ttf_low/median/high`` (days), sorted by
+    device and time.
     """
     frame = history_frame(readings)
     frame["_reset"] = maintenance_resets(frame, failures_frame(failures))
@@ -122,10 +124,12 @@ def offline_scores(bundle, readings, failures) -> pd.DataFrame:
         part = part.sort_values(["device_id", "ts"], kind="stable")
         spec = bundle.feature_spec(asset_type)
         features = compute_features(part, spec, reset_col="_reset")
+        X = features.to_numpy(dtype=float)
+        ttf = time_to_failure_days(bundle, asset_type, X) or [(None,) * 3] * len(part)
         kind = policy_kind(bundle.card, asset_type)
         risk, _, anomaly = blend(
             kind,
-            bundle.predict_proba(asset_type, features.to_numpy(dtype=float)).tolist(),
+            bundle.predict_proba(asset_type, X).tolist(),
             bundle.threshold(asset_type),
             offline_health(part, health_spec(bundle.card, asset_type, spec.metrics)),
         )
@@ -138,6 +142,10 @@ def offline_scores(bundle, readings, failures) -> pd.DataFrame:
                     "reset": part["_reset"].to_numpy(),
                     "model_kind": kind,
                     "anomaly_score": [float("nan") if a is None else a for a in anomaly],
+                    **{
+                        f"ttf_{name}": [float("nan") if t[i] is None else t[i] for t in ttf]
+                        for i, name in enumerate(("low", "median", "high"))
+                    },
                 }
             )
         )
@@ -147,15 +155,18 @@ def offline_scores(bundle, readings, failures) -> pd.DataFrame:
 
 
 def stored_scores(db) -> pd.DataFrame:
-    """The champion scores in the database: ``device_id, ts, risk, model_kind,
-    anomaly_score`` (NULL as NaN), sorted like offline_scores."""
+    """The champion scores in the database, columns as offline_scores (NULL as NaN)."""
     rows = db.execute(
-        "SELECT device_id, ts, risk, model_kind, anomaly_score FROM scores"
+        "SELECT device_id, ts, risk, model_kind, anomaly_score,"
+        " ttf_low_days, ttf_median_days, ttf_high_days FROM scores"
         " WHERE role = 'champion' ORDER BY device_id, ts"
     ).fetchall()
-    online = pd.DataFrame(rows, columns=["device_id", "ts", "risk", "model_kind", "anomaly_score"])
+    ttf = ["ttf_low", "ttf_median", "ttf_high"]
+    columns = ["device_id", "ts", "risk", "model_kind", "anomaly_score", *ttf]
+    online = pd.DataFrame(rows, columns=columns)
     online["ts"] = pd.to_datetime(online["ts"], utc=True)
-    online["anomaly_score"] = online["anomaly_score"].astype(float)
+    for c in ("anomaly_score", *ttf):
+        online[c] = online[c].astype(float)
     return online
 
 

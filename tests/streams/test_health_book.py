@@ -16,6 +16,7 @@ from streams.health_book import (
     encode_health,
     health_spec,
     join_state,
+    outlook,
     policy_kind,
     split_state,
 )
@@ -113,11 +114,16 @@ def test_score_batch_carries_kind_and_anomaly_and_reads_old_messages() -> None:
     ts = datetime(2026, 11, 30, tzinfo=UTC)
     rows = [
         ScoreRow(ts, "d1", "a1", "lift", "v1", 0.7, 0.5, model_kind="anomaly", anomaly_score=2.3),
-        ScoreRow(ts, "d2", "a2", "lift", "v1", 0.2, 0.4),
+        ScoreRow(
+            ts, "d2", "a2", "lift", "v1", 0.2, 0.4, ttf_low=9.2, ttf_median=12.0, ttf_high=19.5
+        ),
     ]
     first, second = decode_score_batch(encode_score_batch(rows))
     assert (first.model_kind, first.anomaly_score) == ("anomaly", 2.3)
     assert (second.model_kind, second.anomaly_score) == ("failure_risk", None)
+    assert (second.ttf_low, second.ttf_median, second.ttf_high) == (9.2, 12.0, 19.5)
+    assert first.ttf_median is None
+    assert outlook(second) == "likely to fail in 9-20 days" and outlook(first) is None
     # a message written before the extras existed (seven fields per row)
     old = json.dumps({"v": 1, "scores": [["a1", "d1", "lift", ts.isoformat(), 0.9, 0.5, "v0"]]})
     (score,) = decode_score_batch(old.encode())
