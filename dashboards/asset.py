@@ -61,6 +61,16 @@ GROUP BY 1""",
     ["anomaly_score", "control_limit"],
 )
 
+# Time to failure (days) from the champion's remaining-life model, with its 10-90 % interval.
+TTF_SQL = gapfilled(
+    f"""SELECT {bucket("ts")} AS bucket, min(ttf_low_days) AS ttf_low,
+       avg(ttf_median_days) AS ttf_median, max(ttf_high_days) AS ttf_high
+FROM scores
+WHERE asset_id = '$asset' AND role = 'champion' AND $__timeFilter(ts)
+GROUP BY 1""",
+    ["ttf_low", "ttf_median", "ttf_high"],
+)
+
 ALERT_ANNOTATION_SQL = """
 SELECT opened_at AS time, coalesce(closed_at, now()) AS timeend,
        'alert ' || alert_id || ': peak risk ' || round(peak_risk::numeric, 2)
@@ -89,7 +99,7 @@ LIMIT 10
 ALERTS_TABLE_SQL = """
 SELECT alert_id, status, opened_at, closed_at, round(peak_risk::numeric, 3) AS peak_risk,
        round(last_risk::numeric, 3) AS last_risk,
-       coalesce(model_kind, 'failure_risk') AS model_kind, model_version
+       coalesce(model_kind, 'failure_risk') AS model_kind, outlook, model_version
 FROM alerts
 WHERE asset_id = '$asset'
 ORDER BY opened_at DESC
@@ -156,6 +166,18 @@ def build() -> dm.Dashboard:
                 "while it is still learning. It raises the alerts of asset types without "
                 "enough failure labels (model card: scoring_policy).",
                 SQL(ANOMALY_SQL),
+                w=24,
+                h=7,
+            )
+        )
+        .with_panel(
+            p.time_series(
+                "Time to failure: $asset",
+                "Days until this asset is likely to fail: median estimate with its 10 % and "
+                "90 % bounds (a conformalised quantile LightGBM, trained on the time to each "
+                "failure in the history). An upper bound at the cap means 'at least that long'.",
+                SQL(TTF_SQL),
+                unit="d",
                 w=24,
                 h=7,
             )
