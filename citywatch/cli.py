@@ -153,6 +153,7 @@ def _register_commands() -> None:
         bench_model,
         bench_scoring,
         bench_sink,
+        bench_worker,
         dashboards,
         demo,
         drift,
@@ -183,6 +184,7 @@ def _register_commands() -> None:
     main.add_command(ingest.ingest)
     main.add_command(ingest.devices)
     for subcommand in (
+        bench_worker.bench_worker,
         bench_sink.bench_sink,
         bench_alerts.bench_alerts,
         bench_model.bench_model,
