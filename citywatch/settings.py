@@ -78,6 +78,13 @@ class Settings(BaseSettings):
     )
     alert_open_after: int = Field(3, ge=1, description="Consecutive high scores to open.")
     alert_close_after: int = Field(5, ge=1, description="Consecutive low scores to close.")
+    explain_interval_s: float = Field(
+        300.0,
+        ge=0,
+        description="While a device stays at or above its threshold, explain its score at most"
+        " this often (reading time); 0 explains every high score. Explaining (TreeSHAP) costs"
+        " far more than scoring.",
+    )
 
     retention_days: int | None = Field(
         None, ge=1, description="Drop readings and scores older than this. Unset: keep all."

@@ -58,7 +58,7 @@ from .deadletters import (
     poison_row,
 )
 from .ordering import OffsetGuard, fetch_hole
-from .pipeline import DeviceStates, Limits, plan_alerts, plan_readings
+from .pipeline import DeviceStates, ExplainPolicy, Limits, plan_alerts, plan_readings
 from .records import AlertEvent, encode_score_batch
 from .tansu import install_faust_highwater_fix
 
@@ -226,6 +226,7 @@ def create_app(
     deadletter_sink = PostgresSink(database_url)
     stats = WorkerStats()
     device_states = DeviceStates(device_state)
+    explain = ExplainPolicy(timedelta(seconds=settings.explain_interval_s))
     limits = Limits(
         max_skew=timedelta(seconds=settings.max_clock_skew_s),
         max_age=timedelta(days=settings.max_reading_age_days)
@@ -325,6 +326,7 @@ def create_app(
             states=device_states,
             champion=champion,
             challenger=challenger,
+            explain=explain,
         )
         # Store, then publish, then move state forward (crash-safe order).
         written = await asyncio.to_thread(reading_sink.write, plan.batch)

@@ -163,6 +163,42 @@ class DeviceStates:
         self.cache.clear()
 
 
+# -- explanations --------------------------------------------------------------
+
+
+class ExplainPolicy:
+    """Which high scores get a TreeSHAP explanation.
+
+    Explaining costs about seven times a score, and readers (the asset dashboard,
+    the inbox) show a device's latest explanation only. So a device's first high
+    score after a low one is always explained, then at most once per
+    ``interval`` of reading time while it stays high. Remembered in memory only:
+    after a restart a device's next high score is explained again.
+    """
+
+    def __init__(self, interval: timedelta) -> None:
+        self.interval = interval
+        self._last: dict[str, datetime] = {}  # device -> last explained reading time
+
+    def choose(self, readings: Sequence[Reading], high: np.ndarray) -> list[int]:
+        """Indices of the rows to explain; ``high`` marks rows at or above threshold."""
+        if not self.interval:
+            return np.flatnonzero(high).tolist()
+        chosen = []
+        last = self._last
+        for i, is_high in enumerate(high.tolist()):
+            device_id = readings[i].device_id
+            if not is_high:
+                last.pop(device_id, None)  # the next high score starts a new episode
+                continue
+            seen = last.get(device_id)
+            ts = readings[i].ts
+            if seen is None or ts - seen >= self.interval:
+                last[device_id] = ts
+                chosen.append(i)
+        return chosen
+
+
 # -- readings ----------------------------------------------------------------
 
 
@@ -175,12 +211,13 @@ def plan_readings(
     states: DeviceStates,
     champion: Any,
     challenger: Any | None,
+    explain: ExplainPolicy,
 ) -> ReadingsPlan:
     """The whole readings step for one batch, in order."""
     plan = ReadingsPlan()
     by_device = validate(messages, plan, lookup, limits, now)
     to_score = advance_devices(by_device, plan, states, champion, now)
-    score(to_score, plan, champion, challenger)
+    score(to_score, plan, champion, challenger, explain)
     plan.batch.reading_positions = [(m.topic, m.partition, m.offset) for m in plan.reading_messages]
     return plan
 
@@ -294,9 +331,11 @@ def score(
     plan: ReadingsPlan,
     champion: Any,
     challenger: Any | None,
+    explain: ExplainPolicy,
 ) -> None:
     """3. One LightGBM call per asset type and model. Champion rows are stored and
-    published (they alert); challenger rows are stored only (shadow)."""
+    published (they alert); challenger rows are stored only (shadow). High champion
+    scores are explained as ``explain`` chooses."""
     for asset_type, rows in to_score.items():
         X = np.asarray([features for _, features in rows], dtype=float)
         risks = champion.predict_proba(asset_type, X)
@@ -313,10 +352,8 @@ def score(
             )
             for (reading, _), risk in zip(rows, risks.tolist(), strict=True)
         )
-        high = np.flatnonzero(risks >= threshold)
-        for i, contributions in zip(
-            high.tolist(), champion.explain(asset_type, X[high]), strict=True
-        ):
+        chosen = explain.choose([reading for reading, _ in rows], risks >= threshold)
+        for i, contributions in zip(chosen, champion.explain(asset_type, X[chosen]), strict=True):
             reading = rows[i][0]
             plan.batch.explanations.append(
                 ExplanationRow(
