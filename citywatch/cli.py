@@ -157,6 +157,7 @@ def _register_commands() -> None:
         drift,
         grafana,
         ingest,
+        ingest_check,
         labels,
         model,
         simulate,
@@ -179,6 +180,7 @@ def _register_commands() -> None:
     ):
         main.add_command(command)
     main.add_command(ingest.ingest)
+    ingest.ingest.add_command(ingest_check.ingest_check)
     main.add_command(ingest.devices)
     for subcommand in (
         bench_sink.bench_sink,

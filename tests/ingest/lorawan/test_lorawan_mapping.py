@@ -78,7 +78,7 @@ def _row(**changes: Any) -> dict[str, Any]:
     ("row", "message"),
     [
         ("not a mapping", "expected a mapping"),
-        (_row(dev_eui=...), "dev_eui is required"),
+        (_row(dev_eui=...), "dev_eui or device_id is required"),
         (_row(dev_eui="70b3d57ed00000a"), "16 hex digits"),
         (_row(dev_eui=101010101010101), "quote it"),
         (_row(asset_id=""), "asset_id is required"),
