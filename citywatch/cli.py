@@ -154,6 +154,7 @@ def _register_commands() -> None:
         bench_sink,
         dashboards,
         demo,
+        downlinks,
         drift,
         grafana,
         ingest,
@@ -177,6 +178,7 @@ def _register_commands() -> None:
         grafana.grafana,
         storage.storage,
         alerts.alerts,
+        downlinks.downlinks,
     ):
         main.add_command(command)
     main.add_command(ingest.ingest)

@@ -107,8 +107,14 @@ def reading_source(uplink: Uplink, codec: str | None = None) -> dict[str, Any]:
         source["simulated"] = True
     if uplink.time_source != "network":
         source["time_source"] = uplink.time_source
-    if uplink.dev_eui is None and uplink.device_name is not None:
+    # Where to address a downlink: ChirpStack by application and DevEUI, The Things
+    # Stack by application, tenant and its own device id.
+    if uplink.application_id is not None:
+        source["application_id"] = uplink.application_id
+    if uplink.network == "tts" and uplink.device_name is not None:
         source["ns_device_id"] = uplink.device_name
+    if uplink.tenant is not None:
+        source["tenant"] = uplink.tenant
     return source
 
 

@@ -15,6 +15,7 @@ reason (``malformed_json``, ``schema``, ``bad_base64``, ``not_uplink``,
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Mapping
@@ -23,7 +24,7 @@ from typing import Any
 
 from ingest.lorawan.chirpstack import parse_chirpstack
 from ingest.lorawan.errors import UplinkError
-from ingest.lorawan.fields import is_map, schema, type_name
+from ingest.lorawan.fields import is_map, opt_str, schema, type_name
 from ingest.lorawan.tts import parse_tts
 from ingest.lorawan.uplink_types import (
     MAX_MESSAGE_BYTES,
@@ -175,6 +176,9 @@ def parse_uplink(
     uplink = parse_chirpstack(doc, now) if kind == "chirpstack" else parse_tts(doc, now)
     if info is not None:
         _check_topic(uplink, info)
+        if info.tenant:  # only the topic names it; a downlink to the device needs it
+            tenant = opt_str({"tenant": info.tenant}, "tenant", "topic tenant")
+            uplink = dataclasses.replace(uplink, tenant=tenant)
     return uplink
 
 

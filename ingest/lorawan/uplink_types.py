@@ -77,6 +77,8 @@ class Uplink:
     time_source : {"network", "gateway", "ingest"}
         The message's own reception time, the earliest gateway time, or the
         moment citywatch received it (when the message has no valid time).
+    tenant : str or None
+        The Things Stack tenant, from the MQTT topic (``{app}@{tenant}``).
     """
 
     network: Network
@@ -99,6 +101,7 @@ class Uplink:
     simulated: bool = False
     copies: int = 1
     time_source: TimeSource = "network"
+    tenant: str | None = None
 
     @property
     def device(self) -> str:

@@ -165,6 +165,7 @@ def test_profile_device_maps_to_a_full_reading(registry: dict[str, DeviceEntry])
         "frequency": 867500000,
         "gateway_ids": ["0016c001f153a14c", "0016c001f1500812"],
         "codec": "profile:water_pump",
+        "application_id": "17c82e96-be03-4f38-aef3-f83d48582d97",  # where downlinks go
     }
 
 
