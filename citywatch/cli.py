@@ -183,6 +183,7 @@ def _register_commands() -> None:
         main.add_command(command)
     main.add_command(ingest.ingest)
     ingest.ingest.add_command(ingest_check.ingest_check)
+    ingest.ingest.add_command(ingest_check.ingest_import)
     main.add_command(ingest.devices)
     for subcommand in (
         bench_sink.bench_sink,

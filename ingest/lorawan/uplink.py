@@ -52,8 +52,9 @@ __all__ = [
 
 _CHIRPSTACK_TOPIC = re.compile(r"application/([^/]+)/device/([^/]+)/event/([^/]+)")
 _TTS_TOPIC = re.compile(r"v3/([^/@]+)(?:@([^/]+))?/devices/([^/]+)/(.+)")
-#: At most this many uplinks in one body (a storage-integration page is 1,000 at most).
-MAX_MESSAGES = 10_000
+#: At most this many uplinks in one body (an export of a month of one device at
+#: 5-minute intervals is ~9,000); more is refused whole, with a reason.
+MAX_MESSAGES = 100_000
 
 
 def parse_topic(topic: str) -> TopicInfo | None:
@@ -155,8 +156,10 @@ def parse_uplink(
         The only exception raised for bad input; ``reason`` says why.
     """
     doc = raw if is_map(raw) else _load(raw, max_bytes)
-    if doc == []:
-        raise schema("$", "an empty array holds no uplink")
+    if isinstance(doc, list):  # split_messages takes arrays apart; these it refused
+        if not doc:
+            raise schema("$", "an empty array holds no uplink")
+        raise schema("$", f"an array of {len(doc)} uplinks is over the limit of {MAX_MESSAGES}")
     if not is_map(doc):
         raise schema("$", f"expected a JSON object, got {type_name(doc)}")
     if len(doc) == 1 and is_map(doc.get("result")):

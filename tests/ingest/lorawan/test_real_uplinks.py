@@ -222,3 +222,43 @@ def test_ingest_check_agrees_with_the_shared_manifest() -> None:
     assert cli["readings"] == 2 and all(u["simulated"] for u in cli["uplinks"])
     assert all(u["ts"].startswith("2021-02-04") for u in cli["uplinks"])
     assert by_file["tts_docs_webhook_filtered.json"]["reason"].startswith("schema")
+
+
+def test_ingest_import_publishes_each_element_of_an_export(
+    conn, registry_db, isolated, tmp_path
+) -> None:
+    from storage.device_registry import store_registry
+    from streams.topics import DEADLETTER, READINGS
+    from tests.ingest.conftest import read_topic
+    from tests.ingest.lorawan.test_lorawan_cli import env_for
+
+    row = {"device_id": "dev1", "asset_id": "d1", "asset_type": "water_pump"}
+    store_registry(
+        conn.database_url, [row | {"codec": "passthrough", "metric_map": {"t": "flow"}}], source="t"
+    )
+    export = tmp_path / "storage.json"
+    good = [tts_sim("dev1", v, f"2026-01-02T0{v}:00:00Z") for v in (1, 2, 3)]
+    for v, doc in enumerate(good):
+        doc["uplink_message"]["f_cnt"] = 10 + v
+    export.write_text(json.dumps([good[0], {"end_device_ids": {}}, good[1], good[2]]))
+    stream = tmp_path / "stream.ndjson"
+    stream.write_text("\n".join(json.dumps({"result": g}) for g in good) + "\n")
+    result = CliRunner().invoke(
+        main,
+        ["ingest", "import", "--json", str(export), str(stream)],
+        env=env_for(conn, isolated),
+    )
+    assert result.exit_code == 0, result.output
+    stats = json.loads(result.output.splitlines()[-1])
+    # The stream repeats the export's three frames: copies, not new readings.
+    assert (stats["received"], stats["published"], stats["duplicates"]) == (7, 3, 3)
+    assert stats["deadletters_by_reason"] == {"not_uplink": 1}
+    readings = read_topic(conn.kafka, isolated.topic(READINGS), 3)
+    letters = read_topic(conn.kafka, isolated.topic(DEADLETTER), 1)
+    assert sorted(json.loads(r.value)["ts"][:13] for r in readings) == [
+        "2026-01-02T01",
+        "2026-01-02T02",
+        "2026-01-02T03",
+    ]
+    assert all(json.loads(r.value)["source"]["simulated"] for r in readings)
+    assert len(letters) == 1 and dict(letters[0].headers)["deadletter_id"].startswith(b"file:")
