@@ -23,10 +23,12 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
+from pydantic import SecretStr
 
 from citywatch.runtime import Connection
 from citywatch.settings import Settings
@@ -37,13 +39,25 @@ from ingest.lorawan.downlink import (
     DownlinkTarget,
     chirpstack_downlink,
     tts_downlink,
+    tts_webhook_push,
 )
 from storage import downlink_store as store
 from storage.downlink_store import CommandRow
 from streams.records import decode_score_batch
 from streams.topics import ALERTS, SCORES
 
-__all__ = ["DownlinkService"]
+__all__ = ["DownlinkService", "TtsWebhookApi"]
+
+
+@dataclass(frozen=True)
+class TtsWebhookApi:
+    """The Things Stack's webhook downlink API: base URL, webhook id, API key, client."""
+
+    base_url: str
+    webhook_id: str
+    api_key: SecretStr
+    client: Any = None  # an httpx.Client; None makes one per request
+
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +74,8 @@ class DownlinkService:
     policy : SamplingPolicy
     actor : str
         ``requested_by`` of the controller's own commands.
+    tts_http : TtsWebhookApi, optional
+        Send The Things Stack's downlinks through its webhook API instead of MQTT.
     """
 
     def __init__(
@@ -70,10 +86,12 @@ class DownlinkService:
         policy: SamplingPolicy,
         *,
         actor: str = "adaptive-sampling",
+        tts_http: TtsWebhookApi | None = None,
     ) -> None:
         from kafka import KafkaConsumer, TopicPartition
 
         self.settings, self.conn, self.actor = settings, conn, actor
+        self.tts_http = tts_http
         self.db = psycopg.connect(conn.database_url, autocommit=True)
         self.sampler = AdaptiveSampler(policy, self._can_encode)
         self.publisher = DownlinkPublisher(mqtt_url)
@@ -125,6 +143,8 @@ class DownlinkService:
             encoded = encoder.encode(command, args)
         except DownlinkError as exc:
             return "refused", str(exc), {}
+        if target.network == "tts" and self.tts_http is not None:
+            return self._send_http(target, encoded)
         build = chirpstack_downlink if target.network == "chirpstack" else tts_downlink
         topic, body = build(target, encoded)
         fields = {
@@ -137,6 +157,22 @@ class DownlinkService:
         return (
             ("sent", None, fields) if ok else ("failed", "the MQTT broker did not take it", fields)
         )
+
+    def _send_http(self, target: DownlinkTarget, encoded) -> tuple[str, str | None, dict]:
+        api = self.tts_http
+        fields = {"network": "tts", "f_port": encoded.f_port, "payload": encoded.payload}
+        fields["topic"] = f"webhook:{api.webhook_id}/devices/{target.device_id}/down/push"
+        try:
+            status = tts_webhook_push(
+                api.base_url, api.webhook_id, api.api_key, target, encoded, client=api.client
+            )
+        except OSError as exc:  # httpx transport errors are OSErrors underneath
+            return "failed", f"The Things Stack API unreachable: {exc}"[:300], fields
+        except Exception as exc:
+            return "failed", f"The Things Stack API: {type(exc).__name__}"[:300], fields
+        if 200 <= status < 300:
+            return "sent", None, fields
+        return "failed", f"The Things Stack API answered HTTP {status}", fields
 
     def execute(self, decision: Decision) -> str:
         """Send (or record the refusal of) one controller decision; returns its status."""

@@ -62,6 +62,14 @@ def downlinks() -> None:
     default=120.0,
     help="Least seconds between two downlinks to one device (duty cycle).",
 )
+@click.option(
+    "--tts-api",
+    envvar="CITYWATCH_TTS_API_URL",
+    default=None,
+    help="Send The Things Stack downlinks through its webhook API at this URL instead of "
+    "MQTT; needs --tts-webhook-id and CITYWATCH_TTS_API_KEY.",
+)
+@click.option("--tts-webhook-id", envvar="CITYWATCH_TTS_WEBHOOK_ID", default=None)
 @click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
 @click.pass_obj
 def downlinks_run(
@@ -73,6 +81,8 @@ def downlinks_run(
     normal_interval,
     max_per_day,
     min_gap,
+    tts_api,
+    tts_webhook_id,
     duration,
 ) -> None:
     """Read the worker's scores and alerts, send reporting-interval commands.
@@ -105,8 +115,15 @@ def downlinks_run(
         max_per_day=max_per_day,
         min_gap_s=min_gap,
     )
+    tts_http = None
+    if tts_api:
+        from citywatch.downlink_service import TtsWebhookApi
+
+        if settings.tts_api_key is None or not tts_webhook_id:
+            raise click.UsageError("--tts-api needs --tts-webhook-id and CITYWATCH_TTS_API_KEY")
+        tts_http = TtsWebhookApi(tts_api, tts_webhook_id, settings.tts_api_key)
     conn = connect(settings)
-    service = DownlinkService(settings, conn, mqtt_url, policy)
+    service = DownlinkService(settings, conn, mqtt_url, policy, tts_http=tts_http)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -159,7 +159,9 @@ def parse_uplink(
     if isinstance(doc, list):  # split_messages takes arrays apart; these it refused
         if not doc:
             raise schema("$", "an empty array holds no uplink")
-        raise schema("$", f"an array of {len(doc)} uplinks is over the limit of {MAX_MESSAGES}")
+        if len(doc) > MAX_MESSAGES:
+            raise schema("$", f"an array of {len(doc)} uplinks is over the limit of {MAX_MESSAGES}")
+        raise schema("$", "a JSON array where one uplink was expected")
     if not is_map(doc):
         raise schema("$", f"expected a JSON object, got {type_name(doc)}")
     if len(doc) == 1 and is_map(doc.get("result")):
@@ -200,7 +202,8 @@ def split_messages(
     if len(raw) > max_bytes:
         return None
     text = bytes(raw) if isinstance(raw, memoryview | bytearray) else raw
-    stripped = text.lstrip()
+    # A UTF-8 byte order mark (some exporters write one) must not hide the array.
+    stripped = (text[3:] if text[:3] == b"\xef\xbb\xbf" else text).lstrip()
     if not stripped:
         return None
     first = stripped[:1]

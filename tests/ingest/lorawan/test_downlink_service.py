@@ -128,3 +128,51 @@ def test_the_loop_over_kafka_mqtt_and_postgres(conn, isolated, mqtt_url, fleet, 
     assert status == "refused" and "encoder" in detail
     assert radios.loops() == [{"device": CS, "intervals_s": [900, 300, 900],
                                "changed_at": [None, None]}]  # fmt: skip
+
+
+def test_tts_downlinks_through_the_webhook_api(conn, isolated, mqtt_url, fleet, registry_db):
+    import httpx
+    from pydantic import SecretStr
+
+    from citywatch.downlink_service import TtsWebhookApi
+
+    # The Things Stack cannot run here: a transport answering as its documented API does
+    # (lorawan-stack-docs webhooks/scheduling-downlinks.md), first a 503, then 200.
+    seen, answers = [], [503, 200]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(answers.pop(0) if answers else 200, json={})
+
+    api = TtsWebhookApi(
+        "https://tts.example.org",
+        "wh1",
+        SecretStr("NNSXS.TEST"),
+        httpx.Client(transport=httpx.MockTransport(handler)),
+    )
+    ensure_topics(conn.kafka, isolated)
+    policy = SamplingPolicy(risk_level=0.6, min_gap_s=0)
+    service = DownlinkService(isolated, conn, mqtt_url, policy, tts_http=api)
+    producer = KafkaProducer(bootstrap_servers=conn.kafka)
+    try:
+        for minutes in (5, 10):  # the second score retries the failed send
+            score = Score(
+                "pump-c2", TTS, "water_pump", T0 + timedelta(minutes=minutes), 0.9, 0.7, "m"
+            )
+            producer.send(isolated.topic(SCORES), encode_score_batch([score]))
+            producer.flush()
+            assert wait(lambda n=minutes: (service.step(200), len(seen) >= n // 5)[1])
+    finally:
+        producer.close()
+        service.close()
+    assert [str(r.url) for r in seen] == [
+        f"https://tts.example.org/api/v3/as/applications/app-tts/webhooks/wh1/devices/eui-{TTS}/down/push"
+    ] * 2
+    assert seen[0].headers["authorization"] == "Bearer NNSXS.TEST"
+    assert json.loads(seen[0].content)["downlinks"][0]["f_port"] == 11
+    with psycopg.connect(conn.database_url) as db:
+        rows = commands_for_asset(db, "pump-c2")
+    assert [(r["status"], r["detail"]) for r in rows] == [
+        ("sent", None),
+        ("failed", "The Things Stack API answered HTTP 503"),
+    ]

@@ -178,6 +178,7 @@ def test_split_messages_recognises_arrays_and_streams_only() -> None:
     assert split_messages(b"[1, {}]") == [b"1", b"{}"]
     assert split_messages(b"[1, ") is None  # left to the parser, which names the fault
     assert split_messages(b"[]") == []
+    assert split_messages(b"\xef\xbb\xbf [1]") == [b"1"]  # behind a UTF-8 byte order mark
 
 
 # --------------------------------------------------------------------------- simulated
