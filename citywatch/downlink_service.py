@@ -19,6 +19,7 @@ restores it).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -280,8 +281,17 @@ class DownlinkService:
         return handled
 
     def run(self, should_stop: Callable[[], bool]) -> None:
+        """Step until ``should_stop``; a database outage pauses the service, never ends it."""
         while not should_stop():
-            self.step()
+            try:
+                self.step()
+            except psycopg.OperationalError as exc:
+                log.error("database unavailable, retrying in 5 s: %s", exc)
+                time.sleep(5)
+                with contextlib.suppress(psycopg.Error):
+                    self.db.close()
+                with contextlib.suppress(psycopg.OperationalError):
+                    self.db = psycopg.connect(self.conn.database_url, autocommit=True)
 
     def close(self) -> None:
         self._consumer.close()
