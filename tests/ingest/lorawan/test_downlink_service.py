@@ -176,3 +176,25 @@ def test_tts_downlinks_through_the_webhook_api(conn, isolated, mqtt_url, fleet, 
         ("sent", None),
         ("failed", "The Things Stack API answered HTTP 503"),
     ]
+
+
+def test_simulated_sensors_ignore_what_they_cannot_read(mqtt_url, fleet):
+    from types import SimpleNamespace
+
+    from tests.ingest.lorawan.test_bridge import publish_all
+
+    radios = SimulatedRadios(mqtt_url, fleet)
+    try:
+        junk = [
+            ("application/a/device/" + CS + "/command/down", b"{not json"),
+            ("application/a/device/" + CS + "/command/down", b'{"fPort": 11, "data": "!!"}'),
+            ("application/a/device/" + CS + "/command/down", b'{"fPort": 10, "data": "AQAF"}'),
+            ("application/a/device/" + LPP + "/command/down", b'{"fPort": 11, "data": "AQAF"}'),
+            ("v3/a@t/devices/eui-" + TTS + "/down/push", b'{"downlinks": [{"f_port": 11}]}'),
+        ]
+        publish_all(mqtt_url, [SimpleNamespace(topic=t, payload=p) for t, p in junk])
+        assert wait(lambda: sum(radios.ignored.values()) == len(junk))
+        assert radios.ignored == {"malformed": 3, "undecodable": 1, "no_encoder": 1}
+        assert radios.received == 0 and radios.intervals == {}
+    finally:
+        radios.close()
