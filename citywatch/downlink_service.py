@@ -45,7 +45,7 @@ from ingest.lorawan.downlink import (
 from storage import downlink_store as store
 from storage.downlink_store import CommandRow
 from streams.records import decode_score_batch
-from streams.topics import ALERTS, SCORES
+from streams.topics import ALERTS, SCORES, ensure_topics
 
 __all__ = ["DownlinkService", "TtsWebhookApi"]
 
@@ -102,6 +102,7 @@ class DownlinkService:
         self._consumer = KafkaConsumer(
             bootstrap_servers=conn.kafka, enable_auto_commit=False, client_id="citywatch-downlinks"
         )
+        ensure_topics(conn.kafka, settings)  # before the worker ever ran, they may not exist
         self._topics = {settings.topic(SCORES): "scores", settings.topic(ALERTS): "alerts"}
         parts = []
         for topic in self._topics:

@@ -27,6 +27,7 @@ withdrawn in between is never sent).
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -225,7 +226,7 @@ class AdaptiveSampler:
             if state.refused == refusal.split(":")[0]:
                 return []  # recorded once per wish
             state.refused = refusal.split(":")[0]
-            return [Decision(**{**decision.__dict__, "refusal": refusal})]
+            return [dataclasses.replace(decision, refusal=refusal)]
         self.limiter.record(device_id, at)
         state.told = wanted
         state.history.append((at, wanted))
