@@ -207,11 +207,15 @@ class UplinkProcessor:
             # One message; or an empty array, refused whole so it too leaves a trace.
             self._offer_contained(topic, payload, now, None)
             return
+        # The id names the body (by its hash, taken once) and the element, so a
+        # retried body maps onto the same dead letters.
+        body = hashlib.sha256(payload).digest()
         for index, part in enumerate(parts):
-            # The id names the body and the element, so a retried body maps onto itself.
-            self._offer_contained(topic, part, now, bytes(payload) + b"\0#%d" % index)
+            self._offer_contained(topic, part, now, body + b"#%d" % index)
 
-    def _offer_contained(self, topic: str, payload: bytes, now: float, id_source) -> None:
+    def _offer_contained(
+        self, topic: str, payload: bytes, now: float, id_source: bytes | None
+    ) -> None:
         self.stats.received += 1
         try:
             self._offer(topic, payload, now, id_source)
