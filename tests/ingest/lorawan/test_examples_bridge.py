@@ -149,6 +149,41 @@ def test_examples_through_the_real_bridge(conn, isolated, mqtt_url, examples):
     assert {r.value for r in letters} == dead_files
 
 
+def test_examples_through_the_real_webhook(conn, isolated, examples):
+    rows, registry, dirs = examples
+    ensure_topics(conn.kafka, isolated)
+    publisher = KafkaPublisher(conn.kafka, isolated.topic(READINGS), isolated.topic(DEADLETTER))
+    processors = {
+        fmt: UplinkProcessor(
+            publisher,
+            dict(registry),
+            network=fmt,
+            channel="http",
+            dedup=FrameDeduplicator(window_s=0),
+            profile_dirs=dirs,
+        )
+        for fmt in ("chirpstack", "tts")
+    }
+    paths = {"chirpstack": "/api/v1/lorawan/chirpstack?event=up", "tts": "/api/v1/lorawan/tts"}
+    with Served(create_webhook_app(processors, SECRET)) as client:
+        for row in rows:
+            raw = (EXAMPLES / row.file).read_bytes()
+            answer = client.post(paths[row.network], content=raw, headers={SECRET_HEADER: SECRET})
+            if row.expect == "reading":
+                n = len(uplinks_of(raw, row.network, row.mqtt_topic))
+                assert answer.status_code == 202, (row.file, answer.text)
+                assert answer.json() == {"status": "accepted", "readings": n, "deadletters": 0}
+            else:
+                assert answer.status_code == 400, (row.file, answer.text)
+                assert answer.json()["reason"] == row.note.split(":")[0], row.file
+    want_readings, want_reasons = expected(rows, registry)
+    readings = read_topic(conn.kafka, isolated.topic(READINGS), sum(want_readings.values()))
+    letters = read_topic(conn.kafka, isolated.topic(DEADLETTER), sum(want_reasons.values()))
+    publisher.close()
+    assert Counter(json.loads(r.value)["asset_id"] for r in readings) == want_readings
+    assert Counter(check_deadletter_headers(r)["reason"].decode() for r in letters) == want_reasons
+
+
 def good_tts(device: str, f_cnt: int) -> dict:
     return {
         "end_device_ids": {"device_id": device, "application_ids": {"application_id": "fz"}},
