@@ -156,9 +156,11 @@ def _register_commands() -> None:
         bench_worker,
         dashboards,
         demo,
+        downlinks,
         drift,
         grafana,
         ingest,
+        ingest_check,
         labels,
         model,
         simulate,
@@ -179,9 +181,12 @@ def _register_commands() -> None:
         storage.storage,
         alerts.alerts,
         assets.assets,
+        downlinks.downlinks,
     ):
         main.add_command(command)
     main.add_command(ingest.ingest)
+    ingest.ingest.add_command(ingest_check.ingest_check)
+    ingest.ingest.add_command(ingest_check.ingest_import)
     main.add_command(ingest.devices)
     for subcommand in (
         bench_worker.bench_worker,

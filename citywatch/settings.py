@@ -42,6 +42,11 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr | None = Field(
         None, description="Shared secret the LoRaWAN HTTP webhooks require."
     )
+    tts_api_key: SecretStr | None = Field(
+        None,
+        description="The Things Stack API key for its webhook downlink API "
+        "(`citywatch downlinks run --tts-api`).",
+    )
     partitions: int = Field(4, ge=1, description="Partitions of the readings topic.")
     topic_prefix: str = Field("", description="Prefix for every Kafka topic name.")
     app_id: str = Field("citywatch-worker", description="Faust app id (consumer group).")

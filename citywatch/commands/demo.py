@@ -180,6 +180,8 @@ def format_summary(s: dict) -> str:
 
 
 def _lorawan_lines(s: dict) -> list[str]:
+    from .demo_lorawan import loop_lines
+
     if not s.get("lorawan_devices"):
         return []
     dead = ", ".join(f"{k}={v}" for k, v in s["ingest_deadletters_by_reason"].items()) or "none"
@@ -190,6 +192,7 @@ def _lorawan_lines(s: dict) -> list[str]:
         f"  duplicates removed{s['uplink_duplicates_removed']:>8}   "
         f"-> {s['uplink_readings']} readings to Kafka",
         f"  ingest dead letters{s['ingest_deadletters']:>7}   {dead}",
+        *loop_lines(s),
     ]
 
 
@@ -248,7 +251,13 @@ def demo(settings: Settings, duration, devices, rate, bad_rate, seed, lorawan_sh
             from .demo_lorawan import LorawanLeg
 
             leg = LorawanLeg(
-                settings, conn, mqtt_url, share=lorawan_share, corrupt_rate=bad_rate, seed=seed
+                settings,
+                conn,
+                mqtt_url,
+                share=lorawan_share,
+                corrupt_rate=bad_rate,
+                seed=seed,
+                rate=rate,
             )
             say(f"routing {lorawan_share:.0%} of the devices through MQTT ({mqtt_url}) ...")
         say(f"simulating {devices} devices at {rate:.0f} readings/s for {duration:.0f}s ...")
@@ -265,8 +274,9 @@ def demo(settings: Settings, duration, devices, rate, bad_rate, seed, lorawan_sh
         ingest_elsewhere = max(
             0, lorawan.get("ingest_deadletters", 0) - _ingest_deadletters_stored(conn.database_url)
         )
+        asleep = lorawan.get("readings_not_transmitted", 0)  # sensors between reports
         say("waiting for the worker to drain ...")
-        wait_for_drain(conn.database_url, stats.produced - ingest_elsewhere, timeout_s=120)
+        wait_for_drain(conn.database_url, stats.produced - ingest_elsewhere - asleep, timeout_s=120)
         time.sleep(2 * settings.batch_within_s + 1.0)  # let the alert agent finish its batch
         stop_process(worker)
         from storage.reports import pipeline_summary
@@ -288,7 +298,8 @@ def demo(settings: Settings, duration, devices, rate, bad_rate, seed, lorawan_sh
             == summary["readings_stored"]
             + summary["deadletters"]
             + summary["maintenance_events"]
-            + ingest_elsewhere,
+            + ingest_elsewhere
+            + asleep,
             rate=rate,
             duration_s=duration,
             database_url=conn.database_url,
