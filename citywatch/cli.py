@@ -146,17 +146,22 @@ def worker(
 def _register_commands() -> None:
     from citywatch.commands import (
         alerts,
+        assets,
         bench,
         bench_alerts,
         bench_ingest,
         bench_model,
+        bench_pipeline,
         bench_scoring,
         bench_sink,
+        bench_worker,
         dashboards,
         demo,
+        downlinks,
         drift,
         grafana,
         ingest,
+        ingest_check,
         labels,
         model,
         register,
@@ -178,11 +183,17 @@ def _register_commands() -> None:
         storage.storage,
         alerts.alerts,
         register.register,
+        assets.assets,
+        downlinks.downlinks,
     ):
         main.add_command(command)
     main.add_command(ingest.ingest)
+    ingest.ingest.add_command(ingest_check.ingest_check)
+    ingest.ingest.add_command(ingest_check.ingest_import)
     main.add_command(ingest.devices)
     for subcommand in (
+        bench_worker.bench_worker,
+        bench_pipeline.bench_pipeline,
         bench_sink.bench_sink,
         bench_alerts.bench_alerts,
         bench_model.bench_model,
