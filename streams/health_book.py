@@ -30,6 +30,8 @@ from models.health import (
 )
 from models.remaining_life import format_time_to_failure
 
+from .state import join_state, split_state
+
 __all__ = [
     "HealthBook",
     "blend",
@@ -43,24 +45,7 @@ __all__ = [
 ]
 
 _MAGIC = b"CWH1"
-_JOINED = b"CWJ1"
 _LEN = struct.Struct("<I")
-
-
-def join_state(state: bytes, health: bytes | None) -> bytes:
-    """One table value: the packed feature state (streams.state) and the health state."""
-    if health is None:
-        return state
-    return _JOINED + _LEN.pack(len(state)) + state + health
-
-
-def split_state(value: bytes) -> tuple[bytes, bytes | None]:
-    """Inverse of :func:`join_state`; a value written before health existed has none."""
-    if not value.startswith(_JOINED):
-        return value, None
-    (n,) = _LEN.unpack_from(value, len(_JOINED))
-    start = len(_JOINED) + _LEN.size
-    return value[start : start + n], value[start + n :]
 
 
 def encode_health(state: DeviceHealthState) -> bytes:

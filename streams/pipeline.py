@@ -40,7 +40,7 @@ from storage.sinks import (
 
 from .alerting import AlertState, Hysteresis, step
 from .deadletters import deadletter_row, duplicate_deadletter
-from .health_book import HealthBook, blend, health_spec, outlook, policy_kind, split_state
+from .health_book import HealthBook, blend, health_spec, outlook, policy_kind
 from .records import AlertEvent, Maintenance, Reading, decode_score_batch
 from .state import DeviceState, StateCache, decode_offsets, decode_state, encode_state
 from .state import spec_fingerprint as _fingerprint
@@ -135,8 +135,6 @@ class DeviceStates:
         cached = self.cache.get(key, saved)
         if cached is not None and cached.features.spec == spec:
             return cached
-        if saved is not None:
-            saved = split_state(saved)[0]  # the feature part; the health part is HealthBook's
         if saved is None:
             return DeviceState(-1, None, DeviceFeatureState(spec))
         restored = decode_state(saved, spec, _fingerprint(spec))

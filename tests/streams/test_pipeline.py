@@ -351,3 +351,47 @@ def test_messages_keep_json_shape():
     assert json.loads(_reading(FleetSimulator(n_devices=1, seed=1).devices[0], NOW, {"x": 1.0}))[
         "metrics"
     ] == {"x": 1.0}
+
+
+def test_the_card_decides_which_model_alerts_and_scores_carry_anomaly_and_ttf(
+    fleet, history, trained_models
+):
+    """Without labels (policy 'anomaly') the anomaly score alerts; the failure risk, the
+    anomaly score and the time to failure are the offline replay's, batch by batch."""
+    import dataclasses
+
+    from models.health import ANOMALY_THRESHOLD, HealthSpec
+
+    readings, failures = history
+    card = dict(trained_models.card)
+    types = trained_models.asset_types
+    card["scoring_policy"] = {t: {"kind": "anomaly"} for t in types}
+    # a short warm-up, so the 120 readings per device leave some to score
+    card["health_specs"] = {
+        t: HealthSpec(metrics=trained_models.feature_spec(t).metrics, warmup=40).to_dict()
+        for t in types
+    }
+    unlabelled = dataclasses.replace(trained_models, card=card)
+    messages = Partition().messages(as_messages(readings, maintenance=True))
+    plans = _run(messages, fleet, DeviceStates({}), unlabelled, batch_size=37)
+    scores = [s for p in plans for s in p.champion_scores]
+    assert {s.model_kind for s in scores} == {"anomaly"}
+    assert {s.threshold for s in scores} == {ANOMALY_THRESHOLD}
+    online = pd.DataFrame(
+        [(s.device_id, s.ts, s.risk, s.anomaly_score, s.ttf_median) for s in scores],
+        columns=["device_id", "ts", "risk", "anomaly_score", "ttf_median"],
+    )
+    online["ts"] = pd.to_datetime(online["ts"], utc=True)
+    online["anomaly_score"] = online["anomaly_score"].astype(float)
+    offline = offline_scores(unlabelled, readings, failures)
+    merged = online.merge(offline, on=["device_id", "ts"], suffixes=("", "_off"))
+    assert len(merged) == len(online) == len(offline)
+    np.testing.assert_array_equal(merged["risk"], merged["risk_off"])
+    np.testing.assert_array_equal(merged["anomaly_score"], merged["anomaly_score_off"])
+    np.testing.assert_array_equal(merged["ttf_median"], merged["ttf_median_off"])
+    assert merged["anomaly_score"].notna().any() and merged["anomaly_score"].isna().any()
+    # risk is the anomaly score's 0..1 map, not the classifier's probability
+    scored = merged[merged["anomaly_score"].notna()]
+    np.testing.assert_allclose(
+        scored["risk"], scored["anomaly_score"] / (1 + scored["anomaly_score"]), rtol=1e-12
+    )
