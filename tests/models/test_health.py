@@ -169,3 +169,15 @@ def test_scoring_policy_switches_to_failure_risk_only_with_labels_and_skill() ->
     assert scoring_policy(12, None, True)["kind"] == "anomaly"
     assert scoring_policy(12, float("nan"), True)["kind"] == "anomaly"
     assert scoring_policy(12, 0.9, False)["kind"] == "anomaly"  # no classifier trained
+
+
+def test_defaults_are_the_configuration_selected_on_skab(datasets_dir) -> None:
+    """HealthSpec's defaults are the grid entry the selection picks on all shared files,
+    and the nested figure is the one docs/models.md reports (F1 >= 0.80, FAR <= 15 %)."""
+    result = skab_leaderboard(datasets_dir, progress=False)
+    chosen = result["production_config"]
+    default = HealthSpec(metrics=("x",))
+    for key in ("span", "distance", "quantile", "factor", "persist"):
+        assert chosen[key] == getattr(default, key), key
+    assert result["f1"] >= 0.80 and result["far"] <= 15.0
+    assert result["f1"] > 0.78 and result["mar"] < 28.02  # Conv-AE's published row
