@@ -93,6 +93,7 @@ def migrate_command(settings: Settings, flavour: str, wait_s: float) -> None:
     """Apply pending schema migrations (idempotent; safe with running workers)."""
     from storage.schema import migrate
 
+    passwords = _login_passwords()  # refuse weak ones before touching anything
     url = database_url(settings, migrate=False)
     wait_for_database(url, wait_s)
     try:
@@ -100,6 +101,33 @@ def migrate_command(settings: Settings, flavour: str, wait_s: float) -> None:
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"applied: {applied}" if applied else "schema is current")
+    _apply_service_roles(url, passwords)
+
+
+def _login_passwords() -> dict[str, str]:
+    from pydantic import ValidationError
+
+    from citywatch.db_logins import LoginPasswords
+
+    try:
+        return LoginPasswords().passwords()
+    except ValidationError as exc:
+        raise click.ClickException(
+            "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
+        ) from exc
+
+
+def _apply_service_roles(url: str, passwords: dict[str, str]) -> None:
+    """Per-service group roles and grants, then the logins whose passwords are set."""
+    from storage.service_roles import apply_grants, ensure_login
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        skipped = apply_grants(conn)
+        for login, password in passwords.items():
+            ensure_login(conn, login, password)
+    if skipped:
+        click.echo(f"roles missing, not created (no CREATEROLE): {', '.join(skipped)}")
+    click.echo(f"service roles granted; logins set: {', '.join(passwords) or 'none'}")
 
 
 @storage.command("maintain")
