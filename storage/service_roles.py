@@ -26,6 +26,8 @@ named here (the test lists every table and fails on one nobody decided about).
 
 from __future__ import annotations
 
+import re
+
 import psycopg
 from psycopg import sql
 
@@ -47,7 +49,7 @@ TABLES: dict[str, dict[str, str]] = {
         "alert_transitions": "SELECT, INSERT",  # INSERT ... RETURNING reads the id
         "model_registry": "SELECT",
         "model_promotions": "SELECT",
-        "model_load_failures": "INSERT",
+        "model_load_failures": "SELECT, INSERT",  # a failing version is not retried at once
         # the rollup trigger on readings runs as the inserting role
         "rollup_invalidations": "INSERT",
         "schema_migrations": "SELECT",
@@ -243,24 +245,62 @@ def apply_grants(conn: psycopg.Connection) -> list[str]:
     return skipped
 
 
-def ensure_login(conn: psycopg.Connection, login: str, password: str) -> None:
-    """Create or update a LOGIN role in its group, with this password.
+def _scram_matches(stored: str | None, password: str) -> bool:
+    """True when ``stored`` (a SCRAM-SHA-256 verifier) was made from ``password``.
+
+    Hand-written from RFC 5802/7677 (PostgreSQL's scram_build_secret): libpq can hash
+    a password but not check one. It lets a re-run set nothing when nothing changed.
+    """
+    import base64
+    import hashlib
+    import hmac
+
+    parts = re.fullmatch(r"SCRAM-SHA-256\$(\d+):([^$]+)\$([^:]+):(.+)", stored or "")
+    if parts is None:
+        return False
+    iterations, salt, stored_key, server_key = parts.groups()
+    salted = hashlib.pbkdf2_hmac(
+        "sha256", password.encode(), base64.b64decode(salt), int(iterations)
+    )
+    client_key = hmac.new(salted, b"Client Key", "sha256").digest()
+    expected_stored = base64.b64encode(hashlib.sha256(client_key).digest()).decode()
+    expected_server = base64.b64encode(hmac.new(salted, b"Server Key", "sha256").digest())
+    return hmac.compare_digest(expected_stored, stored_key) and hmac.compare_digest(
+        expected_server.decode(), server_key
+    )
+
+
+def ensure_login(conn: psycopg.Connection, login: str, password: str) -> bool:
+    """Create or update a LOGIN role in its group, with this password; True if changed.
 
     The password is hashed here (SCRAM-SHA-256, by libpq), so the server never sees
-    it in a statement, and never logs it. Group membership is set, not only added.
+    it in a statement, and never logs it. An unchanged password is left alone (when
+    this role may read pg_authid), so a re-run changes nothing. Group membership is
+    set, not only added.
     """
     group = LOGINS[login]
-    verifier = conn.pgconn.encrypt_password(
-        password.encode(), login.encode(), b"scram-sha-256"
-    ).decode()
     role = sql.Identifier(login)
+    superuser = conn.execute(
+        "SELECT rolsuper FROM pg_roles WHERE rolname = current_user"
+    ).fetchone()[0]
     with conn.transaction():
-        verb = "ALTER" if _role_exists(conn, login) else "CREATE"
-        conn.execute(
-            sql.SQL(verb + " ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD {}").format(
-                role, sql.Literal(verifier)
+        exists = _role_exists(conn, login)
+        current = None
+        if exists and superuser:
+            current = conn.execute(
+                "SELECT rolpassword FROM pg_authid WHERE rolname = %s", (login,)
+            ).fetchone()[0]
+        changed = not _scram_matches(current, password)
+        if changed:
+            verifier = conn.pgconn.encrypt_password(
+                password.encode(), login.encode(), b"scram-sha-256"
+            ).decode()
+            verb = "ALTER" if exists else "CREATE"
+            conn.execute(
+                sql.SQL(
+                    verb + " ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD {}"
+                ).format(role, sql.Literal(verifier))
             )
-        )
         others = conn.execute(
             "SELECT g.rolname FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid"
             " JOIN pg_roles u ON u.oid = m.member WHERE u.rolname = %s AND g.rolname <> %s",
@@ -268,4 +308,7 @@ def ensure_login(conn: psycopg.Connection, login: str, password: str) -> None:
         ).fetchall()
         for (other,) in others:
             conn.execute(sql.SQL("REVOKE {} FROM {}").format(sql.Identifier(other), role))
-        conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(group), role))
+        member = conn.execute("SELECT pg_has_role(%s, %s, 'MEMBER')", (login, group)).fetchone()[0]
+        if not member:
+            conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(group), role))
+    return changed

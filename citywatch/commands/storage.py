@@ -90,7 +90,13 @@ def storage() -> None:
 )
 @click.pass_obj
 def migrate_command(settings: Settings, flavour: str, wait_s: float) -> None:
-    """Apply pending schema migrations (idempotent; safe with running workers)."""
+    """Apply pending schema migrations (idempotent; safe with running workers).
+
+    Then give each service's group role exactly its grants (storage/service_roles.py)
+    and create or update the login of every CITYWATCH_<LOGIN>_DB_PASSWORD that is set
+    (WORKER, ALERTS, CREW_ADMIN, INGEST, SIMULATOR, TRAINER, GRAFANA). Run it as the
+    database owner; weak passwords are refused before anything changes.
+    """
     from storage.schema import migrate
 
     passwords = _login_passwords()  # refuse weak ones before touching anything
@@ -123,11 +129,14 @@ def _apply_service_roles(url: str, passwords: dict[str, str]) -> None:
 
     with psycopg.connect(url, autocommit=True) as conn:
         skipped = apply_grants(conn)
-        for login, password in passwords.items():
-            ensure_login(conn, login, password)
+        changed = [login for login, pw in passwords.items() if ensure_login(conn, login, pw)]
     if skipped:
         click.echo(f"roles missing, not created (no CREATEROLE): {', '.join(skipped)}")
-    click.echo(f"service roles granted; logins set: {', '.join(passwords) or 'none'}")
+    unchanged = [login for login in passwords if login not in changed]
+    click.echo(
+        f"service roles granted; logins set: {', '.join(changed) or 'none'}"
+        + (f"; unchanged: {', '.join(unchanged)}" if unchanged else "")
+    )
 
 
 @storage.command("maintain")

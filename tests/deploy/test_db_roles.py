@@ -313,3 +313,8 @@ def test_migrate_sets_logins_from_secrets_and_refuses_weak_ones(roles_db):
     with psycopg.connect(owner) as c:
         stored = c.execute("SELECT rolpassword FROM pg_authid WHERE rolname = 'worker'").fetchone()
     assert stored[0].startswith("SCRAM-SHA-256$") and "a-long-random" not in stored[0]
+    again = migrate_job(worker="a-long-random-secret-1")
+    assert "logins set: none; unchanged: worker" in again.stdout
+    with psycopg.connect(owner) as c:
+        same = c.execute("SELECT rolpassword FROM pg_authid WHERE rolname = 'worker'").fetchone()
+    assert same == stored, "an unchanged password was set again"
