@@ -603,6 +603,7 @@ def migrate(database_url: str, flavour: str = "auto", target: int | None = None)
         # Services log in as roles that may not create or alter anything
         # (storage/service_roles.py): a current schema needs no DDL at all.
         if not _pending(conn, target):
+            _choose_flavour(conn, flavour, set())  # still refuses a flavour switch
             return applied_now
         conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
         try:

@@ -242,7 +242,9 @@ def _snapshot(url: str, models: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def composed():
+def composed(base_settings):
+    # base_settings first: it drops the developer's CITYWATCH_* (an inherited
+    # CITYWATCH_KAFKA would make the stand-in stack skip Tansu).
     root = rehearsal.temporary_root()
     stack = ComposeRehearsal(root)
     try:
