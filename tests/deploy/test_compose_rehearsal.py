@@ -348,6 +348,39 @@ def test_crew_admin_creates_grafanas_webhook_token_that_the_api_accepts(composed
     assert denied.status_code == 403
 
 
+def _ingest_deadletter(composed, dev_eui: str) -> tuple | None:
+    deadline = time.monotonic() + 60
+    with psycopg.connect(composed.owner_url, autocommit=True) as c:
+        while time.monotonic() < deadline:
+            row = c.execute(
+                "SELECT reason FROM deadletters WHERE stage = 'ingest' AND device_id = %s",
+                (dev_eui,),
+            ).fetchone()
+            if row:
+                return row
+            time.sleep(0.5)
+    return None
+
+
+def test_an_uplink_to_the_webhook_reaches_the_database(composed):
+    """ingest-http (its database role) with the shared secret from .env; a wrong secret
+    gets 401."""
+    import httpx
+
+    body = json.loads(
+        (FIXTURES / "ingest" / "lorawan" / "fixtures" / "chirpstack_up.json").read_text()
+    )
+    body["deviceInfo"]["devEui"] = "00000000000000a1"
+    url = f"http://127.0.0.1:{composed._published('ingest-http')['8081']}/api/v1/lorawan/chirpstack"
+    secret = composed.dotenv["CITYWATCH_WEBHOOK_SECRET"]
+    wrong = httpx.post(url, json=body, headers={"X-Citywatch-Secret": "x" + secret}, timeout=10)
+    assert wrong.status_code == 401
+    response = httpx.post(url, json=body, headers={"X-Citywatch-Secret": secret}, timeout=10)
+    # The webhook's contract for an unknown device: 400 and a dead letter.
+    assert response.json()["status"] == "dead_letter", response.text
+    assert _ingest_deadletter(composed, "00000000000000a1") == ("unknown_device",)
+
+
 def test_an_uplink_from_the_network_server_reaches_the_database(composed):
     """Through the authenticated Mosquitto, the bridge (its MQTT user and database role),
     Kafka and the worker: an unregistered device's uplink becomes an ingest dead letter."""
@@ -366,16 +399,7 @@ def test_an_uplink_from_the_network_server_reaches_the_database(composed):
     client.publish(topic, payload, qos=1).wait_for_publish(10)
     client.disconnect()
     client.loop_stop()
-    deadline = time.monotonic() + 60
-    with psycopg.connect(composed.owner_url, autocommit=True) as c:
-        while time.monotonic() < deadline:
-            row = c.execute(
-                "SELECT reason FROM deadletters WHERE stage = 'ingest' AND device_id = %s",
-                (body["deviceInfo"]["devEui"],),
-            ).fetchone()
-            if row:
-                break
-            time.sleep(0.5)
+    row = _ingest_deadletter(composed, body["deviceInfo"]["devEui"])
     assert row == ("unknown_device",), composed.sandbox.log_tail("ingest")
 
 

@@ -111,7 +111,7 @@ def test_a_current_schema_needs_no_ddl_so_services_start_as_their_role(roles_db)
 
 def test_worker_stores_a_batch_with_alerts_and_maintains_storage(roles_db, tmp_path):
     from models.catalog import ModelRegistry
-    from storage.maintenance import run_maintenance
+    from storage.maintenance import owns, run_maintenance
     from storage.sinks import (
         AlertRow,
         DeadLetterRow,
@@ -162,6 +162,10 @@ def test_worker_stores_a_batch_with_alerts_and_maintains_storage(roles_db, tmp_p
     )
     done = run_maintenance(urls["worker"], days_ahead=8, retention_days=400)
     assert done.rollup_minutes_refreshed >= 1
+    # On TimescaleDB only the owner may change policies: the worker leaves them alone.
+    for url, owner_or_not in ((owner, True), (urls["worker"], False)):
+        with psycopg.connect(url) as c:
+            assert owns(c, "readings") is owner_or_not
     registry = ModelRegistry(urls["worker"], tmp_path)
     assert registry.active().champion is None
     registry.record_load_failure(
@@ -178,7 +182,8 @@ def test_alert_service_runs_the_api_and_the_notifier(roles_db):
     from crew.api import create_app
     from crew.auth import create_user
     from crew.notifier import Notifier, NotifierConfig
-    from crew.routing import add_channel, add_rule
+    from crew.routing import add_channel, add_rule, rules, set_escalation
+    from storage.alert_store import revoke_tokens
     from storage.sinks import AlertRow, PostgresSink, SinkBatch
 
     owner, urls = roles_db
@@ -190,6 +195,12 @@ def test_alert_service_runs_the_api_and_the_notifier(roles_db):
         add_rule(c, "north")
         receiver = WebhookReceiver(free_port())
         add_channel(c, "north-hook", "webhook", receiver.url, team="north")
+        set_escalation(c, "north", 600, "duty")
+        assert [r["team"] for r in rules(c)] == ["north"]
+        create_user(c, "leaver", "crew", "north")
+        assert revoke_tokens(c, "leaver") == 1
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            c.execute("DELETE FROM crew_tokens")
     with psycopg.connect(owner) as c:
         c.execute("INSERT INTO devices (device_id, asset_id, asset_type) VALUES ('d', 'a', 'p')")
     sink = PostgresSink(urls["worker"])
