@@ -520,13 +520,17 @@ def test_mosquitto_requires_a_password_file_and_acls_built_from_secrets():
     }
     assert lines["allow_anonymous"] == "false"
     assert lines["password_file"] == "/mosquitto/auth/passwd"
-    assert lines["acl_file"] == "/mosquitto/config/acl.conf"
+    assert lines["acl_file"] == "/mosquitto/auth/acl.conf"  # the entrypoint's private copy
     mosquitto = SERVICES["mosquitto"]
     assert mosquitto["entrypoint"] == ["/bin/sh", "/mosquitto/config/entrypoint.sh"]
     targets = dict(mounts("mosquitto"))
     assert targets["./deploy/mosquitto/acl.conf"] == "/mosquitto/config/acl.conf"
     assert targets["./deploy/mosquitto/entrypoint.sh"] == "/mosquitto/config/entrypoint.sh"
     assert "/mosquitto/auth" in mosquitto["tmpfs"]
+    assert (
+        'acl="${MOSQUITTO_ACL:-/mosquitto/config/acl.conf}"'
+        in (REPO / "deploy" / "mosquitto" / "entrypoint.sh").read_text()
+    )
     assert not list((REPO / "deploy").rglob("passwd*")), "a password file is never shipped"
     entry = (REPO / "deploy" / "mosquitto" / "entrypoint.sh").read_text()
     for var in mosquitto["environment"]:

@@ -5,6 +5,7 @@
 set -eu
 auth_dir="${MOSQUITTO_AUTH_DIR:-/mosquitto/auth}"
 config="${MOSQUITTO_CONFIG:-/mosquitto/config/mosquitto.conf}"
+acl="${MOSQUITTO_ACL:-/mosquitto/config/acl.conf}"
 
 require() {  # name value: refuse empty and short secrets, never print them
     if [ "${#2}" -lt 12 ]; then
@@ -27,8 +28,11 @@ head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$auth_dir/healthcheck"
     printf 'healthcheck:%s\n' "$(cat "$auth_dir/healthcheck")"
 } > "$auth_dir/passwd"
 mosquitto_passwd -U "$auth_dir/passwd"
+# A private copy of the ACL: Mosquitto 2.0.18+ warns about (and later versions refuse)
+# world-readable ACL and password files, and the mounted one is the host's.
+cp "$acl" "$auth_dir/acl.conf"
 if id mosquitto >/dev/null 2>&1; then
-    # Mosquitto drops to this user before it reads the file.
-    chown mosquitto "$auth_dir" "$auth_dir/passwd"
+    # Mosquitto drops to this user before it reads them.
+    chown mosquitto "$auth_dir" "$auth_dir/passwd" "$auth_dir/acl.conf"
 fi
 exec mosquitto -c "$config"

@@ -42,7 +42,7 @@ def shipped_config(port: int, directory: Path) -> str:
     replacements = {
         r"^listener 1883 0\.0\.0\.0$": f"listener {port} 127.0.0.1",
         r"^password_file /mosquitto/auth/passwd$": f"password_file {directory}/auth/passwd",
-        r"^acl_file /mosquitto/config/acl\.conf$": f"acl_file {DEPLOY}/acl.conf",
+        r"^acl_file /mosquitto/auth/acl\.conf$": f"acl_file {directory}/auth/acl.conf",
         r"^persistence_location /mosquitto/data/$": f"persistence_location {directory}/data/",
     }
     for pattern, new in replacements.items():
@@ -72,6 +72,7 @@ def compose_mosquitto(passwords: dict[str, str]) -> Iterator[Broker]:
         "PATH": f"{Path(mosquitto_binary()).parent}:{os.environ['PATH']}",
         "MOSQUITTO_AUTH_DIR": str(directory / "auth"),
         "MOSQUITTO_CONFIG": str(config),
+        "MOSQUITTO_ACL": str(DEPLOY / "acl.conf"),
         **passwords,
     }
     with log.open("wb") as out:

@@ -182,3 +182,8 @@ def test_the_password_file_holds_hashes_only_and_is_private(broker):
         assert secret not in text
     assert passwd.stat().st_mode & 0o077 == 0
     assert (broker.directory / "auth" / "healthcheck").stat().st_mode & 0o077 == 0
+    acl = broker.directory / "auth" / "acl.conf"
+    assert acl.read_text() == (DEPLOY / "acl.conf").read_text()
+    assert acl.stat().st_mode & 0o077 == 0
+    # Mosquitto read both without complaint (2.0.18+ warns about loose permissions).
+    assert "Warning: File" not in broker.log.read_text()
