@@ -2,21 +2,17 @@
 
 Each service of the compose stack logs in as its own role, a member of one NOLOGIN
 group role that holds exactly the grants its code needs (found by reading the code
-and checked by running it as that role: tests/storage/test_service_roles.py):
+and checked by running it as that role: tests/deploy/test_db_roles.py):
 
-=====================  ======================  =========================================
-login                  group role              job
-=====================  ======================  =========================================
-``worker``             ``citywatch_writer``    the Faust worker: readings in, scores,
-                                               alerts and dead letters out, maintenance
-``alerts``             ``citywatch_crew``      alert API, inbox and notifier
-``crew_admin``         ``citywatch_crew_admin``  ``alerts user|team|route|channel``:
-                                               users, tokens, routing (not the public API)
-``ingest``             ``citywatch_ingest``    LoRaWAN bridge and webhooks: device registry
-``simulator``          ``citywatch_simulator``  fleet registration and ground truth
-``trainer``            ``citywatch_trainer``   train, promote, drift
-``grafana``            ``citywatch_reader``    dashboards and alert rules: read only
-=====================  ======================  =========================================
+- ``worker`` in ``citywatch_writer``: the Faust worker (readings in; scores, alerts
+  and dead letters out; storage maintenance through SECURITY DEFINER functions);
+- ``alerts`` in ``citywatch_crew``: the alert API, inbox and notifier;
+- ``crew_admin`` in ``citywatch_crew_admin``: ``citywatch alerts user|route|channel|
+  escalation``, i.e. users, tokens and routing, which the public API cannot touch;
+- ``ingest`` in ``citywatch_ingest``: the LoRaWAN bridge and webhooks (device registry);
+- ``simulator`` in ``citywatch_simulator``: fleet registration and ground truth;
+- ``trainer`` in ``citywatch_trainer``: train, promote, drift;
+- ``grafana`` in ``citywatch_reader``: dashboards and alert rules, read only.
 
 Only the migration job connects as the owner. No group may create, alter, drop or
 truncate anything; grants are re-applied on every ``citywatch storage migrate``, so a

@@ -24,6 +24,7 @@ import secrets
 import shutil
 import signal
 import subprocess
+import sys
 import sysconfig
 import tempfile
 import time
@@ -37,9 +38,9 @@ REPO = Path(__file__).resolve().parents[2]
 IMAGE_UID = 10001
 #: Where the image keeps its state (the Dockerfile's CITYWATCH_HOME and VOLUME).
 IMAGE_HOME = "/var/lib/citywatch"
-#: Debian's Python 3.11, the same minor version as the image's: the test venv's
-#: interpreter lives under /root, which uid 10001 cannot enter.
-SYSTEM_PYTHON = "/usr/bin/python3.11"
+#: Interpreters to try, in order: the test's own, then the system's Python 3.11 (the
+#: test venv's interpreter may live under /root, which uid 10001 cannot enter).
+PYTHONS = (str(Path(sys.executable).resolve()), "/usr/bin/python3.11")
 #: The test environment's packages: what `pip install .` put in the image.
 SITE_PACKAGES = Path(sysconfig.get_paths()["purelib"])
 
@@ -141,6 +142,23 @@ def copy_build_context(target: Path) -> None:
         path.chmod(path.stat().st_mode & ~0o222 | (0o555 if path.is_dir() else 0o444))
 
 
+def image_python() -> str:
+    """A Python 3.11 (the image's minor version, the packages' ABI) uid 10001 can run."""
+    for candidate in PYTHONS:
+        try:
+            done = subprocess.run(
+                [candidate, "-c", "import sys; assert sys.version_info[:2] == (3, 11)"],
+                capture_output=True,
+                preexec_fn=_as_image_user,
+                timeout=30,
+            )
+        except OSError:
+            continue
+        if done.returncode == 0:
+            return candidate
+    raise RuntimeError(f"no Python 3.11 that uid {IMAGE_UID} may run among {PYTHONS}")
+
+
 def _as_image_user() -> None:  # pragma: no cover - runs in the child
     os.setgroups([])
     os.setgid(IMAGE_UID)
@@ -163,12 +181,24 @@ class Sandbox:
         self.home = self.root / "volumes"  # stands for /var/lib/citywatch and its volumes
         self.logs = self.root / "logs"
         venv = self.root / "venv"
-        subprocess.run([SYSTEM_PYTHON, "-m", "venv", "--without-pip", str(venv)], check=True)
+        subprocess.run([image_python(), "-m", "venv", "--without-pip", str(venv)], check=True)
         # The project's dependencies, as `pip install .` put them in the image.
         (venv / "lib" / "python3.11" / "site-packages" / "citywatch-deps.pth").write_text(
             f"import site; site.addsitedir({str(SITE_PACKAGES)!r})\n"
         )
         self.python_bin = venv / "bin"
+        probe = subprocess.run(
+            [str(self.python_bin / "python"), "-c", "import faust, lightgbm, psycopg"],
+            capture_output=True,
+            text=True,
+            preexec_fn=_as_image_user,
+        )
+        if probe.returncode != 0:
+            raise RuntimeError(
+                f"uid {IMAGE_UID} cannot import the project's packages from {SITE_PACKAGES}: "
+                "every directory above them must be readable and searchable by others "
+                f"(o+rx).\n{probe.stderr[-1000:]}"
+            )
         copy_build_context(self.app)
         for directory in (self.home / "models", self.home / "faust"):
             directory.mkdir(parents=True)
