@@ -146,17 +146,21 @@ def worker(
 def _register_commands() -> None:
     from citywatch.commands import (
         alerts,
+        assets,
         bench,
         bench_alerts,
         bench_ingest,
         bench_model,
         bench_scoring,
         bench_sink,
+        bench_worker,
         dashboards,
         demo,
+        downlinks,
         drift,
         grafana,
         ingest,
+        ingest_check,
         labels,
         model,
         simulate,
@@ -176,11 +180,16 @@ def _register_commands() -> None:
         grafana.grafana,
         storage.storage,
         alerts.alerts,
+        assets.assets,
+        downlinks.downlinks,
     ):
         main.add_command(command)
     main.add_command(ingest.ingest)
+    ingest.ingest.add_command(ingest_check.ingest_check)
+    ingest.ingest.add_command(ingest_check.ingest_import)
     main.add_command(ingest.devices)
     for subcommand in (
+        bench_worker.bench_worker,
         bench_sink.bench_sink,
         bench_alerts.bench_alerts,
         bench_model.bench_model,
