@@ -12,6 +12,7 @@ and checked by running it as that role: tests/deploy/test_db_roles.py):
 - ``ingest`` in ``citywatch_ingest``: the LoRaWAN bridge and webhooks (device registry);
 - ``simulator`` in ``citywatch_simulator``: fleet registration and ground truth;
 - ``trainer`` in ``citywatch_trainer``: train, promote, drift;
+- (no login) ``citywatch_downlinks``: ``citywatch downlinks run``, not in compose yet;
 - ``grafana`` in ``citywatch_reader``: dashboards and alert rules, read only.
 
 Only the migration job connects as the owner. No group may create, alter, drop or
@@ -64,6 +65,8 @@ TABLES: dict[str, dict[str, str]] = {
         "devices": "SELECT",
         "readings": "SELECT",
         "score_explanations": "SELECT",
+        # crews' fresh-reading requests, sent by the downlink service
+        "downlink_commands": "SELECT, INSERT",
         "schema_migrations": "SELECT",
     },
     "citywatch_crew_admin": {
@@ -87,6 +90,14 @@ TABLES: dict[str, dict[str, str]] = {
         "failures": "SELECT, INSERT, UPDATE",
         # its compose healthcheck: the newest reading's age
         "readings": "SELECT",
+        "schema_migrations": "SELECT",
+    },
+    # `citywatch downlinks run` (not a compose service yet): no login of its own here;
+    # grant this group to the login that runs it.
+    "citywatch_downlinks": {
+        "downlink_commands": "SELECT, INSERT, UPDATE",
+        "devices": "SELECT",
+        "readings": "SELECT",  # the device's newest LoRaWAN route
         "schema_migrations": "SELECT",
     },
     "citywatch_trainer": {
@@ -119,7 +130,12 @@ SEQUENCES: dict[str, tuple[str, ...]] = {
         "alert_transitions_transition_id_seq",
         "model_load_failures_failure_id_seq",
     ),
-    "citywatch_crew": ("alert_transitions_transition_id_seq", "alert_comments_comment_id_seq"),
+    "citywatch_crew": (
+        "alert_transitions_transition_id_seq",
+        "alert_comments_comment_id_seq",
+        "downlink_commands_command_id_seq",
+    ),
+    "citywatch_downlinks": ("downlink_commands_command_id_seq",),
     "citywatch_crew_admin": ("routing_rules_rule_id_seq",),
     "citywatch_ingest": ("device_registry_versions_version_seq",),
     "citywatch_simulator": ("device_registry_versions_version_seq",),

@@ -216,6 +216,9 @@ def test_alert_service_runs_the_api_and_the_notifier(roles_db):
         assert http.get("/api/v1/alerts/a:1/context", headers=h).status_code == 200
         c = http.post("/api/v1/alerts/a:1/comments", json={"body": "on it"}, headers=h)
         assert c.status_code == 201
+        asked = http.post("/api/v1/alerts/a:1/request-reading", headers=h)
+        assert asked.status_code == 202, asked.text
+        assert http.get("/api/v1/alerts/a:1/commands", headers=h).status_code == 200
         r = http.post("/api/v1/alerts/a:1/resolve", json={"outcome": "fault_confirmed"}, headers=h)
         assert r.status_code == 200, r.text
         firing = json.loads((FIXTURES / "grafana_firing.json").read_text())
@@ -329,3 +332,49 @@ def test_migrate_sets_logins_from_secrets_and_refuses_weak_ones(roles_db):
     with psycopg.connect(owner) as c:
         same = c.execute("SELECT rolpassword FROM pg_authid WHERE rolname = 'worker'").fetchone()
     assert same == stored, "an unchanged password was set again"
+
+
+def test_the_downlink_services_group_sends_what_crews_requested(roles_db):
+    """`citywatch downlinks run` has no compose service (so no login here): its group,
+    granted to a login of the test's own, claims and finishes a crew's request."""
+    import uuid
+
+    from psycopg.conninfo import make_conninfo
+
+    from storage.downlink_store import (
+        CommandRow,
+        claim_requested,
+        finish_command,
+        last_route,
+        record_command,
+        request_reading,
+    )
+
+    owner, urls = roles_db
+    login = f"cw_dl_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(owner, autocommit=True) as c:
+        c.execute(f"CREATE ROLE {login} LOGIN IN ROLE citywatch_downlinks")
+    try:
+        with psycopg.connect(urls["alerts"], autocommit=True) as c:
+            request_reading(
+                c, device_id="d", asset_id="a", requested_by="ana", alert_id=None, reason="t"
+            )
+        with psycopg.connect(make_conninfo(owner, user=login)) as c:
+            [claimed] = claim_requested(c)
+            sent = CommandRow("d", "request_reading", "t", "ana", "sent", sent_at=datetime.now(UTC))
+            finish_command(c, claimed["command_id"], sent)
+            record_command(c, CommandRow("d", "set_interval", "risk", "sampler", "refused"))
+            assert last_route(c, "d") is None
+            c.commit()
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                c.execute("DELETE FROM downlink_commands")
+    finally:
+        with psycopg.connect(owner, autocommit=True) as c:
+            c.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s",
+                (login,),
+            )
+            c.execute(f"DROP ROLE {login}")
+    with psycopg.connect(owner) as c:
+        rows = c.execute("SELECT status FROM downlink_commands ORDER BY command_id").fetchall()
+    assert rows == [("sent",), ("refused",)]
