@@ -3,7 +3,9 @@
 What `docker compose up` would trip over, or start in the wrong order: missing
 services, floating images, long-running services without healthchecks,
 dependencies that are missing or not gated on health, undeclared volumes,
-mount paths that are not the contracted ones, commands the CLI does not have.
+mount paths that are not the contracted ones, commands the CLI does not have,
+default secrets, services connecting as the database owner, an anonymous Mosquitto.
+tests/deploy/test_compose_rehearsal.py runs the services themselves.
 """
 
 from __future__ import annotations
