@@ -34,5 +34,9 @@ cp "$acl" "$auth_dir/acl.conf"
 if id mosquitto >/dev/null 2>&1; then
     # Mosquitto drops to this user before it reads them.
     chown mosquitto "$auth_dir" "$auth_dir/passwd" "$auth_dir/acl.conf"
+    # What the image's own entrypoint (replaced by this one) does for persistence.
+    if [ -d /mosquitto/data ]; then
+        chown -R mosquitto:mosquitto /mosquitto/data
+    fi
 fi
 exec mosquitto -c "$config"
