@@ -615,6 +615,14 @@ def _choose_flavour(conn: psycopg.Connection, requested: str, done: set[int]) ->
     return POSTGRES
 
 
+def _pending(conn: psycopg.Connection, target: int | None) -> bool:
+    """True unless every migration up to target is recorded (read-only check)."""
+    if recorded_flavour(conn) is None:
+        return True
+    done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
+    return any(v not in done for v, _, _ in MIGRATIONS if target is None or v <= target)
+
+
 def migrate(database_url: str, flavour: str = "auto", target: int | None = None) -> list[int]:
     """Apply pending migrations; return the versions applied now (empty when current).
 
@@ -630,6 +638,11 @@ def migrate(database_url: str, flavour: str = "auto", target: int | None = None)
     """
     applied_now: list[int] = []
     with psycopg.connect(database_url, autocommit=True) as conn:
+        # Services log in as roles that may not create or alter anything
+        # (storage/service_roles.py): a current schema needs no DDL at all.
+        if not _pending(conn, target):
+            _choose_flavour(conn, flavour, set())  # still refuses a flavour switch
+            return applied_now
         conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
         try:
             conn.execute(
