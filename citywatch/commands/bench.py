@@ -155,3 +155,7 @@ def bench_worker(settings: Settings, messages: int, devices: int, as_json: bool)
 from .bench_faults import bench_faults  # noqa: E402
 
 bench.add_command(bench_faults)
+
+from .bench_water_quality import bench_water_quality  # noqa: E402
+
+bench.add_command(bench_water_quality)
