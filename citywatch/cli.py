@@ -146,6 +146,7 @@ def worker(
 def _register_commands() -> None:
     from citywatch.commands import (
         alerts,
+        assets,
         bench,
         bench_alerts,
         bench_ingest,
@@ -176,6 +177,7 @@ def _register_commands() -> None:
         grafana.grafana,
         storage.storage,
         alerts.alerts,
+        assets.assets,
     ):
         main.add_command(command)
     main.add_command(ingest.ingest)

@@ -39,7 +39,7 @@ from aiokafka.partitioner import murmur2
 
 from citywatch.settings import Settings
 from models.catalog import ActiveBundles, ModelRegistry
-from models.features import DeviceFeatureState
+from models.features import DeviceFeatureState, FeatureSpec
 from storage.ingest_deadletters import ingest_deadletter_row
 from storage.maintenance import run_maintenance
 from storage.sinks import (
@@ -116,6 +116,7 @@ class WorkerStats:
     stored: int = 0
     maintenance: int = 0
     scored: int = 0
+    unscored: int = 0  # stored, but the champion has no model for the asset type
     deadletters: Counter = field(default_factory=Counter)
     alerts_opened: int = 0
     alerts_closed: int = 0
@@ -378,6 +379,7 @@ def create_app(
         reading_messages: list = []  # the message of each batch.readings row
         batch_keys: set[tuple[str, datetime]] = set()  # the sink needs them unique
         to_score: dict[str, list[tuple[Reading, list[float]]]] = defaultdict(list)
+        unscored = 0
         for device_id, items in by_device.items():
             key = device_id.encode()
             asset_type = items[0][0].asset_type
@@ -434,7 +436,12 @@ def create_app(
                 if state.reset_pending and reading.ts >= state.reset_ts:
                     state.features.reset_baseline()
                     state.reset_pending = False
-                to_score[asset_type].append((reading, state.features.update(reading.metrics)))
+                features = state.features.update(reading.metrics)
+                if asset_type in champion.asset_types:
+                    to_score[asset_type].append((reading, features))
+                else:
+                    unscored += 1
+                    _warn_unscored(asset_type, champion.version)
 
         # 3. score in batches, one LightGBM call per asset type and model
         # Champion rows are stored and also published (they alert); challenger rows are stored only.
@@ -521,14 +528,29 @@ def create_app(
         stats.stored += stored_readings
         stats.maintenance += len(batch.maintenance)
         stats.scored += len(champion_scores)
+        stats.unscored += unscored
         stats.deadletters.update(d.reason for d in batch.deadletters)
 
     spec_changes_logged: set[tuple[str, str]] = set()
 
+    unscored_logged: set[tuple[str, str]] = set()
+
+    def _warn_unscored(asset_type: str, version: str) -> None:
+        # A catalogue type with no trained model yet: its readings are stored and
+        # its features kept, so a model promoted later starts from real history.
+        if (version, asset_type) not in unscored_logged:
+            unscored_logged.add((version, asset_type))
+            log.warning(
+                "model %s has no %s model: its readings are stored, not scored", version, asset_type
+            )
+
     def _device_state(key: bytes, asset_type: str, champion) -> DeviceState:
         saved = device_state.get(key)
         cached = cache.get(key, saved)
-        spec = champion.feature_spec(asset_type)
+        if asset_type in champion.asset_types:
+            spec = champion.feature_spec(asset_type)
+        else:
+            spec = FeatureSpec.for_asset_type(asset_type)
         if cached is not None and cached.features.spec == spec:
             return cached
         if saved is None:
@@ -651,13 +673,14 @@ def create_app(
         stats.batch_ms = []
         lag = consumer_lag(app, stats.last_offsets)
         log.info(
-            "processed=%d (%.0f/s) stored=%d maintenance=%d scored=%d deadletters=%d"
-            " alerts open/closed=%d/%d lag=%s",
+            "processed=%d (%.0f/s) stored=%d maintenance=%d scored=%d unscored=%d"
+            " deadletters=%d alerts open/closed=%d/%d lag=%s",
             stats.processed,
             stats.processed / elapsed,
             stats.stored,
             stats.maintenance,
             stats.scored,
+            stats.unscored,
             sum(stats.deadletters.values()),
             stats.alerts_opened,
             stats.alerts_closed,
