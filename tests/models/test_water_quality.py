@@ -158,3 +158,18 @@ def test_bench_water_quality_on_a_slice(datasets_dir, tmp_path):
     assert out["split"]["train_events"] == 8 and out["split"]["test_events"] == 5
     bad = CliRunner().invoke(main, ["bench", "water-quality", "--train", str(train)])
     assert bad.exit_code != 0 and "go together" in bad.output
+
+
+def test_catalogue_file_defines_the_station_the_scorer_reads():
+    from pathlib import Path
+
+    from citywatch.assets import load_catalogue
+    from models.water_quality import ASSET_TYPE
+
+    path = Path(__file__).resolve().parents[2] / "citywatch/catalogues/water_quality_station.toml"
+    station = load_catalogue([path])[ASSET_TYPE]
+    assert station.metric_names == METRICS
+    assert station.metric("ph").unit == "pH" and station.metric("turbidity").unit == "NTU"
+    # Every real GECCO reading lies inside the physical ranges.
+    assert station.metric("flow_1").in_range(3923.0) and station.metric("redox").in_range(895.0)
+    assert not station.metric("ph").in_range(15.0)
