@@ -160,6 +160,7 @@ def _register_commands() -> None:
         ingest,
         labels,
         model,
+        replay,
         simulate,
         storage,
         train,
@@ -178,6 +179,7 @@ def _register_commands() -> None:
         storage.storage,
         alerts.alerts,
         assets.assets,
+        replay.replay,
     ):
         main.add_command(command)
     main.add_command(ingest.ingest)
