@@ -42,7 +42,12 @@ from models.water_quality import (
     persistence,
     station_features,
 )
-from models.water_quality_model import DEFAULT_PARAMS, WaterQualityModel, fit_water_quality
+from models.water_quality_model import (
+    DEFAULT_PARAMS,
+    WaterQualityModel,
+    fit_water_quality,
+    save_water_quality_model,
+)
 
 __all__ = ["TEST_FRACTION", "VALIDATION_FRACTION", "evaluate_water_quality", "split_by_time"]
 
@@ -120,6 +125,7 @@ def evaluate_water_quality(
     *,
     seed: int = 0,
     progress: bool = True,
+    save_to: str | None = None,
 ) -> dict[str, Any]:
     """Fit on ``train``, choose on its last part, score once on ``test``.
 
@@ -130,6 +136,8 @@ def evaluate_water_quality(
     seed : int
     progress : bool
         Show a progress bar.
+    save_to : str, optional
+        Write the model fitted on the training part there (for the worker).
 
     Returns
     -------
@@ -237,6 +245,11 @@ def evaluate_water_quality(
         },
         "validation": {"event_vus_pr": [float(v) for v in val_vus], "horizons": val_h},
     }
+    if save_to is not None:
+        result["saved_model"] = {
+            "path": save_to,
+            "version": save_water_quality_model(model, save_to),
+        }
     bar.update()
     bar.close()
     return result

@@ -53,9 +53,17 @@ def _find_file(data: Path) -> Path:
     "before any result; see models/water_quality_eval.py].",
 )
 @click.option("--rows", type=int, default=None, help="Use only the first N rows (quick runs).")
+@click.option(
+    "--save",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the model fitted on the training part here (JSON), for the worker.",
+)
 @click.option("--seed", type=int, default=0, show_default=True, envvar="CITYWATCH_BENCH_SEED")
 @click.option("--json", "as_json", is_flag=True, help="Print every figure as JSON.")
-def bench_water_quality(data, train_file, test_file, test_fraction, rows, seed, as_json) -> None:
+def bench_water_quality(
+    data, train_file, test_file, test_fraction, rows, save, seed, as_json
+) -> None:
     """Incident detection and the 1/6/24/48 h outlook on a water-quality record.
 
     \b
@@ -85,7 +93,9 @@ def bench_water_quality(data, train_file, test_file, test_fraction, rows, seed, 
             train, test = split_by_time(frame, fraction)
             source = f"--data {data}" + (f" --test-fraction {fraction}" if test_fraction else "")
             source += f" --rows {rows}" if rows else ""
-        result = evaluate_water_quality(train, test, seed=seed, progress=not as_json)
+        result = evaluate_water_quality(
+            train, test, seed=seed, progress=not as_json, save_to=str(save) if save else None
+        )
     except (FileNotFoundError, ValueError, KeyError) as exc:
         raise click.ClickException(f"water-quality: {exc}") from exc
     result["command"] = f"citywatch bench water-quality {source} --seed {seed} --json"

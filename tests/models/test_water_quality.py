@@ -113,10 +113,60 @@ def test_scorer_unsupervised_then_supervised():
         out = sup.score(
             "wq-1", r.ts.to_pydatetime(), {m: getattr(r, m) for m in METRICS}, bool(r.event)
         )
-    assert set(out["horizons"]) == {1}
-    assert 0.0 <= out["horizons"][1] <= 1.0
+    assert 0.0 <= out["horizons"][1] <= 1.0 and out["horizons"][48] is None
     batch = model.event_probability(feats.iloc[[-1]])[0]
     assert out["event_probability"] == pytest.approx(batch)
+    assert out["model_version"] == model.version
+
+
+def test_batches_saved_models_and_outlook_rows(tmp_path, db):
+    """Batch scoring equals one-by-one; a saved model (JSON, no pickle) loads to the
+    same probabilities and version; results land in station_outlook once."""
+    from models.water_quality_model import (
+        load_water_quality_model,
+        outlook_row,
+        save_water_quality_model,
+    )
+    from storage.outlook import write_outlook
+
+    db.execute("TRUNCATE station_outlook")
+    frame = _station()
+    feats = station_features(frame)
+    model = fit_water_quality(feats, frame["ts"], frame["event"].to_numpy(), horizons=(1, 6))
+    path = tmp_path / "wq.json"
+    version = save_water_quality_model(model, str(path))
+    loaded = load_water_quality_model(str(path))
+    assert loaded.version == version == model.version
+    np.testing.assert_allclose(loaded.event_probability(feats), model.event_probability(feats))
+    np.testing.assert_allclose(
+        loaded.horizon_probability(feats, 6), model.horizon_probability(feats, 6)
+    )
+    items = [
+        ("wq-1", r.ts.to_pydatetime(), {m: getattr(r, m) for m in METRICS}, bool(r.event))
+        for r in frame.itertuples(index=False)
+    ]
+    one = StationScorer(loaded)
+    singles = [one.score(*item) for item in items[:300]]
+    batched = StationScorer(loaded).score_batch(items[:300])
+    assert [s["event_probability"] for s in singles] == pytest.approx(
+        [b["event_probability"] for b in batched], nan_ok=True
+    )
+    rows = [
+        outlook_row("wq-1", "station-1", it[1], res)
+        for it, res in zip(items, batched, strict=False)
+    ]
+    with db.cursor() as cur:
+        assert write_outlook(cur, rows) == 300
+        assert write_outlook(cur, rows) == 0  # a replayed batch stores nothing twice
+    got = db.execute(
+        "SELECT count(*), min(event_probability), max(p_6h), bool_and(p_48h IS NULL)"
+        " FROM station_outlook"
+    ).fetchone()
+    assert got[0] == 300 and got[1] >= 0.0 and got[2] <= 1.0 and got[3]
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"format": "pickle"}')
+    with pytest.raises(ValueError, match="not a citywatch water-quality model"):
+        load_water_quality_model(str(bad))
 
 
 def test_load_gecco_keeps_gaps(tmp_path):
@@ -146,11 +196,17 @@ def test_bench_water_quality_on_a_slice(datasets_dir, tmp_path):
     train, test = tmp_path / "train.csv", tmp_path / "test.csv"
     raw.iloc[10_000:20_000].to_csv(train, index=False)
     raw.iloc[39_000:45_000].to_csv(test, index=False)
+    saved = tmp_path / "wq.json"
     res = CliRunner().invoke(
-        main, ["bench", "water-quality", "--train", str(train), "--test", str(test), "--json"]
-    )
+        main,
+        ["bench", "water-quality", "--train", str(train), "--test", str(test), "--json",
+         "--save", str(saved)],
+    )  # fmt: skip
     assert res.exit_code == 0, res.output
     out = json.loads(res.output)
+    from models.water_quality_model import load_water_quality_model
+
+    assert load_water_quality_model(str(saved)).version == out["saved_model"]["version"]
     assert 0.0 < out["vus_pr"] <= 1.0 and 0.0 <= out["f1"] <= 1.0
     assert set(out["horizons"]) == {"1", "6", "24", "48"}
     for fig in out["horizons"].values():
