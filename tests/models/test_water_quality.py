@@ -208,6 +208,7 @@ def test_bench_water_quality_on_a_slice(datasets_dir, tmp_path):
 
     assert load_water_quality_model(str(saved)).version == out["saved_model"]["version"]
     assert 0.0 < out["vus_pr"] <= 1.0 and 0.0 <= out["f1"] <= 1.0
+    assert 0.0 < out["prequential"]["vus_pr"] <= 1.0
     assert set(out["horizons"]) == {"1", "6", "24", "48"}
     for fig in out["horizons"].values():
         assert {"balanced_accuracy", "auc", "persistence_balanced_accuracy"} <= set(fig)
