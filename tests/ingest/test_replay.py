@@ -8,6 +8,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -301,3 +302,19 @@ def test_replay_through_the_real_worker(conn, db, isolated, trained_models, tmp_
     ).fetchall()
     assert incident[0] == "water_quality_station" and incident[4] == "replay:gecco-slice.csv"
     assert (incident[3] - incident[2]).total_seconds() == 17 * 60  # rows 16265..16282
+
+    # What the worker stored scores as the file does offline (the demo's leg does this).
+    from citywatch.commands.demo_water_quality import score_stored
+    from models.water_quality import load_gecco, station_features
+    from models.water_quality_model import fit_water_quality
+
+    db.execute("TRUNCATE station_outlook")
+    clean = tmp_path / "clean.csv"
+    clean.write_text("".join([lines[0], *lines[16_263:16_400]]))
+    frame = load_gecco(str(clean))
+    feats = station_features(frame)
+    model = fit_water_quality(feats, frame["ts"], frame["event"].to_numpy(), horizons=(1,))
+    out = score_stored(conn, model, device_id="wq-7", asset_id="wq-7")
+    assert out["water_quality_outlook_rows"] == 137
+    stored = [r[0] for r in db.execute("SELECT event_probability FROM station_outlook ORDER BY ts")]
+    np.testing.assert_allclose(stored, model.event_probability(feats), rtol=1e-9)
