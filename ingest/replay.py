@@ -249,7 +249,14 @@ def replay_file(
                     due = start_clock + (out.ts - first).total_seconds() / speed
                     wait = due - clock()
                     if wait > 0:
-                        sleep(wait)
+                        # Idle anyway: deliver what is queued, so a slow replay's
+                        # readings (and errors) do not wait for flush_every rows.
+                        if pending > 1:  # the rows before this one
+                            publisher.flush()
+                            if progress is not None:
+                                progress(pending - 1)
+                            pending = 1
+                        sleep(max(0.0, due - clock()))
                 if (
                     failure_at_end
                     and prev_unit is not None

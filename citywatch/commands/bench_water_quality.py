@@ -98,7 +98,9 @@ def bench_water_quality(
         )
     except (FileNotFoundError, ValueError, KeyError) as exc:
         raise click.ClickException(f"water-quality: {exc}") from exc
-    result["command"] = f"citywatch bench water-quality {source} --seed {seed} --json"
+    result["command"] = f"citywatch bench water-quality {source} --seed {seed} --json" + (
+        f" --save {save}" if save else ""
+    )
     if as_json:
         click.echo(json.dumps(_finite(result), indent=2, default=str))
         return
