@@ -20,6 +20,7 @@ import math
 from collections import deque
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,7 @@ __all__ = [
     "StationState",
     "event_feature_names",
     "feature_spec",
+    "gecco_file",
     "horizon_feature_names",
     "horizon_labels",
     "load_gecco",
@@ -362,6 +364,14 @@ def station_features(
         for t, v, inc in zip(epoch, values.tolist(), incidents, strict=True)
     ]
     return pd.DataFrame(rows, index=frame.index, columns=list(state.feature_names))
+
+
+def gecco_file(data: Path) -> Path:
+    """``train.csv`` in ``data`` or in ``data/gecco2018``; FileNotFoundError otherwise."""
+    for candidate in (data / "train.csv", data / "gecco2018" / "train.csv"):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"{data}: no train.csv (nor gecco2018/train.csv) in it")
 
 
 def load_gecco(path: str) -> pd.DataFrame:

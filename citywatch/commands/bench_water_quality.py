@@ -14,13 +14,6 @@ def _default_data() -> str:
     return os.environ.get("CITYWATCH_DATASETS", "../shared/datasets")
 
 
-def _find_file(data: Path) -> Path:
-    for candidate in (data / "train.csv", data / "gecco2018" / "train.csv"):
-        if candidate.is_file():
-            return candidate
-    raise click.ClickException(f"{data}: no train.csv (nor gecco2018/train.csv) in it")
-
-
 @click.command("water-quality")
 @click.option(
     "--data",
@@ -74,7 +67,7 @@ def bench_water_quality(
     measured on the same rows. Configuration is chosen on the last part of
     the training data, never on the test part.
     """
-    from models.water_quality import load_gecco
+    from models.water_quality import gecco_file, load_gecco
     from models.water_quality_eval import TEST_FRACTION, evaluate_water_quality, split_by_time
 
     if (train_file is None) != (test_file is None):
@@ -86,7 +79,7 @@ def bench_water_quality(
             train, test = load_gecco(str(train_file)), load_gecco(str(test_file))
             source = f"--train {train_file} --test {test_file}"
         else:
-            frame = load_gecco(str(_find_file(data)))
+            frame = load_gecco(str(gecco_file(data)))
             if rows:
                 frame = frame.iloc[:rows]
             fraction = TEST_FRACTION if test_fraction is None else test_fraction

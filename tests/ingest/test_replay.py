@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from citywatch.assets import load_catalogue
 from ingest.replay import REASONS, replay_file
 from ingest.replay_parse import FORMATS, BadRow, Gap, ReplayRow, RowParser, detect_format
+from models.water_quality import METRICS as METRICS_
 
 REPO = Path(__file__).resolve().parents[2]
 CATALOGUE = load_catalogue([REPO / "citywatch/catalogues/water_quality_station.toml"])
@@ -316,6 +317,21 @@ def test_replay_through_the_real_worker(conn, db, isolated, trained_models, tmp_
     feats = station_features(frame)
     model = fit_water_quality(feats, frame["ts"], frame["event"].to_numpy(), horizons=(1,))
     out = score_stored(conn, model, device_id="wq-7", asset_id="wq-7")
+
+    # The record rebuilt from the store is the record (bench water-quality-replay).
+    from models.water_quality_replay import stored_frame
+
+    stored_rows = db.execute(
+        "SELECT ts, metrics, source FROM readings WHERE device_id = 'wq-7' ORDER BY ts"
+    ).fetchall()
+    rebuilt, check = stored_frame(frame, stored_rows, summary["shift_s"])
+    assert check == {"stored": 137, "missing": 0, "not_in_record": 0,
+                     "max_abs_difference": 0.0, "label_mismatches": 0}  # fmt: skip
+    assert rebuilt["event"].tolist() == frame["event"].tolist()
+    lost, lost_check = stored_frame(
+        frame, stored_rows[:100] + stored_rows[101:], summary["shift_s"]
+    )
+    assert lost_check["missing"] == 1 and lost[list(METRICS_)].iloc[100].isna().all()
     assert out["water_quality_outlook_rows"] == 137
     stored = [r[0] for r in db.execute("SELECT event_probability FROM station_outlook ORDER BY ts")]
     np.testing.assert_allclose(stored, model.event_probability(feats), rtol=1e-9)
