@@ -153,11 +153,14 @@ def _register_commands() -> None:
         bench_model,
         bench_scoring,
         bench_sink,
+        bench_worker,
         dashboards,
         demo,
+        downlinks,
         drift,
         grafana,
         ingest,
+        ingest_check,
         labels,
         model,
         replay,
@@ -180,11 +183,15 @@ def _register_commands() -> None:
         alerts.alerts,
         assets.assets,
         replay.replay,
+        downlinks.downlinks,
     ):
         main.add_command(command)
     main.add_command(ingest.ingest)
+    ingest.ingest.add_command(ingest_check.ingest_check)
+    ingest.ingest.add_command(ingest_check.ingest_import)
     main.add_command(ingest.devices)
     for subcommand in (
+        bench_worker.bench_worker,
         bench_sink.bench_sink,
         bench_alerts.bench_alerts,
         bench_model.bench_model,

@@ -32,6 +32,7 @@ from storage import alert_store
 from storage.alert_store import Actor, NotFoundError, TransitionError
 
 from . import auth, lifecycle
+from .downlinks_api import add_downlink_routes
 from .guard import ACTOR_KEY, Guard, GuardConfig
 
 log = logging.getLogger(__name__)
@@ -458,6 +459,7 @@ def create_app(
         results = lifecycle.apply_grafana_payload(conn, payload.model_dump(), who)
         return {"results": results}
 
+    add_downlink_routes(app, Who, Conn, AlertId, _ALERT_ERRORS)
     app.mount("/inbox", StaticFiles(directory=INBOX_DIR, html=True), name="inbox")
     guard = GuardConfig(
         rate_per_s=rate_per_s,

@@ -83,6 +83,18 @@ ORDER BY opened_at DESC
 LIMIT 50
 """.strip()
 
+# What the sensor was told (adaptive sampling, crews' requests) and why; refused ones
+# too (no downlink encoder, duty-cycle limit), so a gap in its readings is explained.
+COMMANDS_TABLE_SQL = """
+SELECT created_at AS time, command,
+       coalesce(args ->> 'interval_s', '') AS interval_s, status, reason,
+       requested_by, coalesce(detail, '') AS detail
+FROM downlink_commands
+WHERE asset_id = '$asset' AND $__timeFilter(created_at)
+ORDER BY command_id DESC
+LIMIT 50
+""".strip()
+
 
 def _risk_axis() -> list[dm.DynamicConfigValue]:
     return [
@@ -150,6 +162,15 @@ def build() -> dm.Dashboard:
                 "Alerts: $asset",
                 "This asset's alerts, newest first.",
                 SQL(ALERTS_TABLE_SQL),
+            )
+        )
+        .with_panel(
+            p.table_panel(
+                "Sensor commands: $asset",
+                "Downlinks to this asset's sensor, newest first: reporting-interval changes "
+                "as its risk rose and fell, crews' fresh-reading requests, and refusals.",
+                SQL(COMMANDS_TABLE_SQL),
+                w=24,
             )
         )
         .build()

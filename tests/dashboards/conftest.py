@@ -92,6 +92,15 @@ def _add_rows_other_branches_write(c: psycopg.Connection, now: datetime) -> None
         " FROM scores WHERE role = 'champion' AND risk >= threshold * 0.5"
         " ON CONFLICT DO NOTHING"
     )
+    # Sensor commands (N's downlink service): one sped-up interval per asset, now.
+    c.execute("TRUNCATE downlink_commands")
+    c.execute(
+        "INSERT INTO downlink_commands (device_id, asset_id, command, args, reason,"
+        " requested_by, status, created_at)"
+        " SELECT device_id, asset_id, 'set_interval', '{\"interval_s\": 300}',"
+        "        'risk 0.80 >= 0.50', 'adaptive-sampling', 'sent', %s FROM devices",
+        (now,),
+    )
     # Worker stats: the worker writes one row per 10 s; a minute of history for the panels.
     c.execute(
         "INSERT INTO worker_stats (ts, worker_id, consumed, stored, scored, deadletters,"
