@@ -167,6 +167,7 @@ def _register_commands() -> None:
         simulate,
         storage,
         train,
+        water_quality,
     )
 
     for command in (
@@ -183,6 +184,7 @@ def _register_commands() -> None:
         alerts.alerts,
         assets.assets,
         replay.replay,
+        water_quality.water_quality,
         downlinks.downlinks,
     ):
         main.add_command(command)

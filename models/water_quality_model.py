@@ -188,6 +188,7 @@ def fit_water_quality(
     horizon_params: Mapping[int, Mapping[str, Any]] | None = None,
     horizons: Sequence[int] = HORIZONS_H,
     seed: int = 0,
+    strict: bool = True,
 ) -> WaterQualityModel:
     """Train the event and horizon classifiers on one station's labelled history.
 
@@ -206,6 +207,9 @@ def fit_water_quality(
     horizons : sequence of int
         Forecast horizons in hours.
     seed : int
+    strict : bool, default=True
+        Refuse a horizon whose labels are all one class; False leaves it out
+        instead (a short history), so the station still gets the rest.
     """
     params = dict(params or DEFAULT_PARAMS)
     ev = np.asarray(event).astype(int)
@@ -221,6 +225,8 @@ def fit_water_quality(
         y, known = horizon_labels(ts, ev, h)
         sel = take & known
         if y[sel].sum() == 0 or y[sel].sum() == sel.sum():
+            if not strict:
+                continue
             raise ValueError(f"{h} h labels are all one class in the training data")
         hp = dict((horizon_params or {}).get(int(h), params))
         horizon_models[int(h)] = _classifier(hp, y[sel], seed).fit(xh[sel], y[sel])

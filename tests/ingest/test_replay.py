@@ -328,6 +328,22 @@ def test_replay_through_the_real_worker(conn, db, isolated, trained_models, tmp_
     assert check == {"stored": 137, "missing": 0, "not_in_record": 0,
                      "max_abs_difference": 0.0, "label_mismatches": 0}  # fmt: skip
     assert rebuilt["event"].tolist() == frame["event"].tolist()
+    # The daily refit: the station's stored readings and failures-table labels.
+    from citywatch.commands.water_quality import water_quality
+    from models.water_quality_model import load_water_quality_model
+
+    model_file = tmp_path / "refit.json"
+    res = CliRunner().invoke(
+        water_quality,
+        ["train", "--device", "wq-7", "--out", str(model_file), "--json"],
+        obj=isolated,
+    )
+    assert res.exit_code == 0, res.output
+    refit = json.loads(res.output)
+    assert (refit["readings"], refit["incident_minutes"]) == (137, 18)
+    # 137 minutes: the 1 h horizon is learnable, the 48 h one (all one class) is left out.
+    assert refit["horizons"] == [1]
+    assert load_water_quality_model(str(model_file)).version == refit["version"]
     lost, lost_check = stored_frame(
         frame, stored_rows[:100] + stored_rows[101:], summary["shift_s"]
     )
