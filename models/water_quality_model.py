@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from lightgbm import Booster, LGBMClassifier
+from lightgbm.basic import LightGBMError
 
 from models.water_quality import (
     HORIZONS_H,
@@ -165,18 +166,29 @@ def load_water_quality_model(path: str) -> WaterQualityModel:
 
     Raises ``ValueError`` for a file of another format; nothing in it is executed.
     """
-    with open(path, encoding="utf-8") as f:
-        doc = json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: not a citywatch water-quality model ({exc})") from None
     if not isinstance(doc, dict) or doc.get("format") != _FORMAT:
         raise ValueError(f"{path}: not a citywatch water-quality model")
-    return WaterQualityModel(
-        feature_names=tuple(doc["feature_names"]),
-        event_model=Booster(model_str=doc["event_model"]),
-        horizon_models={int(h): Booster(model_str=s) for h, s in doc["horizon_models"].items()},
-        alarm_threshold=float(doc["alarm_threshold"]),
-        horizon_thresholds={int(h): float(t) for h, t in doc["horizon_thresholds"].items()},
-        params=dict(doc["params"]),
-    )
+    try:
+        model = WaterQualityModel(
+            feature_names=tuple(str(n) for n in doc["feature_names"]),
+            event_model=Booster(model_str=str(doc["event_model"])),
+            horizon_models={
+                int(h): Booster(model_str=str(s)) for h, s in doc["horizon_models"].items()
+            },
+            alarm_threshold=float(doc["alarm_threshold"]),
+            horizon_thresholds={int(h): float(t) for h, t in doc["horizon_thresholds"].items()},
+            params=dict(doc["params"]),
+        )
+    except (KeyError, TypeError, ValueError, AttributeError, LightGBMError) as exc:
+        raise ValueError(f"{path}: a damaged water-quality model ({exc})") from None
+    if model.event_model.num_feature() != len(event_feature_names(model.feature_names)):
+        raise ValueError(f"{path}: the detector does not match the model's feature names")
+    return model
 
 
 def fit_water_quality(

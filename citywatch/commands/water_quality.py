@@ -53,8 +53,8 @@ def train(settings: Settings, device_id: str, out: Path, like: Path | None, as_j
     frame = station_history(conn.database_url, device_id)
     if frame.empty:
         raise click.ClickException(f"no stored readings of device {device_id!r}")
-    template = load_water_quality_model(str(like)) if like else None
     try:
+        template = load_water_quality_model(str(like)) if like else None
         model = fit_water_quality(
             station_features(frame, incident_col="event"),
             frame["ts"],

@@ -167,6 +167,19 @@ def test_batches_saved_models_and_outlook_rows(tmp_path, db):
     bad.write_text('{"format": "pickle"}')
     with pytest.raises(ValueError, match="not a citywatch water-quality model"):
         load_water_quality_model(str(bad))
+    bad.write_bytes(b"\xff\x00not json")
+    with pytest.raises(ValueError, match="not a citywatch water-quality model"):
+        load_water_quality_model(str(bad))
+    doc = json.loads(path.read_text())
+    doc["event_model"] = "tree\nversion=v4\nnonsense"
+    bad.write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="damaged"):
+        load_water_quality_model(str(bad))
+    doc = json.loads(path.read_text())
+    doc["feature_names"] = doc["feature_names"][:-9]
+    bad.write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="does not match"):
+        load_water_quality_model(str(bad))
 
 
 def test_load_gecco_keeps_gaps(tmp_path):
