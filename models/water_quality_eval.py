@@ -134,6 +134,7 @@ def evaluate_water_quality(
     seed: int = 0,
     progress: bool = True,
     save_to: str | None = None,
+    plot_to: str | None = None,
 ) -> dict[str, Any]:
     """Fit on ``train``, choose on its last part, score once on ``test``.
 
@@ -146,6 +147,8 @@ def evaluate_water_quality(
         Show a progress bar.
     save_to : str, optional
         Write the model fitted on the training part there (for the worker).
+    plot_to : str, optional
+        Write a PNG of the test part's probabilities against the labels there.
 
     Returns
     -------
@@ -275,6 +278,17 @@ def evaluate_water_quality(
             "horizons": val_h,
         },
     }
+    if plot_to is not None:
+        from models.water_quality_plot import plot_test_part
+
+        y48, _ = horizon_labels(ts, event, 48)
+        pers48 = persistence(ts, event, 48)
+        plot_test_part(
+            plot_to, ts[test_c], y_test, p_test, p_pre,
+            model.horizon_probability(feats[test_c], 48), y48[test_c], pers48[test_c],
+            h_thresholds[48],
+        )  # fmt: skip
+        result["plot"] = plot_to
     if save_to is not None:
         result["saved_model"] = {
             "path": save_to,

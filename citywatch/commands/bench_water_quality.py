@@ -52,10 +52,16 @@ def _default_data() -> str:
     default=None,
     help="Write the model fitted on the training part here (JSON), for the worker.",
 )
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write a PNG of the test part: probabilities against the labels.",
+)
 @click.option("--seed", type=int, default=0, show_default=True, envvar="CITYWATCH_BENCH_SEED")
 @click.option("--json", "as_json", is_flag=True, help="Print every figure as JSON.")
 def bench_water_quality(
-    data, train_file, test_file, test_fraction, rows, save, seed, as_json
+    data, train_file, test_file, test_fraction, rows, save, plot, seed, as_json
 ) -> None:
     """Incident detection and the 1/6/24/48 h outlook on a water-quality record.
 
@@ -87,12 +93,19 @@ def bench_water_quality(
             source = f"--data {data}" + (f" --test-fraction {fraction}" if test_fraction else "")
             source += f" --rows {rows}" if rows else ""
         result = evaluate_water_quality(
-            train, test, seed=seed, progress=not as_json, save_to=str(save) if save else None
+            train,
+            test,
+            seed=seed,
+            progress=not as_json,
+            save_to=str(save) if save else None,
+            plot_to=str(plot) if plot else None,
         )
     except (FileNotFoundError, ValueError, KeyError) as exc:
         raise click.ClickException(f"water-quality: {exc}") from exc
-    result["command"] = f"citywatch bench water-quality {source} --seed {seed} --json" + (
-        f" --save {save}" if save else ""
+    result["command"] = (
+        f"citywatch bench water-quality {source} --seed {seed} --json"
+        + (f" --save {save}" if save else "")
+        + (f" --plot {plot}" if plot else "")
     )
     if as_json:
         click.echo(json.dumps(_finite(result), indent=2, default=str))

@@ -213,13 +213,14 @@ def test_bench_water_quality_on_a_slice(datasets_dir, tmp_path):
     res = CliRunner().invoke(
         main,
         ["bench", "water-quality", "--train", str(train), "--test", str(test), "--json",
-         "--save", str(saved)],
+         "--save", str(saved), "--plot", str(tmp_path / "test.png")],
     )  # fmt: skip
     assert res.exit_code == 0, res.output
     out = json.loads(res.output)
     from models.water_quality_model import load_water_quality_model
 
     assert load_water_quality_model(str(saved)).version == out["saved_model"]["version"]
+    assert (tmp_path / "test.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert 0.0 < out["vus_pr"] <= 1.0 and 0.0 <= out["f1"] <= 1.0
     assert 0.0 < out["prequential"]["vus_pr"] <= 1.0
     assert set(out["horizons"]) == {"1", "6", "24", "48"}
