@@ -86,6 +86,23 @@ class ReplayStats:
     def bad(self) -> int:
         return sum(self.bad_by_reason.values())
 
+    def failure_rows(
+        self, *, device_id: str, asset_id: str, asset_type: str, source: str
+    ) -> list[dict[str, Any]]:
+        """The labelled runs as rows of the ``failures`` ground-truth table."""
+        return [
+            {
+                "asset_id": asset_id,
+                "device_id": device_id,
+                "asset_type": asset_type,
+                "mode": "labelled_incident",
+                "degradation_started_at": inc.start,
+                "failed_at": inc.end,
+                "source": source,
+            }
+            for inc in self.incidents
+        ]
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "rows": self.rows,

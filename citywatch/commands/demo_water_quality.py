@@ -47,8 +47,6 @@ def replay_tail(
     from storage.sinks import record_failures, register_devices
     from streams.topics import DEADLETTER, READINGS
 
-    from .replay import incident_rows
-
     station = load_catalogue([CATALOGUE])["water_quality_station"]
     lines = data_file.read_bytes().splitlines(keepends=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -66,11 +64,10 @@ def replay_tail(
         stats = replay_file(
             tail, publisher, asset_type=station, device_id=DEVICE, asset_id=ASSET, speed=0
         )
-    record_failures(
-        conn.database_url,
-        incident_rows(stats, device_id=DEVICE, asset_id=ASSET, asset_type=station.name,
-                      source=f"replay:{data_file.name}"),
-    )  # fmt: skip
+    truth = stats.failure_rows(
+        device_id=DEVICE, asset_id=ASSET, asset_type=station.name, source=f"replay:{data_file.name}"
+    )
+    record_failures(conn.database_url, truth)
     return {
         "water_quality_readings": stats.readings,
         "water_quality_gaps": stats.gaps,

@@ -23,22 +23,6 @@ def _mapping(pairs: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
-def incident_rows(stats, *, device_id: str, asset_id: str, asset_type: str, source: str) -> list:
-    """The replay's labelled runs as rows of the ``failures`` ground-truth table."""
-    return [
-        {
-            "asset_id": asset_id,
-            "device_id": device_id,
-            "asset_type": asset_type,
-            "mode": "labelled_incident",
-            "degradation_started_at": inc.start,
-            "failed_at": inc.end,
-            "source": source,
-        }
-        for inc in stats.incidents
-    ]
-
-
 @click.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
@@ -176,8 +160,7 @@ def replay(
         raise click.ClickException(f"{file}: {exc}") from exc
     finally:
         bar.close()
-    rows = incident_rows(
-        stats,
+    rows = stats.failure_rows(
         device_id=device_id,
         asset_id=asset_id,
         asset_type=asset_type,
