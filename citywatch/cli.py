@@ -151,6 +151,7 @@ def _register_commands() -> None:
         bench_alerts,
         bench_ingest,
         bench_model,
+        bench_pipeline,
         bench_scoring,
         bench_sink,
         bench_worker,
@@ -194,6 +195,7 @@ def _register_commands() -> None:
     main.add_command(ingest.devices)
     for subcommand in (
         bench_worker.bench_worker,
+        bench_pipeline.bench_pipeline,
         bench_sink.bench_sink,
         bench_alerts.bench_alerts,
         bench_model.bench_model,
