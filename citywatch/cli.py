@@ -164,9 +164,11 @@ def _register_commands() -> None:
         ingest_check,
         labels,
         model,
+        replay,
         simulate,
         storage,
         train,
+        water_quality,
     )
 
     for command in (
@@ -182,6 +184,8 @@ def _register_commands() -> None:
         storage.storage,
         alerts.alerts,
         assets.assets,
+        replay.replay,
+        water_quality.water_quality,
         downlinks.downlinks,
     ):
         main.add_command(command)
