@@ -123,6 +123,9 @@ READER_DENIED = ("crew_tokens",)
 OWNER_ONLY = (
     "readings_1m_wide",  # refreshed by citywatch_refresh_rollups() (SECURITY DEFINER)
     "readings_1h_wide",
+    # Water-quality outlook: written by `demo --water-quality` and the bench (as the
+    # owner) until the worker scores stations; Grafana reads it.
+    "station_outlook",
 )
 
 SEQUENCES: dict[str, tuple[str, ...]] = {
