@@ -165,9 +165,11 @@ def _register_commands() -> None:
         labels,
         model,
         register,
+        replay,
         simulate,
         storage,
         train,
+        water_quality,
     )
 
     for command in (
@@ -184,6 +186,8 @@ def _register_commands() -> None:
         alerts.alerts,
         register.register,
         assets.assets,
+        replay.replay,
+        water_quality.water_quality,
         downlinks.downlinks,
     ):
         main.add_command(command)

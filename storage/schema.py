@@ -653,6 +653,14 @@ def _choose_flavour(conn: psycopg.Connection, requested: str, done: set[int]) ->
     return POSTGRES
 
 
+def _pending(conn: psycopg.Connection, target: int | None) -> bool:
+    """True unless every migration up to target is recorded (read-only check)."""
+    if recorded_flavour(conn) is None:
+        return True
+    done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
+    return any(v not in done for v, _, _ in MIGRATIONS if target is None or v <= target)
+
+
 def migrate(database_url: str, flavour: str = "auto", target: int | None = None) -> list[int]:
     """Apply pending migrations; return the versions applied now (empty when current).
 
@@ -668,6 +676,11 @@ def migrate(database_url: str, flavour: str = "auto", target: int | None = None)
     """
     applied_now: list[int] = []
     with psycopg.connect(database_url, autocommit=True) as conn:
+        # Services log in as roles that may not create or alter anything
+        # (storage/service_roles.py): a current schema needs no DDL at all.
+        if not _pending(conn, target):
+            _choose_flavour(conn, flavour, set())  # still refuses a flavour switch
+            return applied_now
         conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
         try:
             conn.execute(
@@ -694,3 +707,44 @@ def migrate(database_url: str, flavour: str = "auto", target: int | None = None)
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
     return applied_now
+
+
+# -- K: water-quality outlook (40) ------------------------------------------------------
+# One row per scored reading of a water-quality station (models/water_quality_model.py);
+# the horizons are NULL while the station has no supervised model (no labels) yet.
+_STATION_OUTLOOK = """
+        CREATE TABLE station_outlook (
+            ts                timestamptz NOT NULL,
+            device_id         text NOT NULL,
+            asset_id          text NOT NULL,
+            model_version     text NOT NULL,
+            event_probability double precision NOT NULL
+                CHECK (event_probability >= 0 AND event_probability <= 1),
+            alarm             boolean NOT NULL,
+            p_1h              double precision CHECK (p_1h >= 0 AND p_1h <= 1),
+            p_6h              double precision CHECK (p_6h >= 0 AND p_6h <= 1),
+            p_24h             double precision CHECK (p_24h >= 0 AND p_24h <= 1),
+            p_48h             double precision CHECK (p_48h >= 0 AND p_48h <= 1),
+            scored_at         timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (device_id, ts)
+        );
+        CREATE INDEX station_outlook_asset_idx ON station_outlook (asset_id, ts DESC);
+"""
+MIGRATIONS += [
+    (
+        40,
+        "station_outlook: water-quality incident probability now and within 1/6/24/48 h",
+        {
+            POSTGRES: _STATION_OUTLOOK,
+            # Like scores: weekly chunks compressed per device once a week old.
+            TIMESCALEDB: _STATION_OUTLOOK
+            + """
+        SELECT create_hypertable('station_outlook', 'ts', chunk_time_interval => INTERVAL '7 days');
+        ALTER TABLE station_outlook SET (timescaledb.compress,
+                                         timescaledb.compress_segmentby = 'device_id',
+                                         timescaledb.compress_orderby = 'ts DESC');
+        SELECT add_compression_policy('station_outlook', INTERVAL '7 days');
+""",
+        },
+    ),
+]

@@ -170,6 +170,7 @@ def format_summary(s: dict) -> str:
         f"({s['failures_detected']} of {s['failures_injected']} failures warned before they "
         f"happened; {s['degradations_in_progress']} assets still degrading)",
         *_lorawan_lines(s),
+        *_water_quality_lines(s),
         f"throughput          {_fmt(s['stored_per_s']):>8} readings/s stored "
         f"(simulator rate {s['rate']:.0f}/s)",
         f"lag                 p50 {_fmt(s['lag_p50_s'])} s, p99 {_fmt(s['lag_p99_s'])} s "
@@ -201,6 +202,17 @@ def format_summary(s: dict) -> str:
             lines.append(f"  ... and {len(s['alerts']) - 20} more")
     lines += ["", f"database: {s['database_url']}"]
     return "\n".join(lines)
+
+
+def _water_quality_lines(s: dict) -> list[str]:
+    if "water_quality_readings" not in s:
+        return []
+    return [
+        f"water quality       {s['water_quality_readings']:>8}   readings replayed "
+        f"({s['water_quality_gaps']} gaps, {s['water_quality_deadletters']} dead letters); "
+        f"incident within 48 h: {_fmt(s.get('water_quality_p48h'))} "
+        f"(model {s.get('water_quality_model')}, dashboard 'water quality')",
+    ]
 
 
 def _lorawan_lines(s: dict) -> list[str]:
@@ -245,10 +257,28 @@ def _fmt(value) -> str:
     help="Share of devices sent as LoRaWAN uplinks through Mosquitto and the bridge "
     "(when Mosquitto is installed; 0 turns it off).",
 )
+@click.option(
+    "--water-quality",
+    is_flag=True,
+    envvar="CITYWATCH_DEMO_WATER_QUALITY",
+    help="Also replay a real water-quality station's last two days (GECCO 2018, from "
+    "$CITYWATCH_DATASETS) and show its 48-hour outlook.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--keep", is_flag=True, help="Leave the stack running afterwards.")
 @click.pass_obj
-def demo(settings: Settings, duration, devices, rate, bad_rate, seed, lorawan_share, as_json, keep):
+def demo(
+    settings: Settings,
+    duration,
+    devices,
+    rate,
+    bad_rate,
+    seed,
+    lorawan_share,
+    water_quality,
+    as_json,
+    keep,
+):
     """Run broker, database, worker and simulator, then summarise what happened.
 
     Starts the embedded stack, trains a model if there is none, streams a
@@ -265,6 +295,14 @@ def demo(settings: Settings, duration, devices, rate, bad_rate, seed, lorawan_sh
         ensure_models(settings, conn.database_url, say, progress=not as_json)
         reset_tables(conn.database_url)
         log_path = settings.home.resolve() / "worker.log"
+        wq_file = None
+        if water_quality:
+            from . import demo_water_quality as wq
+
+            wq_file = wq.default_file()
+            if not wq_file.is_file():
+                raise click.ClickException(f"--water-quality needs {wq_file} (CITYWATCH_DATASETS)")
+            wq.enable_catalogue()  # before the worker starts: it must know the type
         say(f"starting the worker (log: {log_path}) ...")
         written = log_size(log_path)
         worker = start_worker(settings, conn, log_path)
@@ -293,6 +331,14 @@ def demo(settings: Settings, duration, devices, rate, bad_rate, seed, lorawan_sh
             wrap_send=leg.wrap if leg else None,
         )
         lorawan = leg.finish() if leg else {}
+        wq_counts: dict = {}
+        if wq_file is not None:
+            say(f"replaying the last 48 h of {wq_file.name} as station {wq.ASSET} ...")
+            wq_counts = wq.replay_tail(settings, conn, wq_file, hours=48)
+            stats.produced += (
+                wq_counts["water_quality_readings"] + wq_counts["water_quality_deadletters"]
+            )
+            stats.valid += wq_counts["water_quality_readings"]
         # Ingest dead letters reach the table only once the worker stores the
         # deadletter topic's stage=ingest messages; count the others apart.
         ingest_elsewhere = max(
@@ -306,6 +352,10 @@ def demo(settings: Settings, duration, devices, rate, bad_rate, seed, lorawan_sh
         from storage.reports import pipeline_summary
 
         summary = pipeline_summary(conn.database_url)
+        if wq_file is not None:
+            say("scoring the station's stored readings (1/6/24/48 h outlook) ...")
+            wq_counts |= wq.score_stored(conn, wq.fit_demo_model(wq_file, hours=48))
+        summary.update(wq_counts)
         summary["models"] = model_summary(settings, conn.database_url, started_at)
         ingest_elsewhere = max(
             0, lorawan.get("ingest_deadletters", 0) - _ingest_deadletters_stored(conn.database_url)
