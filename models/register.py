@@ -77,7 +77,10 @@ def _history(promotions: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _heldout(metrics: Mapping[str, Any]) -> dict[str, Any]:
-    keep = ("auc", "average_precision", "precision", "recall", "failures_caught", "threshold")
+    keep = (
+        *("auc", "average_precision", "precision", "recall", "failures_caught", "threshold"),
+        "remaining_life",
+    )
     return {
         t: {k: m[k] for k in keep if k in m} if isinstance(m, Mapping) else m
         for t, m in metrics.items()
@@ -97,6 +100,13 @@ def _performance_text(metrics: Mapping[str, Any], evidence: Sequence[Mapping[str
                 f"{t}: held-out AUC {_num(m['auc'], 3)}, precision {_num(m.get('precision'))}"
                 f", recall {_num(m.get('recall'))} at the alert threshold"
             )
+            rul = m.get("remaining_life")
+            if isinstance(rul, Mapping) and "coverage" in rul:
+                parts.append(
+                    f"{t} time to failure: 10-90 % interval covers {_num(rul['coverage'])} of "
+                    f"held-out readings ({_num(rul.get('coverage_failing_within_cap'))} of those "
+                    "failing within its horizon)"
+                )
     for e in evidence:
         parts.append(_evidence_text(e))
     return "; ".join(parts) or "no held-out metrics recorded"

@@ -115,6 +115,7 @@ def test_publish_renders_in_chromium(tmp_path, registry_db, base_settings, small
     actions = [(h["action"], h["actor"]) for h in champion["citywatch"]["change_history"]]
     assert ("promote", "ben") in actions
     assert "SKAB (leaderboard): f1 0.810" in champion["performance"]
+    assert "time to failure: 10-90 % interval covers" in champion["performance"]
     for e in entries:
         assert json.loads((out / f"{e['uuid']}.json").read_text()) == e
 
