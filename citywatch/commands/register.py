@@ -30,19 +30,43 @@ def register() -> None:
     envvar="CITYWATCH_REGISTER_OUT",
     help="Folder to write index.html, register.json and one JSON per entry to.",
 )
-@click.option("--organization", required=True, envvar="CITYWATCH_REGISTER_ORGANIZATION")
-@click.option("--department", required=True, envvar="CITYWATCH_REGISTER_DEPARTMENT")
-@click.option("--contact-email", required=True, envvar="CITYWATCH_REGISTER_CONTACT_EMAIL")
+@click.option(
+    "--organization",
+    required=True,
+    envvar="CITYWATCH_REGISTER_ORGANIZATION",
+    help="Responsible organization, e.g. 'City of Example'.",
+)
+@click.option(
+    "--department",
+    required=True,
+    envvar="CITYWATCH_REGISTER_DEPARTMENT",
+    help="Department, team or programme using the models.",
+)
+@click.option(
+    "--contact-email",
+    required=True,
+    envvar="CITYWATCH_REGISTER_CONTACT_EMAIL",
+    help="Where the public sends questions and objections.",
+)
 @click.option("--area", required=True, envvar="CITYWATCH_REGISTER_AREA", help="City or region.")
-@click.option("--website", default=None, envvar="CITYWATCH_REGISTER_WEBSITE")
-@click.option("--codebase-url", default=None, envvar="CITYWATCH_REGISTER_CODEBASE_URL")
+@click.option(
+    "--website", default=None, envvar="CITYWATCH_REGISTER_WEBSITE", help="Where it is published."
+)
+@click.option(
+    "--codebase-url", default=None, envvar="CITYWATCH_REGISTER_CODEBASE_URL", help="Source code."
+)
 @click.option(
     "--evidence",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     multiple=True,
     help="A `citywatch bench model --json` result to quote under performance (repeatable).",
 )
-@click.option("--title", default="Public AI register: city infrastructure maintenance")
+@click.option(
+    "--title",
+    default="Public AI register: city infrastructure maintenance",
+    show_default=True,
+    envvar="CITYWATCH_REGISTER_TITLE",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the entries as JSON.")
 @click.pass_obj
 def publish(
