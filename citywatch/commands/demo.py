@@ -107,6 +107,13 @@ def model_summary(settings: Settings, database_url: str, since: datetime) -> dic
             "SELECT count(anomaly_score), count(*) FILTER (WHERE anomaly_score > 1)"
             " FROM scores WHERE role = 'champion'"
         ).fetchone()
+        with_ttf = conn.execute(
+            "SELECT count(ttf_median_days) FROM scores WHERE role = 'champion'"
+        ).fetchone()[0]
+        outlook = conn.execute(
+            "SELECT asset_id, outlook FROM alerts WHERE outlook IS NOT NULL"
+            " ORDER BY opened_at DESC LIMIT 1"
+        ).fetchone()
         alert_kinds = dict(
             conn.execute(
                 "SELECT coalesce(model_kind, 'failure_risk'), count(*) FROM alerts"
@@ -138,6 +145,8 @@ def model_summary(settings: Settings, database_url: str, since: datetime) -> dic
         "anomaly_scores": anomaly_scored,
         "anomaly_over_limit": anomaly_high,
         "alerts_by_kind": alert_kinds,
+        "scores_with_ttf": with_ttf,
+        "latest_outlook": None if outlook is None else f"{outlook[0]}: {outlook[1]}",
     }
 
 
@@ -186,6 +195,9 @@ def format_summary(s: dict) -> str:
             f"model kinds         scores {m['scores_by_kind']}, alerts {m['alerts_by_kind']}",
             f"anomaly scores      {m['anomaly_scores']:>8}   ({m['anomaly_over_limit']} over "
             "the control limit; none while a device learns its baseline)",
+            f"time to failure     {m['scores_with_ttf']:>8}   scores with an interval"
+            + (f"; latest alert: {m['latest_outlook']}" if m["latest_outlook"] else "")
+            + ("" if m["scores_with_ttf"] else " (the champion predates remaining-life models)"),
             f"drift               {m['drift_alerts']} of {m['drift_features']} features at "
             f"PSI >= 0.2 (max {_fmt(m['drift_max_psi'])}); the demo fleet is not the "
             "training fleet",
