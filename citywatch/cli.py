@@ -149,6 +149,7 @@ def _register_commands() -> None:
         bench,
         bench_alerts,
         bench_ingest,
+        bench_leaks,
         bench_model,
         bench_scoring,
         bench_sink,
@@ -186,6 +187,7 @@ def _register_commands() -> None:
         bench_model.bench_model,
         bench_scoring.bench_scoring,
         bench_ingest.bench_ingest,
+        bench_leaks.bench_leaks,
     ):
         bench.bench.add_command(subcommand)
 
