@@ -195,6 +195,15 @@ class ResidualLeakDetector:
             s.alarm = not s.alarm
             s.streak = 0
 
+    def acknowledge(self) -> None:
+        """A crew has taken the alarm: what the sensors read now becomes normal.
+        The time-of-week references restart (the noise estimate is kept), so the
+        next leak is measured against the network as it is after this one."""
+        s = self._state
+        s.slot_count[:] = 0
+        s.alarm = False
+        s.streak = 0
+
     def ranking(self) -> list[tuple[str, float]]:
         """Candidate nodes, most likely first, with their statistic (empty before any)."""
         scores = self._state.last_scores
@@ -220,9 +229,11 @@ def detect(
     config: DetectorConfig | None = None,
     *,
     rank_after: int = 48,
+    acknowledge_after: int | None = None,
 ) -> Detection:
     """Run the online detector over a whole series; rankings are taken ``rank_after``
-    steps into each alarm (the evidence of a day), or at its end if shorter."""
+    steps into each alarm (the evidence of a day), or at its end if shorter. With
+    ``acknowledge_after``, a crew takes each alarm that many steps after it rose."""
     det = ResidualLeakDetector(model, config)
     steps = len(inflow)
     alarms = np.zeros(steps, dtype=bool)
@@ -240,4 +251,7 @@ def detect(
             and (not alarms[k] or k - onset >= rank_after)
         ):
             rankings[onset] = [name for name, _ in det.ranking()]
+        if acknowledge_after and onset is not None and k - onset + 1 >= acknowledge_after:
+            det.acknowledge()
+            onset = None
     return Detection(alarms, stats, rankings)

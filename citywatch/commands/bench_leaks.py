@@ -16,8 +16,8 @@ PAPER_MNF_HANOI = {"recall": 0.3990, "tnr": 0.9958, "f1": 0.5649, "early_detecti
 PAPER_RANDOM_HANOI_F1 = 0.3211
 
 
-def _default_data() -> str:
-    return os.environ.get("CITYWATCH_DATASETS", "../shared/datasets") + "/leakdb"
+def _default_data(dataset: str) -> Path:
+    return Path(os.environ.get("CITYWATCH_DATASETS", "../shared/datasets")) / dataset
 
 
 def _parse_range(text: str) -> tuple[int, int]:
@@ -31,18 +31,21 @@ def _parse_range(text: str) -> tuple[int, int]:
 @click.command("leaks")
 @click.option(
     "--dataset",
-    type=click.Choice(["leakdb"]),
+    type=click.Choice(["leakdb", "battledim"]),
     default="leakdb",
     show_default=True,
     envvar="CITYWATCH_BENCH_DATASET",
+    help="leakdb: regenerated scenarios, per-step scores; battledim: L-Town 2019 flows, "
+    "detections, delays and euros.",
 )
 @click.option(
     "--data",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
-    default=_default_data,
-    show_default="$CITYWATCH_DATASETS/leakdb",
+    default=None,
+    show_default="$CITYWATCH_DATASETS/<dataset>",
     envvar="CITYWATCH_BENCH_DATA",
-    help="Folder with the .inp files and <network>_scenarios.csv / <network>_leaks.csv.",
+    help="LeakDB: the .inp files and <network>_scenarios.csv / <network>_leaks.csv; "
+    "BattLeDIM: L-TOWN.inp and the *_2019.csv files.",
 )
 @click.option(
     "--network",
@@ -80,8 +83,8 @@ def _parse_range(text: str) -> tuple[int, int]:
 def bench_leaks(
     dataset, data, networks, scenarios, leaks_file, every, select, workers, as_json
 ) -> None:
-    """Detect and localise leaks on regenerated LeakDB scenarios, against LeakDB's
-    minimum-night-flow detector (λ = 20 %) run on the same readings.
+    """Detect and localise leaks, against LeakDB's minimum-night-flow detector
+    (λ = 20 %) run on the same readings.
 
     Every scenario is simulated again with WNTR/EPANET from its published leak
     parameters (see networks/scenarios.py for how), then the residual detector
@@ -89,9 +92,21 @@ def bench_leaks(
     score follow LeakDB's scoring_algorithm.m, pooled over all steps.
     localised_top3 is the share of detected leaks whose node is among the
     first 3 candidates, next to a random ranking of the same candidates.
+
+    BattLeDIM 2019 has flows and the tank level only: detections, false alarms,
+    delays and the economic score (distance term left out: no pipe is named).
     """
-    from networks.leakdb_bench import CHOSEN, GRID, Outcome, evaluate, summary
+    from networks.leakdb_bench import CHOSEN, GRID, MNF_GAMMA, Outcome, evaluate, summary
     from networks.scenarios import read_scenarios
+
+    data = data or _default_data(dataset)
+    if not data.is_dir():
+        raise click.ClickException(f"{data} is not a folder (set --data)")
+    if dataset == "battledim":
+        from networks.battledim import run_bench
+
+        _print_battledim(run_bench(data, CHOSEN, MNF_GAMMA), as_json)
+        return
 
     lo, hi = _parse_range(scenarios)
     configs = GRID if select else [CHOSEN]
@@ -154,3 +169,18 @@ def bench_leaks(
 
 def _fmt(value: float | None) -> str:
     return "  n/a " if value is None else f"{value:.4f}"
+
+
+def _print_battledim(fig: dict, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps({"l-town": fig}, indent=2))
+        return
+    base = fig["baseline"]
+    click.echo(f"L-Town 2019 ({fig['leaks_2019']} leaks starting in 2019)")
+    for key in ("true_detections", "false_alarms", "missed_2019_leaks", "median_delay_h"):
+        click.echo(f"  {key:<20} detector {fig[key]!s:>12}   MNF {base[key]!s:>12}")
+    click.echo(
+        f"  economic score (EUR) detector {fig['economic_score_eur']:>12,.2f}   "
+        f"MNF {base['economic_score_eur']:>12,.2f}   perfect {fig['perfect_score_eur']:,.2f}"
+    )
+    click.echo(f"  distance term: {fig['distance_term']}")

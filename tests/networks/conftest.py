@@ -14,3 +14,13 @@ def leakdb_dir() -> Path:
     if not path.is_dir():
         pytest.skip(f"LeakDB folder {path} not found (set CITYWATCH_DATASETS)")
     return path
+
+
+@pytest.fixture(scope="session")
+def battledim_dir() -> Path:
+    """The shared BattLeDIM files (skips when absent)."""
+    default = Path(__file__).resolve().parents[3] / "shared" / "datasets"
+    path = Path(os.environ.get("CITYWATCH_DATASETS", default)) / "battledim"
+    if not path.is_dir():
+        pytest.skip(f"BattLeDIM folder {path} not found (set CITYWATCH_DATASETS)")
+    return path
