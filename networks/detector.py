@@ -166,13 +166,16 @@ class ResidualLeakDetector:
             cov = (1 - cfg.shrinkage) * cov + cfg.shrinkage * diag
             cov += np.eye(len(cov)) * 1e-9 * max(np.trace(cov), 1e-12)
             s.inv = np.linalg.pinv(cov)
+            n = self._tested
+            inv_sig = s.inv[:n, :n] @ self._sig
+            # s_jᵀ Σ⁻¹ s_j per candidate, refreshed with Σ⁻¹.
+            self._energy = np.maximum(np.einsum("ij,ij->j", self._sig, inv_sig), 1e-300)
 
     def _score(self, delta: np.ndarray) -> float:
         s, n = self._state, self._tested
         inv = s.inv[:n, :n]
         proj = self._sig.T @ (inv @ delta[:n])  # s_jᵀ Σ⁻¹ Δ
-        energy = np.einsum("ij,ij->j", self._sig, inv @ self._sig)  # s_jᵀ Σ⁻¹ s_j
-        scores = proj / np.sqrt(np.maximum(energy, 1e-300))
+        scores = proj / np.sqrt(self._energy)
         s.last_scores = scores
         best = float(scores.max())
         # A shift that a leak's *negative* fits better is water no longer lost (a

@@ -38,13 +38,18 @@ class NetworkModel:
 
     def expected_pressure(self, inflow: np.ndarray | float) -> np.ndarray:
         """Pressures (…, junctions) the model predicts for the measured inflow."""
-        q = np.atleast_1d(np.asarray(inflow, dtype=float))
+        if np.ndim(inflow) == 0:  # the online path: one step, no array set-up
+            grid = self.grid_inflow
+            hi = min(max(int(np.searchsorted(grid, inflow)), 1), len(grid) - 1)
+            w = min(max((inflow - grid[hi - 1]) / (grid[hi] - grid[hi - 1]), 0.0), 1.0)
+            return (1 - w) * self.grid_pressure[hi - 1] + w * self.grid_pressure[hi]
+        q = np.asarray(inflow, dtype=float)
         # Linear interpolation between grid rows (one search for all sensors).
         hi = np.clip(np.searchsorted(self.grid_inflow, q), 1, len(self.grid_inflow) - 1)
         q0, q1 = self.grid_inflow[hi - 1], self.grid_inflow[hi]
         w = np.clip((q - q0) / (q1 - q0), 0.0, 1.0)[:, None]
         out = (1 - w) * self.grid_pressure[hi - 1] + w * self.grid_pressure[hi]
-        return out if np.ndim(inflow) else out[0]
+        return out
 
     def residuals(self, pressure: np.ndarray, inflow: np.ndarray) -> np.ndarray:
         """(steps, junctions + 1): pressure minus expected, then the inflow itself."""
