@@ -146,6 +146,7 @@ def worker(
 def _register_commands() -> None:
     from citywatch.commands import (
         alerts,
+        assets,
         bench,
         bench_alerts,
         bench_ingest,
@@ -153,6 +154,7 @@ def _register_commands() -> None:
         bench_model,
         bench_scoring,
         bench_sink,
+        bench_worker,
         dashboards,
         demo,
         drift,
@@ -177,11 +179,13 @@ def _register_commands() -> None:
         grafana.grafana,
         storage.storage,
         alerts.alerts,
+        assets.assets,
     ):
         main.add_command(command)
     main.add_command(ingest.ingest)
     main.add_command(ingest.devices)
     for subcommand in (
+        bench_worker.bench_worker,
         bench_sink.bench_sink,
         bench_alerts.bench_alerts,
         bench_model.bench_model,

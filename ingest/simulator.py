@@ -623,7 +623,7 @@ class FleetSimulator:
 
         rng = self._rng = np.random.default_rng(seed)
         n = n_devices
-        types = list(ASSET_TYPES)
+        types = list(_SIGNALS)  # the types the simulator has physics for
         lat = center[0] + rng.uniform(-0.05, 0.05, n)
         lon = center[1] + rng.uniform(-0.05, 0.05, n)
         installed_days = rng.uniform(0.0, 3650.0, n)
@@ -920,9 +920,9 @@ def maintenance_bytes(r: SimReading) -> bytes:
     )
 
 
-#: Every metric name in the catalogue, in catalogue order, each once.
+#: Every metric name of the simulated types, in catalogue order, each once.
 METRIC_COLUMNS: tuple[str, ...] = tuple(
-    dict.fromkeys(name for t in ASSET_TYPES.values() for name in t.metric_names)
+    dict.fromkeys(name for t in _SIGNALS for name in ASSET_TYPES[t].metric_names)
 )
 
 

@@ -1,22 +1,23 @@
-"""The citywatch worker: readings in, scores and alerts out. Reads top to bottom.
+"""The citywatch worker: Faust topics, tables and agents around the batch pipeline.
 
     readings (raw bytes, key = device)
-      -> validate                      Reading | Maintenance | Rejection
-      -> per-device features           Faust table ``device-state`` (packed bytes);
-                                       a Maintenance event resets the device's baseline
-      -> batch scoring (LightGBM)      champion, plus a challenger in shadow
+      -> streams.pipeline.plan_readings    validate, per-device features, score
+                                           (champion, plus a challenger in shadow)
       -> PostgreSQL (readings, scores, explanations, dead letters) in one transaction
-      -> scores topic                  one ScoreBatch per partition, keyed by asset
+      -> scores topic                      one ScoreBatch per partition, keyed by asset
+      -> device-state table                packed per-device state (streams.state)
     scores
-      -> hysteresis per asset          Faust table ``alert-state``
-      -> alerts topic + PostgreSQL
+      -> streams.pipeline.plan_alerts      hysteresis per asset (table ``alert-state``)
+      -> PostgreSQL, then the alerts topic
     deadletter (stage=ingest, from the LoRaWAN bridge and webhooks)
       -> PostgreSQL deadletters
 
-Delivery: at-least-once from Kafka, exactly-once in PostgreSQL. A batch is
-written to the database *before* table state is updated and offsets are
-acknowledged; the per-key state remembers the last offset it absorbed, so a
-replay after a crash skips work it has already stored.
+The steps are plain functions in streams.pipeline; this module only wires them
+to Kafka and carries each plan out in the crash-safe order: store, publish,
+move state, acknowledge. Delivery: at-least-once from Kafka, exactly-once in
+PostgreSQL; the per-key state remembers the last offset it absorbed, so a
+replay after a crash skips work it has already stored. Containment of poison
+messages and outages is streams.containment's job (docs/delivery.md).
 """
 
 from __future__ import annotations
@@ -28,27 +29,20 @@ import os
 import signal
 import socket
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import faust
 import numpy as np
 import psycopg
-from aiokafka.partitioner import murmur2
 
 from citywatch.settings import Settings
 from models.catalog import ActiveBundles, ModelRegistry
-from models.features import DeviceFeatureState
 from storage.ingest_deadletters import ingest_deadletter_row
 from storage.maintenance import run_maintenance
 from storage.sinks import (
-    AlertRow,
-    ExplanationRow,
-    MaintenanceRow,
     PostgresSink,
-    ReadingRow,
-    ScoreRow,
     SinkBatch,
     SinkUnavailableError,
     load_devices,
@@ -56,27 +50,17 @@ from storage.sinks import (
 )
 
 from . import topics
-from .alerting import AlertState, Hysteresis, step
+from .alerting import Hysteresis
 from .containment import Containment, hold, release, retry_until_done
 from .deadletters import (
     MAX_REPUBLISHED_RAW,
     deadletter_headers,
-    deadletter_row,
-    duplicate_deadletter,
     poison_row,
 )
 from .ordering import OffsetGuard, fetch_hole
-from .records import AlertEvent, Maintenance, Reading, decode_score_batch, encode_score_batch
-from .state import (
-    DeviceState,
-    StateCache,
-    decode_offsets,
-    decode_state,
-    encode_state,
-    spec_fingerprint,
-)
+from .pipeline import DeviceStates, Limits, plan_alerts, plan_readings
+from .records import AlertEvent, encode_score_batch
 from .tansu import install_faust_highwater_fix
-from .validation import Rejection, validate_reading
 
 log = logging.getLogger("citywatch.worker")
 
@@ -116,6 +100,7 @@ class WorkerStats:
     stored: int = 0
     maintenance: int = 0
     scored: int = 0
+    unscored: int = 0  # stored, but the champion has no model for the asset type
     deadletters: Counter = field(default_factory=Counter)
     alerts_opened: int = 0
     alerts_closed: int = 0
@@ -156,28 +141,6 @@ async def fail_fast(app: faust.App, step_name: str):
         )
         os.kill(os.getpid(), signal.SIGTERM)
         raise
-
-
-_moved_warned: set[str] = set()
-
-
-def _warn_moved(device_id: str, old: int, new: int) -> None:
-    # Replay detection compares offsets within one partition. A device whose
-    # messages arrive on two partitions means producers partition differently
-    # (every citywatch producer uses murmur2, as Kafka's Java client does).
-    if device_id not in _moved_warned:
-        _moved_warned.add(device_id)
-        log.warning(
-            "device %s moved from partition %d to %d: check the producers' partitioner",
-            device_id,
-            old,
-            new,
-        )
-
-
-def partition_of(key: bytes, partitions: int) -> int:
-    """Kafka's default partitioner (murmur2), as every producer and Faust table uses it."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 # -- the app ---------------------------------------------------------------
@@ -262,8 +225,14 @@ def create_app(
     alert_sink = PostgresSink(database_url)
     deadletter_sink = PostgresSink(database_url)
     stats = WorkerStats()
-    cache = StateCache()
-    max_skew = timedelta(seconds=settings.max_clock_skew_s)
+    device_states = DeviceStates(device_state)
+    limits = Limits(
+        max_skew=timedelta(seconds=settings.max_clock_skew_s),
+        max_age=timedelta(days=settings.max_reading_age_days)
+        if settings.max_reading_age_days
+        else None,
+        max_bytes=settings.max_message_bytes,
+    )
     worker_id = f"{socket.gethostname()}:{os.getpid()}"
 
     def stopping() -> bool:
@@ -341,278 +310,62 @@ def create_app(
         try:
             await _process_readings(events)
         except BaseException:
-            cache.clear()  # features moved ahead of the table; restore from it on retry
+            device_states.forget_live_objects()  # restore from the table on retry
             raise
 
     async def _process_readings(events) -> None:
-        now = datetime.now(UTC)
-        max_age = (
-            timedelta(days=settings.max_reading_age_days) if settings.max_reading_age_days else None
-        )
         champion, challenger = current_models(models)
-        batch = SinkBatch()
-        dead_messages: list[tuple[bytes, bytes, str]] = []
-        by_device: dict[str, list[tuple[Reading | Maintenance, object]]] = defaultdict(list)
-
-        # 1. validate: Reading, Maintenance or dead letter
         for event in events:
-            message = event.message
-            stats.last_offsets[message.tp] = message.offset
-            raw = message.value
-            checked = validate_reading(
-                raw,
-                devices.lookup,
-                now=now,
-                max_skew=max_skew,
-                max_age=max_age,
-                max_bytes=settings.max_message_bytes,
-            )
-            if isinstance(checked, Rejection):
-                batch.deadletters.append(deadletter_row(checked, message, raw))
-                dead_messages.append((message.key or b"", raw or b"", checked.reason))
-            else:
-                by_device[checked.device_id].append((checked, message))
-
-        # 2. features from per-device state; duplicates and replays are decided here
-        touched: dict[bytes, DeviceState] = {}
-        reading_messages: list = []  # the message of each batch.readings row
-        batch_keys: set[tuple[str, datetime]] = set()  # the sink needs them unique
-        to_score: dict[str, list[tuple[Reading, list[float]]]] = defaultdict(list)
-        for device_id, items in by_device.items():
-            key = device_id.encode()
-            asset_type = items[0][0].asset_type
-            state = _device_state(key, asset_type, champion)
-            for reading, message in items:
-                if message.partition != state.last_partition:
-                    if state.last_partition >= 0:
-                        _warn_moved(device_id, state.last_partition, message.partition)
-                    state.last_partition = message.partition
-                elif message.offset <= state.last_offset:
-                    continue  # replay of a message already stored before a restart
-                state.last_offset = message.offset
-                touched[key] = state
-                if isinstance(reading, Maintenance):
-                    # A repair. Features restart at the device's first reading at or
-                    # after the event's time, exactly where training resets them
-                    # (models.history); a repeated event (producer retry) is ignored.
-                    if state.reset_ts is None or reading.ts > state.reset_ts:
-                        state.reset_ts, state.reset_pending = reading.ts, True
-                    batch.maintenance.append(
-                        MaintenanceRow(
-                            reading.ts,
-                            device_id,
-                            reading.asset_id,
-                            reading.asset_type,
-                            reading.source,
-                        )
-                    )
-                    continue
-                repeated = (device_id, reading.ts) in batch_keys
-                if repeated or (state.last_ts is not None and reading.ts == state.last_ts):
-                    rejection = Rejection("duplicate", f"second reading at {reading.ts}", device_id)
-                    batch.deadletters.append(deadletter_row(rejection, message, message.value))
-                    dead_messages.append((message.key or b"", message.value, "duplicate"))
-                    continue
-                batch.readings.append(
-                    ReadingRow(
-                        reading.ts,
-                        device_id,
-                        reading.asset_id,
-                        reading.asset_type,
-                        reading.metrics,
-                        reading.source,
-                    )
-                )
-                reading_messages.append(message)
-                batch_keys.add((device_id, reading.ts))
-                if state.last_ts is not None and now >= state.last_ts > reading.ts:
-                    # Late: stored, but features only move forward. A last reading
-                    # ahead of our clock (forged or skewed) makes nothing late, so
-                    # it cannot mute the device's real readings.
-                    continue
-                state.last_ts = reading.ts
-                if state.reset_pending and reading.ts >= state.reset_ts:
-                    state.features.reset_baseline()
-                    state.reset_pending = False
-                to_score[asset_type].append((reading, state.features.update(reading.metrics)))
-
-        # 3. score in batches, one LightGBM call per asset type and model
-        # Champion rows are stored and also published (they alert); challenger rows are stored only.
-        champion_scores: list[ScoreRow] = []
-        for asset_type, rows in to_score.items():
-            X = np.asarray([f for _, f in rows], dtype=float)
-            risks = champion.predict_proba(asset_type, X)
-            threshold = float(champion.threshold(asset_type))
-            champion_scores.extend(
-                ScoreRow(
-                    reading.ts,
-                    reading.device_id,
-                    reading.asset_id,
-                    asset_type,
-                    champion.version,
-                    risk,
-                    threshold,
-                )
-                for (reading, _), risk in zip(rows, risks.tolist(), strict=True)
-            )
-            high = np.flatnonzero(risks >= threshold)
-            for i, contributions in zip(
-                high.tolist(), champion.explain(asset_type, X[high]), strict=True
-            ):
-                reading = rows[i][0]
-                batch.explanations.append(
-                    ExplanationRow(
-                        reading.ts,
-                        reading.device_id,
-                        reading.asset_id,
-                        champion.version,
-                        float(risks[i]),
-                        contributions,
-                    )
-                )
-            if challenger is not None and _same_features(challenger, champion, asset_type):
-                shadow = challenger.predict_proba(asset_type, X).tolist()
-                shadow_threshold = float(challenger.threshold(asset_type))
-                batch.scores.extend(
-                    ScoreRow(
-                        reading.ts,
-                        reading.device_id,
-                        reading.asset_id,
-                        asset_type,
-                        challenger.version,
-                        risk,
-                        shadow_threshold,
-                        "challenger",
-                    )
-                    for (reading, _), risk in zip(rows, shadow, strict=True)
-                )
-
-        # 4. store, then publish, then move state forward (crash-safe order)
-        batch.scores.extend(champion_scores)
-        batch.reading_positions = [(m.topic, m.partition, m.offset) for m in reading_messages]
-        # A reading whose (device, ts) another message's reading holds in the database
-        # becomes a duplicate dead letter in the same transaction: never a silent no-op.
-        batch.conflict_deadletter = lambda i: duplicate_deadletter(
-            batch.readings[i], reading_messages[i]
+            stats.last_offsets[event.message.tp] = event.message.offset
+        plan = plan_readings(
+            [event.message for event in events],
+            lookup=devices.lookup,
+            limits=limits,
+            now=datetime.now(UTC),
+            states=device_states,
+            champion=champion,
+            challenger=challenger,
         )
-        written = await asyncio.to_thread(reading_sink.write, batch)
-        for i in written.conflicts:
-            message = reading_messages[i]
-            dead_messages.append((message.key or b"", message.value, "duplicate"))
-        stored_readings = len(batch.readings) - len(written.conflicts)
-        by_partition: dict[int, list[ScoreRow]] = defaultdict(list)
-        for score in champion_scores:
-            by_partition[partition_of(score.asset_id.encode(), settings.partitions)].append(score)
-        for partition, part in by_partition.items():
+        # Store, then publish, then move state forward (crash-safe order).
+        written = await asyncio.to_thread(reading_sink.write, plan.batch)
+        plan.conflicts_stored(written.conflicts)
+        for partition, part in plan.scores_by_partition(settings.partitions).items():
             await scores_topic.send(value=encode_score_batch(part), partition=partition)
-        for key, raw, reason in dead_messages:
+        for key, raw, reason in plan.republish:
             await deadletter_topic.send(
                 key=key,
                 value=raw[:MAX_REPUBLISHED_RAW],
                 headers=deadletter_headers(reason, raw),
             )
         await app.producer.flush()
-        for key, state in touched.items():
-            packed = encode_state(state, spec_fingerprint(state.features.spec))
-            device_state[key] = packed
-            cache.put(key, packed, state)
+        device_states.save(plan.states)
 
         stats.processed += len(events)
-        stats.stored += stored_readings
-        stats.maintenance += len(batch.maintenance)
-        stats.scored += len(champion_scores)
-        stats.deadletters.update(d.reason for d in batch.deadletters)
-
-    spec_changes_logged: set[tuple[str, str]] = set()
-
-    def _device_state(key: bytes, asset_type: str, champion) -> DeviceState:
-        saved = device_state.get(key)
-        cached = cache.get(key, saved)
-        spec = champion.feature_spec(asset_type)
-        if cached is not None and cached.features.spec == spec:
-            return cached
-        if saved is None:
-            return DeviceState(-1, None, DeviceFeatureState(spec))
-        restored = decode_state(saved, spec, spec_fingerprint(spec))
-        if restored is not None:
-            return restored
-        # The champion's features changed: offsets stay, features start afresh.
-        if (champion.version, asset_type) not in spec_changes_logged:
-            spec_changes_logged.add((champion.version, asset_type))
-            log.info(
-                "model %s computes other %s features; devices start fresh feature state",
-                champion.version,
-                asset_type,
-            )
-        marks = decode_offsets(saved)
-        return DeviceState(
-            marks.last_offset,
-            marks.last_ts,
-            DeviceFeatureState(spec),
-            marks.last_partition,
-            marks.reset_ts,
-            False,  # fresh features: nothing left to reset
-        )
+        stats.stored += len(plan.batch.readings) - len(written.conflicts)
+        stats.maintenance += len(plan.batch.maintenance)
+        stats.scored += len(plan.champion_scores)
+        stats.unscored += plan.unscored
+        stats.deadletters.update(d.reason for d in plan.batch.deadletters)
 
     @app.agent(scores_topic)
     async def raise_alerts(stream):
         await settle_batches(stream, alerting, process_scores, store_poison(alert_sink, "alert"))
 
     async def process_scores(events) -> None:
-        states: dict[str, AlertState] = {}
-        rows: list[AlertRow] = []
-        published: list[AlertEvent] = []
-        for event in events:
-            for score in decode_score_batch(event.value):
-                if score.asset_id not in states:
-                    states[score.asset_id] = AlertState.from_dict(
-                        alert_state.get(score.asset_id.encode())
-                    )
-                state = states[score.asset_id]
-                if state.last_ts is not None and score.ts <= datetime.fromisoformat(state.last_ts):
-                    continue  # replayed or stale score
-                open_at, close_at = rule.thresholds(score.threshold)
-                transition = step(
-                    state,
-                    asset_id=score.asset_id,
-                    device_id=score.device_id,
-                    ts=score.ts,
-                    risk=score.risk,
-                    open_at=open_at,
-                    close_at=close_at,
-                    rule=rule,
-                )
-                if transition is None:
-                    continue
-                row = AlertRow(
-                    transition.alert_id,
-                    score.asset_id,
-                    score.device_id,
-                    score.asset_type,
-                    "open" if transition.kind == "open" else "closed",
-                    transition.opened_at,
-                    transition.closed_at,
-                    transition.peak_risk,
-                    score.risk,
-                    open_at,
-                    score.model_version,
-                )
-                rows.append(row)
-                published.append(alert_event(row, transition.kind))
-                if transition.kind == "open":
-                    stats.alerts_opened += 1
-                    log.info(
-                        "alert OPEN  %s risk=%.2f (%s)", score.asset_id, score.risk, row.alert_id
-                    )
-                else:
-                    stats.alerts_closed += 1
-                    log.info("alert CLOSE %s (%s)", score.asset_id, row.alert_id)
-        if rows:
-            await asyncio.to_thread(alert_sink.write, SinkBatch(alerts=rows))
-            for alert in published:
+        plan = plan_alerts((e.value for e in events), alert_state.get, rule)
+        if plan.rows:
+            await asyncio.to_thread(alert_sink.write, SinkBatch(alerts=plan.rows))
+            for alert in plan.events:
                 await alerts_topic.send(key=alert.asset_id, value=alert)
             await app.producer.flush()
-        for asset_id, state in states.items():
+        for row in plan.rows:
+            if row.status == "open":
+                stats.alerts_opened += 1
+                log.info("alert OPEN  %s risk=%.2f (%s)", row.asset_id, row.last_risk, row.alert_id)
+            else:
+                stats.alerts_closed += 1
+                log.info("alert CLOSE %s (%s)", row.asset_id, row.alert_id)
+        for asset_id, state in plan.states.items():
             alert_state[asset_id.encode()] = state.to_dict()
 
     @app.agent(deadletter_topic)
@@ -651,13 +404,14 @@ def create_app(
         stats.batch_ms = []
         lag = consumer_lag(app, stats.last_offsets)
         log.info(
-            "processed=%d (%.0f/s) stored=%d maintenance=%d scored=%d deadletters=%d"
-            " alerts open/closed=%d/%d lag=%s",
+            "processed=%d (%.0f/s) stored=%d maintenance=%d scored=%d unscored=%d"
+            " deadletters=%d alerts open/closed=%d/%d lag=%s",
             stats.processed,
             stats.processed / elapsed,
             stats.stored,
             stats.maintenance,
             stats.scored,
+            stats.unscored,
             sum(stats.deadletters.values()),
             stats.alerts_opened,
             stats.alerts_closed,
@@ -700,28 +454,6 @@ def create_app(
 
     app.citywatch_stats = stats  # type: ignore[attr-defined]
     return app
-
-
-def _same_features(a, b, asset_type: str) -> bool:
-    # Shadow scoring reuses the champion's feature rows; a challenger with other
-    # features would need its own device state, which the worker doesn't keep.
-    return asset_type in a.asset_types and a.feature_spec(asset_type) == b.feature_spec(asset_type)
-
-
-def alert_event(row: AlertRow, kind: str) -> AlertEvent:
-    return AlertEvent(
-        alert_id=row.alert_id,
-        transition=kind,
-        asset_id=row.asset_id,
-        device_id=row.device_id,
-        asset_type=row.asset_type,
-        opened_at=row.opened_at,
-        closed_at=row.closed_at,
-        peak_risk=row.peak_risk,
-        last_risk=row.last_risk,
-        threshold=row.threshold,
-        model_version=row.model_version,
-    )
 
 
 def consumer_lag(app: faust.App, last_offsets: dict) -> int | None:

@@ -11,8 +11,8 @@ import pandas as pd
 import psycopg
 from kafka import KafkaConsumer, KafkaProducer
 
-from citywatch.commands.demo import start_worker, stop_process, wait_for_log
 from citywatch.commands.simulate import register_fleet as register_database_fleet
+from citywatch.processes import start_worker, stop_process, wait_for_log
 from ingest.simulator import (
     FleetSimulator,
     failures_frame,

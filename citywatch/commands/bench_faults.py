@@ -22,11 +22,10 @@ from datetime import UTC, datetime, timedelta
 import click
 import psycopg
 
+from citywatch.processes import start_worker, stop_process, wait_for_log
 from citywatch.settings import Settings
 from ingest.hostile import CLASSES, STORED, Hostile, HostileClass, Template, good_value
 from ingest.hostile import make_devices as hostile_devices
-
-from .demo import start_worker, stop_process, wait_for_log
 
 STOPPING = "stopping the worker"  # what the worker logs when a bug stops it
 

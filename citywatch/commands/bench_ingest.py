@@ -23,10 +23,9 @@ import click
 import psycopg
 from tqdm import tqdm
 
+from citywatch.processes import start_worker, stop_process, wait_for_log
 from citywatch.runtime import connect
 from citywatch.settings import Settings
-
-from .demo import start_worker, stop_process, wait_for_log
 
 
 def _persistent_client(client_id: str):

@@ -20,7 +20,7 @@ from kafka import KafkaProducer
 
 from ingest.simulator import FleetSimulator
 from models.registry import load_champion
-from streams.app import partition_of
+from streams.pipeline import partition_of
 from streams.topics import READINGS, ensure_topics
 from tests.pipeline_helpers import (
     Worker,

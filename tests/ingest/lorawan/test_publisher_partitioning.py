@@ -6,7 +6,7 @@ import pytest
 
 from ingest.lorawan.publisher import KafkaPublisher
 from ingest.producer import ReadingProducer
-from streams.app import partition_of
+from streams.pipeline import partition_of
 from streams.topics import DEADLETTER, READINGS, ensure_topics
 from tests.pipeline_helpers import consume
 

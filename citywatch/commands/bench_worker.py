@@ -1,0 +1,307 @@
+"""``citywatch bench worker``: the worker end to end against a trivial Faust agent.
+
+Phases, all on the same broker and database in one run:
+1. throughput: pre-produced readings, consumed by the trivial agent (baseline),
+   then by N workers in one consumer group;
+2. latency: readings produced at half the measured throughput, each stamped
+   with its send time; p50/p99 from reading time to stored score;
+3. restart: the time a restarted worker takes to be ready over the device
+   states it built (changelog recovery), and its resident memory.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import click
+import psutil
+import psycopg
+from tqdm import tqdm
+
+from citywatch.processes import log_size, start_worker, stop_process, wait_for_log
+from citywatch.readings import encode_reading
+from citywatch.settings import Settings
+from storage.reports import messages_accounted_for
+
+from .bench import bench_run
+from .simulate import register_fleet
+
+CITY_DEVICES = 100_000
+
+
+@click.command("worker")
+@click.option("--messages", type=int, default=60_000, show_default=True)
+@click.option("--devices", type=int, default=200, show_default=True)
+@click.option(
+    "--city",
+    is_flag=True,
+    help=f"A city-shaped fleet: {CITY_DEVICES:,} devices, one reading each "
+    "(sets --devices and --messages).",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 8),
+    default=1,
+    show_default=True,
+    help="Worker processes in one consumer group.",
+)
+@click.option(
+    "--latency-seconds",
+    type=float,
+    default=20.0,
+    show_default=True,
+    help="Length of the half-capacity latency phase; 0 skips it.",
+)
+@click.option(
+    "--restart/--no-restart",
+    default=True,
+    show_default=True,
+    help="Measure a restarted worker's time to ready over the device states.",
+)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def bench_worker(
+    settings: Settings,
+    messages: int,
+    devices: int,
+    city: bool,
+    workers: int,
+    latency_seconds: float,
+    restart: bool,
+    as_json: bool,
+) -> None:
+    """End-to-end worker readings/s against a trivial Faust agent on the same broker.
+
+    Both consume the same pre-produced readings from a fresh topic. The worker
+    figure covers validation, features, LightGBM scoring, the scores topic and
+    the PostgreSQL writes; the baseline only counts messages. Then: p50/p99
+    latency at half the measured capacity, the worker's CPU µs per reading,
+    its resident memory, and the time a restarted worker takes to be ready.
+    """
+    from ingest.simulator import FleetSimulator
+
+    if city:
+        devices = messages = CITY_DEVICES
+    show = not as_json
+    settings, conn, run_id = bench_run(settings, progress=show)
+    with psycopg.connect(conn.database_url) as db:
+        db.execute("TRUNCATE readings, scores, alerts, deadletters, maintenance_events")
+
+    fleet = FleetSimulator(n_devices=devices, seed=11)
+    register_fleet(conn.database_url, fleet)
+    total = _produce_history(conn.kafka, settings, fleet, messages, show)
+    baseline = _trivial_agent(conn.kafka, settings, total)
+
+    home = settings.home.resolve()
+    procs, logs = [], []
+    cpu_at_ready = []
+    for i in range(workers):
+        log_path = home / f"bench-worker-{run_id}-{i}.log"
+        proc = start_worker(settings, conn, log_path)
+        procs.append(proc)
+        logs.append(log_path)
+    figures: dict = {"messages": total, "devices": devices, "workers": workers}
+    try:
+        for proc, log_path in zip(procs, logs, strict=True):
+            wait_for_log(log_path, "Worker ready", proc, timeout_s=180)
+            cpu_at_ready.append(_cpu_seconds(proc))
+        stored, seconds = _drain(conn.database_url, total, show)
+        cpu = sum(_cpu_seconds(p) - c for p, c in zip(procs, cpu_at_ready, strict=True))
+        figures["worker_readings_per_s"] = round(stored / seconds, 1)
+        figures["worker_stored"] = stored
+        figures["worker_cpu_us_per_reading"] = round(1e6 * cpu / max(stored, 1), 1)
+        if latency_seconds > 0:
+            rate = figures["worker_readings_per_s"] / 2
+            figures.update(_latency(conn, settings, fleet, rate, latency_seconds, total, show))
+        figures["worker_rss_mb"] = round(sum(_rss_mb(p) for p in procs), 1)
+    finally:
+        for proc in procs:
+            stop_process(proc)
+    if restart:
+        restart_log = home / f"bench-worker-{run_id}-restart.log"
+        figures["restart_ready_s"] = _restart_time(settings, conn, restart_log)
+    figures["baseline_trivial_agent_per_s"] = round(baseline["messages"] / baseline["seconds"], 1)
+    figures["batch_size"] = settings.batch_size
+    figures["partitions"] = settings.partitions
+    figures["worker_vs_baseline"] = round(
+        figures["worker_readings_per_s"] / figures["baseline_trivial_agent_per_s"], 3
+    )
+    if as_json:
+        click.echo(json.dumps(figures, indent=2))
+        return
+    _print(figures)
+
+
+def _produce_history(kafka: str, settings: Settings, fleet, messages: int, show: bool) -> int:
+    """Readings (and maintenance events before repaired readings) in the recent past."""
+    from ingest.producer import ReadingProducer
+    from ingest.simulator import maintenance_bytes, reading_bytes
+    from streams.topics import READINGS
+
+    ticks = max(1, messages // len(fleet.devices))
+    start = datetime.now(UTC) - timedelta(seconds=ticks + 60)
+    readings, _ = fleet.history(ticks, start, timedelta(seconds=1))
+    producer = ReadingProducer(kafka, topic=settings.topic(READINGS))
+    for seq, reading in enumerate(tqdm(readings, desc="producing", disable=not show, unit="msg")):
+        key = reading.device.device_id.encode()
+        if reading.repaired:  # as run_simulation: the repair just before the reading
+            producer.send(key, maintenance_bytes(reading))
+        producer.send(key, reading_bytes(reading, seq))
+    producer.flush()
+    producer.close()
+    return producer.sent
+
+
+def _trivial_agent(kafka: str, settings: Settings, total: int) -> dict:
+    """The baseline: a Faust agent that only counts the same topic's messages."""
+    from streams.topics import READINGS
+
+    with tempfile.TemporaryDirectory() as tmp:
+        result = Path(tmp) / "baseline.json"
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "streams.baseline",
+                kafka,
+                settings.topic(READINGS),
+                str(total),
+                str(result),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            cwd=tmp,  # Faust's data directory goes to the temporary directory
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 600
+        while not result.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        stop_process(proc)
+        if not result.exists():
+            raise click.ClickException(f"baseline failed: {proc.stderr.read().decode()[-2000:]}")
+        return json.loads(result.read_text())
+
+
+def _drain(database_url: str, total: int, show: bool) -> tuple[int, float]:
+    """Wait for every message to be accounted for; stored readings and their time span."""
+    deadline = time.monotonic() + 1800
+    with tqdm(total=total, desc="worker", disable=not show, unit="msg") as bar:
+        done = 0
+        while done < total and time.monotonic() < deadline:
+            time.sleep(0.5)
+            done = messages_accounted_for(database_url)
+            bar.update(done - bar.n)
+    with psycopg.connect(database_url) as db:
+        first, last, stored = db.execute(
+            "SELECT min(ingested_at), max(ingested_at), count(*) FROM readings"
+        ).fetchone()
+    seconds = (last - first).total_seconds() if stored > 1 else float("nan")
+    return stored, seconds
+
+
+def _latency(
+    conn, settings: Settings, fleet, rate: float, seconds: float, already: int, show: bool
+) -> dict:
+    """Readings at ``rate``/s, each stamped when sent; reading time to stored score."""
+    from ingest.producer import ReadingProducer
+    from streams.topics import READINGS
+
+    n = max(1, int(rate * seconds))
+    readings, _ = fleet.history(
+        -(-n // len(fleet.devices)), datetime.now(UTC), timedelta(seconds=1)
+    )
+    producer = ReadingProducer(conn.kafka, topic=settings.topic(READINGS), linger_ms=0)
+    t0 = time.monotonic()
+    started_at = datetime.now(UTC)
+    for i, reading in enumerate(tqdm(readings[:n], desc="latency", disable=not show, unit="msg")):
+        wait = t0 + i / rate - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        d = reading.device
+        producer.send(
+            d.device_id.encode(),
+            encode_reading(
+                device_id=d.device_id,
+                asset_id=d.asset_id,
+                asset_type=d.asset_type,
+                ts=datetime.now(UTC),  # the reading's time is its send time
+                metrics=reading.metrics,
+                source={"kind": "bench", "seq": i},
+            ),
+        )
+    producer.flush()
+    producer.close()
+    _drain(conn.database_url, already + producer.sent, show=False)
+    with psycopg.connect(conn.database_url) as db:
+        p50, p99, scored = db.execute(
+            "WITH lag AS (SELECT extract(epoch FROM scored_at - ts) AS s FROM scores"
+            " WHERE role = 'champion' AND ts >= %s)"
+            " SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY s),"
+            " percentile_cont(0.99) WITHIN GROUP (ORDER BY s), count(*) FROM lag",
+            (started_at,),
+        ).fetchone()
+    return {
+        "latency_rate_per_s": round(rate, 1),
+        "latency_sent": producer.sent,
+        "latency_scored": scored,
+        "latency_p50_s": None if p50 is None else round(p50, 3),
+        "latency_p99_s": None if p99 is None else round(p99, 3),
+    }
+
+
+def _restart_time(settings: Settings, conn, log_path: Path) -> float:
+    """Seconds from starting a worker to "Worker ready" over the stored device states."""
+    started = time.monotonic()
+    proc = start_worker(settings, conn, log_path)
+    try:
+        wait_for_log(log_path, "Worker ready", proc, timeout_s=600, after=log_size(log_path))
+        return round(time.monotonic() - started, 2)
+    finally:
+        stop_process(proc)
+
+
+def _cpu_seconds(proc: subprocess.Popen) -> float:
+    """User plus system CPU of the worker process and its children."""
+    try:
+        p = psutil.Process(proc.pid)
+        total = p.cpu_times().user + p.cpu_times().system
+        for child in p.children(recursive=True):
+            times = child.cpu_times()
+            total += times.user + times.system
+        return total
+    except psutil.Error:
+        return 0.0
+
+
+def _rss_mb(proc: subprocess.Popen) -> float:
+    try:
+        return psutil.Process(proc.pid).memory_info().rss / 2**20
+    except psutil.Error:
+        return float("nan")
+
+
+def _print(f: dict) -> None:
+    lines = [
+        f"fleet              : {f['devices']:,} devices, {f['messages']:,} messages, "
+        f"{f['workers']} worker(s), {f['partitions']} partitions",
+        f"worker end to end  : {f['worker_readings_per_s']:>10,.0f} readings/s "
+        f"({f['worker_stored']} stored)",
+        f"trivial Faust agent: {f['baseline_trivial_agent_per_s']:>10,.0f} msg/s",
+        f"ratio              : {f['worker_vs_baseline']:.2f}",
+        f"worker CPU         : {f['worker_cpu_us_per_reading']:,.0f} µs per reading",
+    ]
+    if "latency_p99_s" in f:
+        lines.append(
+            f"latency at {f['latency_rate_per_s']:,.0f}/s: p50 {f['latency_p50_s']} s, "
+            f"p99 {f['latency_p99_s']} s (reading time to stored score)"
+        )
+    lines.append(f"worker memory      : {f['worker_rss_mb']:,.0f} MB resident")
+    if "restart_ready_s" in f:
+        lines.append(f"restart to ready   : {f['restart_ready_s']} s over the device states")
+    click.echo("\n".join(lines))

@@ -1,0 +1,454 @@
+"""The worker's batch steps as plain functions: a batch of messages in, a plan out.
+
+    messages --validate-------> Reading | Maintenance | dead letter
+             --advance_devices-> rows to store, device states, feature rows to score
+             --score-----------> champion and shadow scores, explanations
+             = ReadingsPlan
+
+    score batches --plan_alerts--> alert rows, alert events, alert states
+             = AlertsPlan
+
+Nothing here touches a broker or a database, so every rule (replays, duplicates,
+late readings, maintenance resets, a changed feature spec, shadow scoring) is
+tested with lists of messages. ``streams.app`` carries a plan out in the
+crash-safe order: store, publish, move state, acknowledge.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Iterable, MutableMapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+import numpy as np
+from aiokafka.partitioner import murmur2
+
+from models.features import DeviceFeatureState, FeatureSpec
+from storage.sinks import (
+    AlertRow,
+    DeadLetterRow,
+    ExplanationRow,
+    MaintenanceRow,
+    ReadingRow,
+    ScoreRow,
+    SinkBatch,
+)
+
+from .alerting import AlertState, Hysteresis, step
+from .deadletters import deadletter_row, duplicate_deadletter
+from .records import AlertEvent, Maintenance, Reading, decode_score_batch
+from .state import DeviceState, StateCache, decode_offsets, decode_state, encode_state
+from .state import spec_fingerprint as _fingerprint
+from .validation import DeviceLookup, Rejection, validate_reading
+
+log = logging.getLogger("citywatch.worker")
+
+
+class IncomingMessage(Protocol):
+    """What the pipeline reads of a Kafka message (Faust's ``Message`` has it)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What validation refuses, from the worker's settings."""
+
+    max_skew: timedelta
+    max_age: timedelta | None
+    max_bytes: int
+
+
+@dataclass
+class ReadingsPlan:
+    """Everything one batch of readings changes, in the order the worker applies it."""
+
+    batch: SinkBatch = field(default_factory=SinkBatch)
+    reading_messages: list = field(default_factory=list)  # the message of each readings row
+    champion_scores: list[ScoreRow] = field(default_factory=list)  # stored and published
+    republish: list[tuple[bytes, bytes, str]] = field(default_factory=list)  # key, raw, reason
+    states: dict[bytes, DeviceState] = field(default_factory=dict)  # written after publishing
+    unscored: int = 0  # stored, but the champion has no model for the asset type
+
+    def __post_init__(self) -> None:
+        # A reading whose (device, ts) another message's reading holds in the database
+        # becomes a duplicate dead letter in the same transaction: never a silent no-op.
+        self.batch.conflict_deadletter = self._conflict_deadletter
+
+    def _conflict_deadletter(self, i: int) -> DeadLetterRow:
+        return duplicate_deadletter(self.batch.readings[i], self.reading_messages[i])
+
+    def refuse(self, rejection: Rejection, message: IncomingMessage, raw: bytes | None) -> None:
+        """A dead letter stored with the batch and republished on the dead-letter topic."""
+        self.batch.deadletters.append(deadletter_row(rejection, message, raw))
+        self.republish.append((message.key or b"", raw or b"", rejection.reason))
+
+    def conflicts_stored(self, conflicts: Iterable[int]) -> None:
+        """The sink turned these readings into duplicate dead letters: republish them too."""
+        for i in conflicts:
+            message = self.reading_messages[i]
+            self.republish.append((message.key or b"", message.value or b"", "duplicate"))
+
+    def scores_by_partition(self, partitions: int) -> dict[int, list[ScoreRow]]:
+        """Champion scores grouped by the scores-topic partition of their asset."""
+        out: dict[int, list[ScoreRow]] = defaultdict(list)
+        for score in self.champion_scores:
+            out[partition_of(score.asset_id.encode(), partitions)].append(score)
+        return out
+
+
+def partition_of(key: bytes, partitions: int) -> int:
+    """Kafka's default partitioner (murmur2), as every producer and Faust table uses it."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+# -- per-device state --------------------------------------------------------
+
+
+class DeviceStates:
+    """Each device's state for a batch: the live object when the table still holds our
+    last write, else decoded from the table; written back only after the batch is stored.
+
+    ``table`` is the Faust table ``device-state`` in the worker and a dict in tests.
+    """
+
+    def __init__(self, table: MutableMapping[bytes, Any]) -> None:
+        self.table = table
+        self.cache = StateCache()
+        self._spec_changes_logged: set[tuple[str, str]] = set()
+
+    def load(self, key: bytes, spec: FeatureSpec, model_version: str, asset_type: str):
+        saved = self.table.get(key)
+        cached = self.cache.get(key, saved)
+        if cached is not None and cached.features.spec == spec:
+            return cached
+        if saved is None:
+            return DeviceState(-1, None, DeviceFeatureState(spec))
+        restored = decode_state(saved, spec, _fingerprint(spec))
+        if restored is not None:
+            return restored
+        # The model's features changed: offsets stay, features start afresh.
+        if (model_version, asset_type) not in self._spec_changes_logged:
+            self._spec_changes_logged.add((model_version, asset_type))
+            log.info(
+                "model %s computes other %s features; devices start fresh feature state",
+                model_version,
+                asset_type,
+            )
+        marks = decode_offsets(saved)
+        return DeviceState(
+            marks.last_offset,
+            marks.last_ts,
+            DeviceFeatureState(spec),
+            marks.last_partition,
+            marks.reset_ts,
+            False,  # fresh features: nothing left to reset
+        )
+
+    def save(self, states: dict[bytes, DeviceState]) -> None:
+        for key, state in states.items():
+            packed = encode_state(state, _fingerprint(state.features.spec))
+            self.table[key] = packed
+            self.cache.put(key, packed, state)
+
+    def forget_live_objects(self) -> None:
+        """After a failed batch: its objects moved ahead of the table."""
+        self.cache.clear()
+
+
+# -- readings ----------------------------------------------------------------
+
+
+def plan_readings(
+    messages: Sequence[IncomingMessage],
+    *,
+    lookup: DeviceLookup,
+    limits: Limits,
+    now: datetime,
+    states: DeviceStates,
+    champion: Any,
+    challenger: Any | None,
+) -> ReadingsPlan:
+    """The whole readings step for one batch, in order."""
+    plan = ReadingsPlan()
+    by_device = validate(messages, plan, lookup, limits, now)
+    to_score = advance_devices(by_device, plan, states, champion, now)
+    score(to_score, plan, champion, challenger)
+    plan.batch.reading_positions = [(m.topic, m.partition, m.offset) for m in plan.reading_messages]
+    return plan
+
+
+def validate(
+    messages: Sequence[IncomingMessage],
+    plan: ReadingsPlan,
+    lookup: DeviceLookup,
+    limits: Limits,
+    now: datetime,
+) -> dict[str, list[tuple[Reading | Maintenance, IncomingMessage]]]:
+    """1. Each message becomes a Reading, a Maintenance event or a dead letter."""
+    by_device: dict[str, list[tuple[Reading | Maintenance, IncomingMessage]]] = defaultdict(list)
+    for message in messages:
+        raw = message.value
+        checked = validate_reading(
+            raw,
+            lookup,
+            now=now,
+            max_skew=limits.max_skew,
+            max_age=limits.max_age,
+            max_bytes=limits.max_bytes,
+        )
+        if isinstance(checked, Rejection):
+            plan.refuse(checked, message, raw)
+        else:
+            by_device[checked.device_id].append((checked, message))
+    return by_device
+
+
+def advance_devices(
+    by_device: dict[str, list[tuple[Reading | Maintenance, IncomingMessage]]],
+    plan: ReadingsPlan,
+    states: DeviceStates,
+    champion: Any,
+    now: datetime,
+) -> dict[str, list[tuple[Reading, list[float]]]]:
+    """2. Per device, in offset order: skip replays, refuse duplicates, store readings,
+    apply maintenance resets, and move features forward. Returns the rows to score."""
+    batch_keys: set[tuple[str, datetime]] = set()  # the sink needs them unique
+    to_score: dict[str, list[tuple[Reading, list[float]]]] = defaultdict(list)
+    for device_id, items in by_device.items():
+        key = device_id.encode()
+        asset_type = items[0][0].asset_type
+        scored = asset_type in champion.asset_types
+        if scored:
+            spec = champion.feature_spec(asset_type)
+        else:
+            spec = FeatureSpec.for_asset_type(asset_type)
+        state = states.load(key, spec, champion.version, asset_type)
+        for reading, message in items:
+            if message.partition != state.last_partition:
+                if state.last_partition >= 0:
+                    _warn_moved(device_id, state.last_partition, message.partition)
+                state.last_partition = message.partition
+            elif message.offset <= state.last_offset:
+                continue  # replay of a message already stored before a restart
+            state.last_offset = message.offset
+            plan.states[key] = state
+            if isinstance(reading, Maintenance):
+                _plan_maintenance(reading, state, plan)
+                continue
+            repeated = (device_id, reading.ts) in batch_keys
+            if repeated or (state.last_ts is not None and reading.ts == state.last_ts):
+                rejection = Rejection("duplicate", f"second reading at {reading.ts}", device_id)
+                plan.refuse(rejection, message, message.value)
+                continue
+            plan.batch.readings.append(
+                ReadingRow(
+                    reading.ts,
+                    device_id,
+                    reading.asset_id,
+                    reading.asset_type,
+                    reading.metrics,
+                    reading.source,
+                )
+            )
+            plan.reading_messages.append(message)
+            batch_keys.add((device_id, reading.ts))
+            if state.last_ts is not None and now >= state.last_ts > reading.ts:
+                # Late: stored, but features only move forward. A last reading
+                # ahead of our clock (forged or skewed) makes nothing late, so
+                # it cannot mute the device's real readings.
+                continue
+            state.last_ts = reading.ts
+            if state.reset_pending and reading.ts >= state.reset_ts:
+                state.features.reset_baseline()
+                state.reset_pending = False
+            features = state.features.update(reading.metrics)
+            if scored:
+                to_score[asset_type].append((reading, features))
+            else:
+                plan.unscored += 1
+                _warn_unscored(asset_type, champion.version)
+    return to_score
+
+
+def _plan_maintenance(event: Maintenance, state: DeviceState, plan: ReadingsPlan) -> None:
+    # A repair. Features restart at the device's first reading at or after the
+    # event's time, exactly where training resets them (models.history); a
+    # repeated event (producer retry) is ignored.
+    if state.reset_ts is None or event.ts > state.reset_ts:
+        state.reset_ts, state.reset_pending = event.ts, True
+    plan.batch.maintenance.append(
+        MaintenanceRow(event.ts, event.device_id, event.asset_id, event.asset_type, event.source)
+    )
+
+
+def score(
+    to_score: dict[str, list[tuple[Reading, list[float]]]],
+    plan: ReadingsPlan,
+    champion: Any,
+    challenger: Any | None,
+) -> None:
+    """3. One LightGBM call per asset type and model. Champion rows are stored and
+    published (they alert); challenger rows are stored only (shadow)."""
+    for asset_type, rows in to_score.items():
+        X = np.asarray([features for _, features in rows], dtype=float)
+        risks = champion.predict_proba(asset_type, X)
+        threshold = float(champion.threshold(asset_type))
+        plan.champion_scores.extend(
+            ScoreRow(
+                reading.ts,
+                reading.device_id,
+                reading.asset_id,
+                asset_type,
+                champion.version,
+                risk,
+                threshold,
+            )
+            for (reading, _), risk in zip(rows, risks.tolist(), strict=True)
+        )
+        high = np.flatnonzero(risks >= threshold)
+        for i, contributions in zip(
+            high.tolist(), champion.explain(asset_type, X[high]), strict=True
+        ):
+            reading = rows[i][0]
+            plan.batch.explanations.append(
+                ExplanationRow(
+                    reading.ts,
+                    reading.device_id,
+                    reading.asset_id,
+                    champion.version,
+                    float(risks[i]),
+                    contributions,
+                )
+            )
+        if challenger is not None and same_features(challenger, champion, asset_type):
+            shadow = challenger.predict_proba(asset_type, X).tolist()
+            shadow_threshold = float(challenger.threshold(asset_type))
+            plan.batch.scores.extend(
+                ScoreRow(
+                    reading.ts,
+                    reading.device_id,
+                    reading.asset_id,
+                    asset_type,
+                    challenger.version,
+                    risk,
+                    shadow_threshold,
+                    "challenger",
+                )
+                for (reading, _), risk in zip(rows, shadow, strict=True)
+            )
+    plan.batch.scores.extend(plan.champion_scores)
+
+
+def same_features(a: Any, b: Any, asset_type: str) -> bool:
+    """Shadow scoring reuses the champion's feature rows; a challenger with other
+    features would need its own device state, which the worker doesn't keep."""
+    return asset_type in a.asset_types and a.feature_spec(asset_type) == b.feature_spec(asset_type)
+
+
+_moved_warned: set[str] = set()
+_unscored_warned: set[tuple[str, str]] = set()
+
+
+def _warn_moved(device_id: str, old: int, new: int) -> None:
+    # Replay detection compares offsets within one partition. A device whose
+    # messages arrive on two partitions means producers partition differently
+    # (every citywatch producer uses murmur2, as Kafka's Java client does).
+    if device_id not in _moved_warned:
+        _moved_warned.add(device_id)
+        log.warning(
+            "device %s moved from partition %d to %d: check the producers' partitioner",
+            device_id,
+            old,
+            new,
+        )
+
+
+def _warn_unscored(asset_type: str, version: str) -> None:
+    # A catalogue type with no trained model yet: its readings are stored and
+    # its features kept, so a model promoted later starts from real history.
+    if (version, asset_type) not in _unscored_warned:
+        _unscored_warned.add((version, asset_type))
+        log.warning(
+            "model %s has no %s model: its readings are stored, not scored", version, asset_type
+        )
+
+
+# -- alerts ------------------------------------------------------------------
+
+
+@dataclass
+class AlertsPlan:
+    """Alert transitions of one batch of score batches, and the states to write after."""
+
+    rows: list[AlertRow] = field(default_factory=list)
+    events: list[AlertEvent] = field(default_factory=list)
+    states: dict[str, AlertState] = field(default_factory=dict)
+
+
+def plan_alerts(
+    score_batches: Iterable[bytes | None],
+    load_state: Callable[[bytes], dict | None],
+    rule: Hysteresis,
+) -> AlertsPlan:
+    """Hysteresis per asset over each score, skipping replayed or stale scores."""
+    plan = AlertsPlan()
+    for raw in score_batches:
+        for s in decode_score_batch(raw):
+            if s.asset_id not in plan.states:
+                plan.states[s.asset_id] = AlertState.from_dict(load_state(s.asset_id.encode()))
+            state = plan.states[s.asset_id]
+            if state.last_ts is not None and s.ts <= datetime.fromisoformat(state.last_ts):
+                continue  # replayed or stale score
+            open_at, close_at = rule.thresholds(s.threshold)
+            transition = step(
+                state,
+                asset_id=s.asset_id,
+                device_id=s.device_id,
+                ts=s.ts,
+                risk=s.risk,
+                open_at=open_at,
+                close_at=close_at,
+                rule=rule,
+            )
+            if transition is None:
+                continue
+            row = AlertRow(
+                transition.alert_id,
+                s.asset_id,
+                s.device_id,
+                s.asset_type,
+                "open" if transition.kind == "open" else "closed",
+                transition.opened_at,
+                transition.closed_at,
+                transition.peak_risk,
+                s.risk,
+                open_at,
+                s.model_version,
+            )
+            plan.rows.append(row)
+            plan.events.append(alert_event(row, transition.kind))
+    return plan
+
+
+def alert_event(row: AlertRow, kind: str) -> AlertEvent:
+    return AlertEvent(
+        alert_id=row.alert_id,
+        transition=kind,
+        asset_id=row.asset_id,
+        device_id=row.device_id,
+        asset_type=row.asset_type,
+        opened_at=row.opened_at,
+        closed_at=row.closed_at,
+        peak_risk=row.peak_risk,
+        last_risk=row.last_risk,
+        threshold=row.threshold,
+        model_version=row.model_version,
+    )

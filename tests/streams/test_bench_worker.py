@@ -1,0 +1,44 @@
+"""``citywatch bench worker`` on a small slice: every figure it promises is measured."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from citywatch.cli import main
+
+pytestmark = pytest.mark.stack
+
+
+def test_bench_worker_reports_throughput_latency_cpu_memory_and_restart(
+    conn, db, base_settings, trained_models
+):
+    result = CliRunner().invoke(
+        main,
+        [
+            "bench",
+            "worker",
+            "--json",
+            "--messages",
+            "600",
+            "--devices",
+            "30",
+            "--latency-seconds",
+            "2",
+        ],
+        env={"CITYWATCH_HOME": str(base_settings.home), "CITYWATCH_PARTITIONS": "2"},
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.stdout)
+    assert figures["worker_stored"] == figures["messages"]  # simulator readings are all valid
+    assert figures["worker_readings_per_s"] > 0
+    assert figures["baseline_trivial_agent_per_s"] > 0
+    assert figures["worker_cpu_us_per_reading"] > 0
+    assert figures["worker_rss_mb"] > 50
+    assert figures["restart_ready_s"] > 0
+    # Every latency-phase reading was scored, each after it was sent.
+    assert figures["latency_scored"] == figures["latency_sent"] > 0
+    assert 0 < figures["latency_p50_s"] <= figures["latency_p99_s"] < 30

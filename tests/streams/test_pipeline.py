@@ -1,0 +1,322 @@
+"""The worker's batch pipeline without a broker: lists of messages in, plans out.
+
+The model is a real LightGBM bundle (the session's ``trained_models``); messages
+are plain records with a topic, partition, offset, key and value, which is all
+the pipeline reads of a Kafka message.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ingest.simulator import FleetSimulator
+from models.features import FeatureSpec
+from streams.alerting import Hysteresis
+from streams.pipeline import DeviceStates, Limits, plan_alerts, plan_readings
+from streams.records import encode_score_batch
+from streams.state import decode_offsets
+from tests.pipeline_helpers import as_messages, offline_scores
+
+NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+LIMITS = Limits(max_skew=timedelta(minutes=5), max_age=timedelta(days=7), max_bytes=65536)
+
+
+@dataclass
+class Msg:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+class Partition:
+    """One partition's messages with consecutive offsets, as Kafka numbers them."""
+
+    def __init__(self, partition: int = 0, topic: str = "readings") -> None:
+        self.partition, self.topic, self.next = partition, topic, 0
+
+    def messages(self, pairs) -> list[Msg]:
+        out = []
+        for key, value in pairs:
+            out.append(Msg(self.topic, self.partition, self.next, key, value))
+            self.next += 1
+        return out
+
+
+@pytest.fixture(scope="module")
+def fleet():
+    return FleetSimulator(n_devices=6, seed=11)
+
+
+@pytest.fixture(scope="module")
+def history(fleet):
+    readings, failures = fleet.history(120, NOW - timedelta(hours=3), timedelta(seconds=30))
+    return readings, failures
+
+
+def _directory(fleet):
+    known = {d.device_id: (d.asset_id, d.asset_type) for d in fleet.devices}
+    return known.get
+
+
+def _run(messages, fleet, states, champion, challenger=None, batch_size=200):
+    plans = []
+    for i in range(0, len(messages), batch_size):
+        plan = plan_readings(
+            messages[i : i + batch_size],
+            lookup=_directory(fleet),
+            limits=LIMITS,
+            now=NOW,
+            states=states,
+            champion=champion,
+            challenger=challenger,
+        )
+        states.save(plan.states)  # what the worker does once the batch is stored
+        plans.append(plan)
+    return plans
+
+
+def _scores(plans) -> pd.DataFrame:
+    rows = [(s.device_id, s.ts, s.risk) for p in plans for s in p.champion_scores]
+    frame = pd.DataFrame(rows, columns=["device_id", "ts", "risk"])
+    frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
+    return frame.sort_values(["device_id", "ts"]).reset_index(drop=True)
+
+
+def test_batches_score_exactly_as_training_computes_features(fleet, history, trained_models):
+    readings, failures = history
+    messages = Partition().messages(as_messages(readings, maintenance=True))
+    plans = _run(messages, fleet, DeviceStates({}), trained_models)
+    online = _scores(plans)
+    offline = offline_scores(trained_models, readings, failures)
+    assert len(online) == len(offline) == len(readings)
+    np.testing.assert_allclose(online["risk"], offline["risk"], rtol=0, atol=1e-12)
+    stored = sum(len(p.batch.readings) for p in plans)
+    assert stored == len(readings)
+    assert sum(len(p.batch.maintenance) for p in plans) == sum(r.repaired for r in readings)
+    # One plan's positions are its stored readings' own messages.
+    plan = plans[0]
+    assert plan.batch.reading_positions == [
+        (m.topic, m.partition, m.offset) for m in plan.reading_messages
+    ]
+
+
+def test_batch_size_does_not_change_a_score(fleet, history, trained_models):
+    readings, _ = history
+    pairs = as_messages(readings)
+    small = _scores(
+        _run(Partition().messages(pairs), fleet, DeviceStates({}), trained_models, batch_size=7)
+    )
+    large = _scores(
+        _run(Partition().messages(pairs), fleet, DeviceStates({}), trained_models, batch_size=500)
+    )
+    pd.testing.assert_frame_equal(small, large)
+
+
+def test_a_replay_after_a_restart_stores_and_scores_nothing_twice(fleet, history, trained_models):
+    readings, _ = history
+    messages = Partition().messages(as_messages(readings))
+    table: dict = {}
+    _run(messages, fleet, DeviceStates(table), trained_models)
+    # A restarted worker: a fresh cache over the same table, the same messages again.
+    again = _run(messages, fleet, DeviceStates(table), trained_models)
+    assert sum(len(p.batch.readings) for p in again) == 0
+    assert sum(len(p.champion_scores) for p in again) == 0
+    assert sum(len(p.batch.deadletters) for p in again) == 0
+
+
+def test_the_same_reading_twice_is_a_duplicate_dead_letter(fleet, trained_models):
+    device = fleet.devices[0]
+    value = _reading(device, NOW - timedelta(minutes=3), _mid_metrics(device.asset_type))
+    part = Partition()
+    plan = _run(
+        part.messages([(b"k", value), (b"k", value)]), fleet, DeviceStates({}), trained_models
+    )[0]
+    assert len(plan.batch.readings) == 1
+    assert [d.reason for d in plan.batch.deadletters] == ["duplicate"]
+    assert [r[2] for r in plan.republish] == ["duplicate"]
+    # In a later batch, too: the device's last reading has that time.
+    states = DeviceStates({})
+    _run(part.messages([(b"k", value)]), fleet, states, trained_models)
+    later = _run(part.messages([(b"k", value)]), fleet, states, trained_models)[0]
+    assert [d.reason for d in later.batch.deadletters] == ["duplicate"]
+
+
+def test_a_late_reading_is_stored_but_does_not_move_features(fleet, trained_models):
+    device = fleet.devices[1]
+    metrics = _mid_metrics(device.asset_type)
+    part = Partition()
+    states = DeviceStates({})
+    first = [_reading(device, NOW - timedelta(minutes=m), metrics) for m in (10, 5)]
+    _run(part.messages([(b"k", v) for v in first]), fleet, states, trained_models)
+    n_before = states.cache._entries[device.device_id.encode()][1].features.to_dict()["n"]
+    late = _reading(device, NOW - timedelta(minutes=8), metrics)
+    plan = _run(part.messages([(b"k", late)]), fleet, states, trained_models)[0]
+    assert len(plan.batch.readings) == 1 and not plan.champion_scores
+    state = plan.states[device.device_id.encode()]
+    assert state.features.to_dict()["n"] == n_before
+    assert state.last_ts == NOW - timedelta(minutes=5)
+
+
+def test_a_forged_future_reading_cannot_make_real_readings_late(fleet, trained_models):
+    device = fleet.devices[2]
+    metrics = _mid_metrics(device.asset_type)
+    forged = _reading(device, NOW + timedelta(minutes=4), metrics)  # inside the allowed skew
+    real = _reading(device, NOW - timedelta(minutes=1), metrics)
+    plan = _run(
+        Partition().messages([(b"k", forged), (b"k", real)]),
+        fleet,
+        DeviceStates({}),
+        trained_models,
+    )[0]
+    assert len(plan.champion_scores) == 2
+
+
+def test_maintenance_resets_features_at_the_first_reading_after_it(fleet, trained_models):
+    device = fleet.devices[3]
+    metrics = _mid_metrics(device.asset_type)
+    states = DeviceStates({})
+    part = Partition()
+    before = [_reading(device, NOW - timedelta(minutes=m), metrics) for m in (30, 20)]
+    _run(part.messages([(b"k", v) for v in before]), fleet, states, trained_models)
+    repair = _maintenance(device, NOW - timedelta(minutes=15))
+    after = _reading(device, NOW - timedelta(minutes=10), metrics)
+    plan = _run(
+        part.messages([(b"k", repair), (b"k", repair), (b"k", after)]),
+        fleet,
+        states,
+        trained_models,
+    )[0]
+    assert len(plan.batch.maintenance) == 2  # both stored; the repeat resets nothing more
+    state = plan.states[device.device_id.encode()]
+    assert state.reset_ts == NOW - timedelta(minutes=15) and not state.reset_pending
+    spec = trained_models.feature_spec(device.asset_type)
+    column = spec.feature_names.index("readings_since_maintenance")
+    # The reading after the repair was the first since maintenance; this is the second.
+    assert state.features.update(metrics)[column] == pytest.approx(2.0)
+
+
+def test_a_model_with_other_features_keeps_offsets_and_starts_features_afresh(
+    fleet, trained_models
+):
+    device = fleet.devices[0]
+    metrics = _mid_metrics(device.asset_type)
+    table: dict = {}
+    part = Partition()
+    _run(
+        part.messages([(b"k", _reading(device, NOW - timedelta(minutes=9), metrics))]),
+        fleet,
+        DeviceStates(table),
+        trained_models,
+    )
+    key = device.device_id.encode()
+    saved_offset = decode_offsets(table[key]).last_offset
+    other = FeatureSpec.for_asset_type(device.asset_type, window=3)
+    states = DeviceStates(table)
+    state = states.load(key, other, "other-model", device.asset_type)
+    assert state.last_offset == saved_offset
+    assert state.features.spec == other and state.features.to_dict()["n"] == 0
+
+
+def test_a_challenger_scores_in_shadow_and_does_not_alert(fleet, history, trained_models):
+    readings, _ = history
+    messages = Partition().messages(as_messages(readings[:100]))
+    plan = _run(messages, fleet, DeviceStates({}), trained_models, challenger=trained_models)[0]
+    roles = [s.role for s in plan.batch.scores]
+    assert roles.count("challenger") == roles.count("champion") == len(plan.champion_scores)
+    assert all(s.role == "champion" for s in plan.champion_scores)
+
+
+def test_hostile_messages_become_dead_letters_and_the_batch_goes_on(fleet, trained_models):
+    device = fleet.devices[0]
+    good = _reading(device, NOW - timedelta(minutes=1), _mid_metrics(device.asset_type))
+    hostile = [b"", b"\xff\xfe", b"[1,2]", b'{"device_id": 5}', None, b"{" * 10000, good[:-1]]
+    messages = Partition().messages([(b"x", v) for v in hostile] + [(b"k", good)])
+    plan = _run(messages, fleet, DeviceStates({}), trained_models)[0]
+    assert len(plan.batch.readings) == 1 and len(plan.champion_scores) == 1
+    assert len(plan.batch.deadletters) == len(hostile) == len(plan.republish)
+    assert all(d.reason and d.detail for d in plan.batch.deadletters)
+
+
+def test_a_type_without_a_model_is_stored_and_counted_unscored(fleet, trained_models):
+    class OnlyPumps:
+        """The real bundle, restricted to one asset type, as a bundle trained on pumps only."""
+
+        version = trained_models.version
+        asset_types = ("water_pump",)
+
+        def __getattr__(self, name):
+            return getattr(trained_models, name)
+
+    lift = next(d for d in fleet.devices if d.asset_type != "water_pump")
+    value = _reading(lift, NOW - timedelta(minutes=1), _mid_metrics(lift.asset_type))
+    plan = _run(Partition().messages([(b"k", value)]), fleet, DeviceStates({}), OnlyPumps())[0]
+    assert len(plan.batch.readings) == 1 and plan.unscored == 1 and not plan.champion_scores
+
+
+def test_alerts_open_after_the_streak_close_after_it_and_ignore_replays():
+    rule = Hysteresis(open_after=2, close_after=2, open_at=None, close_at=None)
+    table: dict = {}
+
+    def batch(risks, start):
+        return encode_score_batch(
+            [_score("a1", NOW + timedelta(minutes=start + i), r) for i, r in enumerate(risks)]
+        )
+
+    first = plan_alerts([batch([0.9, 0.95], 0)], table.get, rule)
+    assert [r.status for r in first.rows] == ["open"] and first.events[0].transition == "open"
+    table.update({k.encode(): s.to_dict() for k, s in first.states.items()})
+    replay = plan_alerts([batch([0.9, 0.95], 0)], table.get, rule)
+    assert replay.rows == []
+    closing = plan_alerts([batch([0.1, 0.1], 5)], table.get, rule)
+    assert [r.status for r in closing.rows] == ["closed"]
+    assert closing.rows[0].peak_risk == pytest.approx(0.95)
+
+
+# -- message builders ----------------------------------------------------------
+
+
+def _mid_metrics(asset_type: str) -> dict[str, float]:
+    from citywatch.assets import ASSET_TYPES
+
+    return {m.name: (m.low + m.high) / 2 for m in ASSET_TYPES[asset_type].metrics}
+
+
+def _reading(device, ts: datetime, metrics: dict) -> bytes:
+    from citywatch.readings import encode_reading
+
+    return encode_reading(
+        device_id=device.device_id,
+        asset_id=device.asset_id,
+        asset_type=device.asset_type,
+        ts=ts,
+        metrics=metrics,
+    )
+
+
+def _maintenance(device, ts: datetime) -> bytes:
+    from citywatch.readings import encode_maintenance
+
+    return encode_maintenance(
+        device.device_id, device.asset_id, device.asset_type, ts, {"kind": "test"}
+    )
+
+
+def _score(asset_id: str, ts: datetime, risk: float):
+    from storage.sinks import ScoreRow
+
+    return ScoreRow(ts, "d-" + asset_id, asset_id, "water_pump", "v1", risk, 0.5)
+
+
+def test_messages_keep_json_shape():
+    # Guard for the builders above: they are the wire format, not a test double.
+    assert json.loads(_reading(FleetSimulator(n_devices=1, seed=1).devices[0], NOW, {"x": 1.0}))[
+        "metrics"
+    ] == {"x": 1.0}
