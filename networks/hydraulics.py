@@ -17,7 +17,7 @@ import ctypes
 import math
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +64,10 @@ class Sensors:
     pressure: np.ndarray  # (steps, junctions) m
     inflow: np.ndarray  # (steps,) m³/h, net outflow of every reservoir and tank
     leak_flow: np.ndarray  # (steps,) m³/h through all leaks (ground truth)
+    links: list[str] = field(default_factory=list)
+    flow: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # (steps, links) m³/h
+    tanks: list[str] = field(default_factory=list)
+    level: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # (steps, tanks) m
 
 
 def load_network(inp: Path | str) -> wntr.network.WaterNetworkModel:
@@ -95,12 +99,14 @@ def run(
     leaks: Sequence[Leak] = (),
     *,
     junctions: Sequence[str] | None = None,
+    links: Sequence[str] = (),
 ) -> Sensors:
     """Run ``patterns.shape[0]`` steps of 30 min with EPANET.
 
     ``patterns[k, i]`` multiplies junction i's base demand at step k (junction
     order ``wn.junction_name_list``); ``leaks`` are emitters updated each step.
-    The model's own patterns and time options are replaced.
+    The model's own patterns and time options are replaced. ``links`` adds their
+    flows (m³/h) to the result, and every tank's level is reported.
     """
     steps, n_junctions = patterns.shape
     names = list(wn.junction_name_list)
@@ -119,12 +125,12 @@ def run(
         en = ENepanet(version=2.2)
         en.ENopen(str(inp), str(Path(tmp) / "model.rpt"), "")
         try:
-            return _run_open(en, wn, names, wanted, patterns, leaks)
+            return _run_open(en, wn, names, wanted, patterns, leaks, list(links))
         finally:
             en.ENclose()
 
 
-def _run_open(en, wn, names, wanted, patterns, leaks) -> Sensors:
+def _run_open(en, wn, names, wanted, patterns, leaks, links) -> Sensors:
     steps = patterns.shape[0]
     lib, project = en.ENlib, en._project
     node_index = {n: en.ENgetnodeindex(n) for n in names}
@@ -141,6 +147,11 @@ def _run_open(en, wn, names, wanted, patterns, leaks) -> Sensors:
     sources = [(en.ENgetlinkindex(name), sign) for name, sign in source_links(wn)]
     leak_idx = [node_index[leak.node] for leak in leaks]
 
+    link_idx = [en.ENgetlinkindex(name) for name in links]
+    tanks = list(wn.tank_name_list)
+    tank_idx = [en.ENgetnodeindex(name) for name in tanks]
+    flow = np.zeros((steps, len(links)))
+    level = np.zeros((steps, len(tanks)))
     pressure = np.zeros((steps, len(wanted)))
     inflow = np.zeros(steps)
     leak_flow = np.zeros(steps)
@@ -158,6 +169,10 @@ def _run_open(en, wn, names, wanted, patterns, leaks) -> Sensors:
             for col, idx in enumerate(want_idx):
                 pressure[k, col] = en.ENgetnodevalue(idx, EN.PRESSURE)
             inflow[k] = sum(sign * en.ENgetlinkvalue(idx, EN.FLOW) for idx, sign in sources)
+            for col, idx in enumerate(link_idx):
+                flow[k, col] = en.ENgetlinkvalue(idx, EN.FLOW)
+            for col, idx in enumerate(tank_idx):  # a tank's "pressure" is its water level
+                level[k, col] = en.ENgetnodevalue(idx, EN.PRESSURE)
             for idx, leak in zip(leak_idx, leaks, strict=True):
                 coeff = emitter_coefficient(leak.diameter_at(k))
                 leak_flow[k] += coeff * math.sqrt(max(en.ENgetnodevalue(idx, EN.PRESSURE), 0.0))
@@ -167,7 +182,7 @@ def _run_open(en, wn, names, wanted, patterns, leaks) -> Sensors:
         if (t + tstep) % STEP_S == 0:  # emitters for the coming step, before it is solved
             set_leaks((t + tstep) // STEP_S)
     en.ENcloseH()
-    return Sensors(list(wanted), pressure, inflow, leak_flow)
+    return Sensors(list(wanted), pressure, inflow, leak_flow, list(links), flow, tanks, level)
 
 
 def _check(code: int) -> None:

@@ -619,6 +619,7 @@ def migrate(database_url: str, flavour: str = "auto", target: int | None = None)
             conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
     return applied_now
 
+
 # Water networks (J): a network (its EPANET model), its district metered areas,
 # and which node or pipe each sensor device sits on. The sensors themselves are
 # ordinary ``devices`` rows (asset_id = '<network>/<district>'), so readings,
@@ -659,6 +660,28 @@ MIGRATIONS += [
             FOREIGN KEY (network_id, district_id) REFERENCES network_districts ON DELETE CASCADE
         );
         CREATE INDEX network_sensors_district_idx ON network_sensors (network_id, district_id);
+        """,
+    ),
+]
+
+# Ground truth of simulated (or surveyed) leaks: where, how big, when.
+MIGRATIONS += [
+    (
+        31,
+        "network leak ground truth",
+        """
+        CREATE TABLE network_leaks (
+            network_id  text NOT NULL,
+            asset_id    text NOT NULL,
+            node        text NOT NULL,
+            diameter_m  double precision NOT NULL,
+            kind        text NOT NULL CHECK (kind IN ('abrupt', 'incipient')),
+            start_at    timestamptz NOT NULL,
+            peak_at     timestamptz NOT NULL,
+            end_at      timestamptz,
+            source      text NOT NULL DEFAULT 'simulator',
+            PRIMARY KEY (network_id, node, start_at)
+        );
         """,
     ),
 ]

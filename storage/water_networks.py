@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import psycopg
 from psycopg.types.json import Jsonb
 
-__all__ = ["district_sensors", "list_networks", "store_network"]
+__all__ = ["district_sensors", "list_networks", "record_leaks", "store_network"]
 
 
 class _Spec(Protocol):  # networks.assets.NetworkSpec; storage does not import networks
@@ -158,3 +158,19 @@ def district_sensors(database_url: str, network_id: str) -> list[dict[str, Any]]
         "lon",
     )
     return [dict(zip(keys, row, strict=True)) for row in rows]
+
+
+def record_leaks(database_url: str, rows: list[dict[str, Any]]) -> int:
+    """Store leak ground truth (network_id, asset_id, node, diameter_m, kind, start_at,
+    peak_at, end_at); idempotent on (network, node, start)."""
+    if not rows:
+        return 0
+    with psycopg.connect(database_url) as conn, conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO network_leaks (network_id, asset_id, node, diameter_m, kind, start_at,"
+            " peak_at, end_at) VALUES (%(network_id)s, %(asset_id)s, %(node)s, %(diameter_m)s,"
+            " %(kind)s, %(start_at)s, %(peak_at)s, %(end_at)s)"
+            " ON CONFLICT (network_id, node, start_at) DO NOTHING",
+            rows,
+        )
+    return len(rows)
