@@ -196,7 +196,7 @@ def network_spec(
                 )
     return NetworkSpec(
         network_id=network_id,
-        inp_file=inp.name,
+        inp_file=str(inp.resolve()),  # the worker loads the model from here
         inp_sha256=hashlib.sha256(data).hexdigest(),
         junctions=len(wn.junction_name_list),
         pipes=len(wn.pipe_name_list),

@@ -685,3 +685,27 @@ MIGRATIONS += [
         """,
     ),
 ]
+
+# Where the worker thinks a leak is: the ranked candidate nodes of a district at
+# each step its leak statistic is above threshold, with map coordinates.
+MIGRATIONS += [
+    (
+        32,
+        "leak localisation candidates",
+        """
+        CREATE TABLE leak_candidates (
+            ts        timestamptz NOT NULL,
+            asset_id  text NOT NULL,
+            rank      smallint NOT NULL,
+            node      text NOT NULL,
+            score     double precision NOT NULL,
+            lat       double precision,
+            lon       double precision,
+            x         double precision,
+            y         double precision,
+            PRIMARY KEY (asset_id, ts, rank)
+        );
+        CREATE INDEX leak_candidates_ts_idx ON leak_candidates (ts);
+        """,
+    ),
+]

@@ -16,7 +16,14 @@ from typing import Any, Protocol
 import psycopg
 from psycopg.types.json import Jsonb
 
-__all__ = ["district_sensors", "list_networks", "record_leaks", "store_network"]
+__all__ = [
+    "district_layouts",
+    "district_sensors",
+    "list_networks",
+    "record_leaks",
+    "store_candidates",
+    "store_network",
+]
 
 
 class _Spec(Protocol):  # networks.assets.NetworkSpec; storage does not import networks
@@ -171,6 +178,47 @@ def record_leaks(database_url: str, rows: list[dict[str, Any]]) -> int:
             " peak_at, end_at) VALUES (%(network_id)s, %(asset_id)s, %(node)s, %(diameter_m)s,"
             " %(kind)s, %(start_at)s, %(peak_at)s, %(end_at)s)"
             " ON CONFLICT (network_id, node, start_at) DO NOTHING",
+            rows,
+        )
+    return len(rows)
+
+
+def district_layouts(database_url: str) -> dict[str, dict[str, Any]]:
+    """Per district asset: its network's model file and every sensor on it, for the worker."""
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT d.asset_id, n.network_id, n.inp_file, n.origin_lat, n.origin_lon,"
+            " n.metres_per_unit, s.device_id, s.element_kind, s.element_id, s.metric,"
+            " v.lat, v.lon FROM network_districts d JOIN water_networks n USING (network_id)"
+            " JOIN network_sensors s ON s.network_id = d.network_id"
+            " AND s.district_id = d.district_id LEFT JOIN devices v ON v.device_id = s.device_id"
+            " ORDER BY d.asset_id, s.device_id"
+        ).fetchall()
+    out: dict[str, dict[str, Any]] = {}
+    for asset, network, inp, lat, lon, mpu, device, kind, element, metric, dlat, dlon in rows:
+        layout = out.setdefault(
+            asset,
+            {
+                "network_id": network,
+                "inp_file": inp,
+                "origin": (lat, lon) if lat is not None else None,
+                "metres_per_unit": mpu,
+                "sensors": [],
+            },
+        )
+        layout["sensors"].append((device, kind, element, metric, dlat, dlon))
+    return out
+
+
+def store_candidates(database_url: str, rows: list[tuple]) -> int:
+    """(ts, asset_id, rank, node, score, lat, lon, x, y) rows; idempotent on (asset, ts, rank)."""
+    if not rows:
+        return 0
+    with psycopg.connect(database_url) as conn, conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO leak_candidates (ts, asset_id, rank, node, score, lat, lon, x, y)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (asset_id, ts, rank)"
+            " DO UPDATE SET node = EXCLUDED.node, score = EXCLUDED.score",
             rows,
         )
     return len(rows)

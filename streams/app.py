@@ -447,6 +447,13 @@ def create_app(
         except psycopg.Error as exc:
             log.warning("storage maintenance failed (will retry): %s", exc)
 
+    # Water networks: a district's leak statistic and candidates (streams/leaks.py).
+    from .leaks import register as register_leak_detection
+
+    register_leak_detection(
+        app, settings, database_url, readings_topic, scores_topic, devices.lookup, limits
+    )
+
     @app.on_before_shutdown.connect
     async def close_sinks(app, **kwargs) -> None:
         for sink in (reading_sink, alert_sink, deadletter_sink):

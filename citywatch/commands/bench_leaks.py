@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing
 import os
 from functools import partial
@@ -99,6 +100,9 @@ def bench_leaks(
     from networks.leakdb_bench import CHOSEN, GRID, MNF_GAMMA, Outcome, evaluate, summary
     from networks.scenarios import read_scenarios
 
+    # EPANET warns at every step where Net1's pump cannot deliver; the warning is
+    # the model's, not ours, and thousands of them bury the figures.
+    logging.getLogger("wntr.epanet.toolkit").setLevel(logging.ERROR)
     data = data or _default_data(dataset)
     if not data.is_dir():
         raise click.ClickException(f"{data} is not a folder (set --data)")
