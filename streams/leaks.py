@@ -18,7 +18,7 @@ Dataflow (registered from ``create_app`` by :func:`register`)::
 The detector's own state (day windows, time-of-week references, noise
 covariance, a few hundred kB per district) lives in this process, like the
 device feature snapshots; after a restart or rebalance a district warms up
-again (a week of steps) before it can alarm, which the log says. The table keeps
+again (two weeks of steps) before it can alarm, which the log says. The table keeps
 the district's last decided step and its counts (one update per step).
 
 Supported layout: a district whose pressure sensors cover every junction of its
@@ -233,7 +233,7 @@ def register(app, settings, database_url: str, readings_topic, scores_topic, loo
             layout = layouts.get(asset_id)
             districts[asset_id] = build_district(asset_id, layout) if layout else None
             if districts[asset_id] is not None:
-                log.info("leaks: watching %s (warms up for a week of steps)", asset_id)
+                log.info("leaks: watching %s (warms up for two weeks of steps)", asset_id)
         return districts[asset_id]
 
     def is_network(raw) -> bool:
