@@ -12,7 +12,7 @@ links leaving its reservoirs and tanks. Each district gets a pressure sensor on
 every junction (or on ``pressure_nodes``), a flow meter on every inlet, and a
 level sensor on every tank it touches; each sensor is a device of type
 ``network_pressure``, ``network_flow`` or ``network_level`` (the asset
-catalogue), whose asset is the district ``<network>/<district>``. Model
+catalogue), whose asset is the district ``<network>.<district>``. Model
 coordinates become latitude and longitude around ``origin`` (the network's
 centre) at ``metres_per_unit``.
 """
@@ -70,7 +70,8 @@ class NetworkSpec:
     sensors: tuple[SensorSpec, ...]
 
     def asset_id(self, district_id: str) -> str:
-        return f"{self.network_id}/{district_id}"
+        # "." occurs in neither id; a "/" would break alert ids in URL paths.
+        return f"{self.network_id}.{district_id}"
 
 
 def _read_districts(path: Path, wn) -> list[DistrictSpec]:

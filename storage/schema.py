@@ -622,7 +622,7 @@ def migrate(database_url: str, flavour: str = "auto", target: int | None = None)
 
 # Water networks (J): a network (its EPANET model), its district metered areas,
 # and which node or pipe each sensor device sits on. The sensors themselves are
-# ordinary ``devices`` rows (asset_id = '<network>/<district>'), so readings,
+# ordinary ``devices`` rows (asset_id = '<network>.<district>'), so readings,
 # routing and the inbox treat a district like any asset.
 MIGRATIONS += [
     (

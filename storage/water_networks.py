@@ -17,6 +17,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 __all__ = [
+    "alert_leak_candidates",
     "district_layouts",
     "district_sensors",
     "list_networks",
@@ -222,3 +223,17 @@ def store_candidates(database_url: str, rows: list[tuple]) -> int:
             rows,
         )
     return len(rows)
+
+
+def alert_leak_candidates(
+    conn: psycopg.Connection, asset_id: str, opened_at, k: int = 5
+) -> list[dict[str, Any]]:
+    """The latest candidate ranking of a district since a day before its alert opened."""
+    rows = conn.execute(
+        "SELECT ts, rank, node, score, lat, lon, x, y FROM leak_candidates"
+        " WHERE asset_id = %s AND ts = (SELECT max(ts) FROM leak_candidates"
+        " WHERE asset_id = %s AND ts >= %s - interval '1 day') ORDER BY rank LIMIT %s",
+        (asset_id, asset_id, opened_at, k),
+    ).fetchall()
+    keys = ("ts", "rank", "node", "score", "lat", "lon", "x", "y")
+    return [dict(zip(keys, row, strict=True)) for row in rows]

@@ -234,6 +234,11 @@ def create_app(
         max_bytes=settings.max_message_bytes,
     )
     worker_id = f"{socket.gethostname()}:{os.getpid()}"
+    # Water networks: stored network readings, re-keyed by district, feed a district's
+    # leak statistic and candidates (streams/leaks.py).
+    from .leaks import LeakDetection
+
+    leaks = LeakDetection(app, settings, database_url, scores_topic)
 
     def stopping() -> bool:
         return app.should_stop
@@ -331,6 +336,7 @@ def create_app(
         plan.conflicts_stored(written.conflicts)
         for partition, part in plan.scores_by_partition(settings.partitions).items():
             await scores_topic.send(value=encode_score_batch(part), partition=partition)
+        await leaks.forward(plan.batch.readings)
         for key, raw, reason in plan.republish:
             await deadletter_topic.send(
                 key=key,
@@ -446,13 +452,6 @@ def create_app(
             )
         except psycopg.Error as exc:
             log.warning("storage maintenance failed (will retry): %s", exc)
-
-    # Water networks: a district's leak statistic and candidates (streams/leaks.py).
-    from .leaks import register as register_leak_detection
-
-    register_leak_detection(
-        app, settings, database_url, readings_topic, scores_topic, devices.lookup, limits
-    )
 
     @app.on_before_shutdown.connect
     async def close_sinks(app, **kwargs) -> None:

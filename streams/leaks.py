@@ -1,12 +1,11 @@
 """Streaming leak detection: network sensor readings -> a district's leak score and candidates.
 
-Dataflow (registered from ``create_app`` by :func:`register`)::
+Dataflow (built in ``create_app`` by :class:`LeakDetection`)::
 
-    readings (keyed by device)
-      -> filter: valid readings of network sensor types (the scoring agent stores
-         and dead-letters them; here invalid ones are only skipped)
-      -> group_by district asset_id (repartition topic "<prefix>network-district")
-      -> table "leak-state": the district's step being assembled and its last result
+    readings (keyed by device) -> the scoring agent validates and stores them
+      -> LeakDetection.forward: stored readings of network sensor types, re-keyed
+         by district asset_id onto "network-readings" (the group_by)
+      -> table "leak-state": the district's last decided step and its counts
       -> DistrictLeaks.add: when a later 30-min step starts, the finished step goes
          through networks.detector.ResidualLeakDetector (the benchmark's code and
          configuration), then:
@@ -31,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,15 +44,13 @@ from networks.model import network_model
 from storage.sinks import PostgresSink, ScoreRow, SinkBatch
 from storage.water_networks import district_layouts, store_candidates
 
-from .records import Reading, encode_score_batch
-from .validation import validate_reading
+from .records import encode_score_batch
 
 log = logging.getLogger(__name__)
 
 NETWORK_TYPES = ("network_pressure", "network_flow", "network_level")
 MODEL_VERSION = "leak-residual-v1"
 TOP_CANDIDATES = 5
-_NETWORK_TYPE = re.compile(rb'"asset_type"\s*:\s*"network_')
 
 
 @dataclass(slots=True)
@@ -172,26 +168,22 @@ def build_district(
     )
 
 
-def network_reading(raw: bytes | None, lookup, limits) -> Reading | None:
-    """The reading if ``raw`` is a valid reading of a network sensor type, else None."""
-    if not raw or not _NETWORK_TYPE.search(raw):
-        return None
-    parsed = validate_reading(
-        raw,
-        lookup,
-        now=datetime.now(UTC),
-        max_skew=limits.max_skew,
-        max_age=limits.max_age,
-        max_bytes=limits.max_bytes,
-    )
-    if not isinstance(parsed, Reading) or parsed.asset_type not in NETWORK_TYPES:
-        return None
-    return parsed
+def forward_value(row) -> bytes:
+    """The network-readings value of a stored reading: device, time and its one value."""
+    value = next(iter(row.metrics.values()))
+    return json.dumps(
+        {"a": row.asset_id, "d": row.device_id, "t": row.ts.isoformat(), "v": value},
+        separators=(",", ":"),
+    ).encode()
 
 
-def district_key(raw: bytes) -> bytes:
-    """The repartition key: the district (asset) of a network reading."""
-    return json.loads(raw)["asset_id"].encode()
+def parse_forwarded(raw: bytes | None) -> tuple[str, str, datetime, float] | None:
+    """(asset, device, ts, value) of a network-readings value; None if unusable."""
+    try:
+        data = json.loads(raw or b"")
+        return data["a"], data["d"], datetime.fromisoformat(data["t"]), float(data["v"])
+    except (ValueError, TypeError, KeyError):
+        return None
 
 
 def result_rows(district: DistrictLeaks, result: StepResult):
@@ -212,83 +204,102 @@ def result_rows(district: DistrictLeaks, result: StepResult):
     return score, candidates
 
 
-def register(app, settings, database_url: str, readings_topic, scores_topic, lookup, limits):
-    """Add the leak agent and its table to the worker's Faust app."""
-    from .pipeline import partition_of
+class LeakDetection:
+    """The leak agent, its table and the topic that feeds it, on the worker's Faust app.
 
-    sink = PostgresSink(database_url)  # its own connection: agents write from their threads
+    The scoring agent calls :meth:`forward` with each stored batch: network
+    readings are re-keyed by their district onto ``network-readings`` (a
+    group_by done at the producer, so the readings topic keeps one consumer and
+    the scoring agent's offset-ordered batches are untouched), and the agent
+    reading that topic updates the district's table and detector.
+    """
 
-    @app.on_before_shutdown.connect
-    async def close_leak_sink(app, **kwargs) -> None:
-        sink.close()
+    def __init__(self, app, settings, database_url: str, scores_topic) -> None:
+        from .pipeline import partition_of
+        from .topics import NETWORK_READINGS
 
-    leak_state = app.Table("leak-state", default=None, partitions=settings.partitions)
-    districts: dict[str, DistrictLeaks | None] = {}
-    layouts: dict[str, Any] = {}
-
-    def district(asset_id: str) -> DistrictLeaks | None:
-        if asset_id not in districts:
-            if asset_id not in layouts:
-                layouts.update(district_layouts(database_url))
-            layout = layouts.get(asset_id)
-            districts[asset_id] = build_district(asset_id, layout) if layout else None
-            if districts[asset_id] is not None:
-                log.info("leaks: watching %s (warms up for two weeks of steps)", asset_id)
-        return districts[asset_id]
-
-    def is_network(raw) -> bool:
-        return network_reading(raw, lookup, limits) is not None
-
-    @app.agent(readings_topic)
-    async def detect_leaks(stream):
-        async for raw in stream.filter(is_network).group_by(district_key, name="network-district"):
-            reading = network_reading(raw, lookup, limits)
-            if reading is None:
-                continue
-            d = district(reading.asset_id)
-            if d is None:
-                continue
-            value = next(iter(reading.metrics.values()))
-            results = d.add(reading.device_id, reading.ts, float(value))
-            if not results:
-                continue
-            # One table update per decided step (not per reading): a crash loses at
-            # most the steps being assembled, which then count as incomplete.
-            last = results[-1]
-            leak_state[reading.asset_id] = {
-                "decided": last.ts.isoformat(),
-                "statistic": None if np.isnan(last.statistic) else last.statistic,
-                "alarm": last.alarm,
-                "incomplete": d.incomplete,
-                "late": d.late,
-            }
-            for result in results:
-                await _publish(d, result)
-
-    async def _publish(d: DistrictLeaks, result: StepResult) -> None:
-        score, candidates = result_rows(d, result)
-        await asyncio.to_thread(sink.write, SinkBatch(scores=[score]))
-        if candidates:
-            await asyncio.to_thread(store_candidates, database_url, candidates)
-        await scores_topic.send(
-            value=encode_score_batch([score]),
-            partition=partition_of(score.asset_id.encode(), settings.partitions),
+        self._partitions = settings.partitions
+        self._partition_of = partition_of
+        self._topic = app.topic(
+            settings.topic(NETWORK_READINGS), key_serializer="raw", value_serializer="raw"
         )
-        if result.ts.hour == 0 and result.ts.minute == 0:  # a line per district and day
-            log.info(
-                "leaks: %s %s statistic=%.1f alarm=%s incomplete=%d late=%d",
-                d.asset_id,
-                result.ts.date(),
-                result.statistic,
-                result.alarm,
-                d.incomplete,
-                d.late,
-            )
-        if result.alarm and candidates:
-            log.info(
-                "leak suspected on %s: %s",
-                d.asset_id,
-                ", ".join(node for node, *_ in candidates[:3]),
-            )
+        sink = PostgresSink(database_url)  # its own connection: agents write from their threads
+        leak_state = app.Table("leak-state", default=None, partitions=settings.partitions)
+        districts: dict[str, DistrictLeaks | None] = {}
+        self.skipped = 0
 
-    return detect_leaks
+        @app.on_before_shutdown.connect
+        async def close_leak_sink(app, **kwargs) -> None:
+            sink.close()
+
+        def district(asset_id: str) -> DistrictLeaks | None:
+            if asset_id not in districts:
+                layout = district_layouts(database_url).get(asset_id)
+                districts[asset_id] = build_district(asset_id, layout) if layout else None
+                if districts[asset_id] is not None:
+                    log.info("leaks: watching %s (warms up for two weeks of steps)", asset_id)
+            return districts[asset_id]
+
+        async def publish(d: DistrictLeaks, result: StepResult) -> None:
+            score, candidates = result_rows(d, result)
+            await asyncio.to_thread(sink.write, SinkBatch(scores=[score]))
+            if candidates:
+                await asyncio.to_thread(store_candidates, database_url, candidates)
+            await scores_topic.send(
+                value=encode_score_batch([score]),
+                partition=partition_of(score.asset_id.encode(), settings.partitions),
+            )
+            if result.ts.hour == 0 and result.ts.minute == 0:  # a line per district and day
+                log.info(
+                    "leaks: %s %s statistic=%.1f alarm=%s incomplete=%d late=%d",
+                    d.asset_id,
+                    result.ts.date(),
+                    result.statistic,
+                    result.alarm,
+                    d.incomplete,
+                    d.late,
+                )
+            if result.alarm and candidates:
+                log.info(
+                    "leak suspected on %s: %s",
+                    d.asset_id,
+                    ", ".join(node for node, *_ in candidates[:3]),
+                )
+
+        @app.agent(self._topic)
+        async def detect_leaks(stream):
+            async for raw in stream:
+                parsed = parse_forwarded(raw)
+                if parsed is None:
+                    self.skipped += 1
+                    continue
+                asset_id, device_id, ts, value = parsed
+                d = district(asset_id)
+                if d is None:
+                    continue
+                results = d.add(device_id, ts, value)
+                if not results:
+                    continue
+                # One table update per decided step (not per reading): a crash loses
+                # at most the steps being assembled, which then count as incomplete.
+                last = results[-1]
+                leak_state[asset_id] = {
+                    "decided": last.ts.isoformat(),
+                    "statistic": None if np.isnan(last.statistic) else last.statistic,
+                    "alarm": last.alarm,
+                    "incomplete": d.incomplete,
+                    "late": d.late,
+                }
+                for result in results:
+                    await publish(d, result)
+
+    async def forward(self, readings) -> None:
+        """Send the batch's stored network readings to the district topic, keyed by district."""
+        for row in readings:
+            if row.asset_type in NETWORK_TYPES:
+                key = row.asset_id.encode()
+                await self._topic.send(
+                    key=key,
+                    value=forward_value(row),
+                    partition=self._partition_of(key, self._partitions),
+                )

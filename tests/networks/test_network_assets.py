@@ -67,10 +67,10 @@ def test_register_stores_devices_and_sensors_idempotently(db, conn, leakdb_dir, 
     sensors = district_sensors(conn.database_url, "hanoi")
     assert len(sensors) == 7
     p21 = next(s for s in sensors if s["device_id"] == "hanoi-p-21")
-    assert p21["asset_id"] == "hanoi/south" and p21["asset_type"] == "network_pressure"
+    assert p21["asset_id"] == "hanoi.south" and p21["asset_type"] == "network_pressure"
     assert p21["lat"] is not None and p21["lon"] is not None
     zone = db.execute("SELECT zone FROM devices WHERE device_id = 'hanoi-q-1'").fetchone()[0]
-    assert zone == "hanoi/north"
+    assert zone == "hanoi.north"
     # Registering with one district removes the other and its sensors (not the devices).
     out = CliRunner().invoke(
         main,

@@ -39,7 +39,7 @@ def test_readings_carry_the_leak(leakdb_dir):
     step, key, value = out[-1]
     reading = json.loads(value)
     assert step == 47 and key.decode() == reading["device_id"]
-    assert reading["asset_id"] == "hanoi/all" and reading["ts"] == "2026-01-01T23:30:00+00:00"
+    assert reading["asset_id"] == "hanoi.all" and reading["ts"] == "2026-01-01T23:30:00+00:00"
     with pytest.raises(ValueError, match="not a junction"):
         simulate(inp, spec, NetworkSimOptions(days=1, leaks=(parse_leak("1:0.1:1"),)))
 

@@ -10,7 +10,8 @@ import pytest
 
 from ingest.network_sim import NetworkSimOptions, messages, parse_leak, simulate
 from networks.assets import network_spec
-from streams.leaks import build_district, district_key, result_rows
+from storage.sinks import ReadingRow
+from streams.leaks import build_district, forward_value, parse_forwarded, result_rows
 
 
 def _layout(spec):
@@ -26,7 +27,7 @@ def _layout(spec):
 def test_district_stream_alarms_after_the_leak_and_names_the_node(leakdb_dir):
     inp = leakdb_dir / "Hanoi_CMH.inp"
     spec = network_spec(inp, "hanoi", origin=(21.0285, 105.8542))
-    district = build_district("hanoi/all", _layout(spec))
+    district = build_district("hanoi.all", _layout(spec))
     assert district is not None
     leak_day = 20
     sensors = simulate(
@@ -46,14 +47,19 @@ def test_district_stream_alarms_after_the_leak_and_names_the_node(leakdb_dir):
         + [(k + 2, 1, key, raw) for k, key, raw in behind],
         key=lambda m: (m[0], m[1]),
     )
-    for _k, _p, key, raw in merged:
-        assert district_key(raw) == b"hanoi/all"
+    for _k, _p, _key, raw in merged:
         reading = json.loads(raw)
-        results += district.add(
-            key.decode(),
-            datetime.fromisoformat(reading["ts"]),
-            next(iter(reading["metrics"].values())),
+        row = ReadingRow(
+            ts=datetime.fromisoformat(reading["ts"]),
+            device_id=reading["device_id"],
+            asset_id=reading["asset_id"],
+            asset_type=reading["asset_type"],
+            metrics=reading["metrics"],
+            source={},
         )
+        asset, device, ts, value = parse_forwarded(forward_value(row))  # the district topic
+        assert asset == "hanoi.all"
+        results += district.add(device, ts, value)
     assert district.incomplete == 0 and district.late == 0
     assert len(results) == len(sensors.inflow)  # a step is decided once all its sensors are in
     before = [r for r in results if (r.ts - start).days < leak_day]
@@ -63,17 +69,22 @@ def test_district_stream_alarms_after_the_leak_and_names_the_node(leakdb_dir):
     first = next(r for r in after if r.alarm)
     assert "21" in [node for node, *_ in first.candidates[:3]]
     score, candidates = result_rows(district, first)
-    assert score.asset_id == "hanoi/all" and score.risk >= 0.5 and score.threshold == 0.5
+    assert score.asset_id == "hanoi.all" and score.risk >= 0.5 and score.threshold == 0.5
     assert candidates[0][2] == 1 and candidates[0][5] is not None  # rank 1 with a latitude
+
+
+def test_unusable_forwarded_values_are_refused():
+    for raw in (None, b"", b"{", b'{"a": "x"}', b'{"a":"x","d":"y","t":"nope","v":1}', b"[1]"):
+        assert parse_forwarded(raw) is None
 
 
 def test_unsupported_layout_is_skipped(leakdb_dir):
     spec = network_spec(leakdb_dir / "Hanoi_CMH.inp", "hanoi")
     layout = _layout(spec)
     layout["sensors"] = layout["sensors"][:5]  # five pressure sensors only
-    assert build_district("hanoi/all", layout) is None
+    assert build_district("hanoi.all", layout) is None
     layout["inp_file"] = "/nonexistent.inp"
-    assert build_district("hanoi/all", layout) is None
+    assert build_district("hanoi.all", layout) is None
 
 
 @pytest.mark.stack
@@ -110,24 +121,27 @@ def test_worker_raises_a_leak_alert_with_candidates(
         opened = None
         while opened is None and time.monotonic() < deadline:
             opened = db.execute(
-                "SELECT opened_at FROM alerts WHERE asset_id = 'hanoi/all' AND status = 'open'"
+                "SELECT opened_at FROM alerts WHERE asset_id = 'hanoi.all' AND status = 'open'"
             ).fetchone()
             time.sleep(1)
         assert opened is not None, (tmp_path / "worker.log").read_text()[-3000:]
         assert opened[0] >= leak_at
-        stored = db.execute(
-            "SELECT count(*) FROM readings WHERE asset_id = 'hanoi/all'"
-        ).fetchone()[0]
+        stored = 0
+        while stored < run.readings and time.monotonic() < deadline + 60:
+            stored = db.execute(
+                "SELECT count(*) FROM readings WHERE asset_id = 'hanoi.all'"
+            ).fetchone()[0]
+            time.sleep(0.5)
         assert stored == run.readings
         top = db.execute(
-            "SELECT node, lat, lon FROM leak_candidates WHERE asset_id = 'hanoi/all'"
+            "SELECT node, lat, lon FROM leak_candidates WHERE asset_id = 'hanoi.all'"
             " AND ts = (SELECT min(ts) FROM leak_candidates WHERE ts >= %s) ORDER BY rank"
             " LIMIT 3",
             (leak_at,),
         ).fetchall()
         assert "21" in [node for node, _, _ in top] and top[0][1] is not None
         scores = db.execute(
-            "SELECT count(*) FROM scores WHERE asset_id = 'hanoi/all' AND ts < %s AND risk >= 0.5",
+            "SELECT count(*) FROM scores WHERE asset_id = 'hanoi.all' AND ts < %s AND risk >= 0.5",
             (leak_at,),
         ).fetchone()[0]
         assert scores == 0  # no leak statistic above threshold before the leak
