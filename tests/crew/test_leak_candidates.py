@@ -41,3 +41,14 @@ def test_alert_context_carries_leak_candidates(api, tokens, crew_db, conn):
     cands = got.json()["leak_candidates"]
     assert [(c["rank"], c["node"]) for c in cands] == [(1, "21"), (2, "22")]
     assert cands[0]["lat"] == 21.03 and cands[0]["x"] == 5000.0
+    # The crew's outcome and where they found the leak become a label of the district.
+    done = httpx.post(
+        f"{api}/api/v1/alerts/{alert.alert_id}/resolve",
+        json={"outcome": "fault_confirmed", "note": "leak found at node 21"},
+        headers={"Authorization": f"Bearer {tokens['ana']}"},
+    )
+    assert done.status_code == 200, done.text
+    outcome, detail = crew_db.execute(
+        "SELECT outcome, detail FROM labels WHERE asset_id = 'hanoi.all'"
+    ).fetchone()
+    assert outcome == "fault_confirmed" and detail["note"] == "leak found at node 21"
