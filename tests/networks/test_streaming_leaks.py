@@ -145,5 +145,19 @@ def test_worker_raises_a_leak_alert_with_candidates(
             (leak_at,),
         ).fetchone()[0]
         assert scores == 0  # no leak statistic above threshold before the leak
+        # Every panel of the networks dashboard returns rows from this run, its SQL
+        # expanded as Grafana would.
+        from dashboards import networks
+        from dashboards.catalog import queries
+        from dashboards.check import run_query
+        from dashboards.macros import Context
+        from dashboards.sdk import dump
+
+        board = json.loads(dump(networks.build()))
+        ctx = Context(start=run.start, end=datetime.now(UTC) + timedelta(minutes=1))
+        panels = {q.title: run_query(db, q, ctx) for q in queries(board)}
+        assert len(panels) == 5
+        for title, result in panels.items():
+            assert result.error is None and result.rows_with_data > 0, (title, result.error)
     finally:
         worker.stop()
