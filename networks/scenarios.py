@@ -82,6 +82,23 @@ def read_scenarios(folder: Path, network: str, leaks_file: Path | None = None) -
     return [Scenario(network, n, tuple(by_scenario.get(n, ()))) for n in numbers]
 
 
+def check_scenarios(folder: Path, scenarios: list[Scenario]) -> None:
+    """Refuse, with the scenario and the reason, leaks the network cannot have."""
+    if not scenarios:
+        return
+    wn = load_network(folder / NETWORK_FILES[scenarios[0].network])
+    nodes = set(wn.junction_name_list) | set(wn.tank_name_list)
+    for sc in scenarios:
+        for leak in sc.leaks:
+            where = f"scenario {sc.number}, leak at {leak.node!r}"
+            if leak.node not in nodes:
+                raise ValueError(f"{where}: no such junction or tank in {sc.network}")
+            if not 0 < leak.diameter_m <= 1:
+                raise ValueError(f"{where}: diameter {leak.diameter_m} m out of (0, 1]")
+            if not 0 <= leak.start <= leak.peak <= leak.end <= YEAR_STEPS:
+                raise ValueError(f"{where}: needs 0 <= start <= peak <= end <= {YEAR_STEPS}")
+
+
 def _rng(network: str, number: int, salt: str = "") -> np.random.Generator:
     return np.random.default_rng(zlib.crc32(f"{network}:{number}:{salt}".encode()))
 

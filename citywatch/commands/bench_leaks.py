@@ -98,7 +98,7 @@ def bench_leaks(
     delays and the economic score (distance term left out: no pipe is named).
     """
     from networks.leakdb_bench import CHOSEN, GRID, MNF_GAMMA, Outcome, evaluate, summary
-    from networks.scenarios import read_scenarios
+    from networks.scenarios import check_scenarios, read_scenarios
 
     # EPANET warns at every step where Net1's pump cannot deliver; the warning is
     # the model's, not ours, and thousands of them bury the figures.
@@ -114,13 +114,22 @@ def bench_leaks(
 
     lo, hi = _parse_range(scenarios)
     configs = GRID if select else [CHOSEN]
+    if leaks_file is not None:
+        # A leak file is one network's: named like hanoi_leaks.csv, or chosen by --network.
+        named = [n for n in networks if n in leaks_file.name.lower()]
+        if len(named) != 1 and len(networks) != 1:
+            raise click.ClickException(
+                f"which network is {leaks_file.name}? pass --network hanoi or --network net1"
+            )
+        networks = named if len(named) == 1 else networks
     figures: dict = {}
     for network in networks:
-        if leaks_file is not None and network not in leaks_file.name:
-            continue
-        chosen = [s for s in read_scenarios(data, network, leaks_file) if lo <= s.number <= hi][
-            ::every
-        ]
+        try:
+            found = read_scenarios(data, network, leaks_file)
+            chosen = [s for s in found if lo <= s.number <= hi][::every]
+            check_scenarios(data, chosen)
+        except (OSError, ValueError, KeyError) as exc:
+            raise click.ClickException(f"{network}: unusable scenario file: {exc}") from exc
         if not chosen:
             raise click.ClickException(f"{network}: no scenario in {scenarios}")
         total = Outcome()

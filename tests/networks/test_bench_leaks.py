@@ -70,3 +70,38 @@ def test_bench_leaks_refuses_an_empty_range(leakdb_dir):
     )
     assert out.exit_code != 0
     assert "no scenario" in out.output
+
+
+def test_bench_leaks_asks_which_network_a_leak_file_is(leakdb_dir, tmp_path):
+    leaks = tmp_path / "leaks.csv"
+    leaks.write_text("scenario,leak,node,diameter_m,type,start_step,peak_step,end_step\n")
+    out = CliRunner().invoke(
+        main, ["bench", "leaks", "--data", str(leakdb_dir), "--leaks", str(leaks)]
+    )
+    assert out.exit_code != 0 and "--network" in out.output
+
+
+def test_bench_leaks_refuses_a_bad_leak_file_with_its_reason(leakdb_dir, tmp_path):
+    leaks = tmp_path / "hanoi_leaks.csv"
+    header = "scenario,leak,node,diameter_m,type,start_step,peak_step,end_step\n"
+    for row, reason in (
+        ("701,1,99,0.05,abrupt,10,10,20\n", "no such junction"),
+        ("701,1,13,0.05,abrupt,30,30,20\n", "start <= peak <= end"),
+        ("701,1,13,lots,abrupt,10,10,20\n", "unusable"),
+        ("701,1,13,0.05,sudden,10,10,20\n", "unknown leak type"),
+    ):
+        leaks.write_text(header + row)
+        out = CliRunner().invoke(
+            main,
+            [
+                "bench",
+                "leaks",
+                "--data",
+                str(leakdb_dir),
+                "--leaks",
+                str(leaks),
+                "--scenarios",
+                "701-701",
+            ],
+        )
+        assert out.exit_code != 0 and reason in out.output, out.output
