@@ -87,7 +87,9 @@ class ResidualLeakDetector:
         # model's error that grows with flow (wrong roughness or diameters), whose
         # slope is learnt and removed so seasons don't look like leaks.
         n = len(self.model.junctions)
-        dims = n + 2
+        k = 1 + self.model.tanks  # regressors: h(inflow), then each tank's level
+        dims = n + 1 + k
+        self._k = k
         self._n = n
         self._qref = self.model.mean_inflow
         self._tested = n + 1 if cfg.use_inflow else n
@@ -97,26 +99,36 @@ class ResidualLeakDetector:
         self._mom = np.zeros(3)  # weight, Σh, Σh²
         self._mom_r = np.zeros((2, n))  # Σr, Σr·h
         self._slope = np.zeros(n)
+        # With tanks, the same regression on [h, levels...]: weight, Σx, Σxxᵀ, Σr, Σrxᵀ.
+        self._mx = [0.0, np.zeros(k), np.zeros((k, k)), np.zeros(n), np.zeros((n, k))]
+        self._slopes = np.zeros((n, k))
         self._sig = self.model.signatures[: self._tested]
         self._state = _State(
             buffer=np.zeros((cfg.window, dims)),
             running=np.zeros(dims),
             slots=np.zeros((SLOTS, cfg.references, dims)),
             slot_count=np.zeros(SLOTS, dtype=int),
-            cov=np.zeros((dims - 1, dims - 1)),
+            cov=np.zeros((n + 1, n + 1)),  # pressures and inflow
         )
 
     @property
     def alarm(self) -> bool:
         return self._state.alarm
 
-    def update(self, pressure: np.ndarray, inflow: float) -> float:
+    def update(
+        self, pressure: np.ndarray, inflow: float, levels: np.ndarray | None = None
+    ) -> float:
         """Take one step's readings (pressures in ``model.junctions`` order, m; inflow
-        m³/h); return the leak statistic (NaN while warming up). ``alarm`` tells
-        whether the alarm is up after this step."""
+        m³/h; each tank's level, m, if the model has tanks); return the leak statistic
+        (NaN while warming up). ``alarm`` tells whether the alarm is up after this step."""
         cfg, s = self.config, self._state
         h = (max(inflow, 0.0) / self._qref) ** 1.852
-        resid = np.concatenate([pressure - self.model.expected_pressure(inflow), [inflow, h]])
+        extra = [] if self._k == 1 else list(np.asarray(levels, dtype=float))
+        if len(extra) != self._k - 1:
+            raise ValueError(f"expected {self._k - 1} tank levels, got {len(extra)}")
+        resid = np.concatenate(
+            [pressure - self.model.expected_pressure(inflow), [inflow, h], extra]
+        )
         pos = s.t % cfg.window
         s.running += resid - s.buffer[pos]
         s.buffer[pos] = resid
@@ -131,8 +143,11 @@ class ResidualLeakDetector:
             self._learn_slope(resid)
         if n_ref:
             raw = mean - s.slots[slot, :n_ref].mean(axis=0)
-            delta = raw[:-1].copy()
-            delta[: self._n] -= self._slope * raw[-1]
+            delta = raw[: self._n + 1].copy()
+            if self._k == 1:
+                delta[: self._n] -= self._slope * raw[-1]
+            else:
+                delta[: self._n] -= self._slopes @ raw[self._n + 1 :]
             if s.history >= cfg.min_history:
                 stat = self._score(delta)
             if not s.alarm:
@@ -146,6 +161,9 @@ class ResidualLeakDetector:
 
     def _learn_slope(self, resid: np.ndarray) -> None:
         decay = 0.5 ** (1 / self.config.halflife)
+        if self._k > 1:
+            self._learn_slopes(resid, decay)
+            return
         h, r = resid[-1], resid[: self._n]
         self._mom = decay * self._mom + (1.0, h, h * h)
         self._mom_r = decay * self._mom_r + (r, r * h)
@@ -153,6 +171,22 @@ class ResidualLeakDetector:
         var = shh / w - (sh / w) ** 2
         if self._state.t % 48 == 0 and var > 1e-12:
             self._slope = (self._mom_r[1] / w - self._mom_r[0] / w * sh / w) / var
+
+    def _learn_slopes(self, resid: np.ndarray, decay: float) -> None:
+        """Multiple regression of the pressure residuals on [h, levels] (networks with tanks:
+        every pressure follows the tank's level, which the inflow alone cannot predict)."""
+        x, r = resid[self._n + 1 :], resid[: self._n]
+        m = self._mx
+        m[0] = decay * m[0] + 1.0
+        m[1] = decay * m[1] + x
+        m[2] = decay * m[2] + np.outer(x, x)
+        m[3] = decay * m[3] + r
+        m[4] = decay * m[4] + np.outer(r, x)
+        if self._state.t % 48 == 0 and m[0] > 1:
+            mx = m[1] / m[0]
+            cxx = m[2] / m[0] - np.outer(mx, mx)
+            crx = m[4] / m[0] - np.outer(m[3] / m[0], mx)
+            self._slopes = crx @ np.linalg.pinv(cxx)
 
     def _learn(self, delta: np.ndarray) -> None:
         s, cfg = self._state, self.config
@@ -231,6 +265,7 @@ def detect(
     inflow: np.ndarray,
     config: DetectorConfig | None = None,
     *,
+    levels: np.ndarray | None = None,
     rank_after: int = 48,
     acknowledge_after: int | None = None,
 ) -> Detection:
@@ -244,7 +279,7 @@ def detect(
     rankings: dict[int, list[str]] = {}
     onset = None
     for k in range(steps):
-        stats[k] = det.update(pressure[k], float(inflow[k]))
+        stats[k] = det.update(pressure[k], float(inflow[k]), None if levels is None else levels[k])
         alarms[k] = det.alarm
         if alarms[k] and (k == 0 or not alarms[k - 1]):
             onset = k

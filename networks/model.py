@@ -35,6 +35,11 @@ class NetworkModel:
     signatures: np.ndarray  # (junctions + 1, candidates): residual per m³/h of leak
     candidates: tuple[str, ...]
     mean_inflow: float  # m³/h at base demands
+    tank_names: tuple[str, ...] = ()  # their levels are inputs of the detector, in this order
+
+    @property
+    def tanks(self) -> int:
+        return len(self.tank_names)
 
     def expected_pressure(self, inflow: np.ndarray | float) -> np.ndarray:
         """Pressures (…, junctions) the model predicts for the measured inflow."""
@@ -59,7 +64,7 @@ class NetworkModel:
 @cache
 def network_model(inp: Path) -> NetworkModel:
     """Build (once per process) the prediction grid and leak signatures of ``inp``."""
-    wn = load_network(inp)
+    wn = _fixed_tanks(load_network(inp))
     junctions = tuple(wn.junction_name_list)
     n = len(junctions)
     levels = np.linspace(0.05, 2.5, 50)
@@ -73,17 +78,29 @@ def network_model(inp: Path) -> NetworkModel:
         signatures=np.zeros((n + 1, n)),
         candidates=junctions,
         mean_inflow=float(np.interp(1.0, levels, grid.inflow)),
+        tank_names=tuple(wn.tank_name_list),
     )
     patterns = np.repeat(np.asarray(SIGNATURE_LEVELS)[:, None], n, axis=1)
-    free = run(load_network(inp), patterns)
+    free = run(_fixed_tanks(load_network(inp)), patterns)
     free_resid = model.residuals(free.pressure, free.inflow)
     for c, node in enumerate(junctions):
-        leaky = run(load_network(inp), patterns, [Leak(node, SIGNATURE_DIAMETER_M, 0, 0, 2)])
+        leaky = run(
+            _fixed_tanks(load_network(inp)), patterns, [Leak(node, SIGNATURE_DIAMETER_M, 0, 0, 2)]
+        )
         # Residual of the leaky run against the leak-free one at the same demand,
         # per m³/h of leak outflow, averaged over the demand levels.
         delta = model.residuals(leaky.pressure, leaky.inflow) - free_resid
         model.signatures[:, c] = (delta / leaky.leak_flow[:, None]).mean(axis=0)
     return model
+
+
+def _fixed_tanks(wn):
+    """The model with its tanks' levels held (a tank 10 km wide barely moves), so the
+    prediction depends on the inflow alone; the detector learns how pressures follow
+    the measured levels."""
+    for name in wn.tank_name_list:
+        wn.get_node(name).diameter = 10_000.0
+    return wn
 
 
 def leak_site(wn, node: str) -> str:

@@ -39,7 +39,7 @@ import numpy as np
 
 from networks.detector import DetectorConfig, ResidualLeakDetector
 from networks.hydraulics import STEP_S, load_network, source_links
-from networks.leakdb_bench import CHOSEN
+from networks.leakdb_bench import chosen_for
 from networks.model import network_model
 from storage.sinks import PostgresSink, ScoreRow, SinkBatch
 from storage.water_networks import district_layouts, store_candidates
@@ -71,6 +71,7 @@ class DistrictLeaks:
     pressure_device: dict[str, int]  # device -> junction column
     inlet_sign: dict[str, int]  # flow device -> +1/-1 towards the district
     inlet_device: str
+    level_devices: tuple[str, ...]  # in the model's tank order
     coords: dict[str, tuple[float | None, float | None, float, float]]  # node -> lat, lon, x, y
     detector: ResidualLeakDetector
     lateness: int = 48  # steps a step waits for its last sensors once later ones arrive
@@ -95,7 +96,7 @@ class DistrictLeaks:
             self.late += 1  # a step already decided: too late to count
             return []
         self.pending.setdefault(step, {})[device_id] = value
-        needed = set(self.pressure_device) | set(self.inlet_sign)
+        needed = set(self.pressure_device) | set(self.inlet_sign) | set(self.level_devices)
         results = []
         while self.pending:
             first = min(self.pending)
@@ -117,7 +118,8 @@ class DistrictLeaks:
         for device, col in self.pressure_device.items():
             pressure[col] = values[device]
         inflow = sum(sign * values[d] for d, sign in self.inlet_sign.items())
-        stat = self.detector.update(pressure, float(inflow))
+        levels = np.array([values[d] for d in self.level_devices])
+        stat = self.detector.update(pressure, float(inflow), levels)
         threshold = self.detector.config.threshold
         risk = 0.0 if np.isnan(stat) else float(min(max(0.5 * stat / threshold, 0.0), 1.0))
         candidates = []
@@ -129,7 +131,7 @@ class DistrictLeaks:
 
 
 def build_district(
-    asset_id: str, layout: dict[str, Any], config: DetectorConfig = CHOSEN
+    asset_id: str, layout: dict[str, Any], config: DetectorConfig | None = None
 ) -> DistrictLeaks | None:
     """The district's detector from its stored layout; None (logged) if unsupported."""
     inp = Path(layout["inp_file"])
@@ -139,7 +141,7 @@ def build_district(
     model = network_model(inp)
     wn = load_network(inp)
     signs = dict(source_links(wn))
-    pressure_device, inlet_sign, coords = {}, {}, {}
+    pressure_device, inlet_sign, coords, level_of = {}, {}, {}, {}
     for device, kind, element, metric, lat, lon in layout["sensors"]:
         if kind == "node" and metric == "pressure" and element in model.junctions:
             pressure_device[device] = model.junctions.index(element)
@@ -147,22 +149,29 @@ def build_district(
             coords[element] = (lat, lon, float(x), float(y))
         elif kind == "link" and metric == "flow":
             inlet_sign[device] = signs.get(element, 1)
-    if len(pressure_device) != len(model.junctions) or not inlet_sign:
+        elif kind == "node" and metric == "level":
+            level_of[element] = device
+    missing_tanks = [t for t in model.tank_names if t not in level_of]
+    if len(pressure_device) != len(model.junctions) or not inlet_sign or missing_tanks:
         log.warning(
-            "leaks: %s: %d of %d junctions have pressure sensors, %d inlets metered; the "
-            "detector needs all junctions and an inlet; district skipped",
+            "leaks: %s: %d of %d junctions have pressure sensors, %d inlets metered, tanks "
+            "without level %s; the detector needs all of them; district skipped",
             asset_id,
             len(pressure_device),
             len(model.junctions),
             len(inlet_sign),
+            missing_tanks,
         )
         return None
+    # The configuration fixed for the network on its benchmark scenarios 1-500.
+    config = config or chosen_for(str(layout.get("network_id", "")))
     return DistrictLeaks(
         asset_id=asset_id,
         junctions=model.junctions,
         pressure_device=pressure_device,
         inlet_sign=inlet_sign,
         inlet_device=sorted(inlet_sign)[0],
+        level_devices=tuple(level_of[t] for t in model.tank_names),
         coords=coords,
         detector=ResidualLeakDetector(model, config),
     )

@@ -97,7 +97,15 @@ def bench_leaks(
     BattLeDIM 2019 has flows and the tank level only: detections, false alarms,
     delays and the economic score (distance term left out: no pipe is named).
     """
-    from networks.leakdb_bench import CHOSEN, GRID, MNF_GAMMA, Outcome, evaluate, summary
+    from networks.leakdb_bench import (
+        CHOSEN,
+        GRID,
+        MNF_GAMMA,
+        Outcome,
+        chosen_for,
+        evaluate,
+        summary,
+    )
     from networks.scenarios import check_scenarios, read_scenarios
 
     # EPANET warns at every step where Net1's pump cannot deliver; the warning is
@@ -113,7 +121,6 @@ def bench_leaks(
         return
 
     lo, hi = _parse_range(scenarios)
-    configs = GRID if select else [CHOSEN]
     if leaks_file is not None:
         # A leak file is one network's: named like hanoi_leaks.csv, or chosen by --network.
         named = [n for n in networks if n in leaks_file.name.lower()]
@@ -133,6 +140,7 @@ def bench_leaks(
         if not chosen:
             raise click.ClickException(f"{network}: no scenario in {scenarios}")
         total = Outcome()
+        configs = GRID if select else [chosen_for(network)]
         run = partial(evaluate, data, configs=configs)
         bar = tqdm(
             total=len(chosen), desc=network, unit="scenario", disable=None if not as_json else True

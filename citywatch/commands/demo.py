@@ -355,6 +355,9 @@ def _network_demo(settings: Settings, network, inp, say, as_json: bool, keep: bo
     conn = connect(settings)
     try:
         ensure_models(settings, conn.database_url, say, progress=not as_json)
+        reset_tables(conn.database_url)  # a demo counts only its own run
+        with psycopg.connect(conn.database_url) as db:
+            db.execute("TRUNCATE leak_candidates, network_leaks")
         summary = run_network_demo(settings, conn, network, inp, say=say, progress=not as_json)
     finally:
         if not keep:

@@ -161,3 +161,21 @@ def test_worker_raises_a_leak_alert_with_candidates(
             assert result.error is None and result.rows_with_data > 0, (title, result.error)
     finally:
         worker.stop()
+
+
+def test_net1_district_reads_its_tank_level_with_net1s_configuration(leakdb_dir):
+    inp = leakdb_dir / "Net1.inp"
+    spec = network_spec(inp, "net1")
+    district = build_district("net1.all", {**_layout(spec), "network_id": "net1"})
+    assert district is not None and len(district.level_devices) == 1
+    assert district.detector.config.threshold == 4.0 and district.detector.config.use_inflow
+    sensors = simulate(inp, spec, NetworkSimOptions(days=1, seed=3))
+    results = []
+    for _k, key, raw in messages(spec, sensors, datetime(2026, 1, 1, tzinfo=UTC)):
+        reading = json.loads(raw)
+        results += district.add(
+            key.decode(),
+            datetime.fromisoformat(reading["ts"]),
+            next(iter(reading["metrics"].values())),
+        )
+    assert len(results) == 48 and district.incomplete == 0
