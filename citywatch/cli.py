@@ -152,20 +152,26 @@ def _register_commands() -> None:
         bench_ingest,
         bench_leaks,
         bench_model,
+        bench_pipeline,
         bench_scoring,
         bench_sink,
         bench_worker,
         dashboards,
         demo,
+        downlinks,
         drift,
         grafana,
         ingest,
+        ingest_check,
         labels,
         model,
         networks,
+        register,
+        replay,
         simulate,
         storage,
         train,
+        water_quality,
     )
 
     for command in (
@@ -181,13 +187,20 @@ def _register_commands() -> None:
         grafana.grafana,
         storage.storage,
         alerts.alerts,
+        register.register,
         assets.assets,
+        replay.replay,
+        water_quality.water_quality,
+        downlinks.downlinks,
     ):
         main.add_command(command)
     main.add_command(ingest.ingest)
+    ingest.ingest.add_command(ingest_check.ingest_check)
+    ingest.ingest.add_command(ingest_check.ingest_import)
     main.add_command(ingest.devices)
     for subcommand in (
         bench_worker.bench_worker,
+        bench_pipeline.bench_pipeline,
         bench_sink.bench_sink,
         bench_alerts.bench_alerts,
         bench_model.bench_model,

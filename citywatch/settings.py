@@ -42,6 +42,11 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr | None = Field(
         None, description="Shared secret the LoRaWAN HTTP webhooks require."
     )
+    tts_api_key: SecretStr | None = Field(
+        None,
+        description="The Things Stack API key for its webhook downlink API "
+        "(`citywatch downlinks run --tts-api`).",
+    )
     partitions: int = Field(4, ge=1, description="Partitions of the readings topic.")
     topic_prefix: str = Field("", description="Prefix for every Kafka topic name.")
     app_id: str = Field("citywatch-worker", description="Faust app id (consumer group).")
@@ -78,6 +83,13 @@ class Settings(BaseSettings):
     )
     alert_open_after: int = Field(3, ge=1, description="Consecutive high scores to open.")
     alert_close_after: int = Field(5, ge=1, description="Consecutive low scores to close.")
+    explain_interval_s: float = Field(
+        300.0,
+        ge=0,
+        description="While a device stays at or above its threshold, explain its score at most"
+        " this often (reading time); 0 explains every high score. Explaining (TreeSHAP) costs"
+        " far more than scoring.",
+    )
 
     retention_days: int | None = Field(
         None, ge=1, description="Drop readings and scores older than this. Unset: keep all."

@@ -33,7 +33,9 @@ from storage.alert_store import Actor, NotFoundError, TransitionError
 from storage.water_networks import alert_leak_candidates
 
 from . import auth, lifecycle
+from .downlinks_api import add_downlink_routes
 from .guard import ACTOR_KEY, Guard, GuardConfig
+from .strict_query import reject_unexpected_query
 
 log = logging.getLogger(__name__)
 INBOX_DIR = Path(__file__).parent / "inbox"
@@ -221,10 +223,18 @@ class Problem(BaseModel):
     detail: str
 
 
+class ValidationProblem(BaseModel):
+    detail: list[dict[str, Any]]
+
+
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": Problem, "description": "Missing or invalid token"},
     403: {"model": Problem, "description": "Role not allowed"},
     413: {"model": Problem, "description": "Body over the size limit"},
+    422: {
+        "model": ValidationProblem,
+        "description": "Invalid parameters or body, or a query parameter the route does not take",
+    },
     429: {"model": Problem, "description": "Rate limit exceeded (per client)"},
 }
 _ALERT_ERRORS = {**_ERRORS, 404: {"model": Problem, "description": "No such alert"}}
@@ -286,6 +296,7 @@ def create_app(
         description="Alert lifecycle for maintenance crews: list, acknowledge, assign, "
         "resolve with an outcome, comment; Grafana webhooks as another source.",
         lifespan=lifespan,
+        dependencies=[Depends(reject_unexpected_query)],
     )
     app.state.pool = pool
     bearer = HTTPBearer(
@@ -474,6 +485,7 @@ def create_app(
         results = lifecycle.apply_grafana_payload(conn, payload.model_dump(), who)
         return {"results": results}
 
+    add_downlink_routes(app, Who, Conn, AlertId, _ALERT_ERRORS)
     app.mount("/inbox", StaticFiles(directory=INBOX_DIR, html=True), name="inbox")
     guard = GuardConfig(
         rate_per_s=rate_per_s,

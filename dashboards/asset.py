@@ -50,10 +50,32 @@ GROUP BY 1""",
     ["risk", "threshold"],
 )
 
+# The cold-start health model's score: distance from the device's own learned baseline,
+# 1.0 = its control limit. Stored for every asset type, whichever model alerts.
+ANOMALY_SQL = gapfilled(
+    f"""SELECT {bucket("ts")} AS bucket, max(anomaly_score) AS anomaly_score,
+       1.0::double precision AS control_limit
+FROM scores
+WHERE asset_id = '$asset' AND role = 'champion' AND $__timeFilter(ts)
+GROUP BY 1""",
+    ["anomaly_score", "control_limit"],
+)
+
+# Time to failure (days) from the champion's remaining-life model, with its 10-90 % interval.
+TTF_SQL = gapfilled(
+    f"""SELECT {bucket("ts")} AS bucket, min(ttf_low_days) AS ttf_low,
+       avg(ttf_median_days) AS ttf_median, max(ttf_high_days) AS ttf_high
+FROM scores
+WHERE asset_id = '$asset' AND role = 'champion' AND $__timeFilter(ts)
+GROUP BY 1""",
+    ["ttf_low", "ttf_median", "ttf_high"],
+)
+
 ALERT_ANNOTATION_SQL = """
 SELECT opened_at AS time, coalesce(closed_at, now()) AS timeend,
        'alert ' || alert_id || ': peak risk ' || round(peak_risk::numeric, 2)
-       || ' (' || status || ', model ' || model_version || ')' AS text,
+       || ' (' || status || ', ' || coalesce(model_kind, 'failure_risk') || ' model '
+       || model_version || ')' AS text,
        status AS tags
 FROM alerts
 WHERE asset_id = '$asset' AND opened_at <= $__timeTo()
@@ -76,10 +98,23 @@ LIMIT 10
 
 ALERTS_TABLE_SQL = """
 SELECT alert_id, status, opened_at, closed_at, round(peak_risk::numeric, 3) AS peak_risk,
-       round(last_risk::numeric, 3) AS last_risk, model_version
+       round(last_risk::numeric, 3) AS last_risk,
+       coalesce(model_kind, 'failure_risk') AS model_kind, outlook, model_version
 FROM alerts
 WHERE asset_id = '$asset'
 ORDER BY opened_at DESC
+LIMIT 50
+""".strip()
+
+# What the sensor was told (adaptive sampling, crews' requests) and why; refused ones
+# too (no downlink encoder, duty-cycle limit), so a gap in its readings is explained.
+COMMANDS_TABLE_SQL = """
+SELECT created_at AS time, command,
+       coalesce(args ->> 'interval_s', '') AS interval_s, status, reason,
+       requested_by, coalesce(detail, '') AS detail
+FROM downlink_commands
+WHERE asset_id = '$asset' AND $__timeFilter(created_at)
+ORDER BY command_id DESC
 LIMIT 50
 """.strip()
 
@@ -136,6 +171,30 @@ def build() -> dm.Dashboard:
             .override_by_name("threshold", _risk_axis())
         )
         .with_panel(
+            p.time_series(
+                "Anomaly score (no labels needed): $asset",
+                "The cold-start health model: how far the device is from the healthy baseline "
+                "it learned from its own first readings, over its control limit (1.0). Empty "
+                "while it is still learning. It raises the alerts of asset types without "
+                "enough failure labels (model card: scoring_policy).",
+                SQL(ANOMALY_SQL),
+                w=24,
+                h=7,
+            )
+        )
+        .with_panel(
+            p.time_series(
+                "Time to failure: $asset",
+                "Days until this asset is likely to fail: median estimate with its 10 % and "
+                "90 % bounds (a conformalised quantile LightGBM, trained on the time to each "
+                "failure in the history). An upper bound at the cap means 'at least that long'.",
+                SQL(TTF_SQL),
+                unit="d",
+                w=24,
+                h=7,
+            )
+        )
+        .with_panel(
             p.bar_chart(
                 "Top feature contributions: $asset",
                 "LightGBM contributions (pred_contrib) to the latest explained score in the "
@@ -150,6 +209,15 @@ def build() -> dm.Dashboard:
                 "Alerts: $asset",
                 "This asset's alerts, newest first.",
                 SQL(ALERTS_TABLE_SQL),
+            )
+        )
+        .with_panel(
+            p.table_panel(
+                "Sensor commands: $asset",
+                "Downlinks to this asset's sensor, newest first: reporting-interval changes "
+                "as its risk rose and fell, crews' fresh-reading requests, and refusals.",
+                SQL(COMMANDS_TABLE_SQL),
+                w=24,
             )
         )
         .build()

@@ -9,7 +9,7 @@ from typing import Any
 
 from grafana_foundation_sdk.models import dashboard as dm
 
-from . import asset, fleet, models, pipeline
+from . import asset, fleet, models, pipeline, water_quality
 from .sdk import dump
 
 JSON_DIR = Path(__file__).resolve().parent / "json"
@@ -19,6 +19,7 @@ BUILDERS: dict[str, Callable[[], dm.Dashboard]] = {
     "asset-detail": asset.build,
     "pipeline-health": pipeline.build,
     "model-monitoring": models.build,
+    "water-quality": water_quality.build,
 }
 
 

@@ -9,28 +9,10 @@ are the module constants below.
   never on the test set; the test set is scored once.
 * SKAB: leave-whole-files-out; no experiment is ever split by rows.
 
-Figures measured on the shared copies (``python -m models.evaluation cmapss
---data ../shared/datasets --seed S`` and ``... skab ...``), 2 cores:
-
-=========================  ==========  ==========  ==========
-                           seed 0      seed 1      seed 2
-=========================  ==========  ==========  ==========
-C-MAPSS FD001 test RMSE    10.72       10.63       10.71
-C-MAPSS PHM08 score        186.6       177.7       184.7
-C-MAPSS validation RMSE    8.57        9.09        9.65
-C-MAPSS <=30 cycles AUC    0.996       0.997       0.995
-SKAB F1 (LOFO, 16 files)   0.858       0.844       0.826
-SKAB FAR / MAR, %          11.3/8.9    7.7/16.4    13.4/11.9
-=========================  ==========  ==========  ==========
-
-The shared C-MAPSS copy is not the published FD001: training has 90 engines,
-and the test file has 110 engines for 100 RUL rows. Units 101-110 are complete
-run-to-failure histories without a RUL row; they are excluded and reported,
-and the 100 others are matched to the RUL rows in order. The C-MAPSS
-configuration was picked from a handful of candidates by validation RMSE on
-held-out training engines. The SKAB configuration was picked from a handful of
-candidates by the same leave-one-file-out score it reports, so that score is
-mildly optimistic; other experiments from the rig are the real test.
+Figures, each with its command, are in docs/models.md ("Public benchmarks").
+How configurations are chosen: C-MAPSS by RMSE on held-out training engines
+(:data:`CMAPSS_REGRESSOR_CANDIDATES`); SKAB per outer fold by inner
+leave-files-out on the training files only (:data:`SKAB_CANDIDATES`).
 """
 
 from __future__ import annotations
@@ -48,6 +30,7 @@ from tqdm.auto import tqdm
 
 from models.datasets import CMAPSS_SENSORS, load_cmapss_subset, load_skab
 from models.features import FeatureSpec, compute_features
+from models.remaining_life import RemainingLifeInterval, interval_coverage
 from models.risk import FailureRiskClassifier, RemainingLifeRegressor, group_split
 
 __all__ = [
@@ -91,6 +74,14 @@ SKAB_FEATURES: dict[str, Any] = {
     "baseline_alpha": 0.0,
     "include_age": False,
 }
+
+# Regressor candidates, fixed before scoring; evaluate_cmapss picks one by RMSE on
+# held-out *training* engines. The first is the configuration used until 2026-11-30.
+CMAPSS_REGRESSOR_CANDIDATES: tuple[dict[str, Any], ...] = (
+    {"num_leaves": 15, "min_child_samples": 50},
+    {"num_leaves": 7, "min_child_samples": 50},
+    {"num_leaves": 31, "min_child_samples": 100},
+)
 
 _SKAB_NON_METRICS = {"file", "tick", "datetime", "anomaly", "changepoint", "labelled"}
 
@@ -197,14 +188,21 @@ def evaluate_cmapss(
     # Validation on held-out training engines: every cycle from the 31st on with
     # true RUL <= 150, roughly the range of the test cut-off points.
     fit_rows, val_rows = group_split(units, validation_fraction, seed)
-    reg = RemainingLifeRegressor(**reg_params).fit(X[fit_rows], rul_train[fit_rows])
     scored = val_rows & (train["cycle"].to_numpy() >= 31) & (rul_train <= 150)
-    val_pred = reg.predict(X[scored])
     val_true = np.minimum(rul_train[scored], rul_cap)
+    candidates = [{}] if regressor_params else list(CMAPSS_REGRESSOR_CANDIDATES)
+    val_rmse = []
+    for cand in candidates:
+        reg = RemainingLifeRegressor(**{**reg_params, **cand}).fit(X[fit_rows], rul_train[fit_rows])
+        val_rmse.append(_rmse(reg.predict(X[scored]), val_true))
+    best = int(np.argmin(val_rmse))  # chosen on training engines only
+    reg_params = {**reg_params, **candidates[best]}
     validation = {
         "units": len(np.unique(units[val_rows])),
         "rows": int(scored.sum()),
-        "rmse": _rmse(val_pred, val_true),
+        "rmse": val_rmse[best],
+        "candidates": [{**c, "rmse": r} for c, r in zip(candidates, val_rmse, strict=True)],
+        "chosen": best,
     }
     steps.update()
 
@@ -215,6 +213,10 @@ def evaluate_cmapss(
     X_last = f_test.loc[last.index].to_numpy()
     true_rul = rul.loc[last["unit"]].to_numpy(dtype=float)
     pred = reg.predict(X_last)
+    interval = RemainingLifeInterval(regressor_params=reg_params, random_state=seed).fit(
+        X, rul_train, units
+    )
+    lo, _, hi = interval.predict_interval(X_last)
     steps.update()
 
     clf = FailureRiskClassifier(**clf_params).fit(X, (rul_train <= horizon).astype(int), units)
@@ -232,6 +234,12 @@ def evaluate_cmapss(
         "auc": cls["auc"],
         "precision": cls["precision"],
         "recall": cls["recall"],
+        "interval": {
+            "quantiles": [interval.low, interval.high],
+            **interval_coverage(capped, lo, hi),
+            "correction": interval.correction_,
+            "calibration": interval.calibration_,
+        },
         "classifier": {**cls, "horizon": horizon, "threshold": clf.threshold_},
         "validation": validation,
         "n_train_units": len(np.unique(units)),
@@ -277,12 +285,33 @@ def skab_binary_scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, floa
     }
 
 
+# Feature-spec candidates (overrides of SKAB_FEATURES), fixed before scoring;
+# evaluate_skab picks one per held-out fold by inner leave-files-out on the
+# training files only.
+SKAB_CANDIDATES: tuple[dict[str, Any], ...] = (
+    {},
+    {"window": 10, "extra_windows": (60,)},
+    {
+        "point_stats": ("delta_baseline", "z_baseline"),
+        "aggregate_stats": ("max_abs_z_baseline", "mean_abs_z_baseline"),
+    },
+)
+
+
+def _file_folds(names: np.ndarray, n_folds: int | None, seed: int) -> list[np.ndarray]:
+    if n_folds is None or n_folds >= len(names):
+        return [np.array([f]) for f in names]
+    order = np.random.default_rng(seed).permutation(names)
+    return [order[i::n_folds] for i in range(n_folds)]
+
+
 def evaluate_skab(
     data_dir: str | Path,
     seed: int = 0,
     progress: bool = True,
     *,
     n_folds: int | None = None,
+    inner_folds: int = 3,
     spec_params: Mapping[str, Any] | None = None,
     classifier_params: Mapping[str, Any] | None = None,
     use_unlabelled: bool = True,
@@ -290,11 +319,13 @@ def evaluate_skab(
     """Anomaly detection on SKAB experiments, leaving whole files out.
 
     Every ``*.csv`` below ``data_dir`` is one experiment (one device). For each
-    fold, a :class:`~models.risk.FailureRiskClassifier` is trained on the
-    other files' ``anomaly`` labels, with calibration and threshold chosen on
-    held-out *training* files, and predicts every row of the held-out files.
-    Files without an ``anomaly`` column (the anomaly-free run) are only ever
-    used for training, as all-normal examples.
+    outer fold, the feature spec is chosen among :data:`SKAB_CANDIDATES` by
+    pooled F1 over ``inner_folds`` leave-files-out folds of the *training*
+    files (nested selection); then a :class:`~models.risk.FailureRiskClassifier`
+    is trained on all training files' ``anomaly`` labels, with calibration and
+    threshold chosen on held-out training files, and predicts every row of the
+    held-out files. Files without an ``anomaly`` column (the anomaly-free run)
+    are only ever used for training, as all-normal examples.
 
     Parameters
     ----------
@@ -304,9 +335,13 @@ def evaluate_skab(
     progress : bool, default=True
         Show a tqdm bar over the folds.
     n_folds : int, optional
-        Folds of labelled files; None leaves one file out at a time.
-    spec_params, classifier_params : mapping, optional
-        Overrides for :data:`SKAB_FEATURES` and the classifier.
+        Outer folds of labelled files; None leaves one file out at a time.
+    inner_folds : int, default=3
+        Inner folds of the training files for the selection.
+    spec_params : mapping, optional
+        A single spec override instead of the candidates (no selection).
+    classifier_params : mapping, optional
+        Overrides for the classifier.
     use_unlabelled : bool, default=True
         Train on the unlabelled (anomaly-free) files as well.
 
@@ -315,7 +350,7 @@ def evaluate_skab(
     dict
         ``f1``, ``far`` and ``mar`` (SKAB definitions, see
         :func:`skab_binary_scores`) pooled over the held-out predictions,
-        ``auc``, per-file scores, and ``config``.
+        ``auc``, per-file scores, the candidate ``chosen`` per fold, and ``config``.
     """
     data = load_skab(data_dir)
     metrics = tuple(
@@ -323,32 +358,48 @@ def evaluate_skab(
         for c in data.columns
         if c not in _SKAB_NON_METRICS and pd.api.types.is_numeric_dtype(data[c])
     )
-    spec = FeatureSpec(metrics=metrics, **{**SKAB_FEATURES, **(spec_params or {})})
+    candidates = [dict(spec_params)] if spec_params is not None else list(SKAB_CANDIDATES)
+    specs = [FeatureSpec(metrics=metrics, **{**SKAB_FEATURES, **c}) for c in candidates]
     clf_params = {"random_state": seed, "n_estimators": 200, **(classifier_params or {})}
 
-    feats = compute_features(data, spec, device_col="file", order_col="tick")
-    data = data.loc[feats.index]
-    X = feats.to_numpy()
+    feats = [compute_features(data, sp, device_col="file", order_col="tick") for sp in specs]
+    data = data.loc[feats[0].index]
+    Xs = [f.loc[data.index].to_numpy() for f in feats]
     y = data["anomaly"].to_numpy().astype(int)
     files = data["file"].to_numpy()
     labelled = data["labelled"].to_numpy(dtype=bool)
     test_files = np.unique(files[labelled])
     if len(test_files) < 2:
         raise ValueError("SKAB evaluation needs at least two files with 'anomaly' labels")
-    if n_folds is None or n_folds >= len(test_files):
-        folds = [np.array([f]) for f in test_files]
-    else:
-        order = np.random.default_rng(seed).permutation(test_files)
-        folds = [order[i::n_folds] for i in range(n_folds)]
+    folds = _file_folds(test_files, n_folds, seed)
+
+    def fit_predict(X: np.ndarray, fit: np.ndarray, held: np.ndarray):
+        clf = FailureRiskClassifier(**clf_params).fit(X[fit], y[fit], groups=files[fit])
+        r = clf.risk(X[held])
+        return r, (r >= clf.threshold_).astype(int)
 
     pred = np.zeros(len(y), dtype=int)
     risk = np.full(len(y), np.nan)
+    chosen: dict[str, int] = {}
     for fold in tqdm(folds, desc="SKAB folds", disable=None if progress else True):
         held = np.isin(files, fold)
         fit = ~held & (labelled | use_unlabelled)
-        clf = FailureRiskClassifier(**clf_params).fit(X[fit], y[fit], groups=files[fit])
-        risk[held] = clf.risk(X[held])
-        pred[held] = (risk[held] >= clf.threshold_).astype(int)
+        best = 0
+        if len(specs) > 1:
+            train_files = np.setdiff1d(test_files, fold)
+            inner = _file_folds(train_files, inner_folds, seed)
+            f1s = []
+            for X in Xs:
+                yi, pi = [], []
+                for ifold in inner:
+                    iheld = np.isin(files, ifold)
+                    _, p = fit_predict(X, fit & ~iheld, iheld)
+                    yi.append(y[iheld])
+                    pi.append(p)
+                f1s.append(skab_binary_scores(np.concatenate(yi), np.concatenate(pi))["f1"])
+            best = int(np.nanargmax(f1s))
+        chosen.update({str(f): best for f in fold})
+        risk[held], pred[held] = fit_predict(Xs[best], fit, held)
 
     scored = labelled
     scores = skab_binary_scores(y[scored], pred[scored])
@@ -361,9 +412,19 @@ def evaluate_skab(
         "n_rows": int(scored.sum()),
         "folds": len(folds),
         "per_file": per_file,
+        "spread": {
+            k: {
+                "min": float(np.nanmin([s[k] for s in per_file.values()])),
+                "median": float(np.nanmedian([s[k] for s in per_file.values()])),
+                "max": float(np.nanmax([s[k] for s in per_file.values()])),
+            }
+            for k in ("f1", "far", "mar")
+        },
+        "chosen": chosen,
+        "selection": f"nested: candidate by pooled F1 over {inner_folds} inner file folds",
         "config": {
             "seed": seed,
-            "feature_spec": spec.to_dict(),
+            "candidates": [sp.to_dict() for sp in specs],
             "classifier": FailureRiskClassifier(**clf_params).get_params(),
             "use_unlabelled": use_unlabelled,
             "unlabelled_files": sorted(set(files[~labelled].tolist())),

@@ -136,6 +136,7 @@ def load_training_data(
     since: datetime | None = None,
     until: datetime | None = None,
     asset_types: list[str] | None = None,
+    include_simulated: bool = False,
 ) -> TrainingData:
     """Readings and failure labels stored in the database, ready for training.
 
@@ -149,9 +150,17 @@ def load_training_data(
         Reading time range (``since`` inclusive, ``until`` exclusive).
     asset_types : list of str, optional
         Only these asset types.
+    include_simulated : bool
+        Also train on uplinks the network server marked simulated (off by default).
     """
     with psycopg.connect(database_url) as conn:
-        rows = sql.fetch_readings(conn, since=since, until=until, asset_types=asset_types)
+        rows = sql.fetch_readings(
+            conn,
+            since=since,
+            until=until,
+            asset_types=asset_types,
+            include_simulated=include_simulated,
+        )
         failure_rows = sql.fetch_failures(conn)
         label_rows = sql.fetch_labels(conn)
         maintenance_rows = sql.fetch_maintenance_events(conn)

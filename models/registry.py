@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from models.features import FeatureSpec
+from models.remaining_life import RemainingLifeInterval
 from models.risk import FailureRiskClassifier
 
 __all__ = [
@@ -76,6 +77,9 @@ class RiskModelBundle:
     specs: dict[str, FeatureSpec]
     version: str
     card: dict[str, Any] = field(default_factory=dict)
+    # Optional time to failure per asset type (models.remaining_life); bundles saved
+    # before it have none, and the worker then leaves the ttf fields empty.
+    remaining_life: dict[str, Any] = field(default_factory=dict)
     _native: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -258,7 +262,20 @@ def save_bundle(bundle: RiskModelBundle, models_path: Path) -> Path:
             (tmp / f"{asset_type}.json").write_text(
                 json.dumps(meta, indent=2, allow_nan=True), encoding="utf-8"
             )
-        card = {"version": version, **bundle.card}
+        rul_meta = {}
+        for asset_type, est in sorted(bundle.remaining_life.items()):
+            texts, meta = est.to_state()
+            for part, text in zip(_RUL_PARTS, texts, strict=True):
+                (tmp / f"{asset_type}.rul-{part}.model.txt").write_text(text, encoding="utf-8")
+            rul_meta[asset_type] = {
+                **bundle.card.get("remaining_life", {}).get(asset_type, {}),
+                **meta,
+            }
+        # Only the remaining-life models saved here: a copy of a bundle without them
+        # must not promise files it does not have.
+        card = {"version": version, **bundle.card, "remaining_life": rul_meta}
+        if not rul_meta:
+            card.pop("remaining_life")
         (tmp / CARD_FILE).write_text(
             json.dumps(card, indent=2, default=str, allow_nan=True), encoding="utf-8"
         )
@@ -352,6 +369,14 @@ def check_model_text(data: bytes) -> None:
         raise ValueError("the parameters section is cut short")
 
 
+_RUL_PARTS = ("point", "low", "high")
+
+
+def _model_text(data: bytes) -> str:
+    check_model_text(data)
+    return data.decode("utf-8")
+
+
 def _parse_model(data: bytes, meta: dict[str, Any]) -> FailureRiskClassifier:
     check_model_text(data)
     return FailureRiskClassifier.from_state(data.decode("utf-8"), meta)
@@ -408,9 +433,20 @@ def load_bundle(
             lambda b, m=meta: _parse_model(b, m),
         )
         specs[asset_type] = parse(name, lambda _, m=meta: FeatureSpec.from_dict(m["feature_spec"]))
+    remaining: dict[str, Any] = {}
+    for asset_type, meta in (card.get("remaining_life") or {}).items():
+        names = [f"{asset_type}.rul-{part}.model.txt" for part in _RUL_PARTS]
+        texts = tuple(parse(n, lambda b: _model_text(b)) for n in names)
+        remaining[asset_type] = parse(
+            CARD_FILE, lambda _, t=texts, m=meta: RemainingLifeInterval.from_state(t, m)
+        )
     try:
         return RiskModelBundle(
-            classifiers=classifiers, specs=specs, version=card.get("version", version), card=card
+            classifiers=classifiers,
+            specs=specs,
+            version=card.get("version", version),
+            card=card,
+            remaining_life=remaining,
         )
     except ValueError as exc:
         raise BundleError(f"model {version}: {exc}") from exc

@@ -505,7 +505,9 @@ colsample_bytree, reg_lambda, n_jobs, random_state
         Targets (and predictions) are clipped to ``[0, rul_cap]``; None keeps
         them as they are.
     objective : str, default="regression"
-        LightGBM objective (e.g. ``"huber"``).
+        LightGBM objective (e.g. ``"huber"``, or ``"quantile"`` with ``alpha``).
+    alpha : float, default=0.5
+        The quantile when ``objective="quantile"`` (ignored otherwise).
 
     Attributes
     ----------
@@ -526,9 +528,11 @@ colsample_bytree, reg_lambda, n_jobs, random_state
         reg_lambda: float = 1.0,
         rul_cap: float | None = 125.0,
         objective: str = "regression",
+        alpha: float = 0.5,
         n_jobs: int = 1,
         random_state: int | None = 0,
     ) -> None:
+        self.alpha = alpha
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
         self.num_leaves = num_leaves
@@ -559,7 +563,10 @@ colsample_bytree, reg_lambda, n_jobs, random_state
         y = np.asarray(y, dtype=np.float64)
         if self.rul_cap is not None:
             y = np.clip(y, 0.0, float(self.rul_cap))
-        model = lgb.LGBMRegressor(**self._lgb_params(self.objective))
+        params = self._lgb_params(self.objective)
+        if self.objective == "quantile":
+            params["alpha"] = self.alpha
+        model = lgb.LGBMRegressor(**params)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*feature names.*")
             model.fit(X, y)

@@ -24,7 +24,9 @@ from tqdm.auto import tqdm
 from citywatch.assets import ASSET_TYPES
 from models.drift import reference_profile
 from models.features import FeatureSpec, compute_features
+from models.health import CITY_HEALTH_WARMUP, HealthSpec, scoring_policy
 from models.registry import RiskModelBundle, make_version
+from models.remaining_life import RemainingLifeInterval, interval_coverage, ticks_to_failure
 from models.risk import FailureRiskClassifier, group_split
 
 __all__ = ["failure_labels", "frame_sha256", "maintenance_resets", "train_risk_bundle"]
@@ -221,6 +223,54 @@ def _time_split(
     return train & ~after & clear, test & after
 
 
+RUL_CAP_HORIZONS = 4  # time-to-failure targets are capped at 4 label horizons
+_RUL_PARAMS = {"n_estimators": 150, "min_child_samples": 20, "num_leaves": 15}
+
+
+def _fit_remaining_life(
+    X: np.ndarray,
+    target: np.ndarray,
+    groups: np.ndarray,
+    train: np.ndarray,
+    test: np.ndarray,
+    seed: int,
+) -> tuple[RemainingLifeInterval, dict[str, Any]] | None:
+    """Time to failure with a 10-90 % interval, and its coverage on the held-out assets
+    (the simulator's ground truth); None when too few assets have a known target."""
+    known = ~np.isnan(target)
+    fit = train & known
+    if len(np.unique(groups[fit])) < 4:
+        return None
+    cap = float(np.nanmax(target))
+    est = RemainingLifeInterval(
+        regressor_params={**_RUL_PARAMS, "rul_cap": cap}, random_state=seed
+    ).fit(X[fit], target[fit], groups[fit])
+    held = test & known
+    if not held.any():
+        return est, {"note": "no held-out assets with a known time to failure"}
+    lo, mid, hi = est.predict_interval(X[held])
+    t = target[held]
+    near = t < cap  # rows that do fail within the cap: what a planner acts on
+    return est, {
+        **interval_coverage(t, lo, hi),
+        "rmse": float(np.sqrt(np.mean((mid - t) ** 2))),
+        "coverage_failing_within_cap": interval_coverage(t[near], lo[near], hi[near])["coverage"]
+        if near.any()
+        else math.nan,
+        "quantiles": [est.low, est.high],
+        "cap_readings": cap,
+    }
+
+
+def _tick_seconds(frame: pd.DataFrame) -> float | None:
+    """Median time between a device's readings, to turn readings into days."""
+    if "ts" not in frame.columns or len(frame) < 2:
+        return None
+    ts = pd.to_datetime(frame.sort_values(["device_id", "tick"])["ts"], utc=True)
+    gaps = ts.groupby(frame["device_id"]).diff().dt.total_seconds().dropna()
+    return float(gaps.median()) if len(gaps) else None
+
+
 def _threshold_policy(classifier_params: Mapping[str, Any]) -> dict[str, Any]:
     budget = classifier_params.get("alert_budget")
     if budget is not None:
@@ -334,6 +384,9 @@ def train_risk_bundle(
         )
 
     classifiers: dict[str, FailureRiskClassifier] = {}
+    remaining: dict[str, RemainingLifeInterval] = {}
+    rul_cap = RUL_CAP_HORIZONS * horizon
+    ttf = ticks_to_failure(history, failures, rul_cap)
     specs: dict[str, FeatureSpec] = {}
     metrics: dict[str, Any] = {}
     drift_reference: dict[str, Any] = {}
@@ -380,6 +433,9 @@ def train_risk_bundle(
             threshold=float(clf.threshold_),
             threshold_strategy=clf.threshold_strategy_,
         )
+        rul = _fit_remaining_life(X, ttf.loc[sub.index].to_numpy(), groups, train, test, seed)
+        if rul is not None:
+            remaining[asset_type], m["remaining_life"] = rul
         metrics[asset_type] = m
         classifiers[asset_type] = clf
         specs[asset_type] = spec
@@ -388,6 +444,22 @@ def train_risk_bundle(
     if not classifiers:
         raise ValueError("no asset type had both failures and enough assets to train on")
 
+    # Per asset type: which model alerts (labels decide) and the cold-start health spec.
+    type_of = history.groupby("device_id")["asset_type"].first()
+    fails_by_type = failures["device_id"].map(type_of).value_counts()
+    policies = {
+        t: scoring_policy(
+            int(fails_by_type.get(t, 0)), metrics.get(t, {}).get("auc"), t in classifiers
+        )
+        for t in asset_types
+    }
+    health_specs = {
+        t: HealthSpec(
+            metrics=_metrics_for(frame[frame["asset_type"] == t], t, spec_params).metrics,
+            warmup=CITY_HEALTH_WARMUP,
+        ).to_dict()
+        for t in asset_types
+    }
     content_hash = frame_sha256(history, failures)
     created = created_at.astimezone(UTC).isoformat(timespec="seconds")
     version = make_version(created, content_hash)
@@ -435,10 +507,25 @@ def train_risk_bundle(
             "assets, threshold chosen on them for the policy above (not at 0.5)"
         ),
         "drift_reference": drift_reference,
+        "scoring_policy": policies,
+        "remaining_life": {
+            t: {
+                "unit": "readings",
+                "tick_seconds": _tick_seconds(frame[frame["asset_type"] == t]),
+                "cap_readings": rul_cap,
+                "heldout": metrics[t].get("remaining_life"),
+            }
+            for t in remaining
+        },
+        "health_specs": health_specs,
         "intended_use": intended_use,
         "limits": limits,
     }
     bundle = RiskModelBundle(
-        classifiers=classifiers, specs=specs, version=version, card=_json_safe(card)
+        classifiers=classifiers,
+        specs=specs,
+        version=version,
+        card=_json_safe(card),
+        remaining_life=remaining,
     )
     return bundle, _json_safe(metrics)

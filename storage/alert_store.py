@@ -65,10 +65,11 @@ LIMIT 1
 _INSERT_ALERT = """
 INSERT INTO alerts (alert_id, asset_id, device_id, asset_type, status, opened_at, closed_at,
                     peak_risk, last_risk, threshold, model_version, source, severity, zone,
-                    team, title, resolved_by, outcome)
+                    team, title, resolved_by, outcome, model_kind, outlook)
 VALUES (%(alert_id)s, %(asset_id)s, %(device_id)s, %(asset_type)s, %(status)s, %(opened_at)s,
         %(closed_at)s, %(peak_risk)s, %(last_risk)s, %(threshold)s, %(model_version)s,
-        %(source)s, %(severity)s, %(zone)s, %(team)s, %(title)s, %(resolved_by)s, %(outcome)s)
+        %(source)s, %(severity)s, %(zone)s, %(team)s, %(title)s, %(resolved_by)s, %(outcome)s,
+        %(model_kind)s, %(outlook)s)
 ON CONFLICT DO NOTHING
 RETURNING alert_id
 """
@@ -79,6 +80,10 @@ INSERT INTO alert_transitions (alert_id, action, from_status, to_status, actor, 
 VALUES (%s, %s, %s, %s, %s, COALESCE(%s, clock_timestamp()), %s, %s, %s)
 RETURNING transition_id
 """
+
+
+# The inbox title says which model raised the alert: supervised, or no labels yet.
+_KIND_TEXT = {"failure_risk": "failure risk", "anomaly": "anomaly (no labels yet), level"}
 
 
 def severity_for(risk: float) -> str:
@@ -152,7 +157,8 @@ def _worker_open(cur: psycopg.Cursor, a: AlertRow) -> int:
             "severity": severity,
             "zone": zone,
             "team": team,
-            "title": f"{a.asset_type} {a.asset_id}: failure risk {a.peak_risk:.2f}",
+            "title": f"{a.asset_type} {a.asset_id}: {_KIND_TEXT.get(a.model_kind, 'risk')} "
+            f"{a.peak_risk:.2f}" + (f", {a.outlook}" if a.outlook else ""),
             "resolved_by": None,
             "outcome": None,
         },
@@ -169,6 +175,7 @@ def _worker_open(cur: psycopg.Cursor, a: AlertRow) -> int:
             detail={
                 "risk": a.peak_risk,
                 "threshold": a.threshold,
+                "model_kind": a.model_kind,
                 "severity": severity,
                 "opened_at": a.opened_at.isoformat(),
             },
@@ -201,7 +208,8 @@ def _worker_close(cur: psycopg.Cursor, a: AlertRow) -> int:
                 "severity": severity_for(a.peak_risk),
                 "zone": _zone_of(cur, a.device_id),
                 "team": None,
-                "title": f"{a.asset_type} {a.asset_id}: failure risk {a.peak_risk:.2f}",
+                "title": f"{a.asset_type} {a.asset_id}: {_KIND_TEXT.get(a.model_kind, 'risk')} "
+                f"{a.peak_risk:.2f}",
                 "resolved_by": "system",
                 "outcome": "auto",
             },
@@ -245,6 +253,8 @@ def _row_params(a: AlertRow) -> dict[str, Any]:
         "last_risk": a.last_risk,
         "threshold": a.threshold,
         "model_version": a.model_version,
+        "model_kind": a.model_kind,
+        "outlook": a.outlook,
     }
 
 
@@ -517,6 +527,8 @@ def apply_grafana_alert(
                     "last_risk": risk,
                     "threshold": 0.0,
                     "model_version": "grafana",
+                    "model_kind": None,  # a Grafana rule, not a model
+                    "outlook": None,
                     "status": "open",
                     "closed_at": None,
                     "source": "grafana",

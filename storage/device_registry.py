@@ -3,7 +3,8 @@
 A registry document is the list of normalised device rows (plain JSON, one
 mapping per device; ``ingest.lorawan.registry.entry_to_row`` writes them).
 :func:`store_registry` keeps every distinct document in
-``device_registry_versions`` and upserts ``devices`` (``device_id`` = DevEUI,
+``device_registry_versions`` and upserts ``devices`` (``device_id`` = DevEUI, or
+the network server's device id for a device without one,
 ``dev_eui``, ``zone``, ``registry_version``), so the worker's device lookup
 accepts the LoRaWAN devices and each row says which registry version set it.
 
@@ -62,8 +63,13 @@ class RegistryLoad:
     sha256: str
 
 
+def row_key(row: Mapping[str, Any]) -> str:
+    """A device's citywatch id: its DevEUI, else its network-server device id."""
+    return str(row.get("dev_eui") or row.get("device_id") or "")
+
+
 def _canonical(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    return sorted((dict(r) for r in rows), key=lambda r: str(r.get("dev_eui", "")))
+    return sorted((dict(r) for r in rows), key=row_key)
 
 
 def canonical_sha256(rows: Sequence[Mapping[str, Any]]) -> str:
@@ -75,8 +81,8 @@ def canonical_sha256(rows: Sequence[Mapping[str, Any]]) -> str:
 def _device_params(row: Mapping[str, Any], version: int | None) -> dict[str, Any]:
     installed = row.get("installed_at")
     return {
-        "device_id": row["dev_eui"],
-        "dev_eui": row["dev_eui"],
+        "device_id": row_key(row),
+        "dev_eui": row.get("dev_eui"),
         "asset_id": row["asset_id"],
         "asset_type": row["asset_type"],
         "lat": row.get("lat"),
@@ -176,8 +182,8 @@ def show_device(database_url: str, dev_eui: str) -> dict[str, Any] | None:
         entry = conn.execute(
             "SELECT e FROM device_registry_versions v, jsonb_array_elements(v.document) e"
             " WHERE v.version = (SELECT max(version) FROM device_registry_versions)"
-            " AND e->>'dev_eui' = %s",
-            (dev_eui,),
+            " AND (e->>'dev_eui' = %s OR e->>'device_id' = %s)",
+            (dev_eui, dev_eui),
         ).fetchone()
     device["registry_entry"] = entry[0] if entry else None
     return device

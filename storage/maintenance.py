@@ -69,7 +69,13 @@ def run_maintenance(
         flavour = recorded_flavour(conn)
         if flavour is None:
             raise RuntimeError("database is not migrated (run `citywatch storage migrate`)")
-        if flavour == TIMESCALEDB:
+        if flavour == TIMESCALEDB and not owns(conn, PARTITIONED[0]):
+            # TimescaleDB lets only the owner change policies or refresh an aggregate
+            # (the compose worker is not: storage/service_roles.py); its background
+            # refresh policies keep the rollups fresh meanwhile.
+            log.debug("storage maintenance: not the owner; TimescaleDB's own jobs run it")
+            created = dropped = refreshed = 0
+        elif flavour == TIMESCALEDB:
             created, dropped, refreshed = _timescale(conn, retention_days)
         else:
             created = conn.execute(
@@ -93,6 +99,15 @@ def run_maintenance(
         result.seconds,
     )
     return result
+
+
+def owns(conn: psycopg.Connection, table: str) -> bool:
+    """Whether the connected role owns ``table`` (or is a member of its owner)."""
+    return conn.execute(
+        "SELECT pg_has_role(current_user, relowner, 'USAGE') FROM pg_class"
+        " WHERE oid = %s::regclass",
+        (table,),
+    ).fetchone()[0]
 
 
 # TimescaleDB statements, module-level so tests check them against a real TimescaleDB build.

@@ -320,10 +320,14 @@ def fetch_readings(
     since: datetime | None = None,
     until: datetime | None = None,
     asset_types: Sequence[str] | None = None,
+    include_simulated: bool = False,
 ) -> list[tuple[str, str, str, datetime, str]]:
     """``(device_id, asset_id, asset_type, ts, metrics json text)`` ordered by device and time.
 
-    ``since`` is inclusive, ``until`` exclusive. Metrics come back as JSON
+    ``since`` is inclusive, ``until`` exclusive. Readings of uplinks a network
+    server marked simulated (``source.simulated``, The Things Stack's console
+    simulator) are left out unless ``include_simulated``: they are test
+    traffic, not the asset's behaviour. Metrics come back as JSON
     text: parsing it in bulk client-side is cheaper than psycopg's per-row
     jsonb conversion.
     """
@@ -334,9 +338,15 @@ def fetch_readings(
         WHERE (%(since)s::timestamptz IS NULL OR ts >= %(since)s)
           AND (%(until)s::timestamptz IS NULL OR ts < %(until)s)
           AND (%(types)s::text[] IS NULL OR asset_type = ANY(%(types)s))
+          AND (%(sim)s OR NOT coalesce(source @> '{"simulated": true}', false))
         ORDER BY device_id, ts
         """,
-        {"since": since, "until": until, "types": list(asset_types) if asset_types else None},
+        {
+            "since": since,
+            "until": until,
+            "types": list(asset_types) if asset_types else None,
+            "sim": include_simulated,
+        },
     ).fetchall()
 
 

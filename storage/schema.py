@@ -534,6 +534,82 @@ MIGRATIONS += [
 ]
 
 
+# -- N: LoRaWAN downlinks, every command sent to a sensor and why (20) ------------------------
+MIGRATIONS += [
+    (
+        20,
+        "downlink_commands: every command sent (or refused) to a sensor, with its reason",
+        """
+        -- A crew's request is stored 'requested' and sent by `citywatch downlinks run`;
+        -- the adaptive-sampling controller stores what it sent or refused (no encoder,
+        -- duty-cycle limit), so a sensor's reporting history can be explained.
+        CREATE TABLE downlink_commands (
+            command_id   bigserial PRIMARY KEY,
+            created_at   timestamptz NOT NULL DEFAULT now(),
+            event_at     timestamptz,
+            device_id    text NOT NULL,
+            asset_id     text,
+            command      text NOT NULL CHECK (command IN ('set_interval', 'request_reading')),
+            args         jsonb NOT NULL DEFAULT '{}'::jsonb,
+            reason       text NOT NULL,
+            requested_by text NOT NULL,
+            alert_id     text,
+            status       text NOT NULL
+                CHECK (status IN ('requested', 'sent', 'refused', 'failed')),
+            detail       text,
+            network      text,
+            topic        text,
+            f_port       integer,
+            payload      bytea,
+            sent_at      timestamptz
+        );
+        CREATE INDEX downlink_commands_device_idx ON downlink_commands (device_id, created_at DESC);
+        CREATE INDEX downlink_commands_asset_idx ON downlink_commands (asset_id, created_at DESC);
+        CREATE INDEX downlink_commands_requested_idx ON downlink_commands (command_id)
+            WHERE status = 'requested';
+        """,
+    ),
+]
+
+
+# -- I: which model produced a score and an alert; the cold-start anomaly score (50) ---------
+MIGRATIONS += [
+    (
+        50,
+        "scores.model_kind and anomaly_score; alerts.model_kind",
+        """
+        -- 'failure_risk' (supervised) or 'anomaly' (cold-start health baseline, no
+        -- labels): which one the alerting risk came from. NULL on rows written
+        -- before: those were all failure risk. Nullable and without a CHECK so the
+        -- change is metadata-only on compressed hypertables and partitions.
+        ALTER TABLE scores
+            ADD COLUMN model_kind    text,
+            ADD COLUMN anomaly_score double precision;
+        ALTER TABLE alerts ADD COLUMN model_kind text;
+        """,
+    ),
+]
+
+
+# -- I: time to failure with an interval, on every score and alert (51) ----------------------
+MIGRATIONS += [
+    (
+        51,
+        "scores.ttf_low_days, ttf_median_days, ttf_high_days; alerts.outlook",
+        """
+        -- Remaining useful life in days (10 %, median, 90 %) from the champion's
+        -- remaining-life model; NULL when it has none (bundles from before).
+        ALTER TABLE scores
+            ADD COLUMN ttf_low_days    double precision,
+            ADD COLUMN ttf_median_days double precision,
+            ADD COLUMN ttf_high_days   double precision;
+        -- "likely to fail in 9-20 days", as the crew saw it when the alert opened.
+        ALTER TABLE alerts ADD COLUMN outlook text;
+        """,
+    ),
+]
+
+
 def timescale_available(conn: psycopg.Connection) -> bool:
     """True when the TimescaleDB extension can be created in this database."""
     row = conn.execute(
@@ -577,6 +653,14 @@ def _choose_flavour(conn: psycopg.Connection, requested: str, done: set[int]) ->
     return POSTGRES
 
 
+def _pending(conn: psycopg.Connection, target: int | None) -> bool:
+    """True unless every migration up to target is recorded (read-only check)."""
+    if recorded_flavour(conn) is None:
+        return True
+    done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
+    return any(v not in done for v, _, _ in MIGRATIONS if target is None or v <= target)
+
+
 def migrate(database_url: str, flavour: str = "auto", target: int | None = None) -> list[int]:
     """Apply pending migrations; return the versions applied now (empty when current).
 
@@ -592,6 +676,11 @@ def migrate(database_url: str, flavour: str = "auto", target: int | None = None)
     """
     applied_now: list[int] = []
     with psycopg.connect(database_url, autocommit=True) as conn:
+        # Services log in as roles that may not create or alter anything
+        # (storage/service_roles.py): a current schema needs no DDL at all.
+        if not _pending(conn, target):
+            _choose_flavour(conn, flavour, set())  # still refuses a flavour switch
+            return applied_now
         conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
         try:
             conn.execute(
@@ -707,5 +796,45 @@ MIGRATIONS += [
         );
         CREATE INDEX leak_candidates_ts_idx ON leak_candidates (ts);
         """,
+    ),
+]
+
+# -- K: water-quality outlook (40) ------------------------------------------------------
+# One row per scored reading of a water-quality station (models/water_quality_model.py);
+# the horizons are NULL while the station has no supervised model (no labels) yet.
+_STATION_OUTLOOK = """
+        CREATE TABLE station_outlook (
+            ts                timestamptz NOT NULL,
+            device_id         text NOT NULL,
+            asset_id          text NOT NULL,
+            model_version     text NOT NULL,
+            event_probability double precision NOT NULL
+                CHECK (event_probability >= 0 AND event_probability <= 1),
+            alarm             boolean NOT NULL,
+            p_1h              double precision CHECK (p_1h >= 0 AND p_1h <= 1),
+            p_6h              double precision CHECK (p_6h >= 0 AND p_6h <= 1),
+            p_24h             double precision CHECK (p_24h >= 0 AND p_24h <= 1),
+            p_48h             double precision CHECK (p_48h >= 0 AND p_48h <= 1),
+            scored_at         timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (device_id, ts)
+        );
+        CREATE INDEX station_outlook_asset_idx ON station_outlook (asset_id, ts DESC);
+"""
+MIGRATIONS += [
+    (
+        40,
+        "station_outlook: water-quality incident probability now and within 1/6/24/48 h",
+        {
+            POSTGRES: _STATION_OUTLOOK,
+            # Like scores: weekly chunks compressed per device once a week old.
+            TIMESCALEDB: _STATION_OUTLOOK
+            + """
+        SELECT create_hypertable('station_outlook', 'ts', chunk_time_interval => INTERVAL '7 days');
+        ALTER TABLE station_outlook SET (timescaledb.compress,
+                                         timescaledb.compress_segmentby = 'device_id',
+                                         timescaledb.compress_orderby = 'ts DESC');
+        SELECT add_compression_policy('station_outlook', INTERVAL '7 days');
+""",
+        },
     ),
 ]

@@ -52,6 +52,11 @@ class ScoreRow:
     risk: float
     threshold: float
     role: str = "champion"  # or "challenger": shadow scores, stored but never alerting
+    model_kind: str = "failure_risk"  # or "anomaly": which model ``risk`` comes from
+    anomaly_score: float | None = None  # cold-start health: distance / control limit
+    ttf_low: float | None = None  # days to failure: 10 %, median, 90 % (None: no model)
+    ttf_median: float | None = None
+    ttf_high: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +86,8 @@ class AlertRow:
     last_risk: float
     threshold: float
     model_version: str
+    model_kind: str = "failure_risk"  # or "anomaly"
+    outlook: str | None = None  # "likely to fail in 9-20 days" (remaining-life model)
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,8 +204,16 @@ _SCORE_COLUMNS = (
     "risk",
     "threshold",
     "role",
+    "model_kind",
+    "anomaly_score",
+    "ttf_low_days",
+    "ttf_median_days",
+    "ttf_high_days",
 )
-_SCORE_TYPES = ("timestamptz", "text", "text", "text", "text", "float8", "float8", "text")
+_SCORE_TYPES = (
+    *("timestamptz", "text", "text", "text", "text", "float8", "float8", "text"),
+    *("text", "float8", "float8", "float8", "float8"),
+)
 _EXPLANATION_COLUMNS = ("ts", "device_id", "asset_id", "model_version", "risk", "contributions")
 _EXPLANATION_TYPES = ("timestamptz", "text", "text", "text", "float8", "jsonb")
 _DEADLETTER_COLUMNS = (
@@ -267,31 +282,10 @@ class PostgresSink:
             conn = self._connection()
             with conn.transaction(), conn.cursor() as cur:
                 stored_before = _lock_offsets(cur, batch.reading_positions)
-                inserted = _copy_upsert(
-                    cur,
-                    "readings",
-                    _READING_COLUMNS,
-                    _READING_TYPES,
-                    (
-                        (
-                            r.ts,
-                            r.device_id,
-                            r.asset_id,
-                            r.asset_type,
-                            Jsonb(r.metrics),
-                            Jsonb(r.source),
-                        )
-                        for r in batch.readings
-                    ),
-                    bool(batch.readings),
-                    returning="device_id, ts" if batch.reading_positions else None,
-                )
-                readings = inserted if isinstance(inserted, int) else len(inserted)
-                conflicts = (
-                    _not_stored(batch, inserted, stored_before)
-                    if readings < len(batch.readings) and batch.reading_positions
-                    else []
-                )
+                if _copy_direct(cur, batch):
+                    readings, scores, conflicts = len(batch.readings), len(batch.scores), []
+                else:
+                    readings, scores, conflicts = _copy_upsert_readings(cur, batch, stored_before)
                 _record_offsets(cur, batch.reading_positions)
                 if conflicts and batch.conflict_deadletter is not None:
                     batch.deadletters.extend(batch.conflict_deadletter(i) for i in conflicts)
@@ -305,26 +299,6 @@ class PostgresSink:
                         for m in batch.maintenance
                     ),
                     bool(batch.maintenance),
-                )
-                scores = _copy_upsert(
-                    cur,
-                    "scores",
-                    _SCORE_COLUMNS,
-                    _SCORE_TYPES,
-                    (
-                        (
-                            s.ts,
-                            s.device_id,
-                            s.asset_id,
-                            s.asset_type,
-                            s.model_version,
-                            s.risk,
-                            s.threshold,
-                            s.role,
-                        )
-                        for s in batch.scores
-                    ),
-                    bool(batch.scores),
                 )
                 _copy_upsert(
                     cur,
@@ -370,6 +344,85 @@ class PostgresSink:
                 self._conn.close()
             finally:
                 self._conn = None
+
+
+def _reading_values(batch: SinkBatch):
+    return (
+        (r.ts, r.device_id, r.asset_id, r.asset_type, Jsonb(r.metrics), Jsonb(r.source))
+        for r in batch.readings
+    )
+
+
+def _score_values(batch: SinkBatch):
+    return (
+        (
+            *(s.ts, s.device_id, s.asset_id, s.asset_type, s.model_version, s.risk, s.threshold),
+            *(s.role, s.model_kind, s.anomaly_score, s.ttf_low, s.ttf_median, s.ttf_high),
+        )
+        for s in batch.scores
+    )
+
+
+def _copy_direct(cur: psycopg.Cursor, batch: SinkBatch) -> bool:
+    """COPY readings and scores straight into their tables, the fast path.
+
+    False, with nothing of them written, when a key is already stored: a replay
+    after a crash, or another message's reading of the device at that time.
+    The caller then takes :func:`_copy_upsert_readings`, which tells the two
+    apart. Exactly-once does not depend on this path: the offsets are locked and
+    recorded in the same transaction either way.
+    """
+    if not batch.readings and not batch.scores:
+        return True
+    try:
+        with cur.connection.transaction():  # a savepoint: a conflict undoes only this
+            for table, columns, types, rows, has_rows in (
+                (
+                    "readings",
+                    _READING_COLUMNS,
+                    _READING_TYPES,
+                    _reading_values(batch),
+                    batch.readings,
+                ),
+                ("scores", _SCORE_COLUMNS, _SCORE_TYPES, _score_values(batch), batch.scores),
+            ):
+                if not has_rows:
+                    continue
+                with cur.copy(
+                    f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)"
+                ) as copy:
+                    copy.set_types(list(types))
+                    for row in rows:
+                        copy.write_row(row)
+    except psycopg.errors.UniqueViolation:
+        return False
+    return True
+
+
+def _copy_upsert_readings(
+    cur: psycopg.Cursor, batch: SinkBatch, stored_before: dict[tuple[str, int], int]
+) -> tuple[int, int, list[int]]:
+    """Readings and scores through staging tables, skipping what is stored; the
+    readings that lost their key to another message come back as conflicts."""
+    inserted = _copy_upsert(
+        cur,
+        "readings",
+        _READING_COLUMNS,
+        _READING_TYPES,
+        _reading_values(batch),
+        bool(batch.readings),
+        returning="device_id, ts" if batch.reading_positions else None,
+    )
+    readings = inserted if isinstance(inserted, int) else len(inserted)
+    conflicts = (
+        _not_stored(batch, inserted, stored_before)
+        if readings < len(batch.readings) and batch.reading_positions
+        else []
+    )
+    scores = _copy_upsert(
+        cur, "scores", _SCORE_COLUMNS, _SCORE_TYPES, _score_values(batch), bool(batch.scores)
+    )
+    return readings, int(scores), conflicts
 
 
 def _copy_upsert(

@@ -45,7 +45,6 @@ from storage.sinks import (
     PostgresSink,
     SinkBatch,
     SinkUnavailableError,
-    load_devices,
     record_worker_stats,
 )
 
@@ -57,8 +56,9 @@ from .deadletters import (
     deadletter_headers,
     poison_row,
 )
+from .devices import DeviceDirectory
 from .ordering import OffsetGuard, fetch_hole
-from .pipeline import DeviceStates, Limits, plan_alerts, plan_readings
+from .pipeline import DeviceStates, ExplainPolicy, Limits, plan_alerts, plan_readings
 from .records import AlertEvent, encode_score_batch
 from .tansu import install_faust_highwater_fix
 
@@ -66,30 +66,6 @@ log = logging.getLogger("citywatch.worker")
 
 
 # -- step helpers ----------------------------------------------------------
-
-
-class DeviceDirectory:
-    """Registered devices, reloaded from the database when an unknown id shows up."""
-
-    def __init__(self, database_url: str, min_reload_interval_s: float = 1.0) -> None:
-        self._database_url = database_url
-        self._min_reload = min_reload_interval_s
-        self._devices: dict[str, tuple[str, str]] = {}
-        self._loaded_at = float("-inf")
-
-    def lookup(self, device_id: str) -> tuple[str, str] | None:
-        found = self._devices.get(device_id)
-        if found is None and time.monotonic() - self._loaded_at >= self._min_reload:
-            self.reload()
-            found = self._devices.get(device_id)
-        return found
-
-    def reload(self) -> None:
-        try:
-            self._devices = load_devices(self._database_url)
-        except psycopg.OperationalError as exc:
-            raise SinkUnavailableError(f"cannot load devices: {exc}") from exc
-        self._loaded_at = time.monotonic()
 
 
 @dataclass
@@ -226,6 +202,7 @@ def create_app(
     deadletter_sink = PostgresSink(database_url)
     stats = WorkerStats()
     device_states = DeviceStates(device_state)
+    explain = ExplainPolicy(timedelta(seconds=settings.explain_interval_s))
     limits = Limits(
         max_skew=timedelta(seconds=settings.max_clock_skew_s),
         max_age=timedelta(days=settings.max_reading_age_days)
@@ -330,6 +307,7 @@ def create_app(
             states=device_states,
             champion=champion,
             challenger=challenger,
+            explain=explain,
         )
         # Store, then publish, then move state forward (crash-safe order).
         written = await asyncio.to_thread(reading_sink.write, plan.batch)
@@ -457,6 +435,7 @@ def create_app(
     async def close_sinks(app, **kwargs) -> None:
         for sink in (reading_sink, alert_sink, deadletter_sink):
             sink.close()
+        devices.close()
 
     app.citywatch_stats = stats  # type: ignore[attr-defined]
     return app

@@ -27,6 +27,7 @@ import numpy as np
 from aiokafka.partitioner import murmur2
 
 from models.features import DeviceFeatureState, FeatureSpec
+from models.remaining_life import time_to_failure_days
 from storage.sinks import (
     AlertRow,
     DeadLetterRow,
@@ -39,6 +40,7 @@ from storage.sinks import (
 
 from .alerting import AlertState, Hysteresis, step
 from .deadletters import deadletter_row, duplicate_deadletter
+from .health_book import HealthBook, blend, health_spec, outlook, policy_kind
 from .records import AlertEvent, Maintenance, Reading, decode_score_batch
 from .state import DeviceState, StateCache, decode_offsets, decode_state, encode_state
 from .state import spec_fingerprint as _fingerprint
@@ -76,6 +78,8 @@ class ReadingsPlan:
     republish: list[tuple[bytes, bytes, str]] = field(default_factory=list)  # key, raw, reason
     states: dict[bytes, DeviceState] = field(default_factory=dict)  # written after publishing
     unscored: int = 0  # stored, but the champion has no model for the asset type
+    # The cold-start health score of each row to score, per asset type (streams.health_book).
+    health: dict[str, list] = field(default_factory=lambda: defaultdict(list))
 
     def __post_init__(self) -> None:
         # A reading whose (device, ts) another message's reading holds in the database
@@ -122,6 +126,8 @@ class DeviceStates:
     def __init__(self, table: MutableMapping[bytes, Any]) -> None:
         self.table = table
         self.cache = StateCache()
+        # Health baselines live in the same table values (one changelog message per device).
+        self.health = HealthBook(table)
         self._spec_changes_logged: set[tuple[str, str]] = set()
 
     def load(self, key: bytes, spec: FeatureSpec, model_version: str, asset_type: str):
@@ -154,13 +160,50 @@ class DeviceStates:
 
     def save(self, states: dict[bytes, DeviceState]) -> None:
         for key, state in states.items():
-            packed = encode_state(state, _fingerprint(state.features.spec))
+            packed = self.health.pack(key, encode_state(state, _fingerprint(state.features.spec)))
             self.table[key] = packed
             self.cache.put(key, packed, state)
 
     def forget_live_objects(self) -> None:
         """After a failed batch: its objects moved ahead of the table."""
         self.cache.clear()
+        self.health.abort()
+
+
+# -- explanations --------------------------------------------------------------
+
+
+class ExplainPolicy:
+    """Which high scores get a TreeSHAP explanation.
+
+    Explaining costs about seven times a score, and readers (the asset dashboard,
+    the inbox) show a device's latest explanation only. So a device's first high
+    score after a low one is always explained, then at most once per
+    ``interval`` of reading time while it stays high. Remembered in memory only:
+    after a restart a device's next high score is explained again.
+    """
+
+    def __init__(self, interval: timedelta) -> None:
+        self.interval = interval
+        self._last: dict[str, datetime] = {}  # device -> last explained reading time
+
+    def choose(self, readings: Sequence[Reading], high: np.ndarray) -> list[int]:
+        """Indices of the rows to explain; ``high`` marks rows at or above threshold."""
+        if not self.interval:
+            return np.flatnonzero(high).tolist()
+        chosen = []
+        last = self._last
+        for i, is_high in enumerate(high.tolist()):
+            device_id = readings[i].device_id
+            if not is_high:
+                last.pop(device_id, None)  # the next high score starts a new episode
+                continue
+            seen = last.get(device_id)
+            ts = readings[i].ts
+            if seen is None or ts - seen >= self.interval:
+                last[device_id] = ts
+                chosen.append(i)
+        return chosen
 
 
 # -- readings ----------------------------------------------------------------
@@ -175,12 +218,13 @@ def plan_readings(
     states: DeviceStates,
     champion: Any,
     challenger: Any | None,
+    explain: ExplainPolicy,
 ) -> ReadingsPlan:
     """The whole readings step for one batch, in order."""
     plan = ReadingsPlan()
     by_device = validate(messages, plan, lookup, limits, now)
     to_score = advance_devices(by_device, plan, states, champion, now)
-    score(to_score, plan, champion, challenger)
+    score(to_score, plan, champion, challenger, explain)
     plan.batch.reading_positions = [(m.topic, m.partition, m.offset) for m in plan.reading_messages]
     return plan
 
@@ -231,6 +275,7 @@ def advance_devices(
         else:
             spec = FeatureSpec.for_asset_type(asset_type)
         state = states.load(key, spec, champion.version, asset_type)
+        hspec = health_spec(champion.card, asset_type, spec.metrics)
         for reading, message in items:
             if message.partition != state.last_partition:
                 if state.last_partition >= 0:
@@ -268,10 +313,12 @@ def advance_devices(
             state.last_ts = reading.ts
             if state.reset_pending and reading.ts >= state.reset_ts:
                 state.features.reset_baseline()
+                states.health.reset(key, hspec)
                 state.reset_pending = False
             features = state.features.update(reading.metrics)
             if scored:
                 to_score[asset_type].append((reading, features))
+                plan.health[asset_type].append(states.health.update(key, hspec, reading.metrics))
             else:
                 plan.unscored += 1
                 _warn_unscored(asset_type, champion.version)
@@ -294,13 +341,22 @@ def score(
     plan: ReadingsPlan,
     champion: Any,
     challenger: Any | None,
+    explain: ExplainPolicy,
 ) -> None:
     """3. One LightGBM call per asset type and model. Champion rows are stored and
-    published (they alert); challenger rows are stored only (shadow)."""
+    published (they alert); challenger rows are stored only (shadow). High champion
+    scores are explained as ``explain`` chooses."""
     for asset_type, rows in to_score.items():
         X = np.asarray([features for _, features in rows], dtype=float)
         risks = champion.predict_proba(asset_type, X)
         threshold = float(champion.threshold(asset_type))
+        # Which model alerts is the card's decision per asset type; the anomaly score
+        # and the time to failure are stored either way.
+        kind = policy_kind(champion.card, asset_type)
+        alerting, alert_at, anomaly = blend(
+            kind, risks.tolist(), threshold, plan.health[asset_type]
+        )
+        ttf = time_to_failure_days(champion, asset_type, X) or [(None,) * 3] * len(rows)
         plan.champion_scores.extend(
             ScoreRow(
                 reading.ts,
@@ -309,14 +365,17 @@ def score(
                 asset_type,
                 champion.version,
                 risk,
-                threshold,
+                alert_at,
+                model_kind=kind,
+                anomaly_score=a,
+                ttf_low=t[0],
+                ttf_median=t[1],
+                ttf_high=t[2],
             )
-            for (reading, _), risk in zip(rows, risks.tolist(), strict=True)
+            for (reading, _), risk, a, t in zip(rows, alerting, anomaly, ttf, strict=True)
         )
-        high = np.flatnonzero(risks >= threshold)
-        for i, contributions in zip(
-            high.tolist(), champion.explain(asset_type, X[high]), strict=True
-        ):
+        chosen = explain.choose([reading for reading, _ in rows], risks >= threshold)
+        for i, contributions in zip(chosen, champion.explain(asset_type, X[chosen]), strict=True):
             reading = rows[i][0]
             plan.batch.explanations.append(
                 ExplanationRow(
@@ -432,6 +491,8 @@ def plan_alerts(
                 s.risk,
                 open_at,
                 s.model_version,
+                s.model_kind,
+                outlook(s),
             )
             plan.rows.append(row)
             plan.events.append(alert_event(row, transition.kind))
@@ -451,4 +512,6 @@ def alert_event(row: AlertRow, kind: str) -> AlertEvent:
         last_risk=row.last_risk,
         threshold=row.threshold,
         model_version=row.model_version,
+        model_kind=row.model_kind,
+        outlook=row.outlook,
     )

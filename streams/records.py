@@ -52,7 +52,7 @@ class Maintenance:
 
 @dataclass(slots=True)
 class Score:
-    """A failure-risk score of one reading by one model."""
+    """A score of one reading: ``risk`` is the alerting signal, from ``model_kind``."""
 
     asset_id: str
     device_id: str
@@ -61,6 +61,22 @@ class Score:
     risk: float
     threshold: float
     model_version: str
+    model_kind: str = "failure_risk"  # or "anomaly": which model ``risk`` comes from
+    anomaly_score: float | None = None
+    ttf_low: float | None = None  # days to failure (10 %, median, 90 %)
+    ttf_median: float | None = None
+    ttf_high: float | None = None
+
+
+def _extras(s: Score | ScoreRow) -> dict[str, Any]:
+    # Optional per-score facts, by name: a later field (a forecast, say) is one more key,
+    # and a reader that does not know a key ignores it.
+    out: dict[str, Any] = {"kind": s.model_kind}
+    if s.anomaly_score is not None and s.anomaly_score == s.anomaly_score:
+        out["anomaly"] = s.anomaly_score
+    if s.ttf_median is not None:
+        out["ttf"] = [s.ttf_low, s.ttf_median, s.ttf_high]
+    return out
 
 
 def encode_score_batch(scores: Sequence[Score | ScoreRow]) -> bytes:
@@ -71,7 +87,11 @@ def encode_score_batch(scores: Sequence[Score | ScoreRow]) -> bytes:
 
     JSON, one compact row per score::
 
-        {"v": 1, "scores": [[asset_id, device_id, asset_type, ts, risk, threshold, model], ...]}
+        {"v": 1, "scores": [[asset_id, device_id, asset_type, ts, risk, threshold, model,
+                             {"kind": "anomaly", "anomaly": 1.7}], ...]}
+
+    The eighth element (named extras) was added later; rows of seven still decode
+    (as failure-risk scores), so messages already on the topic stay readable.
     """
     rows = [
         [
@@ -82,6 +102,7 @@ def encode_score_batch(scores: Sequence[Score | ScoreRow]) -> bytes:
             s.risk,
             s.threshold,
             s.model_version,
+            _extras(s),
         ]
         for s in scores
     ]
@@ -93,10 +114,38 @@ def decode_score_batch(raw: bytes) -> list[Score]:
     data = json.loads(raw)
     if data.get("v") != 1:
         raise ValueError(f"unsupported score batch version {data.get('v')!r}")
-    return [
-        Score(a, d, t, datetime.fromisoformat(ts), float(r), float(th), m)
-        for a, d, t, ts, r, th, m in data["scores"]
-    ]
+    out = []
+    for row in data["scores"]:
+        a, d, t, ts, r, th, m = row[:7]
+        extras = row[7] if len(row) > 7 and isinstance(row[7], dict) else {}
+        anomaly = extras.get("anomaly")
+        ttf = extras.get("ttf")
+        lo, mid, hi = (
+            (float(v) for v in ttf)
+            if isinstance(ttf, list) and len(ttf) == 3
+            else (
+                None,
+                None,
+                None,
+            )
+        )
+        out.append(
+            Score(
+                a,
+                d,
+                t,
+                datetime.fromisoformat(ts),
+                float(r),
+                float(th),
+                m,
+                str(extras.get("kind", "failure_risk")),
+                None if anomaly is None else float(anomaly),
+                lo,
+                mid,
+                hi,
+            )
+        )
+    return out
 
 
 class AlertEvent(faust.Record, serializer="json", isodates=True):
@@ -113,3 +162,5 @@ class AlertEvent(faust.Record, serializer="json", isodates=True):
     last_risk: float
     threshold: float
     model_version: str
+    model_kind: str = "failure_risk"
+    outlook: str | None = None  # "likely to fail in 9-20 days"

@@ -25,6 +25,10 @@ from datetime import UTC, datetime, timedelta
 from models.features import DeviceFeatureState, FeatureSpec
 
 _MAGIC = b"CWS2"
+# A table value may carry the device's health baseline after its feature state
+# (streams.health_book): b"CWJ1", the state's length, the state, the health bytes.
+_JOINED = b"CWJ1"
+_JOIN_LEN = struct.Struct("<I")
 # magic, spec fingerprint, offset, partition, n, last ts µs, reset ts µs, reset pending, layout size
 _HEADER = struct.Struct("<4s8sqiqqq?I")
 _NO_TS = -(2**63)
@@ -100,6 +104,22 @@ def encode_state(state: DeviceState, fingerprint: bytes) -> bytes:
     return header + layout.tobytes() + numbers.tobytes()
 
 
+def join_state(state: bytes, health: bytes | None) -> bytes:
+    """One table value: the packed feature state (streams.state) and the health state."""
+    if health is None:
+        return state
+    return _JOINED + _JOIN_LEN.pack(len(state)) + state + health
+
+
+def split_state(value: bytes) -> tuple[bytes, bytes | None]:
+    """Inverse of :func:`join_state`; a value written before health existed has none."""
+    if not value.startswith(_JOINED):
+        return value, None
+    (n,) = _JOIN_LEN.unpack_from(value, len(_JOINED))
+    start = len(_JOINED) + _JOIN_LEN.size
+    return value[start : start + n], value[start + n :]
+
+
 def decode_state(data: bytes, spec: FeatureSpec, fingerprint: bytes) -> DeviceState | None:
     """Unpack a state written by :func:`encode_state`.
 
@@ -107,6 +127,7 @@ def decode_state(data: bytes, spec: FeatureSpec, fingerprint: bytes) -> DeviceSt
     the caller starts the device afresh, keeping the offsets from
     :func:`decode_offsets`.
     """
+    data = split_state(data)[0]
     magic, saved_fp, _, _, n, _, _, _, n_layout = _HEADER.unpack_from(data, 0)
     if magic != _MAGIC:
         raise ValueError("not a citywatch device state")
@@ -149,6 +170,7 @@ def decode_state(data: bytes, spec: FeatureSpec, fingerprint: bytes) -> DeviceSt
 
 def decode_offsets(data: bytes) -> Bookkeeping:
     """The offsets and maintenance marks of a saved state, whatever its spec."""
+    data = split_state(data)[0]
     magic, _, offset, partition, _, ts, reset_ts, pending, _ = _HEADER.unpack_from(data, 0)
     if magic != _MAGIC:
         raise ValueError("not a citywatch device state")

@@ -21,8 +21,11 @@ from ingest.simulator import (
     reading_bytes,
 )
 from models.features import compute_features
+from models.health import DeviceHealthState
+from models.remaining_life import time_to_failure_days
 from models.training import maintenance_resets
 from storage.reports import messages_accounted_for
+from streams.health_book import blend, health_spec, policy_kind
 from streams.topics import READINGS, ensure_topics
 
 
@@ -89,27 +92,60 @@ def wait_for_total(conn, expected: int, timeout_s: float = 120.0) -> int:
     return seen
 
 
+def offline_health(part: pd.DataFrame, spec) -> list:
+    """The worker's health scores for one asset type's readings (sorted by device, ts),
+    replayed per device with the same resets as the features."""
+    out = []
+    for _, dev in part.groupby("device_id", sort=False):
+        state = DeviceHealthState(spec)
+        for reset, values in zip(
+            dev["_reset"].tolist(), dev[list(spec.metrics)].to_dict("records"), strict=True
+        ):
+            if reset:
+                state.reset()
+            out.append(state.update(values))
+    return out
+
+
 def offline_scores(bundle, readings, failures) -> pd.DataFrame:
     """The scores a single worker must store for ``readings``, computed offline.
 
-    Same feature code as the worker, replayed per device over the whole
-    history, with training's resets (the first reading after each failure,
-    where producers send a maintenance event). One row per reading:
-    ``device_id, ts, risk, reset``, sorted by device and time.
+    Same feature and health code as the worker, replayed per device over the
+    whole history, with training's resets (the first reading after each
+    failure, where producers send a maintenance event). One row per reading:
+    ``device_id, ts, risk, reset, model_kind, anomaly_score`` (NaN while a
+    device learns its baseline) and ``ttf_low/median/high`` (days), sorted by
+    device and time.
     """
     frame = history_frame(readings)
     frame["_reset"] = maintenance_resets(frame, failures_frame(failures))
     parts = []
     for asset_type, part in frame.groupby("asset_type"):
         part = part.sort_values(["device_id", "ts"], kind="stable")
-        features = compute_features(part, bundle.feature_spec(asset_type), reset_col="_reset")
+        spec = bundle.feature_spec(asset_type)
+        features = compute_features(part, spec, reset_col="_reset")
+        X = features.to_numpy(dtype=float)
+        ttf = time_to_failure_days(bundle, asset_type, X) or [(None,) * 3] * len(part)
+        kind = policy_kind(bundle.card, asset_type)
+        risk, _, anomaly = blend(
+            kind,
+            bundle.predict_proba(asset_type, X).tolist(),
+            bundle.threshold(asset_type),
+            offline_health(part, health_spec(bundle.card, asset_type, spec.metrics)),
+        )
         parts.append(
             pd.DataFrame(
                 {
                     "device_id": part["device_id"].to_numpy(),
                     "ts": part["ts"].to_numpy(),
-                    "risk": bundle.predict_proba(asset_type, features.to_numpy(dtype=float)),
+                    "risk": risk,
                     "reset": part["_reset"].to_numpy(),
+                    "model_kind": kind,
+                    "anomaly_score": [float("nan") if a is None else a for a in anomaly],
+                    **{
+                        f"ttf_{name}": [float("nan") if t[i] is None else t[i] for t in ttf]
+                        for i, name in enumerate(("low", "median", "high"))
+                    },
                 }
             )
         )
@@ -119,12 +155,18 @@ def offline_scores(bundle, readings, failures) -> pd.DataFrame:
 
 
 def stored_scores(db) -> pd.DataFrame:
-    """The champion scores in the database: ``device_id, ts, risk``, sorted like offline_scores."""
+    """The champion scores in the database, columns as offline_scores (NULL as NaN)."""
     rows = db.execute(
-        "SELECT device_id, ts, risk FROM scores WHERE role = 'champion' ORDER BY device_id, ts"
+        "SELECT device_id, ts, risk, model_kind, anomaly_score,"
+        " ttf_low_days, ttf_median_days, ttf_high_days FROM scores"
+        " WHERE role = 'champion' ORDER BY device_id, ts"
     ).fetchall()
-    online = pd.DataFrame(rows, columns=["device_id", "ts", "risk"])
+    ttf = ["ttf_low", "ttf_median", "ttf_high"]
+    columns = ["device_id", "ts", "risk", "model_kind", "anomaly_score", *ttf]
+    online = pd.DataFrame(rows, columns=columns)
     online["ts"] = pd.to_datetime(online["ts"], utc=True)
+    for c in ("anomaly_score", *ttf):
+        online[c] = online[c].astype(float)
     return online
 
 

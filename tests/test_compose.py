@@ -3,7 +3,9 @@
 What `docker compose up` would trip over, or start in the wrong order: missing
 services, floating images, long-running services without healthchecks,
 dependencies that are missing or not gated on health, undeclared volumes,
-mount paths that are not the contracted ones, commands the CLI does not have.
+mount paths that are not the contracted ones, commands the CLI does not have,
+default secrets, services connecting as the database owner, an anonymous Mosquitto.
+tests/deploy/test_compose_rehearsal.py runs the services themselves.
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ CONTRACT = {
     *("kafka", "timescaledb", "grafana", "mosquitto"),
     *("worker", "ingest", "simulator", "alerts"),
 }
-ONE_SHOT = {name for name, s in SERVICES.items() if s.get("restart") == "no"}
+# Services in a profile (crew-admin: `docker compose run`) are not started by `up`.
+TOOLS = {name for name, s in SERVICES.items() if s.get("profiles")}
+ONE_SHOT = {name for name, s in SERVICES.items() if s.get("restart") == "no"} - TOOLS
 CITYWATCH = {name for name, s in SERVICES.items() if s.get("image", "").startswith("citywatch:")}
 PINNED = re.compile(r"^[\w./-]+:(?!latest$)[\w][\w.-]*$")
 
@@ -49,7 +53,7 @@ def test_image_is_pinned(name):
         assert SERVICES[name].get("build") == ".", "the citywatch image is built from Dockerfile"
 
 
-@pytest.mark.parametrize("name", sorted(set(SERVICES) - ONE_SHOT))
+@pytest.mark.parametrize("name", sorted(set(SERVICES) - ONE_SHOT - TOOLS))
 def test_long_running_service_has_a_healthcheck_and_restarts(name):
     service = SERVICES[name]
     check = service.get("healthcheck", {})
@@ -182,7 +186,7 @@ def test_healthcheck_module_runs_in_the_image():
 
     assert healthcheck.main(["tcp", "127.0.0.1:1"]) == 1
     assert healthcheck.main(["nonsense"]) == 2
-    for name in CITYWATCH - ONE_SHOT:
+    for name in CITYWATCH - ONE_SHOT - TOOLS:
         test = SERVICES[name]["healthcheck"]["test"]
         assert test[:4] == ["CMD", "python", "-m", "citywatch.healthcheck"]
 
@@ -437,6 +441,7 @@ def test_health_queries_on_readings_are_bounded_by_ts(conn, db):
 def test_every_service_waits_for_what_it_opens_at_start():
     """Kafka healthy for each Kafka client; migrations finished for each database user."""
     kafka_clients = {"worker", "ingest", "ingest-http", "simulator", "alerts"}
+    assert {"crew-admin"} == TOOLS
     for name in kafka_clients:
         assert SERVICES[name]["depends_on"]["kafka"] == {"condition": "service_healthy"}, name
     for name in (CITYWATCH | {"grafana"}) - {"migrate"}:
@@ -447,18 +452,95 @@ def test_every_service_waits_for_what_it_opens_at_start():
 
 
 def test_compose_has_no_default_secret_and_every_secret_is_in_env_example():
+    """Every ${VAR} that holds a secret stops `up` when unset; .env.example lists each."""
     text = (REPO / "docker-compose.yml").read_text() + "".join(
         path.read_text() for path in sorted((REPO / "deploy").rglob("*.sh"))
     )
-    secret = re.compile(r"\$\{([A-Z_]*(?:PASSWORD|SECRET|TOKEN)[A-Z_]*)(:?[-?])([^}]*)\}")
+    secret = re.compile(r"\$\{([A-Z_]*(?:PASSWORD|SECRET|TOKEN)[A-Z_]*)(:?[-?])?([^}]*)\}")
     found = secret.findall(text)
     assert found, "the compose file reads its secrets from the environment"
     for name, op, value in found:
         # ${VAR:?message} refuses to start without it; ${VAR:-} may only default to empty.
-        assert op == ":?" or value == "", f"{name} has a default value in docker-compose.yml"
+        # A bare ${VAR} would start with an empty secret: it needs :? too.
+        assert op == ":?" or (op == ":-" and value == ""), f"{name}: ${{{name}{op or ''}...}}"
     example = (REPO / ".env.example").read_text()
     listed = set(re.findall(r"^([A-Z_]+)=", example, flags=re.MULTILINE))
     assert {name for name, _, _ in found} <= listed
     assert all(line.endswith("=") for line in example.splitlines() if re.match(r"^[A-Z_]+=", line))
     ignored = (REPO / ".dockerignore").read_text().split()
     assert ".env" in ignored and ".env" in (REPO / ".gitignore").read_text().split()
+
+
+# -- issue M: least privilege and an authenticated Mosquitto ------------------------
+
+
+def _db_user(name: str) -> str:
+    url = SERVICES[name]["environment"]["CITYWATCH_DATABASE_URL"]
+    return re.match(r"postgresql://([^:@/]+):\$\{", url).group(1)
+
+
+def test_only_the_migration_job_connects_as_the_owner():
+    from storage.service_roles import LOGINS
+
+    owner = SERVICES["timescaledb"]["environment"]["POSTGRES_USER"]
+    users = {name: _db_user(name) for name in CITYWATCH}
+    assert users.pop("migrate") == owner
+    assert owner not in users.values(), users
+    expected = {
+        "train": "trainer",
+        "worker": "worker",
+        "ingest": "ingest",
+        "ingest-http": "ingest",
+        "simulator": "simulator",
+        "alerts": "alerts",
+        "crew-admin": "crew_admin",
+    }
+    assert users == expected
+    assert set(users.values()) | {"grafana"} == set(LOGINS)
+    assert SERVICES["grafana"]["environment"]["CITYWATCH_GRAFANA_DB_USER"] == "grafana"
+    # The x-citywatch anchor has no database URL: a new service must choose its login.
+    assert "CITYWATCH_DATABASE_URL" not in COMPOSE["x-citywatch"]["environment"]
+    # The migrate job gets every login's password, and creates the logins from them.
+    migrate_env = SERVICES["migrate"]["environment"]
+    for login in LOGINS:
+        assert f"CITYWATCH_{login.upper()}_DB_PASSWORD" in migrate_env, login
+    # Each service's password is the one the migrate job sets for that login.
+    for name, login in expected.items():
+        url = SERVICES[name]["environment"]["CITYWATCH_DATABASE_URL"]
+        assert f"${{CITYWATCH_{login.upper()}_DB_PASSWORD:?" in url, name
+    # Nothing in compose copies the embedded stack's trust authentication.
+    text = (REPO / "docker-compose.yml").read_text()
+    assert "trust" not in text.lower() and "POSTGRES_HOST_AUTH_METHOD" not in text
+
+
+def test_mosquitto_requires_a_password_file_and_acls_built_from_secrets():
+    conf = (REPO / "deploy" / "mosquitto" / "mosquitto.conf").read_text()
+    lines = {
+        line.split(None, 1)[0]: line.split(None, 1)[1]
+        for line in conf.splitlines()
+        if line and not line.startswith("#")
+    }
+    assert lines["allow_anonymous"] == "false"
+    assert lines["password_file"] == "/mosquitto/auth/passwd"
+    assert lines["acl_file"] == "/mosquitto/auth/acl.conf"  # the entrypoint's private copy
+    mosquitto = SERVICES["mosquitto"]
+    assert mosquitto["entrypoint"] == ["/bin/sh", "/mosquitto/config/entrypoint.sh"]
+    targets = dict(mounts("mosquitto"))
+    assert targets["./deploy/mosquitto/acl.conf"] == "/mosquitto/config/acl.conf"
+    assert targets["./deploy/mosquitto/entrypoint.sh"] == "/mosquitto/config/entrypoint.sh"
+    assert "/mosquitto/auth" in mosquitto["tmpfs"]
+    assert (
+        'acl="${MOSQUITTO_ACL:-/mosquitto/config/acl.conf}"'
+        in (REPO / "deploy" / "mosquitto" / "entrypoint.sh").read_text()
+    )
+    assert not list((REPO / "deploy").rglob("passwd*")), "a password file is never shipped"
+    entry = (REPO / "deploy" / "mosquitto" / "entrypoint.sh").read_text()
+    for var in mosquitto["environment"]:
+        assert f"require {var} " in entry, f"the entrypoint does not check {var}"
+    health = " ".join(mosquitto["healthcheck"]["test"])
+    assert "-u healthcheck" in health and "/mosquitto/auth/healthcheck" in health
+    ingest = SERVICES["ingest"]["environment"]
+    assert ingest["CITYWATCH_MQTT_USERNAME"] == "citywatch-bridge"
+    assert "CITYWATCH_MQTT_BRIDGE_PASSWORD:?" in ingest["CITYWATCH_MQTT_PASSWORD"]
+    acl_users = re.findall(r"^user (\S+)$", (REPO / "deploy/mosquitto/acl.conf").read_text(), re.M)
+    assert acl_users == ["citywatch-bridge", "network-server", "healthcheck"]

@@ -38,3 +38,11 @@ def bench() -> None:
 from .bench_faults import bench_faults  # noqa: E402
 
 bench.add_command(bench_faults)
+
+from .bench_water_quality import bench_water_quality  # noqa: E402
+
+bench.add_command(bench_water_quality)
+
+from .bench_water_quality_replay import bench_water_quality_replay  # noqa: E402
+
+bench.add_command(bench_water_quality_replay)

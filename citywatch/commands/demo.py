@@ -98,6 +98,23 @@ def model_summary(settings: Settings, database_url: str, since: datetime) -> dic
             WHERE c.role = 'champion' AND s.role = 'challenger'
             """
         ).fetchone()
+        # Which model alerted (supervised failure risk or the cold-start anomaly score).
+        kinds = dict(
+            conn.execute(
+                "SELECT coalesce(model_kind, 'failure_risk'), count(*) FROM scores"
+                " WHERE role = 'champion' GROUP BY 1"
+            ).fetchall()
+        )
+        anomaly_scored, anomaly_high = conn.execute(
+            "SELECT count(anomaly_score), count(*) FILTER (WHERE anomaly_score > 1)"
+            " FROM scores WHERE role = 'champion'"
+        ).fetchone()
+        alert_kinds = dict(
+            conn.execute(
+                "SELECT coalesce(model_kind, 'failure_risk'), count(*) FROM alerts"
+                " WHERE source = 'model' GROUP BY 1"
+            ).fetchall()
+        )
     # The summary reports the drift; one warning per drifting feature would bury it.
     drift_log = logging.getLogger("models.drift")
     level = drift_log.level
@@ -119,6 +136,10 @@ def model_summary(settings: Settings, database_url: str, since: datetime) -> dic
         "drift_features": len(drift.rows),
         "drift_alerts": len(drift.alerts),
         "drift_max_psi": round(drift.max_psi(), 3) if drift.rows else None,
+        "scores_by_kind": kinds,
+        "anomaly_scores": anomaly_scored,
+        "anomaly_over_limit": anomaly_high,
+        "alerts_by_kind": alert_kinds,
     }
 
 
@@ -151,6 +172,7 @@ def format_summary(s: dict) -> str:
         f"({s['failures_detected']} of {s['failures_injected']} failures warned before they "
         f"happened; {s['degradations_in_progress']} assets still degrading)",
         *_lorawan_lines(s),
+        *_water_quality_lines(s),
         f"throughput          {_fmt(s['stored_per_s']):>8} readings/s stored "
         f"(simulator rate {s['rate']:.0f}/s)",
         f"lag                 p50 {_fmt(s['lag_p50_s'])} s, p99 {_fmt(s['lag_p99_s'])} s "
@@ -163,6 +185,9 @@ def format_summary(s: dict) -> str:
             f"challenger          {m['challenger']}   ({m['shadow_scores']} shadow scores, "
             f"alert agreement {_fmt(m['alert_agreement'])}, "
             f"mean |risk diff| {_fmt(m['mean_abs_risk_diff'])})",
+            f"model kinds         scores {m['scores_by_kind']}, alerts {m['alerts_by_kind']}",
+            f"anomaly scores      {m['anomaly_scores']:>8}   ({m['anomaly_over_limit']} over "
+            "the control limit; none while a device learns its baseline)",
             f"drift               {m['drift_alerts']} of {m['drift_features']} features at "
             f"PSI >= 0.2 (max {_fmt(m['drift_max_psi'])}); the demo fleet is not the "
             "training fleet",
@@ -181,7 +206,20 @@ def format_summary(s: dict) -> str:
     return "\n".join(lines)
 
 
+def _water_quality_lines(s: dict) -> list[str]:
+    if "water_quality_readings" not in s:
+        return []
+    return [
+        f"water quality       {s['water_quality_readings']:>8}   readings replayed "
+        f"({s['water_quality_gaps']} gaps, {s['water_quality_deadletters']} dead letters); "
+        f"incident within 48 h: {_fmt(s.get('water_quality_p48h'))} "
+        f"(model {s.get('water_quality_model')}, dashboard 'water quality')",
+    ]
+
+
 def _lorawan_lines(s: dict) -> list[str]:
+    from .demo_lorawan import loop_lines
+
     if not s.get("lorawan_devices"):
         return []
     dead = ", ".join(f"{k}={v}" for k, v in s["ingest_deadletters_by_reason"].items()) or "none"
@@ -192,6 +230,7 @@ def _lorawan_lines(s: dict) -> list[str]:
         f"  duplicates removed{s['uplink_duplicates_removed']:>8}   "
         f"-> {s['uplink_readings']} readings to Kafka",
         f"  ingest dead letters{s['ingest_deadletters']:>7}   {dead}",
+        *loop_lines(s),
     ]
 
 
@@ -233,6 +272,13 @@ def _fmt(value) -> str:
     default=None,
     help="The network's EPANET model [default: $CITYWATCH_DATASETS/leakdb/<model>.inp].",
 )
+@click.option(
+    "--water-quality",
+    is_flag=True,
+    envvar="CITYWATCH_DEMO_WATER_QUALITY",
+    help="Also replay a real water-quality station's last two days (GECCO 2018, from "
+    "$CITYWATCH_DATASETS) and show its 48-hour outlook.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--keep", is_flag=True, help="Leave the stack running afterwards.")
 @click.pass_obj
@@ -246,6 +292,7 @@ def demo(
     lorawan_share,
     network,
     network_inp,
+    water_quality,
     as_json,
     keep,
 ):
@@ -268,6 +315,14 @@ def demo(
         ensure_models(settings, conn.database_url, say, progress=not as_json)
         reset_tables(conn.database_url)
         log_path = settings.home.resolve() / "worker.log"
+        wq_file = None
+        if water_quality:
+            from . import demo_water_quality as wq
+
+            wq_file = wq.default_file()
+            if not wq_file.is_file():
+                raise click.ClickException(f"--water-quality needs {wq_file} (CITYWATCH_DATASETS)")
+            wq.enable_catalogue()  # before the worker starts: it must know the type
         say(f"starting the worker (log: {log_path}) ...")
         written = log_size(log_path)
         worker = start_worker(settings, conn, log_path)
@@ -278,7 +333,13 @@ def demo(
             from .demo_lorawan import LorawanLeg
 
             leg = LorawanLeg(
-                settings, conn, mqtt_url, share=lorawan_share, corrupt_rate=bad_rate, seed=seed
+                settings,
+                conn,
+                mqtt_url,
+                share=lorawan_share,
+                corrupt_rate=bad_rate,
+                seed=seed,
+                rate=rate,
             )
             say(f"routing {lorawan_share:.0%} of the devices through MQTT ({mqtt_url}) ...")
         say(f"simulating {devices} devices at {rate:.0f} readings/s for {duration:.0f}s ...")
@@ -290,18 +351,31 @@ def demo(
             wrap_send=leg.wrap if leg else None,
         )
         lorawan = leg.finish() if leg else {}
+        wq_counts: dict = {}
+        if wq_file is not None:
+            say(f"replaying the last 48 h of {wq_file.name} as station {wq.ASSET} ...")
+            wq_counts = wq.replay_tail(settings, conn, wq_file, hours=48)
+            stats.produced += (
+                wq_counts["water_quality_readings"] + wq_counts["water_quality_deadletters"]
+            )
+            stats.valid += wq_counts["water_quality_readings"]
         # Ingest dead letters reach the table only once the worker stores the
         # deadletter topic's stage=ingest messages; count the others apart.
         ingest_elsewhere = max(
             0, lorawan.get("ingest_deadletters", 0) - _ingest_deadletters_stored(conn.database_url)
         )
+        asleep = lorawan.get("readings_not_transmitted", 0)  # sensors between reports
         say("waiting for the worker to drain ...")
-        wait_for_drain(conn.database_url, stats.produced - ingest_elsewhere, timeout_s=120)
+        wait_for_drain(conn.database_url, stats.produced - ingest_elsewhere - asleep, timeout_s=120)
         time.sleep(2 * settings.batch_within_s + 1.0)  # let the alert agent finish its batch
         stop_process(worker)
         from storage.reports import pipeline_summary
 
         summary = pipeline_summary(conn.database_url)
+        if wq_file is not None:
+            say("scoring the station's stored readings (1/6/24/48 h outlook) ...")
+            wq_counts |= wq.score_stored(conn, wq.fit_demo_model(wq_file, hours=48))
+        summary.update(wq_counts)
         summary["models"] = model_summary(settings, conn.database_url, started_at)
         ingest_elsewhere = max(
             0, lorawan.get("ingest_deadletters", 0) - _ingest_deadletters_stored(conn.database_url)
@@ -318,7 +392,8 @@ def demo(
             == summary["readings_stored"]
             + summary["deadletters"]
             + summary["maintenance_events"]
-            + ingest_elsewhere,
+            + ingest_elsewhere
+            + asleep,
             rate=rate,
             duration_s=duration,
             database_url=conn.database_url,

@@ -6,6 +6,14 @@ Things Stack uplinks (alternating per device), heard by several gateways, a
 few frames corrupted. Two bridges (one per format) run in threads and publish
 to the same Kafka topics as the rest of the fleet.
 
+The loop: simulated sensors (``ingest.lorawan.sim_devices``) obey downlinks,
+and a downlink service (``citywatch.downlink_service``) reads the worker's
+scores and alerts and sends them reporting-interval commands. A sensor reports
+every ``normal_interval_s`` (simulated seconds; a tick is 5 simulated minutes)
+until its asset is at risk, then every ``fast_interval_s``, and back after the
+repair closes the alert; readings a sleeping sensor does not transmit are
+counted (``readings_not_transmitted``).
+
 Only well-formed readings take the MQTT route: the demo's deliberately bad
 reading bytes cannot be encoded as a radio frame, so they go to Kafka as
 before and the worker dead-letters them; the radio faults are the uplink
@@ -15,6 +23,7 @@ corruptions, dead-lettered by the bridge.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import threading
 import time
@@ -45,6 +54,12 @@ class LorawanLeg:
     corrupt_rate : float
         Share of uplink frames sent broken.
     seed : int
+    rate : float
+        The simulator's readings per second (to relate reading times to ticks).
+    adaptive : bool
+        Close the loop: sensors obey downlinks from the downlink service.
+    risk_level, normal_interval_s, fast_interval_s
+        The loop's policy (intervals in simulated seconds).
     """
 
     def __init__(
@@ -57,8 +72,19 @@ class LorawanLeg:
         gateways: int = 3,
         corrupt_rate: float = 0.01,
         seed: int = 0,
+        rate: float = 500.0,
+        adaptive: bool = True,
+        risk_level: float = 0.5,
+        normal_interval_s: int = 600,
+        fast_interval_s: int = 300,
     ) -> None:
         self.settings, self.conn, self.mqtt_url = settings, conn, mqtt_url
+        self.rate, self.adaptive, self.risk_level = rate, adaptive, risk_level
+        self.normal_interval_s, self.fast_interval_s = normal_interval_s, fast_interval_s
+        self.radios: Any = None
+        self.service: Any = None
+        self._service_stop = threading.Event()
+        self._service_thread: threading.Thread | None = None
         self.share, self.gateways = share, gateways
         self.corrupt_rate, self.seed = corrupt_rate, seed
         self.devices: dict[str, Any] = {}  # dev_eui -> Device
@@ -90,6 +116,8 @@ class LorawanLeg:
                 seed=self.seed + k,
             )
             self.publishers[fmt] = UplinkPublisher(self.mqtt_url, encoder)
+        if self.adaptive:
+            self._start_loop(fleet, registry)
 
         def send(key: bytes, value: bytes) -> None:
             reading = self._radio_reading(key, value)
@@ -97,9 +125,36 @@ class LorawanLeg:
                 kafka_send(key, value)
                 return
             dev_eui, metrics, ts = reading
+            if self.radios is not None and not self.radios.due(dev_eui, ts):
+                return  # the sensor sleeps until its reporting interval has passed
             self.publishers[self.formats[dev_eui]].publish_reading(dev_eui, metrics, ts)
 
         return send
+
+    def _start_loop(self, fleet, registry) -> None:
+        from citywatch.downlink_service import DownlinkService
+        from ingest.lorawan.adaptive import SamplingPolicy
+        from ingest.lorawan.sim_devices import SimulatedRadios
+
+        # Reading times are wall clock, a tick apart; a tick is 5 simulated minutes.
+        tick_s = len(fleet.devices) / max(self.rate, 1e-9)
+        scale = (86400 / getattr(fleet, "day_ticks", 288)) / tick_s
+        self.radios = SimulatedRadios(
+            self.mqtt_url, registry, normal_interval_s=self.normal_interval_s, time_scale=scale
+        )
+        policy = SamplingPolicy(
+            risk_level=self.risk_level,
+            fast_interval_s=self.fast_interval_s,
+            normal_interval_s=self.normal_interval_s,
+            min_gap_s=120 / scale,  # the duty-cycle gap, in the demo's compressed time
+        )
+        self.service = DownlinkService(self.settings, self.conn, self.mqtt_url, policy)
+        # One line per command is for the service's own log, not the demo's screen.
+        logging.getLogger("citywatch.downlink_service").setLevel(logging.WARNING)
+        self._service_thread = threading.Thread(
+            target=self.service.run, args=(self._service_stop.is_set,), daemon=True
+        )
+        self._service_thread.start()
 
     def _radio_reading(self, key: bytes, value: bytes):
         dev_eui = key.decode(errors="replace")
@@ -161,6 +216,12 @@ class LorawanLeg:
             stop.set()
             thread.join(15)
             processor.publisher.close()
+        if self._service_thread is not None:
+            time.sleep(2 * self.settings.batch_within_s + 1.0)  # the last alerts' closes
+            self._service_stop.set()
+            self._service_thread.join(15)
+            self.service.close()
+            self.radios.close()
         return self.figures()
 
     def figures(self) -> dict[str, Any]:
@@ -178,4 +239,35 @@ class LorawanLeg:
             "ingest_deadletters": sum(dead.values()),
             "ingest_deadletters_by_reason": dict(sorted(dead.items())),
             "lorawan_gateways": self.gateways,
+            **self._loop_figures(),
         }
+
+    def _loop_figures(self) -> dict[str, Any]:
+        if self.radios is None:
+            return {}
+        counts = self.service.counts
+        return {
+            "readings_not_transmitted": self.radios.skipped,
+            "downlinks_sent": counts["sent"],
+            "downlinks_refused": counts["refused"],
+            "downlinks_obeyed": self.radios.received,
+            "interval_loops": self.radios.loops(),
+            "interval_normal_s": self.normal_interval_s,
+        }
+
+
+def loop_lines(s: dict) -> list[str]:
+    """Summary lines of the adaptive-sampling loop (empty when it did not run)."""
+    if "downlinks_sent" not in s:
+        return []
+    lines = [
+        f"  downlinks sent    {s['downlinks_sent']:>8}   ({s['downlinks_obeyed']} obeyed, "
+        f"{s['downlinks_refused']} refused; {s['readings_not_transmitted']} readings not "
+        "transmitted between reports)"
+    ]
+    for loop in s["interval_loops"][:3]:
+        path = " -> ".join(f"{v // 60} min" for v in loop["intervals_s"])
+        lines.append(f"  interval with risk  {loop['device']}: {path}")
+    if not s["interval_loops"]:
+        lines.append("  interval with risk  no sensor was sped up and restored in this run")
+    return lines

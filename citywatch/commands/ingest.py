@@ -438,7 +438,8 @@ def devices_list(settings: Settings, as_json: bool) -> None:
     click.echo(f"registry version {latest[0]}, {len(rows)} devices")
     for r in rows:
         click.echo(
-            f"{r['dev_eui']}  {r['asset_id']:<16} {r['asset_type']:<12} {r['codec']:<22} "
+            f"{r.get('dev_eui') or r.get('device_id')}  {r['asset_id']:<16} {r['asset_type']:<12}"
+            f" {r['codec']:<22} "
             f"{r.get('zone') or '-'}"
         )
 

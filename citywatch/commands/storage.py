@@ -90,9 +90,16 @@ def storage() -> None:
 )
 @click.pass_obj
 def migrate_command(settings: Settings, flavour: str, wait_s: float) -> None:
-    """Apply pending schema migrations (idempotent; safe with running workers)."""
+    """Apply pending schema migrations (idempotent; safe with running workers).
+
+    Then give each service's group role exactly its grants (storage/service_roles.py)
+    and create or update the login of every CITYWATCH_<LOGIN>_DB_PASSWORD that is set
+    (WORKER, ALERTS, CREW_ADMIN, INGEST, SIMULATOR, TRAINER, GRAFANA). Run it as the
+    database owner; weak passwords are refused before anything changes.
+    """
     from storage.schema import migrate
 
+    passwords = _login_passwords()  # refuse weak ones before touching anything
     url = database_url(settings, migrate=False)
     wait_for_database(url, wait_s)
     try:
@@ -100,6 +107,36 @@ def migrate_command(settings: Settings, flavour: str, wait_s: float) -> None:
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"applied: {applied}" if applied else "schema is current")
+    _apply_service_roles(url, passwords)
+
+
+def _login_passwords() -> dict[str, str]:
+    from pydantic import ValidationError
+
+    from citywatch.db_logins import LoginPasswords
+
+    try:
+        return LoginPasswords().passwords()
+    except ValidationError as exc:
+        raise click.ClickException(
+            "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
+        ) from exc
+
+
+def _apply_service_roles(url: str, passwords: dict[str, str]) -> None:
+    """Per-service group roles and grants, then the logins whose passwords are set."""
+    from storage.service_roles import apply_grants, ensure_login
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        skipped = apply_grants(conn)
+        changed = [login for login, pw in passwords.items() if ensure_login(conn, login, pw)]
+    if skipped:
+        click.echo(f"roles missing, not created (no CREATEROLE): {', '.join(skipped)}")
+    unchanged = [login for login in passwords if login not in changed]
+    click.echo(
+        f"service roles granted; logins set: {', '.join(changed) or 'none'}"
+        + (f"; unchanged: {', '.join(unchanged)}" if unchanged else "")
+    )
 
 
 @storage.command("maintain")

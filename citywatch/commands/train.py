@@ -115,6 +115,7 @@ def train_from_database(
     owner: str | None = None,
     actor: str = "citywatch train",
     created_at: datetime | None = None,
+    include_simulated: bool = False,
 ):
     """Train on the readings and labels stored in the database; save and register the model.
 
@@ -128,7 +129,12 @@ def train_from_database(
     from models.training import train_risk_bundle
 
     data = load_training_data(
-        database_url, horizon=horizon, since=since, until=until, asset_types=asset_types
+        database_url,
+        horizon=horizon,
+        since=since,
+        until=until,
+        asset_types=asset_types,
+        include_simulated=include_simulated,
     )
     if data.history.empty:
         raise ValueError("no readings in the database for that range; nothing to train on")
@@ -262,6 +268,12 @@ def train_from_database(
     help="Do nothing when a champion exists (compose's one-shot job re-runs on every up, "
     "and must not replace a champion an operator chose).",
 )
+@click.option(
+    "--include-simulated",
+    is_flag=True,
+    envvar="CITYWATCH_TRAIN_INCLUDE_SIMULATED",
+    help="Also train on uplinks a network server marked simulated (left out by default).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_obj
 def train(
@@ -282,6 +294,7 @@ def train(
     owner,
     promote,
     if_no_champion,
+    include_simulated,
     as_json,
 ):
     """Train failure-risk models (LightGBM, calibrated) and register them.
@@ -341,6 +354,7 @@ def train(
                 promote=bool(promote),
                 owner=owner,
                 actor=actor,
+                include_simulated=include_simulated,
             )
         except ValueError as exc:
             raise click.ClickException(str(exc)) from exc

@@ -162,7 +162,8 @@ function leakCandidates(cands) {
 
 async function showDetail(alertId) {
   const id = encodeURIComponent(alertId);
-  const [d, ctx] = await Promise.all([api("/alerts/" + id), api("/alerts/" + id + "/context")]);
+  const [d, ctx, cmds] = await Promise.all([api("/alerts/" + id),
+    api("/alerts/" + id + "/context"), api("/alerts/" + id + "/commands")]);
   const a = d.alert;
   state.alert = a;
   $("d-title").textContent = a.title || a.asset_id;
@@ -186,6 +187,13 @@ async function showDetail(alertId) {
   hist.replaceChildren();
   for (const t of d.transitions) {
     hist.append(el("li", {}, `${new Date(t.at).toLocaleString()} · ${t.action} by ${t.actor}`));
+  }
+  const list = $("commands");
+  list.replaceChildren();
+  for (const c of cmds) {
+    const args = Object.entries(c.args).map(([k, v]) => `${k}=${v}`).join(" ");
+    list.append(el("li", {}, `${new Date(c.created_at).toLocaleString()} · ${c.command} ` +
+      `${args} · ${c.status}${c.detail ? " (" + c.detail + ")" : ""} · ${c.reason}`));
   }
   show("detail");
 }
@@ -213,5 +221,6 @@ $("refresh").addEventListener("click", showList);
 $("back").addEventListener("click", showList);
 $("ack").addEventListener("click", () => act("/acknowledge", {}));
 $("resolve").addEventListener("click", () => act("/resolve", { outcome: $("outcome").value }));
+$("fresh-reading").addEventListener("click", () => act("/request-reading", {}));
 
 if (state.token) signIn(state.token).catch(() => signOut()); else show("login");

@@ -95,7 +95,9 @@ class _Frame:
 
 
 def _identity(uplink: Uplink) -> tuple:
-    return (uplink.f_port, uplink.payload, uplink.dev_addr, uplink.session_id, uplink.received_at)
+    # A time taken at ingest says nothing about the frame: two copies differ in it.
+    at = None if uplink.time_source == "ingest" else uplink.received_at
+    return (uplink.f_port, uplink.payload, uplink.dev_addr, uplink.session_id, at)
 
 
 def _best_rx(a: GatewayRx, b: GatewayRx) -> GatewayRx:
@@ -207,6 +209,8 @@ class FrameDeduplicator:
         for a, b in ((dev_addr, new.dev_addr), (session_id, new.session_id)):
             if a is not None and b is not None and a.lower() != b.lower():
                 return False
+        if received_at is None or new.time_source == "ingest":
+            return True
         skew = abs((received_at - new.received_at).total_seconds())
         return skew <= self.max_skew_s
 
@@ -253,7 +257,7 @@ class FrameDeduplicator:
         """
         now = self._clock() if now is None else now
         self._stats.offered += 1
-        key = (uplink.dev_eui, uplink.f_cnt)
+        key = (uplink.device, uplink.f_cnt)
         frame = self._frames.get(key)
         if frame is not None:
             remembered = frame.first_seen + self.memory_s > now

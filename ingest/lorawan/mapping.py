@@ -29,7 +29,7 @@ from citywatch.assets import ASSET_TYPES
 from citywatch.readings import encode_reading
 from ingest.lorawan.codecs import Codec, DecodeResult, PassthroughCodec, get_codec
 from ingest.lorawan.errors import UplinkError
-from ingest.lorawan.registry import DeviceEntry
+from ingest.lorawan.registry import DeviceEntry, find_entry
 from ingest.lorawan.uplink import Uplink
 
 __all__ = ["MappedReading", "flatten", "map_uplink", "map_with_registry", "reading_source"]
@@ -42,7 +42,8 @@ class MappedReading:
     Attributes
     ----------
     key : bytes
-        Kafka key: the DevEUI, so a device's readings stay ordered in one partition.
+        Kafka key: the device's citywatch id (DevEUI, else network-server id), so
+        a device's readings stay ordered in one partition.
     value : bytes
         The reading, as :func:`citywatch.readings.encode_reading` writes it.
     metrics : mapping
@@ -102,7 +103,18 @@ def reading_source(uplink: Uplink, codec: str | None = None) -> dict[str, Any]:
     if codec is not None:
         source["codec"] = codec
     if uplink.simulated:
+        # Injected by the network server's console: kept out of training by default.
         source["simulated"] = True
+    if uplink.time_source != "network":
+        source["time_source"] = uplink.time_source
+    # Where to address a downlink: ChirpStack by application and DevEUI, The Things
+    # Stack by application, tenant and its own device id.
+    if uplink.application_id is not None:
+        source["application_id"] = uplink.application_id
+    if uplink.network == "tts" and uplink.device_name is not None:
+        source["ns_device_id"] = uplink.device_name
+    if uplink.tenant is not None:
+        source["tenant"] = uplink.tenant
     return source
 
 
@@ -126,7 +138,8 @@ def map_uplink(
     uplink : Uplink
         A deduplicated uplink.
     entry : DeviceEntry
-        The device's registry entry (``entry.dev_eui`` should equal ``uplink.dev_eui``).
+        The device's registry entry (found by :func:`find_entry`); its
+        :attr:`~DeviceEntry.key` is the reading's device id and Kafka key.
     codec : Codec, optional
         Overrides ``get_codec(entry.codec)``; handy in tests.
     profile_dirs : sequence of path, optional
@@ -170,7 +183,7 @@ def map_uplink(
     if warnings:
         source["codec_warnings"] = warnings
     wire = encode_reading(
-        device_id=uplink.dev_eui,
+        device_id=entry.key,
         asset_id=entry.asset_id,
         asset_type=entry.asset_type,
         ts=uplink.received_at,
@@ -178,7 +191,7 @@ def map_uplink(
         source=source,
     )
     return MappedReading(
-        key=uplink.dev_eui.encode(),
+        key=entry.key.encode(),
         value=wire,
         metrics=metrics,
         dropped=tuple(dropped),
@@ -200,7 +213,7 @@ def map_with_registry(
         ``unknown_device`` when the DevEUI is not registered, plus the
         reasons of :func:`map_uplink`.
     """
-    entry = registry.get(uplink.dev_eui)
+    entry = find_entry(registry, uplink.dev_eui, uplink.device_name)
     if entry is None:
-        raise UplinkError("unknown_device", f"dev_eui {uplink.dev_eui} is not in the registry")
+        raise UplinkError("unknown_device", f"device {uplink.device} is not in the registry")
     return map_uplink(uplink, entry, profile_dirs=profile_dirs)

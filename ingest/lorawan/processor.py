@@ -29,8 +29,15 @@ from ingest.lorawan.dedup import FrameDeduplicator
 from ingest.lorawan.errors import TransientError, UplinkError
 from ingest.lorawan.mapping import map_uplink
 from ingest.lorawan.publisher import deadletter_id
-from ingest.lorawan.registry import DeviceEntry
-from ingest.lorawan.uplink import MAX_MESSAGE_BYTES, Network, Uplink, parse_topic, parse_uplink
+from ingest.lorawan.registry import DeviceEntry, find_entry
+from ingest.lorawan.uplink import (
+    MAX_MESSAGE_BYTES,
+    Network,
+    Uplink,
+    parse_topic,
+    parse_uplink,
+    split_messages,
+)
 
 __all__ = ["AutoRegister", "BridgeStats", "UplinkProcessor"]
 
@@ -84,16 +91,18 @@ class BridgeStats:
 class AutoRegister:
     """Operator opt-in: register unknown devices as ``asset_type`` decoded with ``codec``.
 
-    The asset id is ``auto-<dev_eui>`` until an operator loads a registry entry.
+    The asset id is ``auto-<dev_eui>`` (``auto-<device id>`` for a device
+    known only by its network-server id) until an operator loads a registry entry.
     """
 
     asset_type: str
     codec: str = "passthrough"
 
-    def entry(self, dev_eui: str) -> DeviceEntry:
+    def entry(self, dev_eui: str | None, device_id: str | None = None) -> DeviceEntry:
         return DeviceEntry(
             dev_eui=dev_eui,
-            asset_id=f"auto-{dev_eui}",
+            device_id=None if dev_eui else device_id,
+            asset_id=f"auto-{dev_eui or device_id}",
             asset_type=self.asset_type,
             codec=self.codec,
         )
@@ -107,7 +116,8 @@ class UplinkProcessor:
     publisher : KafkaPublisher
         Anything with ``reading(key, value)``, ``deadletter(...)`` and ``flush()``.
     registry : mutable mapping of str to DeviceEntry
-        Registered devices by lower-case DevEUI. A lookup may raise
+        Registered devices by :attr:`DeviceEntry.key` (found by DevEUI or
+        network-server device id, :func:`find_entry`). A lookup may raise
         :class:`TransientError` (database down): the frame is then held.
     network : {"chirpstack", "tts"}, optional
         Force the format; otherwise the topic or body decides.
@@ -122,6 +132,8 @@ class UplinkProcessor:
         queued (the CLI stores it in the database, so the worker accepts it).
     max_bytes : int
         Larger messages are dead-lettered as ``too_large`` without being parsed.
+    profile_dirs : sequence of path, optional
+        Directories of ``profile:<name>`` codecs; default: the shipped profiles.
     """
 
     def __init__(
@@ -135,6 +147,7 @@ class UplinkProcessor:
         auto_register: AutoRegister | None = None,
         on_register: Callable[[DeviceEntry], None] | None = None,
         max_bytes: int = MAX_MESSAGE_BYTES,
+        profile_dirs: Any = None,
     ) -> None:
         self.publisher = publisher
         self.registry = registry
@@ -144,11 +157,12 @@ class UplinkProcessor:
         self.auto_register = auto_register
         self.on_register = on_register
         self.max_bytes = max_bytes
+        self.profile_dirs = profile_dirs
         self.stats = BridgeStats()
         #: (reason, detail) of the most recent dead letter, for synchronous callers.
         self.last_deadletter: tuple[str, str] = ("", "")
-        #: (dev_eui, f_cnt) of the most recent frame offered, for :meth:`forget_last`.
-        self.last_frame: tuple[str, int] | None = None
+        #: (device, f_cnt) of the frames of the most recent message, for :meth:`forget_last`.
+        self.last_frames: list[tuple[str, int]] = []
         # Raw bytes of each held frame's first copy, for its dead letter if mapping fails.
         self._raw: dict[tuple[str, int, Any], tuple[str, bytes]] = {}
         # get_codec resolves profile paths on every call; look each codec up once.
@@ -165,51 +179,74 @@ class UplinkProcessor:
         self._raw.clear()
 
     def forget_last(self) -> None:
-        """Forget the last frame offered: its output never reached Kafka, so a retry is new."""
-        if self.last_frame is not None:
-            self.dedup.forget(*self.last_frame)
-            self.last_frame = None
+        """Forget the last message's frames: their output never reached Kafka, so a retry is new."""
+        for frame in self.last_frames:
+            self.dedup.forget(*frame)
+        self.last_frames = []
 
     def offer(self, topic: str, payload: bytes, now: float) -> None:
         """Take one message; frames come out of :meth:`flush` once their window closes.
+
+        A body holding several uplinks (a JSON array, newline-delimited
+        objects: :func:`~ingest.lorawan.uplink.split_messages`) is taken
+        element by element, each counted, and contained, on its own: one bad
+        element is one dead letter, and its neighbours go on.
 
         Raises
         ------
         TransientError
             Only when a dependency failed; every other failure is a dead letter.
         """
-        self.stats.received += 1
-        self.last_frame = None
+        self.last_frames = []
         try:
-            self._offer(topic, payload, now)
+            parts = split_messages(payload, self.max_bytes)
+        except Exception:  # splitting is parsing: a fault here must not lose the message
+            log.exception("splitting a message on %.200r raised", topic)
+            parts = None
+        if not parts:
+            # One message; or an empty array, refused whole so it too leaves a trace.
+            self._offer_contained(topic, payload, now, None)
+            return
+        # The id names the body (by its hash, taken once) and the element, so a
+        # retried body maps onto the same dead letters.
+        body = hashlib.sha256(payload).digest()
+        for index, part in enumerate(parts):
+            self._offer_contained(topic, part, now, body + b"#%d" % index)
+
+    def _offer_contained(
+        self, topic: str, payload: bytes, now: float, id_source: bytes | None
+    ) -> None:
+        self.stats.received += 1
+        try:
+            self._offer(topic, payload, now, id_source)
         except TransientError:
             raise
         except Exception as exc:  # a bug or a library fault on hostile input: contain it
             log.exception("uplink on %.200r raised; dead-lettered as internal_error", topic)
-            self._dead(topic, payload, _internal(exc), None)
+            self._dead(topic, payload, _internal(exc), None, id_source=id_source)
 
     def too_large(self, topic: str, head: bytes, size: int, sha256: str) -> None:
         """Dead-letter a message read only in part (``head``): the webhook's big bodies."""
         self.stats.received += 1
-        self.last_frame = None
+        self.last_frames = []
         exc = UplinkError("too_large", f"{size} bytes > {self.max_bytes}")
         self._dead(topic, head, exc, None, size=size, sha256=sha256)
 
-    def _offer(self, topic: str, payload: bytes, now: float) -> None:
+    def _offer(self, topic: str, payload: bytes, now: float, id_source: bytes | None) -> None:
         # Only MQTT topics describe the device; a webhook "topic" is just a label.
         mqtt_topic = topic if self.channel == "mqtt" and topic else None
         if len(payload) > self.max_bytes:
             exc = UplinkError("too_large", f"{len(payload)} bytes > {self.max_bytes}")
-            self._dead(topic, payload, exc, _topic_key(mqtt_topic))
+            self._dead(topic, payload, exc, _topic_key(mqtt_topic), id_source=id_source)
             return
         try:
             uplink = parse_uplink(
                 payload, topic=mqtt_topic, network=self.network, max_bytes=self.max_bytes
             )
         except UplinkError as exc:
-            self._dead(topic, payload, exc, _topic_key(mqtt_topic))
+            self._dead(topic, payload, exc, _topic_key(mqtt_topic), id_source=id_source)
             return
-        self.last_frame = (uplink.dev_eui, uplink.f_cnt)
+        self.last_frames.append((uplink.device, uplink.f_cnt))
         stats = self.dedup.stats
         copies_before = stats.merged + stats.late
         emitted = self.dedup.offer(uplink, now=now)
@@ -264,35 +301,37 @@ class UplinkProcessor:
 
     def _publish(self, uplink: Uplink) -> None:
         topic, raw = self._raw.pop(_frame_key(uplink), ("", b""))
+        key = uplink.device.encode("utf-8", "backslashreplace")
         try:
-            entry = self.registry.get(uplink.dev_eui)
+            entry = find_entry(self.registry, uplink.dev_eui, uplink.device_name)
             if entry is None:
-                entry = self._auto_register(uplink.dev_eui)
+                entry = self._auto_register(uplink)
             codec = self._codecs.get(entry.codec)
             if codec is None:
-                codec = self._codecs[entry.codec] = get_codec(entry.codec)
+                codec = get_codec(entry.codec, profile_dirs=self.profile_dirs)
+                self._codecs[entry.codec] = codec
             reading = map_uplink(uplink, entry, codec=codec)
         except UplinkError as exc:
-            self._dead(topic, raw, exc, uplink.dev_eui.encode())
+            self._dead(topic, raw, exc, key)
             return
         except TransientError:
             raise
         except Exception as exc:  # a bug, a broken profile, a codec fault: this frame only
-            log.exception("mapping %s f_cnt %d raised", uplink.dev_eui, uplink.f_cnt)
-            self._dead(topic, raw, _internal(exc), uplink.dev_eui.encode())
+            log.exception("mapping %s f_cnt %d raised", uplink.device, uplink.f_cnt)
+            self._dead(topic, raw, _internal(exc), key)
             return
         self.publisher.reading(reading.key, reading.value)
         self.stats.published += 1
 
-    def _auto_register(self, dev_eui: str) -> DeviceEntry:
+    def _auto_register(self, uplink: Uplink) -> DeviceEntry:
         if self.auto_register is None:
-            raise UplinkError("unknown_device", f"dev_eui {dev_eui} is not in the registry")
-        entry = self.auto_register.entry(dev_eui)
+            raise UplinkError("unknown_device", f"{_identity(uplink)} is not in the registry")
+        entry = self.auto_register.entry(uplink.dev_eui, uplink.device_name)
         if self.on_register is not None:
             self.on_register(entry)
-        self.registry[dev_eui] = entry
+        self.registry[entry.key] = entry
         self.stats.auto_registered += 1
-        log.info("auto-registered %s as %s (%s)", dev_eui, entry.asset_id, entry.asset_type)
+        log.info("auto-registered %s as %s (%s)", entry.key, entry.asset_id, entry.asset_type)
         return entry
 
     def _dead(
@@ -304,11 +343,14 @@ class UplinkProcessor:
         *,
         size: int | None = None,
         sha256: str | None = None,
+        id_source: bytes | None = None,
     ) -> None:
         raw = bytes(raw)
         self.stats.deadletters[exc.reason] += 1
         self.last_deadletter = (exc.reason, exc.detail)
-        if size is None:  # the id hashes the whole message; for a head only, use its sha256
+        if id_source is not None:  # one element of a body holding several uplinks
+            dl_id = deadletter_id(self.channel, topic, id_source)
+        elif size is None:  # the id hashes the whole message; for a head only, use its sha256
             dl_id = deadletter_id(self.channel, topic, raw)
         else:
             dl_id = deadletter_id(self.channel, topic, (sha256 or "").encode())
@@ -327,8 +369,14 @@ def _internal(exc: BaseException) -> UplinkError:
     return UplinkError("internal_error", f"{type(exc).__name__}: {exc}"[:500])
 
 
+def _identity(uplink: Uplink) -> str:
+    if uplink.dev_eui:
+        return f"dev_eui {uplink.dev_eui}"
+    return f"device_id {uplink.device_name}"
+
+
 def _frame_key(uplink: Uplink) -> tuple[str, int, Any]:
-    return (uplink.dev_eui, uplink.f_cnt, uplink.received_at)
+    return (uplink.device, uplink.f_cnt, uplink.received_at)
 
 
 def _topic_key(topic: str | None) -> bytes | None:

@@ -8,6 +8,7 @@ YAML::
 
     devices:                       # or a top-level list
       - dev_eui: 70B3D57ED0000001  # 16 hex digits, any case
+        device_id: pump-station-1  # optional: the network server's device id
         asset_id: pump-0001
         asset_type: water_pump     # a key of citywatch.assets.ASSET_TYPES
         codec: profile:water_pump  # see ingest.lorawan.codecs.get_codec
@@ -20,8 +21,14 @@ YAML::
         variables: {}              # optional codec variables (strings)
 
 CSV has the columns ``dev_eui, asset_id, asset_type, codec, lat, lon,
-installed_at`` and optionally ``zone``, ``metric_map`` and ``variables`` written as
-``key=value;key=value``.
+installed_at`` and optionally ``device_id``, ``zone``, ``metric_map`` and
+``variables`` written as ``key=value;key=value``.
+
+Identity: a device has a DevEUI, a network-server device id (The Things
+Stack's ``end_device_ids.device_id``), or both; at least one is required. Its
+citywatch ``device_id`` (:attr:`DeviceEntry.key`, the Kafka key of its readings)
+is the DevEUI when it has one, else the device id. :func:`find_entry` finds an
+entry by either, so an uplink without a DevEUI still reaches its asset.
 
 ``metric_map`` keys are decoded keys, with nested values addressed by dots
 (``gps_1.latitude``, ChirpStack's ``temperatureSensor.3``). Without a map the
@@ -46,11 +53,30 @@ import yaml
 from citywatch.assets import ASSET_TYPES
 from ingest.lorawan.codecs import BinaryProfileCodec, get_codec
 
-__all__ = ["DeviceEntry", "RegistryError", "entry_to_row", "load_registry", "parse_registry"]
+__all__ = [
+    "DeviceEntry",
+    "RegistryError",
+    "entry_to_row",
+    "find_entry",
+    "load_registry",
+    "parse_registry",
+]
 
 _EUI = re.compile(r"[0-9A-Fa-f]{16}")
-_REQUIRED = ("dev_eui", "asset_id", "asset_type", "codec")
-_OPTIONAL = ("lat", "lon", "installed_at", "zone", "metric_map", "variables")
+#: The Things Stack's identifier rule (lower-case letters, digits, single dashes; 3-36).
+_DEVICE_ID = re.compile(r"[a-z0-9](?:-?[a-z0-9]){2,35}")
+_REQUIRED = ("asset_id", "asset_type", "codec")
+_CSV_REQUIRED = ("dev_eui", *_REQUIRED)
+_OPTIONAL = (
+    "dev_eui",
+    "device_id",
+    "lat",
+    "lon",
+    "installed_at",
+    "zone",
+    "metric_map",
+    "variables",
+)
 
 
 class RegistryError(ValueError):
@@ -63,8 +89,8 @@ class DeviceEntry:
 
     Parameters
     ----------
-    dev_eui : str
-        Device EUI, 16 lower-case hex digits (the Kafka key of its readings).
+    dev_eui : str or None
+        Device EUI, 16 lower-case hex digits.
     asset_id, asset_type : str
         The asset the device watches; ``asset_type`` is a catalogue key.
     codec : str
@@ -79,9 +105,11 @@ class DeviceEntry:
         Codec variables, passed to ``decode``.
     zone : str, optional
         Routing zone (which crew gets the device's alerts).
+    device_id : str, optional
+        The network server's device id (The Things Stack's ``device_id``).
     """
 
-    dev_eui: str
+    dev_eui: str | None
     asset_id: str
     asset_type: str
     codec: str
@@ -91,15 +119,45 @@ class DeviceEntry:
     metric_map: Mapping[str, str] = field(default_factory=dict)
     variables: Mapping[str, str] = field(default_factory=dict)
     zone: str | None = None
+    device_id: str | None = None
 
     def __post_init__(self) -> None:
         if self.asset_type not in ASSET_TYPES:
             raise ValueError(f"asset_type {self.asset_type!r} is not one of {sorted(ASSET_TYPES)}")
+        if not self.dev_eui and not self.device_id:
+            raise ValueError("a device needs a dev_eui or a device_id")
         # Uplink.dev_eui is lower case; match it whatever the caller passed.
-        object.__setattr__(self, "dev_eui", self.dev_eui.lower())
+        object.__setattr__(self, "dev_eui", self.dev_eui.lower() if self.dev_eui else None)
         # Read-only views: entries are shared by every uplink of the device.
         object.__setattr__(self, "metric_map", MappingProxyType(dict(self.metric_map)))
         object.__setattr__(self, "variables", MappingProxyType(dict(self.variables)))
+
+    @property
+    def key(self) -> str:
+        """citywatch's device id: the DevEUI, else the network server's device id."""
+        return self.dev_eui or self.device_id or ""
+
+
+def find_entry(
+    registry: Mapping[str, DeviceEntry], dev_eui: str | None, device_id: str | None
+) -> DeviceEntry | None:
+    """The entry of a device known by its DevEUI, its network-server id, or both.
+
+    ``registry`` is keyed by :attr:`DeviceEntry.key`. A device id is found
+    directly when the entry has no DevEUI, and otherwise by a scan of the
+    entries; that happens only for uplinks that carry no DevEUI, and costs
+    well under a millisecond for ten thousand devices.
+    """
+    if dev_eui:
+        entry = registry.get(dev_eui)
+        if entry is not None:
+            return entry
+    if not device_id:
+        return None
+    entry = registry.get(device_id)
+    if entry is not None and entry.device_id == device_id:
+        return entry
+    return next((e for e in registry.values() if e.device_id == device_id), None)
 
 
 # --------------------------------------------------------------------------- validation
@@ -175,9 +233,20 @@ def _entry(raw: Any, profile_dirs: Sequence[str | Path] | None) -> DeviceEntry:
     if isinstance(raw.get("dev_eui"), int):
         # YAML reads an all-digit EUI as a number and drops leading zeros.
         raise RegistryError("dev_eui was read as a number; quote it in YAML")
-    dev_eui = _text(raw.get("dev_eui"), "dev_eui")
-    if not _EUI.fullmatch(dev_eui):
-        raise RegistryError(f"dev_eui must be 16 hex digits, got {dev_eui!r}")
+    dev_eui = device_id = None
+    if raw.get("dev_eui") not in (None, ""):
+        dev_eui = _text(raw.get("dev_eui"), "dev_eui")
+        if not _EUI.fullmatch(dev_eui):
+            raise RegistryError(f"dev_eui must be 16 hex digits, got {dev_eui!r}")
+    if raw.get("device_id") not in (None, ""):
+        device_id = _text(raw.get("device_id"), "device_id")
+        if not _DEVICE_ID.fullmatch(device_id) or _EUI.fullmatch(device_id):
+            raise RegistryError(
+                f"device_id must be a network-server id (a-z, 0-9, single dashes, 3-36"
+                f" characters, not 16 hex digits), got {device_id!r}"
+            )
+    if dev_eui is None and device_id is None:
+        raise RegistryError("dev_eui or device_id is required")
     asset_type = _text(raw.get("asset_type"), "asset_type")
     if asset_type not in ASSET_TYPES:
         raise RegistryError(f"asset_type {asset_type!r} is not one of {sorted(ASSET_TYPES)}")
@@ -200,7 +269,8 @@ def _entry(raw: Any, profile_dirs: Sequence[str | Path] | None) -> DeviceEntry:
                 f"metric_map[{source}]: {metric!r} is not a {asset_type} metric {list(catalogue)}"
             )
     return DeviceEntry(
-        dev_eui=dev_eui.lower(),
+        dev_eui=dev_eui.lower() if dev_eui else None,
+        device_id=device_id,
         asset_id=_text(raw.get("asset_id"), "asset_id"),
         asset_type=asset_type,
         codec=codec_name,
@@ -236,17 +306,22 @@ def parse_registry(
         Naming the row (and DevEUI when known) that failed.
     """
     devices: dict[str, DeviceEntry] = {}
+    ids: set[str] = set()
     for index, raw in enumerate(rows):
         label = f"{source}: device {index + 1}"
-        if isinstance(raw, Mapping) and raw.get("dev_eui"):
-            label += f" ({raw.get('dev_eui')})"
+        if isinstance(raw, Mapping) and (raw.get("dev_eui") or raw.get("device_id")):
+            label += f" ({raw.get('dev_eui') or raw.get('device_id')})"
         try:
             entry = _entry(raw, profile_dirs)
         except RegistryError as exc:
             raise RegistryError(f"{label}: {exc}") from None
-        if entry.dev_eui in devices:
-            raise RegistryError(f"{label}: dev_eui {entry.dev_eui} is registered twice")
-        devices[entry.dev_eui] = entry
+        if entry.key in devices:
+            raise RegistryError(f"{label}: {entry.key} is registered twice")
+        if entry.device_id is not None:
+            if entry.device_id in ids:
+                raise RegistryError(f"{label}: device_id {entry.device_id} is registered twice")
+            ids.add(entry.device_id)
+        devices[entry.key] = entry
     return devices
 
 
@@ -258,7 +333,7 @@ def load_registry(
     Returns
     -------
     dict of str to DeviceEntry
-        Keyed by lower-case DevEUI, the form :class:`~ingest.lorawan.uplink.Uplink` uses.
+        Keyed by :attr:`DeviceEntry.key`: the lower-case DevEUI, else the device id.
 
     Raises
     ------
@@ -283,7 +358,9 @@ def load_registry(
         rows: list[Any] = document
     elif suffix == ".csv":
         reader = csv.DictReader(text.splitlines())
-        missing = set(_REQUIRED) - set(reader.fieldnames or ())
+        fieldnames = set(reader.fieldnames or ())
+        # The DevEUI column may be left out only when every device has a device_id.
+        missing = set(_CSV_REQUIRED if "device_id" not in fieldnames else _REQUIRED) - fieldnames
         if missing:
             raise RegistryError(f"{path}: CSV lacks columns {sorted(missing)}")
         # Empty cells mean "not given"; DictReader puts surplus cells under None.
@@ -301,6 +378,7 @@ def entry_to_row(entry: DeviceEntry) -> dict[str, Any]:
     """
     row: dict[str, Any] = {
         "dev_eui": entry.dev_eui,
+        "device_id": entry.device_id,
         "asset_id": entry.asset_id,
         "asset_type": entry.asset_type,
         "codec": entry.codec,
@@ -311,4 +389,4 @@ def entry_to_row(entry: DeviceEntry) -> dict[str, Any]:
         "metric_map": dict(entry.metric_map),
         "variables": dict(entry.variables),
     }
-    return {k: v for k, v in row.items() if v not in (None, {})}
+    return {k: v for k, v in row.items() if v is not None and v != {}}

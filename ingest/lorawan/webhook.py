@@ -17,7 +17,10 @@ time. The response is sent only after Kafka acknowledged the reading or dead
 letter the body became (at-least-once):
 
 - ``202`` the uplink became a reading (or repeats a frame already published);
-- ``400 {"reason", "detail"}`` it became a dead letter (malformed, unknown device, ...);
+  for a JSON array of uplinks, at least one did, and ``deadletters`` counts
+  the elements that became dead letters;
+- ``400 {"reason", "detail"}`` it became a dead letter (malformed, unknown device, ...),
+  or every element of an array did;
 - ``413 {"reason": "too_large"}`` the body is over ``max_body`` (64 KiB by
   default): dead-lettered with its first 64 KiB, its size and sha256;
 - ``401`` wrong secret (nothing read, nothing stored);
@@ -140,13 +143,17 @@ def create_webhook_app(
             dead = sum(processor.stats.deadletters.values()) - before_dead
             published = processor.stats.published - before_pub
             reason = processor.last_deadletter
-        if dead:
+        if dead and not published:
             status = 413 if reason[0] == "too_large" else 400
             return JSONResponse(
-                {"status": "dead_letter", "reason": reason[0], "detail": reason[1]},
+                {"status": "dead_letter", "reason": reason[0], "detail": reason[1], "count": dead},
                 status_code=status,
             )
-        return JSONResponse({"status": "accepted", "readings": published}, status_code=202)
+        # A body of several uplinks: its bad elements are stored dead letters, so a
+        # retry would change nothing; the answer says how many of each.
+        return JSONResponse(
+            {"status": "accepted", "readings": published, "deadletters": dead}, status_code=202
+        )
 
     async def receive(request: Request, fmt: str) -> Response:
         declared = request.headers.get("content-length", "")

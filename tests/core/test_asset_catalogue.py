@@ -44,9 +44,9 @@ def _run_cli(*args: str, catalogue: str | None = None) -> subprocess.CompletedPr
     )
 
 
-def test_the_builtin_catalogue_holds_the_four_city_asset_types():
-    assert list(ASSET_TYPES) == ["water_pump", "bridge", "lift", "streetlight"]
-    assert all(len(t.metrics) == 5 for t in ASSET_TYPES.values())
+def test_the_builtin_catalogue_starts_with_the_four_city_asset_types():
+    assert list(ASSET_TYPES)[:4] == ["water_pump", "bridge", "lift", "streetlight"]
+    assert all(len(ASSET_TYPES[t].metrics) == 5 for t in list(ASSET_TYPES)[:4])
     pressure = ASSET_TYPES["water_pump"].metric("pressure")
     assert (pressure.unit, pressure.low, pressure.high) == ("bar", 0.0, 40.0)
 

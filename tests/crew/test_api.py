@@ -160,3 +160,19 @@ def test_text_postgres_cannot_store_is_a_422_not_a_500(api, tokens, two_alerts):
         assert r.status_code == 422
         assert "NUL" in r.json()["detail"][0]["msg"]
         assert http.get("/api/v1/me", headers=bearer(tokens["ana"])).status_code == 200
+
+
+def test_a_query_parameter_outside_the_spec_is_a_422(api, tokens, two_alerts):
+    # Found by schemathesis: FastAPI silently ignored unknown and repeated parameters.
+    with httpx.Client(base_url=api, headers=bearer(tokens["ana"])) as http:
+        assert (
+            http.get("/api/v1/alerts", params={"status": ["open", "resolved"]}).status_code == 200
+        )
+        typo = http.get("/api/v1/alerts", params={"staus": "open"})
+        assert typo.status_code == 422
+        assert typo.json()["detail"][0]["loc"] == ["query", "staus"]
+        twice = http.get("/api/v1/alerts?zone=north&zone=south")
+        assert twice.status_code == 422
+        assert twice.json()["detail"][0]["msg"] == "given more than once"
+        assert http.get("/api/v1/me?x=1").status_code == 422
+        assert http.get("/api/v1/alerts", params={"limit": 5, "zone": "north"}).status_code == 200

@@ -76,6 +76,7 @@ def test_crew_works_an_alert_on_a_phone(conn, crew_db, tokens, api, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
     seed(crew_db)
+    crew_db.execute("TRUNCATE downlink_commands")
     sink = PostgresSink(conn.database_url)
     top, low = alert_row("pump-1", risk=0.93), alert_row("pump-2", risk=0.74)
     sink.write(SinkBatch(alerts=[low, top, alert_row("pump-9", risk=0.99)]))
@@ -122,6 +123,12 @@ def test_crew_works_an_alert_on_a_phone(conn, crew_db, tokens, api, tmp_path):
             expect(features.nth(0)).to_contain_text("+2.41")
             expect(features.nth(3)).to_contain_text("-0.47")
             page.screenshot(path=tmp_path / "inbox-detail.png", full_page=True)
+
+            # A fresh reading, asked from the phone: the request shows with the alert.
+            page.click("#fresh-reading")
+            expect(page.locator("#commands li")).to_have_count(1)
+            expect(page.locator("#commands li").nth(0)).to_contain_text("request_reading")
+            expect(page.locator("#commands li").nth(0)).to_contain_text("requested")
 
             page.click("#ack")
             expect(page.locator("#d-status")).to_have_text("acknowledged")

@@ -92,6 +92,15 @@ def _add_rows_other_branches_write(c: psycopg.Connection, now: datetime) -> None
         " FROM scores WHERE role = 'champion' AND risk >= threshold * 0.5"
         " ON CONFLICT DO NOTHING"
     )
+    # Sensor commands (N's downlink service): one sped-up interval per asset, now.
+    c.execute("TRUNCATE downlink_commands")
+    c.execute(
+        "INSERT INTO downlink_commands (device_id, asset_id, command, args, reason,"
+        " requested_by, status, created_at)"
+        " SELECT device_id, asset_id, 'set_interval', '{\"interval_s\": 300}',"
+        "        'risk 0.80 >= 0.50', 'adaptive-sampling', 'sent', %s FROM devices",
+        (now,),
+    )
     # Worker stats: the worker writes one row per 10 s; a minute of history for the panels.
     c.execute(
         "INSERT INTO worker_stats (ts, worker_id, consumed, stored, scored, deadletters,"
@@ -136,6 +145,22 @@ def _add_rows_other_branches_write(c: psycopg.Connection, now: datetime) -> None
             "         %s::timestamptz + interval '5 minutes')",
             (tid, status, now, age, status, now, now),
         )
+    # Water-quality outlook (K's scorer; written by the worker once I hooks it in):
+    # two stations, a reading a minute for the last 20 minutes, horizons on one.
+    c.execute("TRUNCATE station_outlook")
+    c.execute(
+        "INSERT INTO station_outlook (ts, device_id, asset_id, model_version,"
+        " event_probability, alarm, p_1h, p_6h, p_24h, p_48h)"
+        " SELECT %s::timestamptz - i * interval '1 minute', 'wq-' || s, 'station-' || s,"
+        "        CASE s WHEN 1 THEN 'wq-test' ELSE 'wq-unsupervised' END,"
+        "        0.02 + 0.01 * mod(i, 7), mod(i, 11) = 0,"
+        "        CASE s WHEN 1 THEN 0.05 + 0.01 * mod(i, 5) END,"
+        "        CASE s WHEN 1 THEN 0.15 + 0.01 * mod(i, 5) END,"
+        "        CASE s WHEN 1 THEN 0.35 + 0.01 * mod(i, 5) END,"
+        "        CASE s WHEN 1 THEN 0.55 + 0.01 * mod(i, 5) END"
+        " FROM generate_series(0, 19) i, generate_series(1, 2) s",
+        (now,),
+    )
 
 
 def _wait_for_alert_agent(database_url: str, timeout_s: float = 60.0) -> None:

@@ -79,16 +79,40 @@ def test_bench_model_cmapss_format(tmp_path) -> None:
         assert key in result
     assert 0 < result["rmse"] < 60  # learnable drift; a constant guess is far worse
     assert "--subset FD777" in result["command"]
+    # the regressor was chosen on validation engines, and the RUL has an interval
+    assert len(result["validation"]["candidates"]) == 3
+    assert result["validation"]["rmse"] == min(
+        c["rmse"] for c in result["validation"]["candidates"]
+    )
+    assert result["interval"]["quantiles"] == [0.1, 0.9] and result["interval"]["n"] == 12
+    assert 0 <= result["interval"]["coverage"] <= 1 and result["interval"]["mean_width"] > 0
 
 
 def test_bench_model_skab_format(tmp_path) -> None:
     _skab_like(tmp_path)
     out = CliRunner().invoke(
-        main, ["bench", "model", "--dataset", "skab", "--data", str(tmp_path), "--json"]
+        main,
+        [
+            "bench",
+            "model",
+            "--dataset",
+            "skab",
+            "--data",
+            str(tmp_path),
+            "--seeds",
+            "0,1",
+            "--json",
+        ],
     )
     assert out.exit_code == 0, out.output
     result = json.loads(out.output)
     assert result["n_files"] == 4 and result["folds"] == 4  # leave one file out
+    # one candidate chosen per held-out file by inner folds, and the spread over files
+    assert set(result["chosen"]) == {f"valve1/{k}.csv" for k in range(4)}
+    assert result["spread"]["f1"]["min"] <= result["spread"]["f1"]["max"]
+    assert set(result["seeds"]) == {"0", "1"}
+    spread = result["spread_over_seeds"]["f1"]
+    assert spread["min"] <= spread["mean"] <= spread["max"]
     for key in ("f1", "far", "mar"):
         assert result[key] is not None
     assert 0 <= result["far"] <= 100 and 0 <= result["mar"] <= 100

@@ -124,6 +124,7 @@ def test_timescale_flavour_migrations_and_maintenance_sql(tmp_path):
     assert r["hypertables"]["rows"] == [
         {"hypertable_name": "readings", "compression_enabled": True},
         {"hypertable_name": "scores", "compression_enabled": True},
+        {"hypertable_name": "station_outlook", "compression_enabled": True},
     ]
     policies = {(p["proc_name"], p["h"]) for p in r["policies"]["rows"]}
     assert {("policy_compression", "readings"), ("policy_compression", "scores")} <= policies

@@ -42,3 +42,16 @@ def test_bench_worker_reports_throughput_latency_cpu_memory_and_restart(
     # Every latency-phase reading was scored, each after it was sent.
     assert figures["latency_scored"] == figures["latency_sent"] > 0
     assert 0 < figures["latency_p50_s"] <= figures["latency_p99_s"] < 30
+
+
+def test_bench_pipeline_reports_cpu_per_reading_beside_json_parsing(base_settings, trained_models):
+    result = CliRunner().invoke(
+        main,
+        ["bench", "pipeline", "--json", "--devices", "20", "--readings-per-device", "30"],
+        env={"CITYWATCH_HOME": str(base_settings.home)},
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.stdout)
+    assert figures["readings"] == 600
+    assert figures["pipeline_us_per_reading"] > figures["baseline_json_loads_us_per_reading"] > 0

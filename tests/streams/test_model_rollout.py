@@ -145,12 +145,15 @@ def test_promotion_reaches_a_running_worker_and_challenger_scores_in_shadow(
     ).fetchone()[0]
     assert challenger_only == 0, alert_models
 
-    # Every champion score at or above its threshold carries an explanation.
+    # Every champion score at or above its threshold has an explanation of its
+    # device no older than the explain interval (streams.pipeline.ExplainPolicy).
     high, explained = db.execute(
         """
-        SELECT count(*), count(e.ts) FROM scores s
-        LEFT JOIN score_explanations e USING (device_id, ts, model_version)
-        WHERE s.role = 'champion' AND s.risk >= s.threshold
+        SELECT count(*), count(*) FILTER (WHERE EXISTS (
+            SELECT 1 FROM score_explanations e
+            WHERE e.device_id = s.device_id AND e.model_version = s.model_version
+              AND e.ts <= s.ts AND e.ts > s.ts - interval '300 seconds'))
+        FROM scores s WHERE s.role = 'champion' AND s.risk >= s.threshold
         """
     ).fetchone()
     assert high == explained

@@ -18,7 +18,7 @@ import pytest
 from ingest.simulator import FleetSimulator
 from models.features import FeatureSpec
 from streams.alerting import Hysteresis
-from streams.pipeline import DeviceStates, Limits, plan_alerts, plan_readings
+from streams.pipeline import DeviceStates, ExplainPolicy, Limits, plan_alerts, plan_readings
 from streams.records import encode_score_batch
 from streams.state import decode_offsets
 from tests.pipeline_helpers import as_messages, offline_scores
@@ -66,7 +66,8 @@ def _directory(fleet):
     return known.get
 
 
-def _run(messages, fleet, states, champion, challenger=None, batch_size=200):
+def _run(messages, fleet, states, champion, challenger=None, batch_size=200, explain=None):
+    explain = explain or ExplainPolicy(timedelta(0))
     plans = []
     for i in range(0, len(messages), batch_size):
         plan = plan_readings(
@@ -77,6 +78,7 @@ def _run(messages, fleet, states, champion, challenger=None, batch_size=200):
             states=states,
             champion=champion,
             challenger=challenger,
+            explain=explain,
         )
         states.save(plan.states)  # what the worker does once the batch is stored
         plans.append(plan)
@@ -261,6 +263,35 @@ def test_a_type_without_a_model_is_stored_and_counted_unscored(fleet, trained_mo
     assert len(plan.batch.readings) == 1 and plan.unscored == 1 and not plan.champion_scores
 
 
+def test_high_scores_are_explained_once_per_episode_and_interval(trained_models):
+    fleet = FleetSimulator(n_devices=12, seed=4, initial_degrading_fraction=0.5)
+    readings, _ = fleet.history(200, NOW - timedelta(hours=4), timedelta(minutes=1))
+    messages = Partition().messages(as_messages(readings))
+    every = _run(messages, fleet, DeviceStates({}), trained_models)
+    interval = timedelta(minutes=10)
+    some = _run(messages, fleet, DeviceStates({}), trained_models, explain=ExplainPolicy(interval))
+    scores = [s for p in every for s in p.champion_scores]
+    high = [s for s in scores if s.risk >= s.threshold]
+    assert high, "the fleet must have high scores for this test to mean anything"
+    # Interval 0: every high score is explained.
+    assert len([e for p in every for e in p.batch.explanations]) == len(high)
+    explained = {(e.device_id, e.ts) for p in some for e in p.batch.explanations}
+    assert len(explained) < len(high)
+    # Otherwise: each episode's first high score, then at most once per interval.
+    last_high: dict[str, datetime | None] = {}
+    last_explained: dict[str, datetime] = {}
+    for s in sorted(scores, key=lambda s: (s.device_id, s.ts)):
+        if s.risk < s.threshold:
+            last_high[s.device_id] = None
+            continue
+        episode_start = last_high.get(s.device_id) is None
+        due = episode_start or s.ts - last_explained[s.device_id] >= interval
+        assert ((s.device_id, s.ts) in explained) == due
+        if due:
+            last_explained[s.device_id] = s.ts
+        last_high[s.device_id] = s.ts
+
+
 def test_alerts_open_after_the_streak_close_after_it_and_ignore_replays():
     rule = Hysteresis(open_after=2, close_after=2, open_at=None, close_at=None)
     table: dict = {}
@@ -320,3 +351,47 @@ def test_messages_keep_json_shape():
     assert json.loads(_reading(FleetSimulator(n_devices=1, seed=1).devices[0], NOW, {"x": 1.0}))[
         "metrics"
     ] == {"x": 1.0}
+
+
+def test_the_card_decides_which_model_alerts_and_scores_carry_anomaly_and_ttf(
+    fleet, history, trained_models
+):
+    """Without labels (policy 'anomaly') the anomaly score alerts; the failure risk, the
+    anomaly score and the time to failure are the offline replay's, batch by batch."""
+    import dataclasses
+
+    from models.health import ANOMALY_THRESHOLD, HealthSpec
+
+    readings, failures = history
+    card = dict(trained_models.card)
+    types = trained_models.asset_types
+    card["scoring_policy"] = {t: {"kind": "anomaly"} for t in types}
+    # a short warm-up, so the 120 readings per device leave some to score
+    card["health_specs"] = {
+        t: HealthSpec(metrics=trained_models.feature_spec(t).metrics, warmup=40).to_dict()
+        for t in types
+    }
+    unlabelled = dataclasses.replace(trained_models, card=card)
+    messages = Partition().messages(as_messages(readings, maintenance=True))
+    plans = _run(messages, fleet, DeviceStates({}), unlabelled, batch_size=37)
+    scores = [s for p in plans for s in p.champion_scores]
+    assert {s.model_kind for s in scores} == {"anomaly"}
+    assert {s.threshold for s in scores} == {ANOMALY_THRESHOLD}
+    online = pd.DataFrame(
+        [(s.device_id, s.ts, s.risk, s.anomaly_score, s.ttf_median) for s in scores],
+        columns=["device_id", "ts", "risk", "anomaly_score", "ttf_median"],
+    )
+    online["ts"] = pd.to_datetime(online["ts"], utc=True)
+    online["anomaly_score"] = online["anomaly_score"].astype(float)
+    offline = offline_scores(unlabelled, readings, failures)
+    merged = online.merge(offline, on=["device_id", "ts"], suffixes=("", "_off"))
+    assert len(merged) == len(online) == len(offline)
+    np.testing.assert_array_equal(merged["risk"], merged["risk_off"])
+    np.testing.assert_array_equal(merged["anomaly_score"], merged["anomaly_score_off"])
+    np.testing.assert_array_equal(merged["ttf_median"], merged["ttf_median_off"])
+    assert merged["anomaly_score"].notna().any() and merged["anomaly_score"].isna().any()
+    # risk is the anomaly score's 0..1 map, not the classifier's probability
+    scored = merged[merged["anomaly_score"].notna()]
+    np.testing.assert_allclose(
+        scored["risk"], scored["anomaly_score"] / (1 + scored["anomaly_score"]), rtol=1e-12
+    )

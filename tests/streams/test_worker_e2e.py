@@ -195,6 +195,16 @@ def test_killed_worker_restarts_without_loss_or_duplicates_and_restores_state(
     merged = online.merge(offline, on=["device_id", "ts"], suffixes=("_online", "_offline"))
     assert len(merged) == len(everything)
     np.testing.assert_array_equal(merged["risk_online"], merged["risk_offline"])
+    # The cold-start health baselines too (restored from their own table): NaN while
+    # a device is learning, the same figure afterwards, and which model alerted.
+    np.testing.assert_array_equal(merged["anomaly_score_online"], merged["anomaly_score_offline"])
+    assert merged["anomaly_score_online"].notna().sum() > len(merged) // 4
+    assert (merged["model_kind_online"] == merged["model_kind_offline"]).all()
+    # and the time to failure (days, with its interval) of every score
+    for c in ("ttf_low", "ttf_median", "ttf_high"):
+        np.testing.assert_array_equal(merged[f"{c}_online"], merged[f"{c}_offline"])
+    assert merged["ttf_median_online"].notna().all()
+    assert (merged["ttf_low_online"] <= merged["ttf_high_online"]).all()
     # Without the resets the offline scores differ: the parity above really covers them.
     plain = offline_scores(bundle, everything, [])
     assert not plain["reset"].any()

@@ -128,9 +128,13 @@ def test_passthrough_never_raises_and_keeps_only_numbers(obj: Any) -> None:
 
 
 def _check_uplink(uplink: Uplink) -> None:
-    assert re.fullmatch(r"[0-9a-f]{16}", uplink.dev_eui)
+    # A device is known by its DevEUI or, without one, by its network-server id.
+    assert uplink.dev_eui is None or re.fullmatch(r"[0-9a-f]{16}", uplink.dev_eui)
+    assert uplink.device and uplink.device in (uplink.dev_eui, uplink.device_name)
     assert uplink.received_at.tzinfo is not None
     assert uplink.received_at.utcoffset() == UTC.utcoffset(None)
+    assert uplink.received_at.year > 1970  # "unset" zero times are never a reading's time
+    assert uplink.time_source in ("network", "gateway", "ingest")
     assert 0 <= uplink.f_port <= 255
     assert 0 <= uplink.f_cnt < 2**32
     assert isinstance(uplink.payload, bytes)

@@ -78,7 +78,7 @@ def _row(**changes: Any) -> dict[str, Any]:
     ("row", "message"),
     [
         ("not a mapping", "expected a mapping"),
-        (_row(dev_eui=...), "dev_eui is required"),
+        (_row(dev_eui=...), "dev_eui or device_id is required"),
         (_row(dev_eui="70b3d57ed00000a"), "16 hex digits"),
         (_row(dev_eui=101010101010101), "quote it"),
         (_row(asset_id=""), "asset_id is required"),
@@ -165,6 +165,7 @@ def test_profile_device_maps_to_a_full_reading(registry: dict[str, DeviceEntry])
         "frequency": 867500000,
         "gateway_ids": ["0016c001f153a14c", "0016c001f1500812"],
         "codec": "profile:water_pump",
+        "application_id": "17c82e96-be03-4f38-aef3-f83d48582d97",  # where downlinks go
     }
 
 

@@ -1,0 +1,75 @@
+"""The ``station_outlook`` table: water-quality incident probabilities per reading.
+
+The worker's hook (see docs/water-quality.md) turns each
+:meth:`models.water_quality_model.StationScorer.score` result into an
+:class:`OutlookRow` and writes a batch with :func:`write_outlook` inside its
+own transaction, beside the batch's readings and scores. Writes are
+idempotent: a replayed batch (at-least-once delivery) stores nothing twice.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import psycopg
+
+__all__ = ["OutlookRow", "write_outlook"]
+
+
+@dataclass(frozen=True, slots=True)
+class OutlookRow:
+    """One scored reading of a water-quality station (probabilities in [0, 1]).
+
+    ``p_1h`` .. ``p_48h`` are None while the station has no supervised model.
+    """
+
+    ts: datetime
+    device_id: str
+    asset_id: str
+    model_version: str
+    event_probability: float
+    alarm: bool
+    p_1h: float | None = None
+    p_6h: float | None = None
+    p_24h: float | None = None
+    p_48h: float | None = None
+
+
+def _prob(x: float | None) -> float | None:
+    if x is None or not math.isfinite(x):
+        return None
+    return min(max(float(x), 0.0), 1.0)
+
+
+def write_outlook(cur: psycopg.Cursor, rows: Sequence[OutlookRow]) -> int:
+    """Insert ``rows`` (one statement, arrays as parameters); returns how many were new.
+
+    Rows without an event probability (a gap in the readings) are skipped:
+    a gap has no score, not a score of zero.
+    """
+    rows = [r for r in rows if _prob(r.event_probability) is not None]
+    if not rows:
+        return 0
+    cur.execute(
+        "INSERT INTO station_outlook (ts, device_id, asset_id, model_version,"
+        " event_probability, alarm, p_1h, p_6h, p_24h, p_48h)"
+        " SELECT * FROM unnest(%s::timestamptz[], %s::text[], %s::text[], %s::text[],"
+        " %s::float8[], %s::bool[], %s::float8[], %s::float8[], %s::float8[], %s::float8[])"
+        " ON CONFLICT (device_id, ts) DO NOTHING",
+        (
+            [r.ts for r in rows],
+            [r.device_id for r in rows],
+            [r.asset_id for r in rows],
+            [r.model_version for r in rows],
+            [_prob(r.event_probability) for r in rows],
+            [bool(r.alarm) for r in rows],
+            [_prob(r.p_1h) for r in rows],
+            [_prob(r.p_6h) for r in rows],
+            [_prob(r.p_24h) for r in rows],
+            [_prob(r.p_48h) for r in rows],
+        ),
+    )
+    return cur.rowcount
