@@ -150,6 +150,7 @@ def _register_commands() -> None:
         bench,
         bench_alerts,
         bench_ingest,
+        bench_leaks,
         bench_model,
         bench_pipeline,
         bench_scoring,
@@ -164,6 +165,7 @@ def _register_commands() -> None:
         ingest_check,
         labels,
         model,
+        networks,
         register,
         replay,
         simulate,
@@ -179,6 +181,7 @@ def _register_commands() -> None:
         bench.bench,
         model.model,
         labels.labels,
+        networks.networks,
         drift.drift,
         dashboards.dashboards,
         grafana.grafana,
@@ -203,6 +206,7 @@ def _register_commands() -> None:
         bench_model.bench_model,
         bench_scoring.bench_scoring,
         bench_ingest.bench_ingest,
+        bench_leaks.bench_leaks,
     ):
         bench.bench.add_command(subcommand)
 

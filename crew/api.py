@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from storage import alert_store
 from storage.alert_store import Actor, NotFoundError, TransitionError
+from storage.water_networks import alert_leak_candidates
 
 from . import auth, lifecycle
 from .downlinks_api import add_downlink_routes
@@ -128,9 +129,23 @@ class ExplanationOut(BaseModel):
     top: list[Contribution]
 
 
+class LeakCandidateOut(BaseModel):
+    """Where a water district's leak most likely is (streams/leaks.py ranks them)."""
+
+    ts: datetime
+    rank: int
+    node: str
+    score: float
+    lat: float | None
+    lon: float | None
+    x: float | None
+    y: float | None
+
+
 class AlertContext(BaseModel):
     readings: list[ReadingOut]
     explanation: ExplanationOut | None
+    leak_candidates: list[LeakCandidateOut] = []
 
 
 class Me(BaseModel):
@@ -417,6 +432,7 @@ def create_app(
         return {
             "readings": alert_store.recent_readings(conn, alert["asset_id"], readings),
             "explanation": alert_store.top_contributions(conn, alert["asset_id"], version),
+            "leak_candidates": alert_leak_candidates(conn, alert["asset_id"], alert["opened_at"]),
         }
 
     @app.post(

@@ -338,7 +338,7 @@ def transition(
                 (actor.user_name, outcome, alert_id),
             )
             detail["outcome"] = outcome
-            _write_label(cur, row, outcome)
+            _write_label(cur, row, outcome, note)
         record_transition(
             cur,
             alert_id,
@@ -353,8 +353,11 @@ def transition(
         return cur.execute("SELECT * FROM alerts WHERE alert_id = %s", (alert_id,)).fetchone()
 
 
-def _write_label(cur: psycopg.Cursor, alert: dict[str, Any], outcome: str) -> None:
-    """The crew's outcome becomes a training label (``citywatch train`` reads labels)."""
+def _write_label(
+    cur: psycopg.Cursor, alert: dict[str, Any], outcome: str, note: str | None = None
+) -> None:
+    """The crew's outcome becomes a training label (``citywatch train`` reads labels); the
+    crew's note goes with it (for a water district: where the leak was found)."""
     cur.execute(
         "INSERT INTO labels (label_id, asset_id, device_id, observed_at, window_start, outcome,"
         " source, detail) SELECT 'alert:' || alert_id, asset_id, NULLIF(device_id, ''),"
@@ -367,6 +370,7 @@ def _write_label(cur: psycopg.Cursor, alert: dict[str, Any], outcome: str) -> No
                     "model_version": alert["model_version"],
                     "peak_risk": alert["peak_risk"],
                     "source": alert["source"],
+                    **({"note": note} if note else {}),
                 }
             ),
             alert["alert_id"],

@@ -211,6 +211,11 @@ def create_app(
         max_bytes=settings.max_message_bytes,
     )
     worker_id = f"{socket.gethostname()}:{os.getpid()}"
+    # Water networks: stored network readings, re-keyed by district, feed a district's
+    # leak statistic and candidates (streams/leaks.py).
+    from .leaks import LeakDetection
+
+    leaks = LeakDetection(app, settings, database_url, scores_topic)
 
     def stopping() -> bool:
         return app.should_stop
@@ -309,6 +314,7 @@ def create_app(
         plan.conflicts_stored(written.conflicts)
         for partition, part in plan.scores_by_partition(settings.partitions).items():
             await scores_topic.send(value=encode_score_batch(part), partition=partition)
+        await leaks.forward(plan.batch.readings)
         for key, raw, reason in plan.republish:
             await deadletter_topic.send(
                 key=key,

@@ -16,6 +16,7 @@ READINGS = "readings"
 SCORES = "scores"
 ALERTS = "alerts"
 DEADLETTER = "deadletter"
+NETWORK_READINGS = "network-readings"  # network sensor readings keyed by district
 
 
 def ensure_topics(bootstrap: str, settings: Settings) -> None:
@@ -25,7 +26,7 @@ def ensure_topics(bootstrap: str, settings: Settings) -> None:
         existing = set(admin.list_topics())
         wanted = [
             NewTopic(settings.topic(name), num_partitions=settings.partitions, replication_factor=1)
-            for name in (READINGS, SCORES, ALERTS, DEADLETTER)
+            for name in (READINGS, SCORES, ALERTS, DEADLETTER, NETWORK_READINGS)
             if settings.topic(name) not in existing
         ]
         if wanted:

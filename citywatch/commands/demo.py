@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import click
 import psycopg
@@ -270,6 +272,19 @@ def _fmt(value) -> str:
     "(when Mosquitto is installed; 0 turns it off).",
 )
 @click.option(
+    "--network",
+    envvar="CITYWATCH_DEMO_NETWORK",
+    default=None,
+    help="Water-network demo instead: simulate this network (hanoi, net1) with a leak and "
+    "show it found and located (docs/water-networks.md).",
+)
+@click.option(
+    "--network-inp",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="The network's EPANET model [default: $CITYWATCH_DATASETS/leakdb/<model>.inp].",
+)
+@click.option(
     "--water-quality",
     is_flag=True,
     envvar="CITYWATCH_DEMO_WATER_QUALITY",
@@ -287,6 +302,8 @@ def demo(
     bad_rate,
     seed,
     lorawan_share,
+    network,
+    network_inp,
     water_quality,
     as_json,
     keep,
@@ -299,6 +316,9 @@ def demo(
     against ground truth (precision, recall), throughput and lag.
     """
     say = (lambda *_: None) if as_json else click.echo
+    if network:
+        _network_demo(settings, network, network_inp, say, as_json, keep)
+        return
     stack = EmbeddedStack(settings)
     say("starting the embedded stack (Tansu broker, PostgreSQL) ...")
     conn = connect(settings)
@@ -403,4 +423,35 @@ def demo(
         if keep:
             click.echo("stack left running: `citywatch stack status`, `citywatch stack down`")
     if not summary["all_accounted_for"]:
+        raise SystemExit(1)
+
+
+def _network_demo(settings: Settings, network, inp, say, as_json: bool, keep: bool) -> None:
+    from citywatch.network_demo import format_network_summary, run_network_demo
+    from networks.scenarios import NETWORK_FILES
+
+    if inp is None:
+        if network not in NETWORK_FILES:
+            raise click.UsageError(f"--network {network} needs --network-inp (the EPANET model)")
+        data = Path(os.environ.get("CITYWATCH_DATASETS", "../shared/datasets"))
+        inp = data / "leakdb" / NETWORK_FILES[network]
+        if not inp.is_file():
+            raise click.UsageError(f"{inp} not found: pass --network-inp")
+    stack = EmbeddedStack(settings)
+    say("starting the embedded stack (Tansu broker, PostgreSQL) ...")
+    conn = connect(settings)
+    try:
+        ensure_models(settings, conn.database_url, say, progress=not as_json)
+        reset_tables(conn.database_url)  # a demo counts only its own run
+        with psycopg.connect(conn.database_url) as db:
+            db.execute("TRUNCATE leak_candidates, network_leaks")
+        summary = run_network_demo(settings, conn, network, inp, say=say, progress=not as_json)
+    finally:
+        if not keep:
+            stack.down()
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, default=str))
+    else:
+        click.echo(format_network_summary(summary))
+    if not summary["located"]:
         raise SystemExit(1)

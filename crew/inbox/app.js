@@ -116,6 +116,50 @@ function contributions(expl) {
   }
 }
 
+// A water district's leak candidates: a small map of their model coordinates
+// (north up) and a list, each with a link to the spot on OpenStreetMap.
+function leakCandidates(cands) {
+  const box = $("leak");
+  box.hidden = !cands || cands.length === 0;
+  if (box.hidden) return;
+  const ns = "http://www.w3.org/2000/svg";
+  const W = 320, H = 200, P = 24;
+  const xs = cands.map((c) => c.x), ys = cands.map((c) => c.y);
+  const x0 = Math.min(...xs), x1 = Math.max(...xs), y0 = Math.min(...ys), y1 = Math.max(...ys);
+  const sx = (x) => P + (W - 2 * P) * (x1 > x0 ? (x - x0) / (x1 - x0) : 0.5);
+  const sy = (y) => H - P - (H - 2 * P) * (y1 > y0 ? (y - y0) / (y1 - y0) : 0.5);
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
+  svg.setAttribute("role", "img");
+  svg.setAttribute("aria-label", "map of the leak candidates");
+  cands.slice().reverse().forEach((c) => {
+    const dot = document.createElementNS(ns, "circle");
+    dot.setAttribute("cx", sx(c.x).toFixed(1));
+    dot.setAttribute("cy", sy(c.y).toFixed(1));
+    dot.setAttribute("r", c.rank === 1 ? "9" : "6");
+    dot.setAttribute("fill", c.rank === 1 ? "#c0392b" : "#e67e22");
+    svg.append(dot);
+    const label = document.createElementNS(ns, "text");
+    label.setAttribute("x", (sx(c.x) + 11).toFixed(1));
+    label.setAttribute("y", (sy(c.y) + 4).toFixed(1));
+    label.setAttribute("font-size", "12");
+    label.textContent = `${c.rank}. node ${c.node}`;
+    svg.append(label);
+  });
+  $("leak-map").replaceChildren(svg);
+  const ol = $("leak-list");
+  ol.replaceChildren();
+  for (const c of cands) {
+    const li = el("li", {}, `node ${c.node} (statistic ${c.score.toFixed(1)})`);
+    if (c.lat !== null && c.lon !== null) {
+      const href = `https://www.openstreetmap.org/?mlat=${c.lat}&mlon=${c.lon}#map=17/${c.lat}/${c.lon}`;
+      li.append(" ");
+      li.append(el("a", { href, target: "_blank", rel: "noopener" }, "map"));
+    }
+    ol.append(li);
+  }
+}
+
 async function showDetail(alertId) {
   const id = encodeURIComponent(alertId);
   const [d, ctx, cmds] = await Promise.all([api("/alerts/" + id),
@@ -133,6 +177,7 @@ async function showDetail(alertId) {
   facts.querySelectorAll("dd")[0].id = "d-status";
   plot(ctx.readings);
   contributions(ctx.explanation);
+  leakCandidates(ctx.leak_candidates);
   const live = a.status !== "resolved";
   $("ack").disabled = a.status !== "open";
   $("resolve").disabled = !live;

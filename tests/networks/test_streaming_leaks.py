@@ -1,0 +1,181 @@
+"""The worker's leak detection step by step (no broker): the benchmark's detector on a stream."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from ingest.network_sim import NetworkSimOptions, messages, parse_leak, simulate
+from networks.assets import network_spec
+from storage.sinks import ReadingRow
+from streams.leaks import build_district, forward_value, parse_forwarded, result_rows
+
+
+def _layout(spec):
+    return {
+        "inp_file": spec.inp_file,
+        "sensors": [
+            (s.device_id, s.element_kind, s.element_id, s.metric, s.lat, s.lon)
+            for s in spec.sensors
+        ],
+    }
+
+
+def test_district_stream_alarms_after_the_leak_and_names_the_node(leakdb_dir):
+    inp = leakdb_dir / "Hanoi_CMH.inp"
+    spec = network_spec(inp, "hanoi", origin=(21.0285, 105.8542))
+    district = build_district("hanoi.all", _layout(spec))
+    assert district is not None
+    leak_day = 20
+    sensors = simulate(
+        inp,
+        spec,
+        NetworkSimOptions(days=23, leaks=(parse_leak(f"21:0.05:{leak_day * 24}"),), seed=2),
+    )
+    results = []
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    # Two source partitions merged with one running two steps behind the other, as
+    # they reach the district after group_by: steps interleave, none is lost.
+    stream = list(messages(spec, sensors, start))
+    ahead = [m for m in stream if hash(m[1]) % 2 == 0]
+    behind = [m for m in stream if hash(m[1]) % 2 == 1]
+    merged = sorted(
+        [(k, 0, key, raw) for k, key, raw in ahead]
+        + [(k + 2, 1, key, raw) for k, key, raw in behind],
+        key=lambda m: (m[0], m[1]),
+    )
+    for _k, _p, _key, raw in merged:
+        reading = json.loads(raw)
+        row = ReadingRow(
+            ts=datetime.fromisoformat(reading["ts"]),
+            device_id=reading["device_id"],
+            asset_id=reading["asset_id"],
+            asset_type=reading["asset_type"],
+            metrics=reading["metrics"],
+            source={},
+        )
+        asset, device, ts, value = parse_forwarded(forward_value(row))  # the district topic
+        assert asset == "hanoi.all"
+        results += district.add(device, ts, value)
+    assert district.incomplete == 0 and district.late == 0
+    assert len(results) == len(sensors.inflow)  # a step is decided once all its sensors are in
+    before = [r for r in results if (r.ts - start).days < leak_day]
+    after = [r for r in results if (r.ts - start).days >= leak_day]
+    assert not any(r.alarm for r in before)
+    assert any(r.alarm for r in after)
+    first = next(r for r in after if r.alarm)
+    assert "21" in [node for node, *_ in first.candidates[:3]]
+    score, candidates = result_rows(district, first)
+    assert score.asset_id == "hanoi.all" and score.risk >= 0.5 and score.threshold == 0.5
+    assert candidates[0][2] == 1 and candidates[0][5] is not None  # rank 1 with a latitude
+
+
+def test_unusable_forwarded_values_are_refused():
+    for raw in (None, b"", b"{", b'{"a": "x"}', b'{"a":"x","d":"y","t":"nope","v":1}', b"[1]"):
+        assert parse_forwarded(raw) is None
+
+
+def test_unsupported_layout_is_skipped(leakdb_dir):
+    spec = network_spec(leakdb_dir / "Hanoi_CMH.inp", "hanoi")
+    layout = _layout(spec)
+    layout["sensors"] = layout["sensors"][:5]  # five pressure sensors only
+    assert build_district("hanoi.all", layout) is None
+    layout["inp_file"] = "/nonexistent.inp"
+    assert build_district("hanoi.all", layout) is None
+
+
+@pytest.mark.stack
+def test_worker_raises_a_leak_alert_with_candidates(
+    db, conn, isolated, trained_models, leakdb_dir, tmp_path, monkeypatch
+):
+    from citywatch.network_runs import run_network
+    from streams.topics import ensure_topics
+    from tests.pipeline_helpers import Worker
+
+    # The simulated weeks are streamed in seconds, stamped in the past.
+    monkeypatch.setenv("CITYWATCH_MAX_READING_AGE_DAYS", "0")
+    db.execute("TRUNCATE water_networks CASCADE")
+    db.execute("TRUNCATE network_leaks, leak_candidates")
+    ensure_topics(conn.kafka, isolated)
+    worker = Worker(isolated, conn, tmp_path / "worker.log").start()
+    try:
+        # 23 days in about 40 s: paced, as a live network is, so the partitions
+        # the district's sensors come from stay within a day of each other.
+        options = NetworkSimOptions(
+            days=23, leaks=(parse_leak("21:0.05:480"),), seed=2, speed=50_000
+        )
+        run = run_network(
+            isolated,
+            conn,
+            leakdb_dir / "Hanoi_CMH.inp",
+            "hanoi",
+            options,
+            origin=(21.0285, 105.8542),
+            progress=False,
+        )
+        leak_at = run.start + timedelta(hours=480)
+        deadline = time.monotonic() + 180
+        opened = None
+        while opened is None and time.monotonic() < deadline:
+            opened = db.execute(
+                "SELECT opened_at FROM alerts WHERE asset_id = 'hanoi.all' AND status = 'open'"
+            ).fetchone()
+            time.sleep(1)
+        assert opened is not None, (tmp_path / "worker.log").read_text()[-3000:]
+        assert opened[0] >= leak_at
+        stored = 0
+        while stored < run.readings and time.monotonic() < deadline + 60:
+            stored = db.execute(
+                "SELECT count(*) FROM readings WHERE asset_id = 'hanoi.all'"
+            ).fetchone()[0]
+            time.sleep(0.5)
+        assert stored == run.readings
+        top = db.execute(
+            "SELECT node, lat, lon FROM leak_candidates WHERE asset_id = 'hanoi.all'"
+            " AND ts = (SELECT min(ts) FROM leak_candidates WHERE ts >= %s) ORDER BY rank"
+            " LIMIT 3",
+            (leak_at,),
+        ).fetchall()
+        assert "21" in [node for node, _, _ in top] and top[0][1] is not None
+        scores = db.execute(
+            "SELECT count(*) FROM scores WHERE asset_id = 'hanoi.all' AND ts < %s AND risk >= 0.5",
+            (leak_at,),
+        ).fetchone()[0]
+        assert scores == 0  # no leak statistic above threshold before the leak
+        # Every panel of the networks dashboard returns rows from this run, its SQL
+        # expanded as Grafana would.
+        from dashboards import networks
+        from dashboards.catalog import queries
+        from dashboards.check import run_query
+        from dashboards.macros import Context
+        from dashboards.sdk import dump
+
+        board = json.loads(dump(networks.build()))
+        ctx = Context(start=run.start, end=datetime.now(UTC) + timedelta(minutes=1))
+        panels = {q.title: run_query(db, q, ctx) for q in queries(board)}
+        assert len(panels) == 5
+        for title, result in panels.items():
+            assert result.error is None and result.rows_with_data > 0, (title, result.error)
+    finally:
+        worker.stop()
+
+
+def test_net1_district_reads_its_tank_level_with_net1s_configuration(leakdb_dir):
+    inp = leakdb_dir / "Net1.inp"
+    spec = network_spec(inp, "net1")
+    district = build_district("net1.all", {**_layout(spec), "network_id": "net1"})
+    assert district is not None and len(district.level_devices) == 1
+    assert district.detector.config.threshold == 4.0 and district.detector.config.use_inflow
+    sensors = simulate(inp, spec, NetworkSimOptions(days=1, seed=3))
+    results = []
+    for _k, key, raw in messages(spec, sensors, datetime(2026, 1, 1, tzinfo=UTC)):
+        reading = json.loads(raw)
+        results += district.add(
+            key.decode(),
+            datetime.fromisoformat(reading["ts"]),
+            next(iter(reading["metrics"].values())),
+        )
+    assert len(results) == 48 and district.incomplete == 0
