@@ -33,6 +33,11 @@ READER = "citywatch_reader"
 #: group role -> {table or view: privileges}. Sequences and functions below.
 TABLES: dict[str, dict[str, str]] = {
     "citywatch_writer": {
+        # leak detection (streams.leaks): district layouts in, candidate rankings out
+        "water_networks": "SELECT",
+        "network_districts": "SELECT",
+        "network_sensors": "SELECT",
+        "leak_candidates": "SELECT, INSERT, UPDATE",
         "readings": "SELECT, INSERT",
         "scores": "SELECT, INSERT",
         "score_explanations": "SELECT, INSERT",
@@ -52,6 +57,7 @@ TABLES: dict[str, dict[str, str]] = {
         "schema_migrations": "SELECT",
     },
     "citywatch_crew": {
+        "leak_candidates": "SELECT",  # an alert's suspected leak locations
         "alerts": "SELECT, INSERT, UPDATE",
         "alert_transitions": "SELECT, INSERT, UPDATE",
         "alert_comments": "SELECT, INSERT",
@@ -79,12 +85,21 @@ TABLES: dict[str, dict[str, str]] = {
         "schema_migrations": "SELECT",
     },
     "citywatch_ingest": {
+        # `citywatch networks register`: a network, its districts and sensors
+        "water_networks": "SELECT, INSERT, UPDATE",
+        "network_districts": "SELECT, INSERT, UPDATE, DELETE",
+        "network_sensors": "SELECT, INSERT, UPDATE, DELETE",
         "devices": "SELECT, INSERT, UPDATE",
         # UPDATE only for LOCK TABLE (loaders serialise on it); versions are never updated
         "device_registry_versions": "SELECT, INSERT, UPDATE",
         "schema_migrations": "SELECT",
     },
     "citywatch_simulator": {
+        # `citywatch networks register`: a network, its districts and sensors
+        "water_networks": "SELECT, INSERT, UPDATE",
+        "network_districts": "SELECT, INSERT, UPDATE, DELETE",
+        "network_sensors": "SELECT, INSERT, UPDATE, DELETE",
+        "network_leaks": "SELECT, INSERT",  # simulated leaks' ground truth
         "devices": "SELECT, INSERT, UPDATE",
         "device_registry_versions": "SELECT, INSERT, UPDATE",
         "failures": "SELECT, INSERT, UPDATE",
