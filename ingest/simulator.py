@@ -516,6 +516,9 @@ _SIGNALS: dict[str, type[_Signals]] = {
     cls.asset_type: cls for cls in (_WaterPump, _Bridge, _Lift, _Streetlight)
 }
 
+#: The asset types the simulator has physics for (the catalogue may hold others).
+SIMULATED_TYPES: tuple[str, ...] = tuple(_SIGNALS)
+
 
 # --------------------------------------------------------------------------- fleet
 

@@ -20,6 +20,7 @@ from ingest.simulator import (
     FAILURE_MODES,
     KEY_METRICS,
     METRIC_COLUMNS,
+    SIMULATED_TYPES,
     FailureEvent,
     FleetSimulator,
     SimReading,
@@ -58,7 +59,7 @@ def test_fleet_layout() -> None:
     assert len({d.device_id for d in devices}) == 10
     assert all(re.fullmatch(r"[0-9a-f]{16}", d.device_id) for d in devices)
     assert devices[0].device_id == "70b3d57ed0000001"
-    types = list(ASSET_TYPES)
+    types = list(SIMULATED_TYPES)
     assert [d.asset_type for d in devices] == [types[i % 4] for i in range(10)]
     assert [d.asset_id for d in devices[:4]] == [
         "pump-0001",
@@ -137,7 +138,8 @@ def test_metrics_are_complete_and_within_spec(busy_run) -> None:
 def test_values_are_not_pinned_at_sensor_limits(busy_run) -> None:
     # Clipping to the sensor range is a safety net, not the signal model.
     _, _, frame = busy_run
-    for asset_type, spec in ASSET_TYPES.items():
+    for asset_type in SIMULATED_TYPES:
+        spec = ASSET_TYPES[asset_type]
         rows = frame[frame["asset_type"] == asset_type]
         for m in spec.metrics:
             at_limit = ((rows[m.name] <= m.low) | (rows[m.name] >= m.high)).mean()
@@ -313,7 +315,7 @@ def test_history_frame_and_failures_frame(busy_run) -> None:
         "health",
     ]
     assert tuple(frame.columns[6:]) == METRIC_COLUMNS
-    assert set(METRIC_COLUMNS) == {n for t in ASSET_TYPES.values() for n in t.metric_names}
+    assert set(METRIC_COLUMNS) == {n for t in SIMULATED_TYPES for n in ASSET_TYPES[t].metric_names}
     assert len(frame) == len(readings)
     assert str(frame["ts"].dtype) == "datetime64[ns, UTC]"
     lights = frame[frame["asset_type"] == "streetlight"]
