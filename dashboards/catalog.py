@@ -9,7 +9,7 @@ from typing import Any
 
 from grafana_foundation_sdk.models import dashboard as dm
 
-from . import asset, fleet, models, pipeline, water_quality
+from . import asset, fleet, models, networks, pipeline, water_quality
 from .sdk import dump
 
 JSON_DIR = Path(__file__).resolve().parent / "json"
@@ -20,6 +20,7 @@ BUILDERS: dict[str, Callable[[], dm.Dashboard]] = {
     "pipeline-health": pipeline.build,
     "model-monitoring": models.build,
     "water-quality": water_quality.build,
+    "water-networks": networks.build,
 }
 
 

@@ -163,6 +163,56 @@ def _add_rows_other_branches_write(c: psycopg.Connection, now: datetime) -> None
     )
 
 
+def _add_network_rows(c: psycopg.Connection, now: datetime) -> None:
+    # Water networks (J's leak detection; streams.leaks writes these in a network run):
+    # one district with three sensors, its leak statistic, a leak alert and a ranking.
+    c.execute("TRUNCATE water_networks CASCADE")
+    c.execute("TRUNCATE leak_candidates")
+    c.execute(
+        "INSERT INTO water_networks (network_id, inp_file, inp_sha256, junctions, pipes,"
+        " origin_lat, origin_lon) VALUES ('dash-net', 'Hanoi_CMH.inp', 'x', 31, 34, 21.03, 105.8)"
+    )
+    c.execute(
+        "INSERT INTO network_districts (network_id, district_id, asset_id, nodes, inlet_links)"
+        " VALUES ('dash-net', 'all', 'dash-net.all', '[\"2\", \"3\"]', '[\"1\"]')"
+    )
+    for i, (kind, element, metric) in enumerate(
+        (("node", "2", "pressure"), ("node", "3", "pressure"), ("link", "1", "flow"))
+    ):
+        device = f"dash-net-s{i}"
+        c.execute(
+            "INSERT INTO devices (device_id, asset_id, asset_type, lat, lon, installed_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (device_id) DO NOTHING",
+            (device, device, f"network_{metric}", 21.03 + i / 1000, 105.8, now),
+        )
+        c.execute(
+            "INSERT INTO network_sensors (device_id, network_id, district_id, element_kind,"
+            " element_id, metric) VALUES (%s, 'dash-net', 'all', %s, %s, %s)",
+            (device, kind, element, metric),
+        )
+    c.execute(
+        "INSERT INTO scores (ts, device_id, asset_id, asset_type, model_version, risk,"
+        " threshold) SELECT %s::timestamptz - i * interval '1 minute', 'dash-net.all',"
+        " 'dash-net.all', 'network_flow', 'leak-residual-v1', 0.1 + 0.05 * mod(i, 9), 0.5"
+        " FROM generate_series(0, 19) i",
+        (now,),
+    )
+    c.execute(
+        "INSERT INTO alerts (alert_id, asset_id, device_id, asset_type, status, opened_at,"
+        " peak_risk, last_risk, threshold, model_version)"
+        " VALUES ('dash-net.all:leak', 'dash-net.all', 'dash-net.all', 'network_flow',"
+        " 'open', %s::timestamptz - interval '5 minutes', 0.9, 0.8, 0.5, 'leak-residual-v1')"
+        " ON CONFLICT (alert_id) DO NOTHING",
+        (now,),
+    )
+    c.execute(
+        "INSERT INTO leak_candidates (ts, asset_id, rank, node, score, lat, lon)"
+        " SELECT %s::timestamptz - interval '4 minutes', 'dash-net.all', r, (r + 1)::text,"
+        " 10.0 / r, 21.03 + r / 1000.0, 105.8 FROM generate_series(1, 3) r",
+        (now,),
+    )
+
+
 def _wait_for_alert_agent(database_url: str, timeout_s: float = 60.0) -> None:
     """Scores trail stored readings by a batch, and alerts trail scores by one more."""
     deadline = time.monotonic() + timeout_s
@@ -209,4 +259,5 @@ def filled_db(conn, base_settings, trained_models, tmp_path_factory) -> str:
         worker.stop()
     with psycopg.connect(conn.database_url, autocommit=True) as c:
         _add_rows_other_branches_write(c, now)
+        _add_network_rows(c, now)
     return conn.database_url

@@ -33,7 +33,7 @@ def test_json_round_trips_through_the_sdk(name):
 
 def test_five_dashboards_with_at_least_twelve_panels_on_one_datasource():
     boards = catalog.load_boards()
-    assert len(boards) == 5
+    assert len(boards) == 6
     assert sum(len(b["panels"]) for b in boards) >= 12
     for board in boards:
         for panel in board["panels"]:

@@ -30,7 +30,7 @@ def _push(fake: FakeGrafana, token: str = TOKEN) -> dict:
 def test_push_provisions_everything_then_changes_nothing_the_second_time():
     with FakeGrafana(TOKEN) as fake:
         first = _push(fake)
-        assert len(first["created"]) == 1 + 1 + 5 + 4 + 1  # folder, ds, dashboards, rules, cp
+        assert len(first["created"]) == 1 + 1 + 6 + 4 + 1  # folder, ds, dashboards, rules, cp
         assert first["updated"] == ["policy:root"]  # Grafana's default tree is replaced
         assert fake.folders[alerting.FOLDER_UID]["title"] == alerting.FOLDER_TITLE
         assert fake.secrets[DATASOURCE_UID] == {"password": "s3cret"}
