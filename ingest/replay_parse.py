@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import BinaryIO
 
 from citywatch.assets import AssetType
+from citywatch.dataset_columns import GECCO_COLUMNS
 
 __all__ = [
     "FORMATS",
@@ -85,17 +86,7 @@ FORMATS: dict[str, ReplayFormat] = {
         "gecco",
         time_column="time",
         label_column="event",
-        mapping={
-            "Tp": "temperature",
-            "Cl": "chlorine_1",
-            "pH": "ph",
-            "Redox": "redox",
-            "Leit": "conductivity",
-            "Trueb": "turbidity",
-            "Cl_2": "chlorine_2",
-            "Fm": "flow_1",
-            "Fm_2": "flow_2",
-        },
+        mapping=GECCO_COLUMNS,
     ),
     # SKAB's pump rig onto the water_pump type; the units differ from the
     # catalogue's (the rig logs g, bar, degC, A and l/min), values pass unchanged.

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from citywatch.dataset_columns import GECCO_COLUMNS
 from models.features import DeviceFeatureState, FeatureSpec
 
 __all__ = [
@@ -45,18 +46,7 @@ __all__ = [
 ]
 
 ASSET_TYPE = "water_quality_station"
-# GECCO 2018 column -> citywatch metric name (units in citywatch/assets.py).
-GECCO_COLUMNS = {
-    "Tp": "temperature",
-    "Cl": "chlorine_1",
-    "pH": "ph",
-    "Redox": "redox",
-    "Leit": "conductivity",
-    "Trueb": "turbidity",
-    "Cl_2": "chlorine_2",
-    "Fm": "flow_1",
-    "Fm_2": "flow_2",
-}
+# The station's metrics in GECCO's column order (citywatch.dataset_columns; units in the catalogue).
 METRICS = tuple(GECCO_COLUMNS.values())
 HORIZONS_H = (1, 6, 24, 48)
 
