@@ -376,24 +376,10 @@ def _copy_direct(cur: psycopg.Cursor, batch: SinkBatch) -> bool:
         return True
     try:
         with cur.connection.transaction():  # a savepoint: a conflict undoes only this
-            for table, columns, types, rows, has_rows in (
-                (
-                    "readings",
-                    _READING_COLUMNS,
-                    _READING_TYPES,
-                    _reading_values(batch),
-                    batch.readings,
-                ),
-                ("scores", _SCORE_COLUMNS, _SCORE_TYPES, _score_values(batch), batch.scores),
-            ):
-                if not has_rows:
-                    continue
-                with cur.copy(
-                    f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)"
-                ) as copy:
-                    copy.set_types(list(types))
-                    for row in rows:
-                        copy.write_row(row)
+            if batch.readings:
+                _copy(cur, "readings", _READING_COLUMNS, _READING_TYPES, _reading_values(batch))
+            if batch.scores:
+                _copy(cur, "scores", _SCORE_COLUMNS, _SCORE_TYPES, _score_values(batch))
     except psycopg.errors.UniqueViolation:
         return False
     return True
@@ -425,6 +411,16 @@ def _copy_upsert_readings(
     return readings, int(scores), conflicts
 
 
+def _copy(
+    cur: psycopg.Cursor, table: str, columns: Sequence[str], types: Sequence[str], rows
+) -> None:
+    """Binary COPY of ``rows`` into ``table``."""
+    with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(list(types))
+        for row in rows:
+            copy.write_row(row)
+
+
 def _copy_upsert(
     cur: psycopg.Cursor,
     table: str,
@@ -441,11 +437,8 @@ def _copy_upsert(
     """
     if not has_rows:
         return set() if returning else 0
+    _copy(cur, f"stage_{table}", columns, types, rows)
     cols = ", ".join(columns)
-    with cur.copy(f"COPY stage_{table} ({cols}) FROM STDIN (FORMAT BINARY)") as copy:
-        copy.set_types(list(types))
-        for row in rows:
-            copy.write_row(row)
     # DO NOTHING also absorbs a key repeated inside one batch.
     cur.execute(
         f"INSERT INTO {table} ({cols}) SELECT {cols} FROM stage_{table} ON CONFLICT DO NOTHING"
