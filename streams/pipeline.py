@@ -266,6 +266,7 @@ def advance_devices(
     apply maintenance resets, and move features forward. Returns the rows to score."""
     batch_keys: set[tuple[str, datetime]] = set()  # the sink needs them unique
     to_score: dict[str, list[tuple[Reading, list[float]]]] = defaultdict(list)
+    health_specs: dict[str, Any] = {}  # per asset type: the card is the batch's champion's
     for device_id, items in by_device.items():
         key = device_id.encode()
         asset_type = items[0][0].asset_type
@@ -275,7 +276,9 @@ def advance_devices(
         else:
             spec = FeatureSpec.for_asset_type(asset_type)
         state = states.load(key, spec, champion.version, asset_type)
-        hspec = health_spec(champion.card, asset_type, spec.metrics)
+        hspec = health_specs.get(asset_type)
+        if hspec is None:
+            hspec = health_specs[asset_type] = health_spec(champion.card, asset_type, spec.metrics)
         for reading, message in items:
             if message.partition != state.last_partition:
                 if state.last_partition >= 0:
