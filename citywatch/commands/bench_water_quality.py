@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import click
 
-
-def _default_data() -> str:
-    return os.environ.get("CITYWATCH_DATASETS", "../shared/datasets")
+from .options import default_datasets
 
 
 @click.command("water-quality")
 @click.option(
     "--data",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
-    default=_default_data,
+    default=default_datasets,
     show_default="$CITYWATCH_DATASETS or ../shared/datasets",
     envvar="CITYWATCH_BENCH_DATA",
     help="Folder with train.csv (or its parent holding gecco2018/); split by time.",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from datetime import UTC, datetime, timedelta
 
@@ -30,3 +31,8 @@ def parse_time(_ctx, _param, value: str | None) -> datetime | None:
     except ValueError as exc:
         raise click.BadParameter(f"not an ISO date/time: {value!r}") from exc
     return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+
+
+def default_datasets() -> str:
+    """The shared datasets folder: ``$CITYWATCH_DATASETS`` or ``../shared/datasets``."""
+    return os.environ.get("CITYWATCH_DATASETS", "../shared/datasets")
