@@ -1,7 +1,7 @@
 """The ``citywatch`` command line.
 
 Every option also reads a ``CITYWATCH_*`` environment variable (see
-``citywatch.settings``); nothing is configured by editing code.
+``core.settings``); nothing is configured by editing code.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import sys
 
 import click
 
-from citywatch.settings import Settings
 from citywatch.stack import EmbeddedStack, StackError
+from core.settings import Settings
 
 
 def _setup_logging(level: str) -> None:

@@ -11,9 +11,8 @@ from __future__ import annotations
 from pydantic import SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.weak_secrets import weakness
 from storage.service_roles import LOGINS
-
-from .weak_secrets import weakness
 
 
 class LoginPasswords(BaseSettings):

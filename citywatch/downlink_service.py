@@ -32,7 +32,7 @@ import psycopg
 from pydantic import SecretStr
 
 from citywatch.runtime import Connection
-from citywatch.settings import Settings
+from core.settings import Settings
 from ingest.lorawan.adaptive import AdaptiveSampler, Decision, SamplingPolicy
 from ingest.lorawan.codecs.downlink import DownlinkError, downlink_encoder
 from ingest.lorawan.downlink import (

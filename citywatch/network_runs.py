@@ -14,7 +14,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from citywatch.runtime import Connection
-from citywatch.settings import Settings
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 
 from citywatch.runtime import Connection
-from citywatch.settings import Settings
+from core.settings import Settings
 from storage.reports import messages_accounted_for
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from citywatch.settings import Settings
 from citywatch.stack import EmbeddedStack
+from core.settings import Settings
 
 
 @dataclass(frozen=True)

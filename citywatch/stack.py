@@ -29,7 +29,7 @@ from pathlib import Path
 
 import psycopg
 
-from citywatch.settings import Settings
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ import logging
 import psycopg
 from kafka import KafkaProducer
 
-from citywatch.readings import encode_maintenance
+from core.wire import encode_maintenance
 
 log = logging.getLogger(__name__)
 

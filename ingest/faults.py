@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from citywatch.assets import ASSET_TYPES
+from core.assets import ASSET_TYPES
 
 from .simulator import SimReading
 

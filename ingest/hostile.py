@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from citywatch.assets import ASSET_TYPES
+from core.assets import ASSET_TYPES
 
 __all__ = [
     "BY_NAME",

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
-from citywatch.readings import encode_reading
+from core.wire import encode_reading
 from networks.assets import NetworkSpec
 from networks.hydraulics import STEP_S, Leak, Sensors, load_network, run
 from networks.scenarios import demand_patterns, perturb_network

@@ -2,7 +2,7 @@
 
 A recorded file (GECCO 2018 water quality, SKAB pump rig, NASA C-MAPSS, or any
 CSV with a time column) becomes readings on the ``readings`` topic in the
-wire format of :mod:`citywatch.readings`, keyed by one device, paced at real
+wire format of :mod:`core.wire`, keyed by one device, paced at real
 time or faster. The worker cannot tell them from a live station's.
 
 The file is outside input, read a line at a time:
@@ -40,8 +40,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
-from citywatch.assets import AssetType
-from citywatch.readings import encode_reading
+from core.assets import AssetType
+from core.wire import encode_reading
 from ingest.replay_parse import (
     FORMATS,
     MAX_LINE_BYTES,

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import BinaryIO
 
-from citywatch.assets import AssetType
-from citywatch.dataset_columns import GECCO_COLUMNS
+from core.assets import AssetType
+from core.dataset_columns import GECCO_COLUMNS
 
 __all__ = [
     "FORMATS",

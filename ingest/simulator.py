@@ -45,8 +45,8 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pandas as pd
 
-from citywatch.assets import ASSET_TYPES
-from citywatch.readings import encode_maintenance, encode_reading
+from core.assets import ASSET_TYPES
+from core.wire import encode_maintenance, encode_reading
 
 __all__ = [
     "FAILURE_MODES",
@@ -103,7 +103,7 @@ class Device:
     asset_id : str
         The asset the node is fitted to, e.g. ``"pump-0001"``.
     asset_type : str
-        A key of :data:`citywatch.assets.ASSET_TYPES`.
+        A key of :data:`core.assets.ASSET_TYPES`.
     lat, lon : float
         Where the asset stands (WGS 84).
     installed_at : datetime
@@ -545,7 +545,7 @@ class FleetSimulator:
     ----------
     n_devices : int, default=50
         Fleet size. Asset types are assigned round-robin in the order of
-        :data:`citywatch.assets.ASSET_TYPES`.
+        :data:`core.assets.ASSET_TYPES`.
     seed : int, default=0
         Seed of the only random generator; equal seeds and equal calls give
         identical output.

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from citywatch.assets import ASSET_TYPES
+from core.assets import ASSET_TYPES
 
 __all__ = ["DeviceFeatureState", "FeatureSpec", "compute_features"]
 
@@ -154,7 +154,7 @@ class FeatureSpec:
 
     @classmethod
     def for_asset_type(cls, name: str, **params: Any) -> FeatureSpec:
-        """The spec for one asset type of :data:`citywatch.assets.ASSET_TYPES`.
+        """The spec for one asset type of :data:`core.assets.ASSET_TYPES`.
 
         Parameters
         ----------

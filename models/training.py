@@ -21,7 +21,7 @@ import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score
 from tqdm.auto import tqdm
 
-from citywatch.assets import ASSET_TYPES
+from core.assets import ASSET_TYPES
 from models.drift import reference_profile
 from models.features import FeatureSpec, compute_features
 from models.health import CITY_HEALTH_WARMUP, HealthSpec, scoring_policy

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from citywatch.dataset_columns import GECCO_COLUMNS
+from core.dataset_columns import GECCO_COLUMNS
 from models.features import DeviceFeatureState, FeatureSpec
 
 __all__ = [
@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 ASSET_TYPE = "water_quality_station"
-# The station's metrics in GECCO's column order (citywatch.dataset_columns; units in the catalogue).
+# The station's metrics in GECCO's column order (core.dataset_columns; units in the catalogue).
 METRICS = tuple(GECCO_COLUMNS.values())
 HORIZONS_H = (1, 6, 24, 48)
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 
-from citywatch.assets import ASSET_TYPES
+from core.assets import ASSET_TYPES
 
 ORIGIN = "2000-01-01 00:00:00+00"  # bucket origin in UTC, the same on both flavours
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")

@@ -37,7 +37,7 @@ import faust
 import numpy as np
 import psycopg
 
-from citywatch.settings import Settings
+from core.settings import Settings
 from models.catalog import ActiveBundles, ModelRegistry
 from storage.ingest_deadletters import ingest_deadletter_row
 from storage.maintenance import run_maintenance

@@ -1,6 +1,6 @@
 """What travels between the worker's steps and on its topics.
 
-The ``readings`` topic carries raw bytes (see ``citywatch.readings``) so that a
+The ``readings`` topic carries raw bytes (see ``core.wire``) so that a
 malformed message reaches our validator instead of crashing Faust's
 deserialiser; a reading that passes validation becomes a :class:`Reading`.
 

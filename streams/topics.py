@@ -8,7 +8,7 @@ import logging
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
-from citywatch.settings import Settings
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 

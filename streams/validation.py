@@ -22,8 +22,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from citywatch.assets import ASSET_TYPES
-from citywatch.readings import MAINTENANCE
+from core.assets import ASSET_TYPES
+from core.wire import MAINTENANCE
 
 from .records import Maintenance, Reading
 

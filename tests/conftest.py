@@ -16,8 +16,8 @@ import psycopg
 import pytest
 
 from citywatch.runtime import Connection, connect
-from citywatch.settings import Settings
 from citywatch.stack import EmbeddedStack
+from core.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = Path(os.environ.get("CITYWATCH_DATASETS", REPO.parent / "shared" / "datasets"))

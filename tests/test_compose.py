@@ -223,7 +223,7 @@ def test_mosquitto_limits_match_the_embedded_broker():
 
 def test_faust_datadir_is_under_home_not_the_working_directory(tmp_path, monkeypatch):
     """Faust's default datadir is `{id}-data` in the CWD: /app, read-only for uid 10001."""
-    from citywatch.settings import Settings
+    from core.settings import Settings
     from streams.app import create_app
 
     cwd = tmp_path / "cwd"

@@ -7,8 +7,8 @@ from click.testing import CliRunner
 from pydantic import ValidationError
 
 from citywatch.cli import main
-from citywatch.settings import Settings
-from citywatch.weak_secrets import weakness
+from core.settings import Settings
+from core.weak_secrets import weakness
 
 
 @pytest.mark.parametrize("secret", ["citywatch", "change-me", "admin", "Grafana", "short-1"])

@@ -8,7 +8,7 @@ import logging
 import click
 import psycopg
 
-from citywatch.settings import Settings
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 

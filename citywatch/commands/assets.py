@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from citywatch.assets import (
+from core.assets import (
     ASSET_TYPES,
     BUILTIN_CATALOGUE,
     CATALOGUE_ENV,
@@ -23,7 +23,7 @@ def assets() -> None:
 
     \b
     Built-in types ship with citywatch. Add your own without editing code: write
-    a TOML file like citywatch/asset_types.toml and list it in
+    a TOML file like core/asset_types.toml and list it in
     CITYWATCH_ASSET_CATALOGUE (several files separated by ':'). See docs/assets.md.
     """
 

@@ -7,7 +7,7 @@ import uuid
 import click
 
 from citywatch.runtime import connect
-from citywatch.settings import Settings
+from core.settings import Settings
 
 
 def bench_run(settings: Settings, *, progress: bool):

@@ -21,8 +21,8 @@ import numpy as np
 import psycopg
 from tqdm import tqdm
 
-from citywatch.settings import Settings
 from citywatch.stack import free_port
+from core.settings import Settings
 
 OUTCOME_CYCLE = ("fault_confirmed", "false_alarm", "no_access")
 

@@ -23,7 +23,7 @@ import click
 import psycopg
 
 from citywatch.processes import start_worker, stop_process, wait_for_log
-from citywatch.settings import Settings
+from core.settings import Settings
 from ingest.hostile import CLASSES, STORED, Hostile, HostileClass, Template, good_value
 from ingest.hostile import make_devices as hostile_devices
 

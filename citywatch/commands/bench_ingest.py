@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from citywatch.processes import start_worker, stop_process, wait_for_log
 from citywatch.runtime import connect
-from citywatch.settings import Settings
+from core.settings import Settings
 
 
 def _persistent_client(client_id: str):

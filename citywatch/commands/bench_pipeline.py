@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import click
 
-from citywatch.settings import Settings
+from core.settings import Settings
 
 
 @dataclass

@@ -13,7 +13,7 @@ import click
 import numpy as np
 from tqdm import tqdm
 
-from citywatch.settings import Settings
+from core.settings import Settings
 
 
 def _rate(n: int, seconds: float) -> float:

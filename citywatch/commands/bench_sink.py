@@ -13,9 +13,9 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 from tqdm import tqdm
 
-from citywatch.assets import ASSET_TYPES
 from citywatch.commands.storage import database_url
-from citywatch.settings import Settings
+from core.assets import ASSET_TYPES
+from core.settings import Settings
 
 _RAW_READINGS = ("ts", "device_id", "asset_id", "asset_type", "metrics", "source")
 _RAW_SCORES = ("ts", "device_id", "asset_id", "asset_type", "model_version", "risk", "threshold")

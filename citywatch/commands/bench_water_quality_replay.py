@@ -10,7 +10,8 @@ from pathlib import Path
 import click
 import psycopg
 
-from citywatch.settings import Settings
+from core.assets import OPTIONAL_CATALOGUES
+from core.settings import Settings
 
 
 def _headline(result: dict) -> dict:
@@ -54,7 +55,7 @@ def bench_water_quality_replay(
     docs/water-quality.md, the hook): the alarms here are the scorer's on
     the stored readings.
     """
-    from citywatch.assets import CATALOGUE_ENV, load_catalogue
+    from core.assets import CATALOGUE_ENV, load_catalogue
     from ingest.lorawan.publisher import KafkaPublisher
     from ingest.replay import replay_file
     from models.water_quality import gecco_file, load_gecco
@@ -70,7 +71,7 @@ def bench_water_quality_replay(
         path = gecco_file(data)
     except FileNotFoundError as exc:
         raise click.ClickException(str(exc)) from exc
-    catalogue = Path(__file__).resolve().parents[1] / "catalogues" / "water_quality_station.toml"
+    catalogue = OPTIONAL_CATALOGUES / "water_quality_station.toml"
     station = load_catalogue([catalogue])["water_quality_station"]
     settings, conn, run_id = bench_run(settings, progress=not as_json)
     device = f"wq-bench-{run_id}"

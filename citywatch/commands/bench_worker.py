@@ -25,8 +25,8 @@ import psycopg
 from tqdm import tqdm
 
 from citywatch.processes import log_size, start_worker, stop_process, wait_for_log
-from citywatch.readings import encode_reading
-from citywatch.settings import Settings
+from core.settings import Settings
+from core.wire import encode_reading
 from storage.reports import messages_accounted_for
 
 from .bench import bench_run

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from citywatch.settings import Settings
+from core.settings import Settings
 
 
 def _database_url(settings: Settings, database_url: str | None) -> str:

@@ -20,8 +20,8 @@ from citywatch.processes import (
     wait_for_log,
 )
 from citywatch.runtime import connect
-from citywatch.settings import Settings
 from citywatch.stack import EmbeddedStack
+from core.settings import Settings
 
 from .simulate import SimulationOptions, run_fleet
 

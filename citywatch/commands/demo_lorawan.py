@@ -32,9 +32,9 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from citywatch.assets import ASSET_TYPES
 from citywatch.runtime import Connection
-from citywatch.settings import Settings
+from core.assets import ASSET_TYPES
+from core.settings import Settings
 
 FORMATS = ("chirpstack", "tts")
 

@@ -17,11 +17,11 @@ from typing import Any
 
 import psycopg
 
-from citywatch.assets import CATALOGUE_ENV, load_catalogue
 from citywatch.runtime import Connection
-from citywatch.settings import Settings
+from core.assets import CATALOGUE_ENV, OPTIONAL_CATALOGUES, load_catalogue
+from core.settings import Settings
 
-CATALOGUE = Path(__file__).resolve().parents[1] / "catalogues" / "water_quality_station.toml"
+CATALOGUE = OPTIONAL_CATALOGUES / "water_quality_station.toml"
 DEVICE = "wq-demo-01"
 ASSET = "station-demo-01"
 

@@ -11,7 +11,7 @@ import time
 import click
 
 from citywatch.runtime import connect
-from citywatch.settings import Settings
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ import time
 
 import click
 
-from citywatch.settings import Settings
+from core.settings import Settings
 
 from .options import parse_duration, parse_time
 

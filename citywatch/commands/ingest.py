@@ -18,8 +18,8 @@ from typing import Any
 import click
 
 from citywatch.runtime import Connection, connect
-from citywatch.settings import Settings
-from citywatch.weak_secrets import weakness
+from core.settings import Settings
+from core.weak_secrets import weakness
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from citywatch.settings import Settings
+from core.settings import Settings
 
 
 @click.command("check")

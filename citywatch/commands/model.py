@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from citywatch.settings import Settings
+from core.settings import Settings
 
 
 def _registry(settings: Settings):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from citywatch.settings import Settings
+from core.settings import Settings
 
 
 def _origin(_ctx, _param, value: str | None) -> tuple[float, float] | None:

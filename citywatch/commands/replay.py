@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from citywatch.settings import Settings
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ def _mapping(pairs: tuple[str, ...]) -> dict[str, str]:
     required=True,
     envvar="CITYWATCH_REPLAY_ASSET_TYPE",
     help="Catalogue type of the readings, e.g. water_quality_station (enable "
-    "citywatch/catalogues/water_quality_station.toml in CITYWATCH_ASSET_CATALOGUE).",
+    "core/catalogues/water_quality_station.toml in CITYWATCH_ASSET_CATALOGUE).",
 )
 @click.option("--device", "device_id", required=True, envvar="CITYWATCH_REPLAY_DEVICE")
 @click.option("--asset-id", default=None, help="Asset of the device [default: the device id].")
@@ -102,8 +102,8 @@ def replay(
     """
     from tqdm import tqdm
 
-    from citywatch.assets import ASSET_TYPES
     from citywatch.runtime import connect
+    from core.assets import ASSET_TYPES
     from ingest.lorawan.publisher import KafkaPublisher
     from ingest.replay import ReplayError, replay_file
     from storage.sinks import record_failures, register_devices

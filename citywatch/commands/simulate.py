@@ -16,7 +16,7 @@ import click
 import psycopg
 
 from citywatch.runtime import Connection, connect
-from citywatch.settings import Settings
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 

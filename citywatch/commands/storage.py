@@ -11,8 +11,8 @@ import time
 import click
 import psycopg
 
-from citywatch.settings import Settings
 from citywatch.stack import EmbeddedStack
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from citywatch.settings import Settings
+from core.settings import Settings
 
 from .options import parse_time
 

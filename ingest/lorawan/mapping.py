@@ -4,7 +4,7 @@ Steps: decode the payload with the device's codec (``passthrough`` uses the
 network server's decoded object), flatten nested values to dotted keys
 (``gps_1.latitude``), rename them through the entry's ``metric_map``, keep the
 metrics in the asset type's catalogue, and serialise with
-:func:`citywatch.readings.encode_reading`.
+:func:`core.wire.encode_reading`.
 
 Decoded values that are not metrics of the asset type (a battery voltage, a
 status bit, an unmapped LPP channel) are dropped from ``metrics`` but listed
@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from citywatch.assets import ASSET_TYPES
-from citywatch.readings import encode_reading
+from core.assets import ASSET_TYPES
+from core.wire import encode_reading
 from ingest.lorawan.codecs import Codec, DecodeResult, PassthroughCodec, get_codec
 from ingest.lorawan.errors import UplinkError
 from ingest.lorawan.registry import DeviceEntry, find_entry
@@ -45,7 +45,7 @@ class MappedReading:
         Kafka key: the device's citywatch id (DevEUI, else network-server id), so
         a device's readings stay ordered in one partition.
     value : bytes
-        The reading, as :func:`citywatch.readings.encode_reading` writes it.
+        The reading, as :func:`core.wire.encode_reading` writes it.
     metrics : mapping
         The published metrics.
     dropped : tuple of str

@@ -10,7 +10,7 @@ YAML::
       - dev_eui: 70B3D57ED0000001  # 16 hex digits, any case
         device_id: pump-station-1  # optional: the network server's device id
         asset_id: pump-0001
-        asset_type: water_pump     # a key of citywatch.assets.ASSET_TYPES
+        asset_type: water_pump     # a key of core.assets.ASSET_TYPES
         codec: profile:water_pump  # see ingest.lorawan.codecs.get_codec
         lat: 52.3731               # optional, WGS84 degrees
         lon: 4.8922
@@ -50,7 +50,7 @@ from typing import Any
 
 import yaml
 
-from citywatch.assets import ASSET_TYPES
+from core.assets import ASSET_TYPES
 from ingest.lorawan.codecs import BinaryProfileCodec, get_codec
 
 __all__ = [

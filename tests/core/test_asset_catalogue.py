@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from citywatch.assets import (
+from core.assets import (
     ASSET_TYPES,
     CatalogueError,
     load_catalogue,
@@ -173,4 +173,4 @@ def test_any_document_is_either_a_catalogue_or_a_catalogue_error(document):
 def test_the_builtin_file_is_packaged():
     root = Path(__file__).resolve().parents[2]
     assert '"*.toml"' in (root / "pyproject.toml").read_text()
-    assert (root / "citywatch" / "asset_types.toml").is_file()
+    assert (root / "core" / "asset_types.toml").is_file()

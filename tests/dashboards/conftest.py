@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
-from citywatch.readings import encode_reading
+from core.wire import encode_reading
 from ingest.simulator import FleetSimulator
 from tests.pipeline_helpers import Worker, produce, register_fleet, wait_for_total
 

@@ -22,8 +22,8 @@ import psycopg
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from citywatch.settings import Settings
 from citywatch.stack import EmbeddedStack, free_port
+from core.settings import Settings
 
 from . import rehearsal
 from .mosquitto_helpers import compose_mosquitto

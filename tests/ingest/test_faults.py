@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from citywatch.assets import ASSET_TYPES
+from core.assets import ASSET_TYPES
 from ingest.faults import ALL_KINDS, FaultInjector
 from ingest.simulator import FleetSimulator, SimReading, reading_bytes
 

@@ -13,13 +13,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from citywatch.assets import load_catalogue
+from core.assets import load_catalogue
 from ingest.replay import REASONS, replay_file
 from ingest.replay_parse import FORMATS, BadRow, Gap, ReplayRow, RowParser, detect_format
 from models.water_quality import METRICS as METRICS_
 
 REPO = Path(__file__).resolve().parents[2]
-CATALOGUE = load_catalogue([REPO / "citywatch/catalogues/water_quality_station.toml"])
+CATALOGUE = load_catalogue([REPO / "core/catalogues/water_quality_station.toml"])
 STATION = CATALOGUE["water_quality_station"]
 HEADER = "time,Tp,Cl,pH,Redox,Leit,Trueb,Cl_2,Fm,Fm_2,event"
 GOOD = "2016-08-03T09:{m:02d}:00Z,6.5,0.17,8.36,749.0,211.0,0.011,0.118,1677.0,695.0,{e}"
@@ -250,8 +250,8 @@ def test_replay_through_the_real_worker(conn, db, isolated, trained_models, tmp_
     reason, the incident in the failures table."""
     from click.testing import CliRunner
 
-    from citywatch.assets import ASSET_TYPES
     from citywatch.commands.replay import replay as replay_command
+    from core.assets import ASSET_TYPES
     from tests.conftest import DATASETS
     from tests.pipeline_helpers import Worker
 
@@ -266,7 +266,7 @@ def test_replay_through_the_real_worker(conn, db, isolated, trained_models, tmp_
     body.insert(9, body[8])  # the same minute twice
     path = tmp_path / "gecco-slice.csv"
     path.write_text("".join(body))
-    catalogue = REPO / "citywatch/catalogues/water_quality_station.toml"
+    catalogue = REPO / "core/catalogues/water_quality_station.toml"
     monkeypatch.setenv("CITYWATCH_ASSET_CATALOGUE", str(catalogue))  # for the worker process
     monkeypatch.setitem(ASSET_TYPES, "water_quality_station", STATION)  # for this one
 

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from citywatch.assets import ASSET_TYPES
-from citywatch.readings import READING_FIELDS
+from core.assets import ASSET_TYPES
+from core.wire import READING_FIELDS
 from ingest.faults import ALL_KINDS, FaultInjector
 from ingest.producer import ReadingProducer, SimulationStats, run_simulation
 from ingest.simulator import (

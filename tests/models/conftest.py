@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from citywatch.assets import ASSET_TYPES
+from core.assets import ASSET_TYPES
 
 
 def make_fleet(

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from citywatch.cli import main
-from citywatch.readings import encode_reading
+from core.wire import encode_reading
 from models.water_quality import (
     METRICS,
     StationState,
@@ -234,10 +234,10 @@ def test_bench_water_quality_on_a_slice(datasets_dir, tmp_path):
 def test_catalogue_file_defines_the_station_the_scorer_reads():
     from pathlib import Path
 
-    from citywatch.assets import load_catalogue
+    from core.assets import load_catalogue
     from models.water_quality import ASSET_TYPE
 
-    path = Path(__file__).resolve().parents[2] / "citywatch/catalogues/water_quality_station.toml"
+    path = Path(__file__).resolve().parents[2] / "core/catalogues/water_quality_station.toml"
     station = load_catalogue([path])[ASSET_TYPE]
     assert station.metric_names == METRICS
     assert station.metric("ph").unit == "pH" and station.metric("turbidity").unit == "NTU"

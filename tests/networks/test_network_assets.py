@@ -7,8 +7,8 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from citywatch.assets import ASSET_TYPES
 from citywatch.cli import main
+from core.assets import ASSET_TYPES
 from networks.assets import NetworkSpecError, network_spec
 from storage.water_networks import district_sensors, list_networks, store_network
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
-from citywatch.assets import ASSET_TYPES
+from core.assets import ASSET_TYPES
 from storage.maintenance import run_maintenance, storage_status
 from storage.rollups import metric_names
 from storage.sinks import PostgresSink, ReadingRow, SinkBatch

@@ -315,13 +315,13 @@ def test_alerts_open_after_the_streak_close_after_it_and_ignore_replays():
 
 
 def _mid_metrics(asset_type: str) -> dict[str, float]:
-    from citywatch.assets import ASSET_TYPES
+    from core.assets import ASSET_TYPES
 
     return {m.name: (m.low + m.high) / 2 for m in ASSET_TYPES[asset_type].metrics}
 
 
 def _reading(device, ts: datetime, metrics: dict) -> bytes:
-    from citywatch.readings import encode_reading
+    from core.wire import encode_reading
 
     return encode_reading(
         device_id=device.device_id,
@@ -333,7 +333,7 @@ def _reading(device, ts: datetime, metrics: dict) -> bytes:
 
 
 def _maintenance(device, ts: datetime) -> bytes:
-    from citywatch.readings import encode_maintenance
+    from core.wire import encode_maintenance
 
     return encode_maintenance(
         device.device_id, device.asset_id, device.asset_type, ts, {"kind": "test"}

@@ -66,7 +66,7 @@ def test_bad_input_is_rejected_with_its_reason(raw, reason):
 
 
 def maintenance(**overrides) -> bytes:
-    from citywatch.readings import encode_maintenance
+    from core.wire import encode_maintenance
 
     fields = {
         "device_id": "dev1",

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from citywatch.readings import encode_reading
+from core.wire import encode_reading
 from ingest.simulator import FleetSimulator
 from storage.sinks import register_devices
 from tests.pipeline_helpers import (

@@ -60,7 +60,7 @@ def bad_messages(fleet) -> list[tuple[bytes, bytes, str]]:
 
 
 def fleet_metrics(fleet, device):
-    from citywatch.assets import ASSET_TYPES
+    from core.assets import ASSET_TYPES
 
     return ASSET_TYPES[device.asset_type].metric_names
 

@@ -55,7 +55,7 @@ from typing import Any, Literal
 
 import yaml
 
-from citywatch.assets import ASSET_TYPES
+from core.assets import ASSET_TYPES
 from ingest.lorawan.codecs.base import DecodeResult
 
 __all__ = [

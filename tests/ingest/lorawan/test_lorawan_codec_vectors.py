@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import ingest.lorawan
-from citywatch.assets import ASSET_TYPES
+from core.assets import ASSET_TYPES
 from ingest.lorawan.codecs import PROFILE_DIR, PassthroughCodec, get_codec
 
 PACKAGE = Path(ingest.lorawan.__file__).resolve().parent

@@ -11,7 +11,7 @@ import yaml
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from citywatch.assets import ASSET_TYPES
+from core.assets import ASSET_TYPES
 from ingest.lorawan.codecs import (
     BinaryProfileCodec,
     CayenneLppCodec,

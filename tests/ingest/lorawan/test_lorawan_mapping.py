@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from citywatch.assets import ASSET_TYPES
-from citywatch.readings import READING_FIELDS
+from core.assets import ASSET_TYPES
+from core.wire import READING_FIELDS
 from ingest.lorawan.codecs import BinaryProfileCodec, get_codec
 from ingest.lorawan.codecs.cayenne_lpp import encode_lpp
 from ingest.lorawan.errors import UplinkError

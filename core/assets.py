@@ -22,6 +22,8 @@ from typing import Any
 #: Environment variable naming extra catalogue files, separated by ``os.pathsep``.
 CATALOGUE_ENV = "CITYWATCH_ASSET_CATALOGUE"
 BUILTIN_CATALOGUE = Path(__file__).with_name("asset_types.toml")
+#: Optional catalogues shipped with citywatch, for operators to list in CATALOGUE_ENV.
+OPTIONAL_CATALOGUES = Path(__file__).with_name("catalogues")
 
 _NAME = re.compile(r"[a-z][a-z0-9_]{0,47}")
 _MAX_METRICS = 64
