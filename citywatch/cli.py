@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from pathlib import Path
 
 import click
 
@@ -116,9 +117,20 @@ def _print_status(status: dict, as_json: bool) -> None:
     show_default=True,
     help="Refuse readings older than this as too_old; 0 lifts the limit for a backfill.",
 )
+@click.option(
+    "--water-quality-model",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    envvar="CITYWATCH_WATER_QUALITY_MODEL",
+    default=None,
+    help="Water-quality model file; unset: the unsupervised station score.",
+)
 @click.pass_obj
 def worker(
-    settings: Settings, partitions: int, batch_size: int, max_reading_age_days: float
+    settings: Settings,
+    partitions: int,
+    batch_size: int,
+    max_reading_age_days: float,
+    water_quality_model: Path | None,
 ) -> None:
     """Run the Faust stream worker until Ctrl-C.
 
@@ -135,6 +147,7 @@ def worker(
             "partitions": partitions,
             "batch_size": batch_size,
             "max_reading_age_days": max_reading_age_days,
+            "water_quality_model": water_quality_model,
         }
     )
     from streams.app import run_worker

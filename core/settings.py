@@ -102,6 +102,11 @@ class Settings(BaseSettings):
     )
 
     model_dir: Path | None = Field(None, description="Model store. Unset: <home>/models.")
+    water_quality_model: Path | None = Field(
+        None,
+        description="Water-quality model file (citywatch water-quality train);"
+        " unset: stations get the unsupervised score.",
+    )
     log_level: str = Field("info", description="debug, info, warning or error.")
 
     @field_validator("database_url")

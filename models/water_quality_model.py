@@ -269,6 +269,11 @@ class StationScorer:
         self.states: dict[str, StationState] = {}
         self.version = model.version if model is not None else UNSUPERVISED_VERSION
 
+    @property
+    def alarm_threshold(self) -> float:
+        """Event probability at and above which a reading is an alarm."""
+        return self.model.alarm_threshold if self.model is not None else 0.5
+
     def score(
         self,
         device_id: str,
@@ -305,14 +310,11 @@ class StationScorer:
         horizons = {h: np.full(len(rows), np.nan) for h in HORIZONS_H}
         if self.model is None:
             p[has] = [unsupervised_probability(v) for v in level[has]]
-            threshold = 0.5
         elif has.any():
             p[has] = self.model.event_probability(x[has])
             for h in self.model.horizon_models:
                 horizons[h][has] = self.model.horizon_probability(x[has], h)
-            threshold = self.model.alarm_threshold
-        else:
-            threshold = self.model.alarm_threshold
+        threshold = self.alarm_threshold
         out = []
         for i, row in enumerate(rows):
             out.append(

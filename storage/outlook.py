@@ -16,7 +16,9 @@ from datetime import datetime
 
 import psycopg
 
-__all__ = ["OutlookRow", "write_outlook"]
+from storage.sinks import PostgresSink, SinkBatch, SinkUnavailableError, WriteResult
+
+__all__ = ["OutlookRow", "OutlookSink", "write_outlook"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,3 +75,28 @@ def write_outlook(cur: psycopg.Cursor, rows: Sequence[OutlookRow]) -> int:
         ),
     )
     return cur.rowcount
+
+
+class OutlookSink(PostgresSink):
+    """:class:`~storage.sinks.PostgresSink` that also writes ``station_outlook`` rows
+    in the same transaction as the batch they score (exactly once: a replayed
+    batch stores nothing twice, and a failed one stores neither)."""
+
+    def write_with_outlook(
+        self, batch: SinkBatch, outlook: Sequence[OutlookRow]
+    ) -> tuple[WriteResult, int]:
+        """Store ``batch`` and ``outlook`` atomically; returns the batch's result and
+        the new outlook rows. Raises ``SinkUnavailableError`` like :meth:`write`."""
+        if not outlook:
+            return self.write(batch), 0
+        try:
+            conn = self._connection()
+            # The batch's own transaction becomes a savepoint inside this one.
+            with conn.transaction():
+                result = self.write(batch)
+                with conn.cursor() as cur:
+                    written = write_outlook(cur, outlook)
+        except psycopg.OperationalError as exc:
+            self.close()
+            raise SinkUnavailableError(f"database unavailable: {exc}".strip()) from exc
+        return result, written

@@ -41,6 +41,7 @@ from core.settings import Settings
 from models.catalog import ActiveBundles, ModelRegistry
 from storage.ingest_deadletters import ingest_deadletter_row
 from storage.maintenance import run_maintenance
+from storage.outlook import OutlookSink
 from storage.sinks import (
     PostgresSink,
     SinkBatch,
@@ -61,6 +62,7 @@ from .ordering import OffsetGuard, fetch_hole
 from .pipeline import DeviceStates, ExplainPolicy, Limits, plan_alerts, plan_readings
 from .records import AlertEvent, encode_score_batch
 from .tansu import install_faust_highwater_fix
+from .water_quality import WaterQualityHook
 
 log = logging.getLogger("citywatch.worker")
 
@@ -197,7 +199,7 @@ def create_app(
         close_at=settings.alert_close_threshold,
     )
     # One sink (one connection) per agent: agents write from their own threads.
-    reading_sink = PostgresSink(database_url)
+    reading_sink = OutlookSink(database_url)  # readings, scores and station_outlook
     alert_sink = PostgresSink(database_url)
     deadletter_sink = PostgresSink(database_url)
     stats = WorkerStats()
@@ -216,6 +218,8 @@ def create_app(
     from .leaks import LeakDetection
 
     leaks = LeakDetection(app, settings, database_url, scores_topic)
+    # Water-quality stations: incident probability and 1-48 h outlook (streams/water_quality.py).
+    water_quality = WaterQualityHook(app, settings)
 
     def stopping() -> bool:
         return app.should_stop
@@ -293,6 +297,7 @@ def create_app(
             await _process_readings(events)
         except BaseException:
             device_states.forget_live_objects()  # restore from the table on retry
+            water_quality.forget()
             raise
 
     async def _process_readings(events) -> None:
@@ -309,8 +314,11 @@ def create_app(
             challenger=challenger,
             explain=explain,
         )
+        stations = water_quality.plan(plan)
         # Store, then publish, then move state forward (crash-safe order).
-        written = await asyncio.to_thread(reading_sink.write, plan.batch)
+        written, _ = await asyncio.to_thread(
+            reading_sink.write_with_outlook, plan.batch, stations.outlook
+        )
         plan.conflicts_stored(written.conflicts)
         for partition, part in plan.scores_by_partition(settings.partitions).items():
             await scores_topic.send(value=encode_score_batch(part), partition=partition)
@@ -322,6 +330,7 @@ def create_app(
                 headers=deadletter_headers(reason, raw),
             )
         await app.producer.flush()
+        await water_quality.save(stations)  # durable before the device states move
         device_states.save(plan.states)
 
         stats.processed += len(events)

@@ -1,0 +1,255 @@
+"""Water-quality stations in the worker: incident now, and 1-48 h ahead, per reading.
+
+Dataflow (wired into the scoring agent by :class:`WaterQualityHook`)::
+
+    plan_readings(batch)                 readings stored as every asset's
+      -> plan_stations                   readings of type water_quality_station,
+                                         new ones only, through the station's
+                                         StationState and StationScorer
+         = outlook rows                  station_outlook, in the batch's transaction
+         + scores                        scores table and topic: the usual
+                                         hysteresis, alerts and crew inbox
+         + station marks                 table "water-quality-state", saved after
+                                         the batch is stored and its scores published
+
+Delivery: exactly once in PostgreSQL. Each station's table value remembers the
+last offset and time it absorbed; a batch delivered again after a crash skips
+what the saved state already holds, and a batch whose state was never saved is
+scored again from the same state, so it gives the same rows, which the primary
+keys ((device_id, ts) for the outlook) store once. The station state is made
+durable before the device state, so it is never behind the offsets
+``streams.pipeline`` skips.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import zlib
+from collections.abc import MutableMapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from models.water_quality import ASSET_TYPE, StationState
+from models.water_quality_model import (
+    StationScorer,
+    load_water_quality_model,
+    outlook_row,
+)
+from storage.outlook import OutlookRow
+from storage.sinks import ReadingRow, ScoreRow
+
+log = logging.getLogger("citywatch.worker")
+
+__all__ = [
+    "StationMark",
+    "StationPlan",
+    "StationStates",
+    "WaterQualityHook",
+    "plan_stations",
+    "station_scorer",
+]
+
+#: ``model_kind`` of a supervised water-quality score (the unsupervised one is "anomaly").
+MODEL_KIND = "water_quality"
+_FORMAT = 1
+
+
+def station_scorer(model_file: Path | None) -> StationScorer:
+    """The scorer the worker runs: the model in ``model_file``, or the label-free score.
+
+    A named file that cannot be read stops the worker (a wrong path is a
+    mistake to fix, not a reason to alert on another model).
+    """
+    if model_file is None:
+        log.info("water quality: no model file set; stations get the unsupervised score")
+        return StationScorer(None)
+    model = load_water_quality_model(str(model_file))
+    log.info("water quality: model %s from %s", model.version, model_file)
+    return StationScorer(model)
+
+
+@dataclass
+class StationMark:
+    """One station's table value: its feature state and what it has absorbed."""
+
+    state: StationState
+    partition: int = -1
+    offset: int = -1
+    last_ts: float | None = None  # epoch seconds of the last reading scored
+
+    def pack(self) -> bytes:
+        doc = {
+            "format": _FORMAT,
+            "partition": self.partition,
+            "offset": self.offset,
+            "last_ts": self.last_ts,
+            "state": self.state.to_dict(),
+        }
+        # ~400 kB of JSON (a day of nine metrics, a week of labels) is ~80 kB compressed.
+        return zlib.compress(json.dumps(doc, separators=(",", ":")).encode(), 1)
+
+    @classmethod
+    def unpack(cls, raw: bytes) -> StationMark:
+        doc = json.loads(zlib.decompress(raw))
+        if doc.get("format") != _FORMAT:
+            raise ValueError(f"unsupported water-quality state format {doc.get('format')!r}")
+        return cls(
+            StationState.from_dict(doc["state"]),
+            int(doc["partition"]),
+            int(doc["offset"]),
+            None if doc["last_ts"] is None else float(doc["last_ts"]),
+        )
+
+
+class StationStates:
+    """Each station's :class:`StationMark`: the live object while the table still holds
+    our last write, else decoded from the table (after a restart or a failed batch).
+
+    ``table`` is the Faust table ``water-quality-state`` in the worker, a dict in tests.
+    """
+
+    def __init__(self, table: MutableMapping[bytes, Any]) -> None:
+        self.table = table
+        self._live: dict[bytes, tuple[bytes, StationMark]] = {}
+
+    def load(self, key: bytes) -> StationMark:
+        saved = self.table.get(key)
+        live = self._live.get(key)
+        if live is not None and live[0] is saved:
+            return live[1]
+        mark = StationMark(StationState()) if saved is None else StationMark.unpack(saved)
+        self._live[key] = (saved, mark)
+        return mark
+
+    def save(self, marks: dict[bytes, StationMark]) -> None:
+        for key, mark in marks.items():
+            packed = mark.pack()
+            self.table[key] = packed
+            self._live[key] = (packed, mark)
+
+    def forget_live_objects(self) -> None:
+        """After a failed batch: its objects moved ahead of the table."""
+        self._live.clear()
+
+
+@dataclass
+class StationPlan:
+    """What one batch changes for water-quality stations."""
+
+    outlook: list[OutlookRow] = field(default_factory=list)
+    scores: list[ScoreRow] = field(default_factory=list)
+    marks: dict[bytes, StationMark] = field(default_factory=dict)  # saved after storing
+
+
+def plan_stations(
+    readings: Sequence[ReadingRow],
+    positions: Sequence[tuple[str, int, int]],
+    states: StationStates,
+    scorer: StationScorer,
+) -> StationPlan:
+    """Score the batch's new water-quality readings, in stream order.
+
+    Parameters
+    ----------
+    readings, positions : sequences
+        The batch's stored readings and their ``(topic, partition, offset)``
+        (``SinkBatch.readings`` and ``reading_positions``).
+    states : StationStates
+    scorer : StationScorer
+        Its ``states`` dict is pointed at the loaded states before scoring.
+
+    A reading whose offset the station's state already absorbed (a batch
+    delivered again) or whose time is not after the last one scored (late, or
+    a second copy) is stored as usual but not scored: features only move forward.
+    """
+    plan = StationPlan()
+    todo: list[tuple[ReadingRow, bool | None]] = []
+    for reading, (_, partition, offset) in zip(readings, positions, strict=True):
+        if reading.asset_type != ASSET_TYPE:
+            continue
+        key = reading.device_id.encode()
+        mark = plan.marks[key] if key in plan.marks else states.load(key)
+        t = reading.ts.timestamp()
+        if partition == mark.partition and offset <= mark.offset:
+            continue
+        mark.partition, mark.offset = partition, offset
+        plan.marks[key] = mark
+        if mark.last_ts is not None and t <= mark.last_ts:
+            continue
+        mark.last_ts = t
+        scorer.states[reading.device_id] = mark.state
+        todo.append((reading, _label(reading.source)))
+    if not todo:
+        return plan
+    results = scorer.score_batch([(r.device_id, r.ts, r.metrics, lab) for r, lab in todo])
+    kind = "anomaly" if scorer.model is None else MODEL_KIND
+    for (reading, _), result in zip(todo, results, strict=True):
+        plan.outlook.append(outlook_row(reading.device_id, reading.asset_id, reading.ts, result))
+        p = result["event_probability"]
+        if p == p:  # a gap has no score, not a score of zero
+            plan.scores.append(
+                ScoreRow(
+                    reading.ts,
+                    reading.device_id,
+                    reading.asset_id,
+                    ASSET_TYPE,
+                    result["model_version"],
+                    p,
+                    scorer.alarm_threshold,
+                    model_kind=kind,
+                )
+            )
+    return plan
+
+
+def _label(source: dict[str, Any] | None) -> bool | None:
+    # A replayed file's label of this minute (0/1); crews' outcomes reach the
+    # station through the daily refit instead.
+    label = (source or {}).get("label")
+    return None if label is None else bool(label)
+
+
+class WaterQualityHook:
+    """The scorer, its table and its writes, on the worker's Faust app.
+
+    The scoring agent calls :meth:`plan` after ``plan_readings`` (the scores go
+    out with the champion's, so alerts follow the usual hysteresis), writes
+    ``plan.outlook`` with the batch (``storage.outlook.OutlookSink``), then
+    :meth:`save` after publishing and before the device states.
+    """
+
+    def __init__(self, app, settings) -> None:
+        self.scorer = station_scorer(settings.water_quality_model)
+        self.states = StationStates(
+            app.Table(
+                "water-quality-state",
+                default=None,
+                key_type=bytes,
+                value_type=bytes,
+                partitions=settings.partitions,
+                use_partitioner=True,  # like device-state: the key decides the partition
+            )
+        )
+        self._app = app
+
+    def plan(self, readings_plan) -> StationPlan:
+        """Score the stations of one batch; their scores join the champion's."""
+        batch = readings_plan.batch
+        plan = plan_stations(
+            batch.readings, batch.reading_positions or [], self.states, self.scorer
+        )
+        readings_plan.champion_scores.extend(plan.scores)
+        batch.scores.extend(plan.scores)
+        return plan
+
+    async def save(self, plan: StationPlan) -> None:
+        """Move the stations' table values forward and make them durable, so the
+        device state (saved next) is never ahead of them."""
+        if plan.marks:
+            self.states.save(plan.marks)
+            await self._app.producer.flush()
+
+    def forget(self) -> None:
+        self.states.forget_live_objects()
