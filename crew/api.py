@@ -35,6 +35,7 @@ from storage.water_networks import alert_leak_candidates
 from . import auth, lifecycle
 from .downlinks_api import add_downlink_routes
 from .guard import ACTOR_KEY, Guard, GuardConfig
+from .outlook_api import add_outlook_routes
 from .strict_query import reject_unexpected_query
 
 log = logging.getLogger(__name__)
@@ -486,6 +487,7 @@ def create_app(
         return {"results": results}
 
     add_downlink_routes(app, Who, Conn, AlertId, _ALERT_ERRORS)
+    add_outlook_routes(app, Who, Conn, AlertId, _ALERT_ERRORS)
     app.mount("/inbox", StaticFiles(directory=INBOX_DIR, html=True), name="inbox")
     guard = GuardConfig(
         rate_per_s=rate_per_s,

@@ -18,7 +18,7 @@ import psycopg
 
 from storage.sinks import PostgresSink, SinkBatch, SinkUnavailableError, WriteResult
 
-__all__ = ["OutlookRow", "OutlookSink", "write_outlook"]
+__all__ = ["HORIZON_COLUMNS", "OutlookRow", "OutlookSink", "latest_outlook", "write_outlook"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +38,35 @@ class OutlookRow:
     p_6h: float | None = None
     p_24h: float | None = None
     p_48h: float | None = None
+
+
+#: Hours ahead -> column of ``station_outlook``.
+HORIZON_COLUMNS = {1: "p_1h", 6: "p_6h", 24: "p_24h", 48: "p_48h"}
+
+
+def latest_outlook(conn: psycopg.Connection, asset_id: str) -> dict | None:
+    """The asset's latest scored reading: its incident probability now and within
+    1/6/24/48 h (None where the station's model has no such horizon); None for an
+    asset that is not a scored water-quality station."""
+    row = conn.execute(
+        "SELECT ts, device_id, model_version, event_probability, alarm, "
+        + ", ".join(HORIZON_COLUMNS.values())
+        + " FROM station_outlook WHERE asset_id = %s ORDER BY ts DESC LIMIT 1",
+        (asset_id,),
+    ).fetchone()
+    if row is None:
+        return None
+    ts, device_id, version, p_now, alarm, *ps = row
+    return {
+        "ts": ts,
+        "device_id": device_id,
+        "model_version": version,
+        "event_probability": p_now,
+        "alarm": alarm,
+        "horizons": [
+            {"hours": h, "probability": p} for h, p in zip(HORIZON_COLUMNS, ps, strict=True)
+        ],
+    }
 
 
 def _prob(x: float | None) -> float | None:

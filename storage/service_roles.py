@@ -43,6 +43,7 @@ TABLES: dict[str, dict[str, str]] = {
         "score_explanations": "SELECT, INSERT",
         "deadletters": "SELECT, INSERT",
         "maintenance_events": "SELECT, INSERT",
+        "station_outlook": "SELECT, INSERT",  # water-quality stations (streams.water_quality)
         "stream_offsets": "SELECT, INSERT, UPDATE",
         "worker_stats": "SELECT, INSERT",  # SELECT: its compose healthcheck
         "devices": "SELECT",
@@ -71,6 +72,7 @@ TABLES: dict[str, dict[str, str]] = {
         "devices": "SELECT",
         "readings": "SELECT",
         "score_explanations": "SELECT",
+        "station_outlook": "SELECT",  # a station alert's 1-48 h incident outlook
         # crews' fresh-reading requests, sent by the downlink service
         "downlink_commands": "SELECT, INSERT",
         "schema_migrations": "SELECT",
@@ -138,9 +140,6 @@ READER_DENIED = ("crew_tokens",)
 OWNER_ONLY = (
     "readings_1m_wide",  # refreshed by citywatch_refresh_rollups() (SECURITY DEFINER)
     "readings_1h_wide",
-    # Water-quality outlook: written by `demo --water-quality` and the bench (as the
-    # owner) until the worker scores stations; Grafana reads it.
-    "station_outlook",
 )
 
 SEQUENCES: dict[str, tuple[str, ...]] = {

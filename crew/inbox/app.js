@@ -160,6 +160,48 @@ function leakCandidates(cands) {
   }
 }
 
+// A water-quality station's outlook: one bar per horizon, the probability of an
+// incident within the next 1, 6, 24 and 48 hours (from its latest scored reading).
+function stationOutlook(out) {
+  const box = $("wq");
+  box.hidden = !out;
+  if (!out) return;
+  const ns = "http://www.w3.org/2000/svg";
+  const W = 320, H = 160, P = 24, bw = (W - 2 * P) / out.horizons.length;
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
+  svg.setAttribute("role", "img");
+  svg.setAttribute("aria-label", "probability of an incident within 1 to 48 hours");
+  out.horizons.forEach((h, i) => {
+    const x = P + i * bw, p = h.probability;
+    const text = (y, label) => {
+      const t = document.createElementNS(ns, "text");
+      t.setAttribute("x", (x + bw / 2).toFixed(1));
+      t.setAttribute("y", y.toFixed(1));
+      t.setAttribute("text-anchor", "middle");
+      t.setAttribute("font-size", "12");
+      t.textContent = label;
+      svg.append(t);
+    };
+    if (p !== null) {
+      const bar = document.createElementNS(ns, "rect");
+      const hgt = (H - 3 * P) * p;
+      bar.setAttribute("x", (x + 6).toFixed(1));
+      bar.setAttribute("y", (H - P - hgt).toFixed(1));
+      bar.setAttribute("width", (bw - 12).toFixed(1));
+      bar.setAttribute("height", hgt.toFixed(1));
+      bar.setAttribute("fill", p >= 0.5 ? "#c0392b" : "#28a");
+      bar.setAttribute("class", "horizon");
+      svg.append(bar);
+    }
+    text(H - P - (H - 3 * P) * (p || 0) - 4, p === null ? "n/a" : Math.round(100 * p) + " %");
+    text(H - 6, h.hours + " h");
+  });
+  $("wq-chart").replaceChildren(svg);
+  $("wq-asof").textContent = `incident now ${Math.round(100 * out.event_probability)} % · ` +
+    `as of ${new Date(out.ts).toLocaleString()} · model ${out.model_version}`;
+}
+
 async function showDetail(alertId) {
   const id = encodeURIComponent(alertId);
   const [d, ctx, cmds] = await Promise.all([api("/alerts/" + id),
@@ -178,6 +220,8 @@ async function showDetail(alertId) {
   plot(ctx.readings);
   contributions(ctx.explanation);
   leakCandidates(ctx.leak_candidates);
+  stationOutlook(a.asset_type === "water_quality_station"
+    ? (await api("/alerts/" + id + "/outlook")).outlook : null);
   const live = a.status !== "resolved";
   $("ack").disabled = a.status !== "open";
   $("resolve").disabled = !live;
