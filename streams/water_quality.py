@@ -28,6 +28,7 @@ import logging
 import zlib
 from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,8 @@ from models.water_quality_model import (
 from storage.outlook import OutlookRow
 from storage.sinks import ReadingRow, ScoreRow
 
+from .alerting import AlertState, Hysteresis, step
+
 log = logging.getLogger("citywatch.worker")
 
 __all__ = [
@@ -47,6 +50,7 @@ __all__ = [
     "StationPlan",
     "StationStates",
     "WaterQualityHook",
+    "alert_spans",
     "plan_stations",
     "station_scorer",
 ]
@@ -253,3 +257,25 @@ class WaterQualityHook:
 
     def forget(self) -> None:
         self.states.forget_live_objects()
+
+
+def alert_spans(
+    ts: Sequence[datetime], risks: Sequence[float], threshold: float, rule: Hysteresis
+) -> list[tuple[datetime, datetime | None]]:
+    """``[opened, closed)`` of the alerts the worker's hysteresis raises on one
+    station's scores (NaN: no score), offline; ``closed`` is None while open."""
+    state = AlertState()
+    open_at, close_at = rule.thresholds(threshold)
+    spans: list[tuple[datetime, datetime | None]] = []
+    for t, risk in zip(ts, risks, strict=True):
+        if risk != risk:
+            continue
+        change = step(
+            state, asset_id="station", device_id="station", ts=t, risk=float(risk),
+            open_at=open_at, close_at=close_at, rule=rule,
+        )  # fmt: skip
+        if change is not None and change.kind == "open":
+            spans.append((t, None))
+        elif change is not None:
+            spans[-1] = (spans[-1][0], t)
+    return spans

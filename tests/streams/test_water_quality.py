@@ -132,3 +132,20 @@ def test_outlook_rows_are_stored_in_the_batch_transaction(conn, db, model):
         "SELECT event_probability FROM station_outlook WHERE device_id = 'wq-sink' ORDER BY ts"
     ).fetchall()
     np.testing.assert_array_equal([x for (x,) in p], [r.event_probability for r in plan.outlook])
+
+
+def test_offline_alert_spans_follow_the_worker_hysteresis():
+    from datetime import UTC, datetime, timedelta
+
+    from models.water_quality_replay import in_spans
+    from streams.alerting import Hysteresis
+    from streams.water_quality import alert_spans
+
+    t0 = datetime(2016, 8, 3, tzinfo=UTC)
+    ts = [t0 + timedelta(minutes=i) for i in range(20)]
+    risks = [0.1, 0.9, 0.9, 0.9, 0.9, float("nan"), 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]
+    risks += [0.9] * 8  # opens again and stays open to the end
+    spans = alert_spans(ts, risks, 0.5, Hysteresis(open_after=3, close_after=5))
+    assert spans == [(ts[3], ts[10]), (ts[14], None)]
+    inside = in_spans(pd.Series(ts), spans)
+    assert np.flatnonzero(inside).tolist() == [*range(3, 10), *range(14, 20)]
