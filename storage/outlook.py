@@ -1,6 +1,6 @@
 """The ``station_outlook`` table: water-quality incident probabilities per reading.
 
-The worker's hook (see docs/water-quality.md) turns each
+The worker (``streams.water_quality``, docs/water-quality.md) turns each
 :meth:`models.water_quality_model.StationScorer.score` result into an
 :class:`OutlookRow` and writes a batch with :func:`write_outlook` inside its
 own transaction, beside the batch's readings and scores. Writes are

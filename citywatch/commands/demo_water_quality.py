@@ -2,14 +2,16 @@
 
 The last ``hours`` of a GECCO 2018 record go through ``citywatch replay``'s
 code into Kafka and the worker, as readings of one water-quality station.
-The worker stores them; until the worker scores water-quality stations itself
-(the hook described in docs/water-quality.md), the demo scores what the
-worker stored with the same scorer and writes ``station_outlook``, so the
-water-quality dashboard has its station and its 48-hour outlook.
+Before the worker starts, :func:`enable_catalogue` names the station type and
+a model fitted on the month before the replayed days
+(``CITYWATCH_WATER_QUALITY_MODEL``), so the worker scores the station itself
+and writes ``station_outlook`` and its alerts; :func:`score_stored` then reads
+back what it wrote for the summary (and scores any reading it left unscored).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from pathlib import Path
@@ -26,11 +28,21 @@ DEVICE = "wq-demo-01"
 ASSET = "station-demo-01"
 
 
+MODEL_ENV = "CITYWATCH_WATER_QUALITY_MODEL"
+HOURS = 48
+
+
 def enable_catalogue() -> None:
-    """Name the water-quality catalogue file for the processes the demo starts next."""
+    """Name the water-quality catalogue file and the demo's station model for the
+    processes the demo starts next (the worker scores the station with it)."""
+    from models.water_quality_model import save_water_quality_model
+
     files = [p for p in os.environ.get(CATALOGUE_ENV, "").split(os.pathsep) if p]
     if str(CATALOGUE) not in files:
         os.environ[CATALOGUE_ENV] = os.pathsep.join([*files, str(CATALOGUE)])
+    model_file = Path(tempfile.gettempdir()) / f"citywatch-demo-wq-{os.getpid()}.json"
+    save_water_quality_model(fit_demo_model(default_file(), HOURS), str(model_file))
+    os.environ[MODEL_ENV] = str(model_file)
 
 
 def default_file() -> Path:
@@ -76,6 +88,7 @@ def replay_tail(
     }
 
 
+@functools.cache
 def fit_demo_model(data_file: Path, hours: int):
     """A model fitted on the month of the record before the replayed tail."""
     from models.water_quality import load_gecco, station_features
@@ -89,8 +102,9 @@ def fit_demo_model(data_file: Path, hours: int):
 def score_stored(
     conn: Connection, model, device_id: str = DEVICE, asset_id: str = ASSET
 ) -> dict[str, Any]:
-    """Score the station's readings as the worker stored them, in time order, and
-    write ``station_outlook``; returns the row count and the latest 48 h outlook."""
+    """The station's outlook as stored: readings the worker left unscored are scored
+    with ``model`` in time order and written (idempotent: the worker's rows stand);
+    returns the row count, the latest 48 h outlook and the model that wrote it."""
     from models.water_quality_model import StationScorer, outlook_row
     from storage.outlook import write_outlook
 
@@ -103,16 +117,22 @@ def score_stored(
         items = [(d, ts, m, None if lab is None else bool(lab)) for d, ts, m, lab in items]
         results = StationScorer(model).score_batch(items)
         with db.cursor() as cur:
-            written = write_outlook(
+            write_outlook(
                 cur,
                 [
                     outlook_row(device_id, asset_id, it[1], r)
                     for it, r in zip(items, results, strict=True)
                 ],
             )
-    last = results[-1]["horizons"].get(48) if results else None
+        count, latest = db.execute(
+            "SELECT count(*), (SELECT array[p_48h::text, model_version] FROM station_outlook"
+            " WHERE device_id = %s ORDER BY ts DESC LIMIT 1)"
+            " FROM station_outlook WHERE device_id = %s",
+            (device_id, device_id),
+        ).fetchone()
+    p48, version = latest if latest else (None, None)
     return {
-        "water_quality_outlook_rows": written,
-        "water_quality_p48h": round(last, 3) if last is not None else None,
-        "water_quality_model": model.version,
+        "water_quality_outlook_rows": count,
+        "water_quality_p48h": round(float(p48), 3) if p48 is not None else None,
+        "water_quality_model": version,
     }
