@@ -11,6 +11,7 @@ back what it wrote for the summary (and scores any reading it left unscored).
 
 from __future__ import annotations
 
+import atexit
 import functools
 import os
 import tempfile
@@ -42,6 +43,7 @@ def enable_catalogue() -> None:
         os.environ[CATALOGUE_ENV] = os.pathsep.join([*files, str(CATALOGUE)])
     model_file = Path(tempfile.gettempdir()) / f"citywatch-demo-wq-{os.getpid()}.json"
     save_water_quality_model(fit_demo_model(default_file(), HOURS), str(model_file))
+    atexit.register(model_file.unlink, missing_ok=True)  # the worker has read it by then
     os.environ[MODEL_ENV] = str(model_file)
 
 
