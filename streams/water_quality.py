@@ -32,6 +32,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from core.assets import ASSET_TYPES
 from models.water_quality import ASSET_TYPE, StationState
 from models.water_quality_model import (
     StationScorer,
@@ -225,6 +226,12 @@ class WaterQualityHook:
     """
 
     def __init__(self, app, settings) -> None:
+        self._app = app
+        # No station type in the catalogue: no station can pass validation, so
+        # no table (each table costs every rebalance a changelog recovery).
+        self.enabled = ASSET_TYPE in ASSET_TYPES
+        if not self.enabled:
+            return
         self.scorer = station_scorer(settings.water_quality_model)
         self.states = StationStates(
             app.Table(
@@ -236,10 +243,11 @@ class WaterQualityHook:
                 use_partitioner=True,  # like device-state: the key decides the partition
             )
         )
-        self._app = app
 
     def plan(self, readings_plan) -> StationPlan:
         """Score the stations of one batch; their scores join the champion's."""
+        if not self.enabled:
+            return StationPlan()
         batch = readings_plan.batch
         plan = plan_stations(
             batch.readings, batch.reading_positions or [], self.states, self.scorer
@@ -256,7 +264,8 @@ class WaterQualityHook:
             await self._app.producer.flush()
 
     def forget(self) -> None:
-        self.states.forget_live_objects()
+        if self.enabled:
+            self.states.forget_live_objects()
 
 
 def alert_spans(
