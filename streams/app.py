@@ -62,7 +62,7 @@ from .ordering import OffsetGuard, fetch_hole
 from .pipeline import DeviceStates, ExplainPolicy, Limits, plan_alerts, plan_readings
 from .records import AlertEvent, encode_score_batch
 from .table_store import SCHEME, claim_datadir, discard_stale_partitions
-from .tansu import install_faust_highwater_fix
+from .tansu import install_faust_fetch_wait_fix, install_faust_highwater_fix
 
 log = logging.getLogger("citywatch.worker")
 
@@ -136,6 +136,7 @@ def create_app(
     """Build the Faust app with its topics, tables and agents."""
     if tansu:
         install_faust_highwater_fix(kafka)
+        install_faust_fetch_wait_fix()
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{kafka}",
