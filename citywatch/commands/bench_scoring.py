@@ -179,7 +179,7 @@ def bench_scoring(
 
     version = version or read_champion(settings.models_path)
     if version is None:
-        from .train import train_synthetic
+        from services.training import train_synthetic
 
         bundle, _, _ = train_synthetic(settings, progress=not as_json, promote=False)
     else:

@@ -24,13 +24,12 @@ import psutil
 import psycopg
 from tqdm import tqdm
 
-from citywatch.processes import log_size, start_worker, stop_process, wait_for_log
+from citywatch.runtime import bench_run
 from core.settings import Settings
 from core.wire import encode_reading
+from services.fleet import register_fleet
+from services.processes import log_size, start_worker, stop_process, wait_for_log
 from storage.reports import messages_accounted_for
-
-from .bench import bench_run
-from .simulate import register_fleet
 
 CITY_DEVICES = 100_000
 

@@ -7,11 +7,11 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from citywatch.commands.train import train_from_database
 from models.catalog import ModelRegistry
 from models.features import compute_features
 from models.history import load_training_data
 from models.training import train_risk_bundle
+from services.training import train_from_database
 
 from .conftest import store_history
 

@@ -9,10 +9,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from citywatch.commands.train import train_synthetic
 from ingest.simulator import FleetSimulator, reading_bytes
 from models.catalog import ModelRegistry
 from models.registry import save_bundle
+from services.training import train_synthetic
 from tests.pipeline_helpers import Worker, produce, register_fleet
 
 pytestmark = pytest.mark.stack
