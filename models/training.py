@@ -111,7 +111,7 @@ def maintenance_resets(history: pd.DataFrame, failures: pd.DataFrame) -> pd.Seri
 
     This is exactly where the worker resets online: the simulator marks that
     reading ``repaired`` and producers send a maintenance event right before
-    it (:func:`ingest.simulator.maintenance_bytes`); the worker calls
+    it (:func:`ingest.sim_records.maintenance_bytes`); the worker calls
     :meth:`~models.features.DeviceFeatureState.reset_baseline` on the event,
     so the reset applies to that reading's features.
     """

@@ -54,7 +54,8 @@ def train_synthetic(
     registry (and promoted there when ``promote``); without it only the file
     store's ``CHAMPION`` pointer moves.
     """
-    from ingest.simulator import FleetSimulator, failures_frame, history_frame
+    from ingest.history_tables import failures_frame, history_frame
+    from ingest.simulator import FleetSimulator
     from models.training import train_risk_bundle
 
     fleet = FleetSimulator(n_devices=devices, seed=seed)

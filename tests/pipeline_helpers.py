@@ -11,13 +11,9 @@ import pandas as pd
 import psycopg
 from kafka import KafkaConsumer, KafkaProducer
 
-from ingest.simulator import (
-    FleetSimulator,
-    failures_frame,
-    history_frame,
-    maintenance_bytes,
-    reading_bytes,
-)
+from ingest.history_tables import failures_frame, history_frame
+from ingest.sim_records import maintenance_bytes, reading_bytes
+from ingest.simulator import FleetSimulator
 from models.features import compute_features
 from models.health import DeviceHealthState
 from models.remaining_life import time_to_failure_days

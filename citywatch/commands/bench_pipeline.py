@@ -38,7 +38,8 @@ def bench_pipeline(
     `bench worker`) is Faust, Kafka and the sink. The baseline is parsing the
     same messages with json.loads, in the same run.
     """
-    from ingest.simulator import FleetSimulator, reading_bytes
+    from ingest.sim_records import reading_bytes
+    from ingest.simulator import FleetSimulator
     from models.registry import load_champion
     from streams.pipeline import DeviceStates, ExplainPolicy, Limits, plan_readings
 

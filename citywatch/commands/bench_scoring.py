@@ -173,7 +173,8 @@ def bench_scoring(
     code. Compiled: null with a reason when lleaves is unavailable. The
     compiled models are cached under <model store>/.native/.
     """
-    from ingest.simulator import FleetSimulator, history_frame
+    from ingest.history_tables import history_frame
+    from ingest.simulator import FleetSimulator
     from models.features import compute_features
     from models.registry import load_bundle, read_champion
 

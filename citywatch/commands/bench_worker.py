@@ -140,7 +140,7 @@ def bench_worker(
 def _produce_history(kafka: str, settings: Settings, fleet, messages: int, show: bool) -> int:
     """Readings (and maintenance events before repaired readings) in the recent past."""
     from ingest.producer import ReadingProducer
-    from ingest.simulator import maintenance_bytes, reading_bytes
+    from ingest.sim_records import maintenance_bytes, reading_bytes
     from streams.topics import READINGS
 
     ticks = max(1, messages // len(fleet.devices))

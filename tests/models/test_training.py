@@ -48,7 +48,8 @@ def test_offline_resets_are_where_the_worker_resets_online() -> None:
     """Training resets at the reading the simulator sends a maintenance event before."""
     from datetime import UTC, datetime, timedelta
 
-    from ingest.simulator import FleetSimulator, failures_frame, history_frame
+    from ingest.history_tables import failures_frame, history_frame
+    from ingest.simulator import FleetSimulator
     from models.features import DeviceFeatureState, FeatureSpec
     from models.history import maintenance_reset_flags
 

@@ -9,7 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from ingest.simulator import FleetSimulator, reading_bytes
+from ingest.sim_records import reading_bytes
+from ingest.simulator import FleetSimulator
 from models.catalog import ModelRegistry
 from models.registry import save_bundle
 from services.training import train_synthetic

@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 from kafka import KafkaProducer
 
-from ingest.simulator import FleetSimulator, maintenance_bytes
+from ingest.sim_records import maintenance_bytes
+from ingest.simulator import FleetSimulator
 from models.registry import load_champion
 from streams.topics import DEADLETTER
 from tests.pipeline_helpers import (

@@ -6,7 +6,8 @@ import json
 from datetime import UTC, datetime, timedelta
 
 from ingest.faults import FaultInjector
-from ingest.simulator import FleetSimulator, reading_bytes
+from ingest.sim_records import reading_bytes
+from ingest.simulator import FleetSimulator
 from services.lorawan_demo import LorawanLeg
 
 # Corruptions that must reach the worker as the bytes they are (never re-encoded).
