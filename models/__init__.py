@@ -9,7 +9,8 @@ the feature-drift monitor.
 """
 
 from models.catalog import ActiveBundles, ActiveModels, ModelRegistry, RegistryError
-from models.features import DeviceFeatureState, FeatureSpec, compute_features
+from models.feature_spec import FeatureSpec
+from models.features import DeviceFeatureState, compute_features
 from models.registry import (
     RiskModelBundle,
     list_versions,

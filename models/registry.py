@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from models.features import FeatureSpec
+from models.feature_spec import FeatureSpec
 from models.remaining_life import RemainingLifeInterval
 from models.risk import FailureRiskClassifier
 

@@ -22,12 +22,14 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from tqdm.auto import tqdm
 
 from core.assets import ASSET_TYPES
+from models.calibration import group_split
 from models.drift import reference_profile
-from models.features import FeatureSpec, compute_features
+from models.feature_spec import FeatureSpec
+from models.features import compute_features
 from models.health import CITY_HEALTH_WARMUP, HealthSpec, scoring_policy
 from models.registry import RiskModelBundle, make_version
 from models.remaining_life import RemainingLifeInterval, interval_coverage, ticks_to_failure
-from models.risk import FailureRiskClassifier, group_split
+from models.risk import FailureRiskClassifier
 
 __all__ = ["failure_labels", "frame_sha256", "maintenance_resets", "train_risk_bundle"]
 
@@ -338,7 +340,7 @@ def train_risk_bundle(
         :func:`models.history.maintenance_reset_flags`). Used only with
         ``reset_on_failure``.
     spec_params : mapping, optional
-        Extra :class:`~models.features.FeatureSpec` fields (e.g. ``window``).
+        Extra :class:`~models.feature_spec.FeatureSpec` fields (e.g. ``window``).
     classifier_params : mapping, optional
         Extra :class:`~models.risk.FailureRiskClassifier` parameters.
     intended_use, limits : str

@@ -26,7 +26,8 @@ from typing import Any, Protocol
 import numpy as np
 from aiokafka.partitioner import murmur2
 
-from models.features import DeviceFeatureState, FeatureSpec
+from models.feature_spec import FeatureSpec
+from models.features import DeviceFeatureState
 from models.remaining_life import time_to_failure_days
 from storage.sinks import (
     AlertRow,

@@ -50,7 +50,8 @@ def test_offline_resets_are_where_the_worker_resets_online() -> None:
 
     from ingest.history_tables import failures_frame, history_frame
     from ingest.simulator import FleetSimulator
-    from models.features import DeviceFeatureState, FeatureSpec
+    from models.feature_spec import FeatureSpec
+    from models.features import DeviceFeatureState
     from models.history import maintenance_reset_flags
 
     sim = FleetSimulator(n_devices=12, seed=4, initial_degrading_fraction=0.5)

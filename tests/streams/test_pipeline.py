@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from ingest.simulator import FleetSimulator
-from models.features import FeatureSpec
+from models.feature_spec import FeatureSpec
 from streams.alerting import Hysteresis
 from streams.pipeline import DeviceStates, ExplainPolicy, Limits, plan_alerts, plan_readings
 from streams.records import encode_score_batch
