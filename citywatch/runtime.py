@@ -50,7 +50,7 @@ def database_url(settings: Settings, *, migrate: bool) -> str:
 def bench_run(settings: Settings, *, progress: bool) -> tuple[Settings, Connection, str]:
     """Settings, connection and id of one benchmark run: topics and consumer group of
     its own on the stack (started if needed), and a champion model (trained if none)."""
-    from models.registry import load_champion
+    from models.bundle_store import load_champion
     from services.training import train_synthetic
     from streams.topics import ensure_topics
 

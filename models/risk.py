@@ -6,7 +6,7 @@ attributes end in ``_``, and ``decision_function`` is ``predict_proba`` minus
 ``threshold_`` so that 0 is the alerting boundary.
 
 The fitted model is plain data (a LightGBM text model, a calibration curve and
-a threshold), so :mod:`models.registry` stores it without pickle.
+a threshold), so :mod:`models.bundle_store` stores it without pickle.
 """
 
 from __future__ import annotations
@@ -126,7 +126,7 @@ class FailureRiskClassifier(_LightGBMMixin, ClassifierMixin, BaseEstimator):
 
     See Also
     --------
-    models.registry.RiskModelBundle : one classifier per asset type, saved and loaded.
+    models.bundle.RiskModelBundle : one classifier per asset type, saved and loaded.
 
     Examples
     --------
@@ -320,7 +320,7 @@ class FailureRiskClassifier(_LightGBMMixin, ClassifierMixin, BaseEstimator):
         positive = self.decision_function(X) >= 0
         return self.classes_[positive.astype(int)]
 
-    # -- plain-data form, used by models.registry (no pickle) -----------------
+    # -- plain-data form, used by models.bundle_store (no pickle) -----------------
     def to_state(self) -> tuple[str, dict[str, Any]]:
         """The fitted model as (LightGBM model text, JSON-safe dict)."""
         check_is_fitted(self, ("booster_", "threshold_"))

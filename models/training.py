@@ -1,4 +1,4 @@
-"""Train a :class:`~models.registry.RiskModelBundle` from reading history and failures.
+"""Train a :class:`~models.bundle.RiskModelBundle` from reading history and failures.
 
 Labels: a reading at tick ``t`` is positive iff the same device fails within
 ``(t, t + horizon]`` ticks. Features come from :func:`models.features.compute_features`,
@@ -22,12 +22,12 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from tqdm.auto import tqdm
 
 from core.assets import ASSET_TYPES
+from models.bundle import RiskModelBundle, make_version
 from models.calibration import group_split
 from models.drift import reference_profile
 from models.feature_spec import FeatureSpec
 from models.features import compute_features
 from models.health import CITY_HEALTH_WARMUP, HealthSpec, scoring_policy
-from models.registry import RiskModelBundle, make_version
 from models.remaining_life import RemainingLifeInterval, interval_coverage, ticks_to_failure
 from models.risk import FailureRiskClassifier
 

@@ -48,11 +48,11 @@ def ensure_models(settings: Settings, database_url: str, say, *, progress: bool)
     shows the whole model lifecycle: champion scores alert, the challenger's
     are stored beside them for comparison.
     """
-    from models.catalog import ModelRegistry
-    from models.registry import list_versions, read_champion
+    from models.bundle_store import list_versions, read_champion
+    from models.catalog import ModelCatalog
     from services.training import train_synthetic
 
-    registry = ModelRegistry(database_url, settings.models_path)
+    registry = ModelCatalog(database_url, settings.models_path)
     active = registry.active()
     champion = active.champion
     if champion is None:
@@ -77,10 +77,10 @@ def ensure_models(settings: Settings, database_url: str, say, *, progress: bool)
 
 def model_summary(settings: Settings, database_url: str, since: datetime) -> dict:
     """Champion against challenger on the demo's readings, and one drift pass over them."""
-    from models.catalog import ModelRegistry
+    from models.catalog import ModelCatalog
     from models.drift import compute_drift
 
-    active = ModelRegistry(database_url, settings.models_path).active()
+    active = ModelCatalog(database_url, settings.models_path).active()
     with psycopg.connect(database_url) as conn:
         n, agree, mean_diff = conn.execute(
             """

@@ -18,14 +18,14 @@ def publish_bundle(
     actor: str,
 ):
     """Save the bundle, register it in the database (if given) and maybe promote it."""
-    from models.registry import promote as promote_file
-    from models.registry import save_bundle
+    from models.bundle_store import promote as promote_file
+    from models.bundle_store import save_bundle
 
     path = save_bundle(bundle, settings.models_path)
     if database_url is not None:
-        from models.catalog import ModelRegistry
+        from models.catalog import ModelCatalog
 
-        registry = ModelRegistry(database_url, settings.models_path)
+        registry = ModelCatalog(database_url, settings.models_path)
         registry.register(bundle.version, owner=owner)
         if promote:
             registry.promote(bundle.version, actor=actor)  # also writes CHAMPION

@@ -38,7 +38,7 @@ import numpy as np
 import psycopg
 
 from core.settings import Settings
-from models.catalog import ActiveBundles, ModelRegistry
+from models.catalog import ActiveBundles, ModelCatalog
 from storage.ingest_deadletters import ingest_deadletter_row
 from storage.maintenance import run_maintenance
 from storage.sinks import (
@@ -189,7 +189,7 @@ def create_app(
     devices = DeviceDirectory(database_url)
     if models is None:
         # The database registry (`citywatch model promote`), polled every 2 s.
-        models = ActiveBundles(ModelRegistry(database_url, settings.models_path))
+        models = ActiveBundles(ModelCatalog(database_url, settings.models_path))
     rule = Hysteresis(
         open_after=settings.alert_open_after,
         close_after=settings.alert_close_after,

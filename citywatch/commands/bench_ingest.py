@@ -267,7 +267,7 @@ _DUPLICATE_FRAMES = """
 
 def _store_and_count(settings: Settings, conn, dev_euis: list[str], published: int, quiet: bool):
     """Run the worker over the bench topic; count frames stored more than once."""
-    from models.registry import load_champion
+    from models.bundle_store import load_champion
     from services.training import train_synthetic
 
     if load_champion(settings.models_path) is None:

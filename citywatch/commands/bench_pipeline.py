@@ -40,7 +40,7 @@ def bench_pipeline(
     """
     from ingest.sim_records import reading_bytes
     from ingest.simulator import FleetSimulator
-    from models.registry import load_champion
+    from models.bundle_store import load_champion
     from streams.pipeline import DeviceStates, ExplainPolicy, Limits, plan_readings
 
     bundle = load_champion(settings.models_path)

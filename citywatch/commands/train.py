@@ -239,14 +239,14 @@ def train(
 
 def _current_champion(settings: Settings) -> str | None:
     """The champion in the database registry when a database is at hand, else the file store's."""
-    from models.registry import read_champion
+    from models.bundle_store import read_champion
 
     database_url = _database_if_running(settings)
     if database_url is None:
         return read_champion(settings.models_path)
-    from models.catalog import ModelRegistry
+    from models.catalog import ModelCatalog
 
-    return ModelRegistry(database_url, settings.models_path).active().champion
+    return ModelCatalog(database_url, settings.models_path).active().champion
 
 
 def _database_if_running(settings: Settings) -> str | None:

@@ -11,8 +11,8 @@ import pytest
 
 from ingest.sim_records import reading_bytes
 from ingest.simulator import FleetSimulator
-from models.catalog import ModelRegistry
-from models.registry import save_bundle
+from models.bundle_store import save_bundle
+from models.catalog import ModelCatalog
 from services.training import train_synthetic
 from tests.pipeline_helpers import Worker, produce, register_fleet
 
@@ -67,7 +67,7 @@ def two_models(conn, db, isolated, trained_models, tmp_path):
         settings, devices=24, ticks=700, seed=9, progress=False, promote=False
     )
     assert other.version != trained_models.version
-    registry = ModelRegistry(conn.database_url, settings.models_path)
+    registry = ModelCatalog(conn.database_url, settings.models_path)
     for version in (trained_models.version, other.version):
         registry.register(version, owner="tests")
     registry.promote(trained_models.version, actor="tests")

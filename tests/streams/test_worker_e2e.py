@@ -14,7 +14,7 @@ from kafka import KafkaProducer
 
 from ingest.sim_records import maintenance_bytes
 from ingest.simulator import FleetSimulator
-from models.registry import load_champion
+from models.bundle_store import load_champion
 from streams.topics import DEADLETTER
 from tests.pipeline_helpers import (
     Worker,
