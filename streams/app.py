@@ -56,9 +56,11 @@ from .deadletters import (
     deadletter_headers,
     poison_row,
 )
+from .device_states import DeviceStates
 from .devices import DeviceDirectory
+from .explanations import ExplainPolicy
 from .ordering import OffsetGuard, fetch_hole
-from .pipeline import DeviceStates, ExplainPolicy, Limits, plan_alerts, plan_readings
+from .pipeline import Limits, plan_alerts, plan_readings
 from .records import AlertEvent, encode_score_batch
 from .tansu import install_faust_highwater_fix
 

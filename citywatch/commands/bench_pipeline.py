@@ -41,7 +41,9 @@ def bench_pipeline(
     from ingest.sim_records import reading_bytes
     from ingest.simulator import FleetSimulator
     from models.bundle_store import load_champion
-    from streams.pipeline import DeviceStates, ExplainPolicy, Limits, plan_readings
+    from streams.device_states import DeviceStates
+    from streams.explanations import ExplainPolicy
+    from streams.pipeline import Limits, plan_readings
 
     bundle = load_champion(settings.models_path)
     if bundle is None:

@@ -187,7 +187,7 @@ def test_stored_maintenance_events_reset_training_where_the_worker_did(
     """train_from_database resets at maintenance_events, as the worker did online."""
     import psycopg
 
-    from models.training import maintenance_resets
+    from models.failure_labels import maintenance_resets
 
     history, failures = stored_fleet
     # The events the simulator sends: each at the ts of the first reading after a failure.

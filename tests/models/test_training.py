@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from models.failure_labels import failure_labels, maintenance_resets
 from models.features import compute_features
-from models.training import failure_labels, maintenance_resets, train_risk_bundle
+from models.training import train_risk_bundle
 
 
 def test_labels_look_ahead_within_horizon() -> None:

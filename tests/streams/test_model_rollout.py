@@ -147,7 +147,7 @@ def test_promotion_reaches_a_running_worker_and_challenger_scores_in_shadow(
     assert challenger_only == 0, alert_models
 
     # Every champion score at or above its threshold has an explanation of its
-    # device no older than the explain interval (streams.pipeline.ExplainPolicy).
+    # device no older than the explain interval (streams.explanations.ExplainPolicy).
     high, explained = db.execute(
         """
         SELECT count(*), count(*) FILTER (WHERE EXISTS (
