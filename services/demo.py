@@ -41,7 +41,9 @@ def reset_tables(database_url: str) -> None:
         conn.execute(f"TRUNCATE {', '.join(PIPELINE_TABLES)}")
 
 
-def ensure_models(settings: Settings, database_url: str, say, *, progress: bool) -> None:
+def ensure_models(
+    settings: Settings, database_url: str, say: Callable[[str], Any], *, progress: bool
+) -> None:
     """A registered champion, and a challenger scoring in shadow, trained if missing.
 
     Both come from simulator history (different fleets and seeds), so the demo
@@ -147,15 +149,10 @@ def model_summary(settings: Settings, database_url: str, since: datetime) -> dic
 
 @dataclass(frozen=True)
 class DemoOptions:
-    duration_s: float = 60.0
-    devices: int = 50
-    rate: float = 500.0
-    bad_rate: float = 0.01
-    seed: int = 7
+    fleet: SimulationOptions  # the simulated fleet, streamed to Kafka
     mqtt_url: str | None = None  # route ``lorawan_share`` of the devices through it
     lorawan_share: float = 0.25
     water_quality_file: Path | None = None  # also replay this station's last 48 h
-    progress: bool = True
 
 
 def run_demo(
@@ -164,7 +161,8 @@ def run_demo(
     """Run the whole pipeline once on ``conn`` and return its summary."""
     worker = None
     try:
-        ensure_models(settings, conn.database_url, say, progress=options.progress)
+        fleet = options.fleet
+        ensure_models(settings, conn.database_url, say, progress=fleet.progress)
         reset_tables(conn.database_url)
         log_path = settings.home.resolve() / "worker.log"
         wq_file = options.water_quality_file
@@ -185,32 +183,20 @@ def run_demo(
                 conn,
                 options.mqtt_url,
                 share=options.lorawan_share,
-                corrupt_rate=options.bad_rate,
-                seed=options.seed,
-                rate=options.rate,
+                corrupt_rate=fleet.bad_rate,
+                seed=fleet.seed,
+                rate=fleet.rate,
             )
             say(
                 f"routing {options.lorawan_share:.0%} of the devices through MQTT "
                 f"({options.mqtt_url}) ..."
             )
         say(
-            f"simulating {options.devices} devices at {options.rate:.0f} readings/s "
-            f"for {options.duration_s:.0f}s ..."
+            f"simulating {fleet.devices} devices at {fleet.rate:.0f} readings/s "
+            f"for {fleet.duration_s:.0f}s ..."
         )
         started_at = datetime.now(UTC)
-        stats = run_fleet(
-            settings,
-            conn,
-            SimulationOptions(
-                options.devices,
-                options.rate,
-                options.duration_s,
-                options.bad_rate,
-                options.seed,
-                progress=options.progress,
-            ),
-            wrap_send=leg.wrap if leg else None,
-        )
+        stats = run_fleet(settings, conn, fleet, wrap_send=leg.wrap if leg else None)
         lorawan = leg.finish() if leg else {}
         wq_counts: dict = {}
         if wq_file is not None:
@@ -255,8 +241,8 @@ def run_demo(
             + summary["maintenance_events"]
             + ingest_elsewhere
             + asleep,
-            rate=options.rate,
-            duration_s=options.duration_s,
+            rate=fleet.rate,
+            duration_s=fleet.duration_s,
             database_url=conn.database_url,
             kafka=conn.kafka,
         )

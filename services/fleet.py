@@ -7,11 +7,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import psycopg
 
 from core.settings import Settings
 from services.connection import Connection
+
+if TYPE_CHECKING:
+    from ingest.producer import SimulationStats
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +74,7 @@ def run_fleet(
     options: SimulationOptions,
     wrap_send=None,
     should_stop: Callable[[], bool] | None = None,
-):
+) -> SimulationStats:
     """Register the fleet, stream it for ``duration_s`` and record its ground truth.
 
     ``wrap_send(fleet, send)``, when given, returns the ``send`` to use instead

@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.settings import Settings
 from services.connection import Connection
+
+if TYPE_CHECKING:
+    from ingest.lorawan.bridge import UplinkProcessor
+    from storage.device_registry import RegistryLoad
 
 
 class DatabaseRegistry(dict):
@@ -56,7 +60,7 @@ class DatabaseRegistry(dict):
         return default if found is None else found
 
 
-def load_registry_file(database_url: str, path: Path):
+def load_registry_file(database_url: str, path: Path) -> RegistryLoad:
     """Validate a registry file and store it as a new version (unless unchanged)."""
     from ingest.lorawan.registry import entry_to_row, load_registry
     from storage.device_registry import store_registry
@@ -77,7 +81,7 @@ def build_processor(
     auto_codec: str,
     registry: dict | None = None,
     max_bytes: int = 64 << 10,
-):
+) -> UplinkProcessor:
     """An UplinkProcessor publishing to this deployment's topics."""
     from ingest.lorawan.bridge import AutoRegister, UplinkProcessor
     from ingest.lorawan.dedup import FrameDeduplicator

@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from core.settings import Settings
+
+if TYPE_CHECKING:
+    from models.bundle import RiskModelBundle
 
 
 def publish_bundle(
     settings: Settings,
-    bundle,
+    bundle: RiskModelBundle,
     *,
     database_url: str | None,
     promote: bool,
     owner: str | None,
     actor: str,
-):
+) -> Path:
     """Save the bundle, register it in the database (if given) and maybe promote it."""
     from models.bundle_store import promote as promote_file
     from models.bundle_store import save_bundle
@@ -47,7 +51,7 @@ def train_synthetic(
     owner: str | None = None,
     actor: str = "citywatch train",
     classifier_params: dict[str, Any] | None = None,
-):
+) -> tuple[RiskModelBundle, dict[str, Any], Path]:
     """Simulate a fleet's history, train one classifier per asset type, save it.
 
     With ``database_url`` the version is also registered in the database
@@ -98,7 +102,7 @@ def train_from_database(
     actor: str = "citywatch train",
     created_at: datetime | None = None,
     include_simulated: bool = False,
-):
+) -> tuple[RiskModelBundle, dict[str, Any], Path]:
     """Train on the readings and labels stored in the database; save and register the model.
 
     Raises

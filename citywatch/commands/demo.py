@@ -13,6 +13,7 @@ from citywatch.runtime import connect
 from citywatch.stack import EmbeddedStack
 from core.settings import Settings
 from services.demo import DemoOptions, ensure_models, reset_tables, run_demo
+from services.fleet import SimulationOptions
 
 
 def format_summary(s: dict) -> str:
@@ -209,15 +210,10 @@ def demo(
     conn = connect(settings)
     try:
         options = DemoOptions(
-            duration_s=duration,
-            devices=devices,
-            rate=rate,
-            bad_rate=bad_rate,
-            seed=seed,
+            SimulationOptions(devices, rate, duration, bad_rate, seed, progress=not as_json),
             mqtt_url=stack.mqtt_url() if lorawan_share > 0 else None,
             lorawan_share=lorawan_share,
             water_quality_file=wq_file,
-            progress=not as_json,
         )
         summary = run_demo(settings, conn, options, say)
     finally:
