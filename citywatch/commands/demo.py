@@ -230,8 +230,8 @@ def demo(
 
 
 def _network_demo(settings: Settings, network, inp, say, as_json: bool, keep: bool) -> None:
-    from citywatch.network_demo import format_network_summary, run_network_demo
     from networks.scenarios import NETWORK_FILES
+    from services.network_demo import format_network_summary, run_network_demo
 
     if inp is None:
         if network not in NETWORK_FILES:

@@ -180,8 +180,8 @@ def simulate(
 
 def _simulate_network(settings, network, inp, leaks, days, speed, origin, seed, as_json) -> None:
     """Network mode of ``simulate``: WNTR hydraulics as sensor readings, leaks as truth."""
-    from citywatch.network_runs import run_network
     from ingest.network_sim import NetworkSimOptions, parse_leak
+    from services.network_runs import run_network
 
     if inp is None:
         raise click.UsageError("--network needs --inp (the EPANET model)")

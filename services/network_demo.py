@@ -18,9 +18,9 @@ from pathlib import Path
 
 import psycopg
 
-from citywatch.network_runs import run_network
 from core.settings import Settings
 from services.connection import Connection
+from services.network_runs import run_network
 from services.processes import log_size, start_worker, stop_process, wait_for_log
 
 # Map placement of the demo networks (their models have plain metre coordinates).
