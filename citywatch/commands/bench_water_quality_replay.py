@@ -88,6 +88,7 @@ def bench_water_quality_replay(
     """
     import numpy as np
 
+    from citywatch.runtime import bench_run
     from core.assets import CATALOGUE_ENV, load_catalogue
     from ingest.lorawan.publisher import KafkaPublisher
     from ingest.replay import replay_file
@@ -101,13 +102,11 @@ def bench_water_quality_replay(
         stored_frame,
         worker_figures,
     )
+    from services.processes import start_worker, stop_process, wait_for_log
     from storage.sinks import register_devices
     from streams.alerting import Hysteresis
     from streams.topics import DEADLETTER, READINGS
     from streams.water_quality import alert_spans
-
-    from .bench import bench_run  # bench registers this command: import it late
-    from .demo import start_worker, stop_process, wait_for_log
 
     try:
         path = gecco_file(data)
