@@ -122,7 +122,8 @@ class StationStates:
     def load(self, key: bytes) -> StationMark:
         saved = self.table.get(key)
         live = self._live.get(key)
-        if live is not None and live[0] is saved:
+        # Equal bytes, not the same object: a table on disk hands back a new copy.
+        if live is not None and saved is not None and live[0] == saved:
             return live[1]
         mark = StationMark(StationState()) if saved is None else StationMark.unpack(saved)
         self._live[key] = (saved, mark)

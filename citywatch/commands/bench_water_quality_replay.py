@@ -15,10 +15,9 @@ from pathlib import Path
 import click
 import psycopg
 
+from citywatch.cli_options import default_datasets
 from core.assets import OPTIONAL_CATALOGUES
 from core.settings import Settings
-
-from .options import default_datasets
 
 
 @contextlib.contextmanager
