@@ -94,7 +94,7 @@ def run_sink_bench(
 ) -> dict:
     """Measure in a scratch database (created and dropped here) on the same server."""
     from storage.maintenance import run_maintenance
-    from storage.schema import migrate
+    from storage.migrations import migrate
     from storage.sinks import PostgresSink
 
     name = f"citywatch_bench_{uuid.uuid4().hex[:8]}"

@@ -26,7 +26,7 @@ def database_url(settings: Settings, *, migrate: bool) -> str:
             "no database: set CITYWATCH_DATABASE_URL or run `citywatch stack up`"
         )
     if migrate:
-        from storage.schema import migrate as run_migrations
+        from storage.migrations import migrate as run_migrations
 
         run_migrations(info["url"])
     return info["url"]
@@ -97,7 +97,7 @@ def migrate_command(settings: Settings, flavour: str, wait_s: float) -> None:
     (WORKER, ALERTS, CREW_ADMIN, INGEST, SIMULATOR, TRAINER, GRAFANA). Run it as the
     database owner; weak passwords are refused before anything changes.
     """
-    from storage.schema import migrate
+    from storage.migrations import migrate
 
     passwords = _login_passwords()  # refuse weak ones before touching anything
     url = database_url(settings, migrate=False)

@@ -102,7 +102,7 @@ def test_no_login_can_change_the_schema(roles_db, login):
 
 
 def test_a_current_schema_needs_no_ddl_so_services_start_as_their_role(roles_db):
-    from storage.schema import migrate
+    from storage.migrations import migrate
 
     _owner, urls = roles_db
     for url in urls.values():

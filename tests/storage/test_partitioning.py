@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from storage.maintenance import run_maintenance, storage_status
-from storage.schema import migrate, recorded_flavour
+from storage.migrations import migrate, recorded_flavour
 from storage.sinks import PostgresSink, ReadingRow, ScoreRow, SinkBatch
 
 pytestmark = pytest.mark.stack

@@ -10,7 +10,7 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from storage.maintenance import run_maintenance
-from storage.schema import migrate
+from storage.migrations import migrate
 from storage.sinks import PostgresSink, ReadingRow, ScoreRow, SinkBatch
 
 pytestmark = pytest.mark.stack

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from storage.schema import migrate
+from storage.migrations import migrate
 from storage.sinks import (
     AlertRow,
     DeadLetterRow,
