@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import click
+import psycopg
 
 from citywatch.runtime import Connection
 from core.settings import Settings
@@ -72,7 +73,8 @@ def wait_for_drain(database_url: str, expected: int, timeout_s: float) -> int:
     deadline = time.monotonic() + timeout_s
     seen = -1
     while time.monotonic() < deadline:
-        seen = messages_accounted_for(database_url)
+        with psycopg.connect(database_url) as db:
+            seen = messages_accounted_for(db)
         if seen >= expected:
             return seen
         time.sleep(0.5)

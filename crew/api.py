@@ -28,8 +28,11 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 from pydantic import BaseModel, ConfigDict, Field
 
-from storage import alert_store
-from storage.alert_store import Actor, NotFoundError, TransitionError
+from core.vocabulary import ALERT_STATUSES, CREW_OUTCOMES, LIVE_STATUSES, SEVERITIES
+from storage.alerts import inbox
+from storage.alerts.access import Actor, NotFoundError, TransitionError
+from storage.alerts.access import get_alert as visible_alert
+from storage.alerts.actions import add_comment
 from storage.water_networks import alert_leak_candidates
 
 from . import auth, lifecycle
@@ -40,9 +43,9 @@ from .strict_query import reject_unexpected_query
 log = logging.getLogger(__name__)
 INBOX_DIR = Path(__file__).parent / "inbox"
 
-Status = Literal["open", "acknowledged", "assigned", "resolved"]
-Severity = Literal["info", "warning", "critical"]
-Outcome = Literal["fault_confirmed", "false_alarm", "no_access"]
+Status = Literal[ALERT_STATUSES]  # type: ignore[valid-type]
+Severity = Literal[SEVERITIES]  # type: ignore[valid-type]
+Outcome = Literal[CREW_OUTCOMES]  # type: ignore[valid-type]
 # PostgreSQL text cannot hold NUL characters; saying so in the spec (rather than only
 # answering 422 when the database refuses them) keeps the spec and the API in agreement.
 NO_NUL = r"^[^\x00]*$"
@@ -329,7 +332,7 @@ def create_app(
 
     def change(conn: psycopg.Connection, alert_id: str, action: str, who: Actor, **kw) -> dict:
         try:
-            return alert_store.transition(conn, alert_id, action, who, **kw)
+            return lifecycle.transition(conn, alert_id, action, who, **kw)
         except NotFoundError as exc:
             raise HTTPException(404, f"no alert {alert_id}") from exc
         except TransitionError as exc:
@@ -389,8 +392,8 @@ def create_app(
         limit: Annotated[int, Query(ge=1, le=500)] = 100,
     ) -> list[dict]:
         """Alerts visible to the caller, riskiest first; crews see their own team's only."""
-        statuses = list(status or []) or (list(alert_store.LIVE_STATUSES) if live else None)
-        return alert_store.list_alerts(
+        statuses = list(status or []) or (list(LIVE_STATUSES) if live else None)
+        return inbox.list_alerts(
             conn,
             who,
             statuses=statuses,
@@ -406,10 +409,10 @@ def create_app(
         """One alert with its transitions (who did what, when) and comments."""
         try:
             with conn.cursor(row_factory=dict_row) as cur:
-                alert = alert_store.get_alert(cur, alert_id, who)
+                alert = visible_alert(cur, alert_id, who)
         except NotFoundError as exc:
             raise HTTPException(404, f"no alert {alert_id}") from exc
-        return {"alert": alert, **alert_store.alert_history(conn, alert_id)}
+        return {"alert": alert, **inbox.alert_history(conn, alert_id)}
 
     @app.get(
         "/api/v1/alerts/{alert_id}/context",
@@ -425,13 +428,13 @@ def create_app(
         """The asset's recent readings and the model's top feature contributions."""
         try:
             with conn.cursor(row_factory=dict_row) as cur:
-                alert = alert_store.get_alert(cur, alert_id, who)
+                alert = visible_alert(cur, alert_id, who)
         except NotFoundError as exc:
             raise HTTPException(404, f"no alert {alert_id}") from exc
         version = alert["model_version"] if alert["source"] == "model" else None
         return {
-            "readings": alert_store.recent_readings(conn, alert["asset_id"], readings),
-            "explanation": alert_store.top_contributions(conn, alert["asset_id"], version),
+            "readings": inbox.recent_readings(conn, alert["asset_id"], readings),
+            "explanation": inbox.top_contributions(conn, alert["asset_id"], version),
             "leak_candidates": alert_leak_candidates(conn, alert["asset_id"], alert["opened_at"]),
         }
 
@@ -465,7 +468,7 @@ def create_app(
     def comment(alert_id: AlertId, body: CommentIn, who: Who, conn: Conn) -> dict:
         """Add a comment to an alert (any status)."""
         try:
-            return alert_store.add_comment(conn, alert_id, who, body.body)
+            return add_comment(conn, alert_id, who, body.body)
         except NotFoundError as exc:
             raise HTTPException(404, f"no alert {alert_id}") from exc
 

@@ -17,8 +17,8 @@ from fastapi import FastAPI, HTTPException
 from psycopg.rows import dict_row
 from pydantic import BaseModel
 
-from storage import alert_store, downlink_store
-from storage.alert_store import NotFoundError
+from storage import downlink_store
+from storage.alerts.access import NotFoundError, get_alert
 
 __all__ = ["CommandOut", "add_downlink_routes"]
 
@@ -48,7 +48,7 @@ def add_downlink_routes(
     def visible_alert(conn, alert_id: str, who) -> dict:
         try:
             with conn.cursor(row_factory=dict_row) as cur:
-                return alert_store.get_alert(cur, alert_id, who)
+                return get_alert(cur, alert_id, who)
         except NotFoundError as exc:
             raise HTTPException(404, f"no alert {alert_id}") from exc
 

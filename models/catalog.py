@@ -36,7 +36,7 @@ from models.registry import (
     smoke_test,
 )
 from models.registry import promote as write_champion_file
-from storage import model_registry as sql
+from storage import model_versions as sql
 
 log = logging.getLogger(__name__)
 

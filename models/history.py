@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 import psycopg
 
-from storage import model_registry as sql
+from storage import training_data as sql
 
 __all__ = ["TrainingData", "load_training_data", "maintenance_reset_flags", "readings_frame"]
 

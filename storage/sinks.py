@@ -9,17 +9,24 @@ second write a no-op. One batch is one transaction, so a batch is stored wholly 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
 
-from storage.alert_store import apply_worker_alerts
+from core.records import (
+    AlertRow,
+    DeadLetterRow,
+    ExplanationRow,
+    MaintenanceRow,
+    ReadingRow,
+    ScoreRow,
+)
+from storage.alerts.worker import apply_worker_alerts
+from storage.deadletters import DEADLETTER_COLUMNS, DEADLETTER_TYPES, deadletter_values
 
 log = logging.getLogger(__name__)
 
@@ -30,110 +37,6 @@ class SinkUnavailableError(RuntimeError):
     def __init__(self, message: str, retry_after: float = 1.0) -> None:
         super().__init__(message)
         self.retry_after = retry_after
-
-
-@dataclass(frozen=True, slots=True)
-class ReadingRow:
-    ts: datetime
-    device_id: str
-    asset_id: str
-    asset_type: str
-    metrics: dict[str, float]
-    source: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class ScoreRow:
-    ts: datetime
-    device_id: str
-    asset_id: str
-    asset_type: str
-    model_version: str
-    risk: float
-    threshold: float
-    role: str = "champion"  # or "challenger": shadow scores, stored but never alerting
-    model_kind: str = "failure_risk"  # or "anomaly": which model ``risk`` comes from
-    anomaly_score: float | None = None  # cold-start health: distance / control limit
-    ttf_low: float | None = None  # days to failure: 10 %, median, 90 % (None: no model)
-    ttf_median: float | None = None
-    ttf_high: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ExplanationRow:
-    """Why a score was high: LightGBM feature contributions (log-odds), bias as ``_bias``."""
-
-    ts: datetime
-    device_id: str
-    asset_id: str
-    model_version: str
-    risk: float
-    contributions: dict[str, float]
-
-
-@dataclass(frozen=True, slots=True)
-class AlertRow:
-    """An alert's state after a transition; ``closed_at`` is set when it closes."""
-
-    alert_id: str
-    asset_id: str
-    device_id: str
-    asset_type: str
-    status: str
-    opened_at: datetime
-    closed_at: datetime | None
-    peak_risk: float
-    last_risk: float
-    threshold: float
-    model_version: str
-    model_kind: str = "failure_risk"  # or "anomaly"
-    outlook: str | None = None  # "likely to fail in 9-20 days" (remaining-life model)
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetterRow:
-    """What could not be used, with why. ``raw`` may be truncated: then ``raw_size`` and
-    ``raw_sha256`` describe the original (computed from ``raw`` when left unset)."""
-
-    deadletter_id: str
-    stage: str
-    reason: str
-    detail: str
-    source_topic: str | None
-    source_partition: int | None
-    source_offset: int | None
-    device_id: str | None
-    raw: bytes
-    raw_size: int | None = None
-    raw_sha256: str | None = None
-
-
-#: Longest text kept in a dead letter's ``detail`` and ``device_id`` columns.
-MAX_DEADLETTER_TEXT = 2000
-
-
-def safe_text(value: object, limit: int = MAX_DEADLETTER_TEXT) -> str:
-    """Text PostgreSQL will take whatever arrived: no NUL, no lone surrogate, bounded.
-
-    Dead letters carry attacker-chosen strings (ids, exception messages); one
-    NUL would make the whole batch's transaction fail.
-    """
-    text = value if isinstance(value, str) else str(value)
-    if len(text) > limit:
-        text = text[:limit] + f"... ({len(text)} chars)"
-    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return text.replace("\x00", "\\x00")
-
-
-@dataclass(frozen=True, slots=True)
-class MaintenanceRow:
-    """A repair the worker saw on the stream; it reset the device's feature baseline."""
-
-    ts: datetime
-    device_id: str
-    asset_id: str
-    asset_type: str
-    source: dict[str, Any]
 
 
 @dataclass
@@ -216,32 +119,6 @@ _SCORE_TYPES = (
 )
 _EXPLANATION_COLUMNS = ("ts", "device_id", "asset_id", "model_version", "risk", "contributions")
 _EXPLANATION_TYPES = ("timestamptz", "text", "text", "text", "float8", "jsonb")
-_DEADLETTER_COLUMNS = (
-    "deadletter_id",
-    "stage",
-    "reason",
-    "detail",
-    "source_topic",
-    "source_partition",
-    "source_offset",
-    "device_id",
-    "raw",
-    "raw_size",
-    "raw_sha256",
-)
-_DEADLETTER_TYPES = (
-    "text",
-    "text",
-    "text",
-    "text",
-    "text",
-    "int4",
-    "int8",
-    "text",
-    "bytea",
-    "int8",
-    "text",
-)
 
 
 class PostgresSink:
@@ -321,9 +198,9 @@ class PostgresSink:
                 deadletters = _copy_upsert(
                     cur,
                     "deadletters",
-                    _DEADLETTER_COLUMNS,
-                    _DEADLETTER_TYPES,
-                    (_deadletter_values(d) for d in batch.deadletters),
+                    DEADLETTER_COLUMNS,
+                    DEADLETTER_TYPES,
+                    (deadletter_values(d) for d in batch.deadletters),
                     bool(batch.deadletters),
                 )
                 # Alerts are few (transitions only); the lifecycle SQL, the
@@ -509,22 +386,6 @@ def _not_stored(
     return lost
 
 
-def _deadletter_values(d: DeadLetterRow) -> tuple:
-    return (
-        safe_text(d.deadletter_id, 200),
-        d.stage,
-        safe_text(d.reason, 64),
-        safe_text(d.detail),
-        None if d.source_topic is None else safe_text(d.source_topic, 300),
-        d.source_partition,
-        d.source_offset,
-        None if d.device_id is None else safe_text(d.device_id, 200),
-        d.raw,
-        len(d.raw) if d.raw_size is None else d.raw_size,
-        hashlib.sha256(d.raw).hexdigest() if d.raw_sha256 is None else safe_text(d.raw_sha256, 64),
-    )
-
-
 def record_worker_stats(database_url: str, row: dict[str, Any]) -> None:
     """Store one ``worker_stats`` sample (the pipeline-health dashboard reads them)."""
     with psycopg.connect(database_url, connect_timeout=5) as conn:
@@ -535,45 +396,3 @@ def record_worker_stats(database_url: str, row: dict[str, Any]) -> None:
             " %(batch_ms_p50)s, %(batch_ms_p99)s) ON CONFLICT DO NOTHING",
             row,
         )
-
-
-def register_devices(database_url: str, devices: Sequence[dict[str, Any]]) -> int:
-    """Insert or update device-registry rows; returns how many were written."""
-    with psycopg.connect(database_url) as conn, conn.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO devices (device_id, asset_id, asset_type, lat, lon, installed_at, codec)"
-            " VALUES (%(device_id)s, %(asset_id)s, %(asset_type)s, %(lat)s, %(lon)s,"
-            " %(installed_at)s, %(codec)s)"
-            " ON CONFLICT (device_id) DO UPDATE SET asset_id = EXCLUDED.asset_id,"
-            " asset_type = EXCLUDED.asset_type, lat = EXCLUDED.lat, lon = EXCLUDED.lon,"
-            " installed_at = EXCLUDED.installed_at, codec = EXCLUDED.codec",
-            [{"codec": None, **d} for d in devices],
-        )
-        return len(devices)
-
-
-def load_devices(database_url: str) -> dict[str, tuple[str, str]]:
-    """``device_id -> (asset_id, asset_type)`` for every registered device."""
-    with psycopg.connect(database_url) as conn:
-        rows = conn.execute("SELECT device_id, asset_id, asset_type FROM devices").fetchall()
-    return {d: (a, t) for d, a, t in rows}
-
-
-def record_failures(database_url: str, failures: Sequence[dict[str, Any]]) -> int:
-    """Store ground-truth failures (simulator or work orders); idempotent.
-
-    A row with ``failed_at=None`` is a degradation still under way; recording
-    it again with ``failed_at`` set completes it.
-    """
-    if not failures:
-        return 0
-    with psycopg.connect(database_url) as conn, conn.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO failures (asset_id, device_id, asset_type, mode,"
-            " degradation_started_at, failed_at, source) VALUES (%(asset_id)s, %(device_id)s,"
-            " %(asset_type)s, %(mode)s, %(degradation_started_at)s, %(failed_at)s,"
-            " %(source)s) ON CONFLICT (asset_id, degradation_started_at)"
-            " DO UPDATE SET failed_at = COALESCE(failures.failed_at, EXCLUDED.failed_at)",
-            [{"source": "simulator", **f} for f in failures],
-        )
-        return len(failures)

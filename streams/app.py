@@ -39,7 +39,7 @@ import psycopg
 
 from core.settings import Settings
 from models.catalog import ActiveBundles, ModelRegistry
-from storage.ingest_deadletters import ingest_deadletter_row
+from storage.deadletters import ingest_deadletter_row
 from storage.maintenance import run_maintenance
 from storage.sinks import (
     PostgresSink,

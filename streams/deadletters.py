@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import hashlib
 
-from storage.sinks import MAX_DEADLETTER_TEXT, DeadLetterRow, ReadingRow
+from core.records import DeadLetterRow, ReadingRow
+from storage.deadletters import MAX_DEADLETTER_TEXT
 
 from .containment import describe
 from .validation import Rejection

@@ -26,17 +26,17 @@ from typing import Any, Protocol
 import numpy as np
 from aiokafka.partitioner import murmur2
 
-from models.features import DeviceFeatureState, FeatureSpec
-from models.remaining_life import time_to_failure_days
-from storage.sinks import (
+from core.records import (
     AlertRow,
     DeadLetterRow,
     ExplanationRow,
     MaintenanceRow,
     ReadingRow,
     ScoreRow,
-    SinkBatch,
 )
+from models.features import DeviceFeatureState, FeatureSpec
+from models.remaining_life import time_to_failure_days
+from storage.sinks import SinkBatch
 
 from .alerting import AlertState, Hysteresis, step
 from .deadletters import deadletter_row, duplicate_deadletter

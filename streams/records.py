@@ -20,7 +20,7 @@ from typing import Any
 
 import faust
 
-from storage.sinks import ScoreRow
+from core.records import ScoreRow
 
 
 @dataclass(slots=True)

@@ -10,8 +10,8 @@ number size) and refused with a reason before it can reach PostgreSQL, where
 a NUL character, a lone surrogate or a NaN inside ``jsonb`` would fail the
 whole batch's transaction.
 
-Reasons are a closed vocabulary (:data:`REASONS`), shared with the dead-letter
-table, the pipeline dashboard and docs/delivery.md.
+Reasons are a closed vocabulary (:data:`core.vocabulary.WORKER_REJECTIONS`), shared with
+the dead-letter table, the pipeline dashboard and docs/delivery.md.
 """
 
 from __future__ import annotations
@@ -26,23 +26,6 @@ from core.assets import ASSET_TYPES
 from core.wire import MAINTENANCE
 
 from .records import Maintenance, Reading
-
-REASONS = (
-    "malformed_json",  # not UTF-8 JSON
-    "schema",  # wrong shape: missing or mistyped fields, unknown message type, empty
-    "too_large",  # over a size bound: message, string, source, nesting, number digits
-    "bad_text",  # a NUL character or a lone surrogate in a string
-    "unknown_asset_type",
-    "unknown_device",
-    "asset_mismatch",  # the device is registered to another asset
-    "unknown_metric",
-    "nan_value",  # NaN or infinity
-    "out_of_range",  # outside the metric's physical range, or too big for a float
-    "clock_skew",  # ahead of the worker's clock by more than the allowed skew
-    "too_old",  # older than the horizon (a backfill lifts it)
-    "duplicate",  # another reading of the device at the same time (decided with state)
-    "poison",  # processing raised again and again (the worker's last resort)
-)
 
 #: Bounds on what a message may hold. A reading is a few hundred bytes; a LoRaWAN
 #: uplink's metadata in ``source`` a few kilobytes.

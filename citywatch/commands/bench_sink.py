@@ -23,7 +23,8 @@ _RAW_SCORES = ("ts", "device_id", "asset_id", "asset_type", "model_version", "ri
 
 def make_batches(n_batches: int, batch_size: int, devices: int, seed: int = 7) -> list:
     """Worker-like batches: each device reports once a second, LoRaWAN source, one score each."""
-    from storage.sinks import ReadingRow, ScoreRow, SinkBatch
+    from core.records import ReadingRow, ScoreRow
+    from storage.sinks import SinkBatch
 
     rnd = random.Random(seed)
     types = list(ASSET_TYPES.values())

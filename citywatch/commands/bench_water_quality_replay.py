@@ -61,7 +61,7 @@ def bench_water_quality_replay(
     from models.water_quality import gecco_file, load_gecco
     from models.water_quality_eval import evaluate_water_quality, split_by_time
     from models.water_quality_replay import stored_frame
-    from storage.sinks import register_devices
+    from storage.device_registry import register_devices
     from streams.topics import DEADLETTER, READINGS
 
     from .bench import bench_run  # bench registers this command: import it late
@@ -75,11 +75,12 @@ def bench_water_quality_replay(
     station = load_catalogue([catalogue])["water_quality_station"]
     settings, conn, run_id = bench_run(settings, progress=not as_json)
     device = f"wq-bench-{run_id}"
-    register_devices(
-        conn.database_url,
-        [{"device_id": device, "asset_id": device, "asset_type": station.name, "lat": None,
-          "lon": None, "installed_at": None, "codec": "replay"}],
-    )  # fmt: skip
+    with psycopg.connect(conn.database_url) as db:
+        register_devices(
+            db,
+            [{"device_id": device, "asset_id": device, "asset_type": station.name, "lat": None,
+              "lon": None, "installed_at": None, "codec": "replay"}],
+        )  # fmt: skip
     saved = {k: os.environ.get(k) for k in (CATALOGUE_ENV, "CITYWATCH_MAX_READING_AGE_DAYS")}
     files = [p for p in (saved[CATALOGUE_ENV] or "").split(os.pathsep) if p]
     os.environ[CATALOGUE_ENV] = os.pathsep.join([*files, str(catalogue)])

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import psycopg
 
 from citywatch.runtime import Connection, connect
 from core.settings import Settings
@@ -51,7 +52,8 @@ class DatabaseRegistry(dict):
 
         self._loaded_at = time.monotonic()
         try:
-            latest = latest_registry(self.database_url)
+            with psycopg.connect(self.database_url) as db:
+                latest = latest_registry(db)
         except psycopg.OperationalError as exc:
             # The device may well be registered: hold the frame, don't dead-letter it.
             raise TransientError(f"device registry unavailable: {exc}") from exc
@@ -77,7 +79,8 @@ def load_registry_file(database_url: str, path: Path):
 
     entries = load_registry(path)
     rows = [entry_to_row(e) for e in entries.values()]
-    return store_registry(database_url, rows, source=path.name)
+    with psycopg.connect(database_url) as db:
+        return store_registry(db, rows, source=path.name)
 
 
 def build_processor(
@@ -112,7 +115,8 @@ def build_processor(
         from ingest.lorawan.errors import TransientError
 
         try:
-            auto_register_device(conn.database_url, entry_to_row(entry))
+            with psycopg.connect(conn.database_url) as db:
+                auto_register_device(db, entry_to_row(entry))
         except psycopg.OperationalError as exc:
             raise TransientError(f"device registry unavailable: {exc}") from exc
 
@@ -427,7 +431,8 @@ def devices_list(settings: Settings, as_json: bool) -> None:
     from storage.device_registry import latest_registry
 
     conn = connect(settings)
-    latest = latest_registry(conn.database_url)
+    with psycopg.connect(conn.database_url) as db:
+        latest = latest_registry(db)
     rows = latest[1] if latest else []
     if as_json:
         click.echo(json.dumps({"version": latest[0] if latest else None, "devices": rows}))
@@ -452,7 +457,8 @@ def devices_show(settings: Settings, dev_eui: str) -> None:
     from storage.device_registry import show_device
 
     conn = connect(settings)
-    device = show_device(conn.database_url, dev_eui)
+    with psycopg.connect(conn.database_url) as db:
+        device = show_device(db, dev_eui)
     if device is None:
         raise click.ClickException(f"no device {dev_eui}")
     click.echo(json.dumps(device, indent=2, default=str))
@@ -466,7 +472,8 @@ def devices_versions(settings: Settings, as_json: bool) -> None:
     from storage.device_registry import registry_versions
 
     conn = connect(settings)
-    versions = registry_versions(conn.database_url)
+    with psycopg.connect(conn.database_url) as db:
+        versions = registry_versions(db)
     if as_json:
         click.echo(json.dumps(versions, default=str))
         return

@@ -8,9 +8,9 @@ import psycopg
 import pytest
 
 from citywatch.stack import free_port
+from core.records import AlertRow
 from crew.auth import create_user
 from crew.receiver import WebhookReceiver
-from storage.sinks import AlertRow
 
 T0 = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
 

@@ -110,19 +110,17 @@ def test_a_current_schema_needs_no_ddl_so_services_start_as_their_role(roles_db)
 
 
 def test_worker_stores_a_batch_with_alerts_and_maintains_storage(roles_db, tmp_path):
-    from models.catalog import ModelRegistry
-    from storage.maintenance import owns, run_maintenance
-    from storage.sinks import (
+    from core.records import (
         AlertRow,
         DeadLetterRow,
         ExplanationRow,
         MaintenanceRow,
-        PostgresSink,
         ReadingRow,
         ScoreRow,
-        SinkBatch,
-        record_worker_stats,
     )
+    from models.catalog import ModelRegistry
+    from storage.maintenance import owns, run_maintenance
+    from storage.sinks import PostgresSink, SinkBatch, record_worker_stats
 
     owner, urls = roles_db
     with psycopg.connect(owner) as c:
@@ -179,12 +177,13 @@ def test_worker_stores_a_batch_with_alerts_and_maintains_storage(roles_db, tmp_p
 
 def test_alert_service_runs_the_api_and_the_notifier(roles_db):
     from citywatch.stack import free_port
+    from core.records import AlertRow
     from crew.api import create_app
     from crew.auth import create_user
     from crew.notifier import Notifier, NotifierConfig
     from crew.routing import add_channel, add_rule, rules, set_escalation
-    from storage.alert_store import revoke_tokens
-    from storage.sinks import AlertRow, PostgresSink, SinkBatch
+    from storage.alerts.admin import revoke_tokens
+    from storage.sinks import PostgresSink, SinkBatch
 
     owner, urls = roles_db
     # Users, routing and channels are the crew admin's job, with its own login.
@@ -237,8 +236,13 @@ def test_alert_service_runs_the_api_and_the_notifier(roles_db):
 
 def test_ingest_and_simulator_keep_the_device_registry_and_ground_truth(roles_db):
     from citywatch import healthcheck
-    from storage.device_registry import auto_register_device, latest_registry, store_registry
-    from storage.sinks import record_failures, register_devices
+    from storage.device_registry import (
+        auto_register_device,
+        latest_registry,
+        register_devices,
+        store_registry,
+    )
+    from storage.training_data import record_failures
 
     _owner, urls = roles_db
     entry = {"dev_eui": "a84041000181c061", "asset_id": "pump-7", "asset_type": "water_pump"}

@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from core.records import ReadingRow
 from ingest.network_sim import NetworkSimOptions, messages, parse_leak, simulate
 from networks.assets import network_spec
-from storage.sinks import ReadingRow
 from streams.leaks import build_district, forward_value, parse_forwarded, result_rows
 
 

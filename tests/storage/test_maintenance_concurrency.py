@@ -9,8 +9,9 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
+from core.records import ReadingRow, ScoreRow
 from storage.maintenance import run_maintenance
-from storage.sinks import PostgresSink, ReadingRow, ScoreRow, SinkBatch
+from storage.sinks import PostgresSink, SinkBatch
 
 from .test_rollups import assert_rollups_match
 

@@ -9,9 +9,10 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
+from core.records import ReadingRow, ScoreRow
 from storage.maintenance import run_maintenance, storage_status
 from storage.migrations import migrate, recorded_flavour
-from storage.sinks import PostgresSink, ReadingRow, ScoreRow, SinkBatch
+from storage.sinks import PostgresSink, SinkBatch
 
 pytestmark = pytest.mark.stack
 

@@ -9,9 +9,10 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
+from core.records import ReadingRow, ScoreRow
 from storage.maintenance import run_maintenance
 from storage.migrations import migrate
-from storage.sinks import PostgresSink, ReadingRow, ScoreRow, SinkBatch
+from storage.sinks import PostgresSink, SinkBatch
 
 pytestmark = pytest.mark.stack
 

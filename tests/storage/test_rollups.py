@@ -9,9 +9,10 @@ import psycopg
 import pytest
 
 from core.assets import ASSET_TYPES
+from core.records import ReadingRow
 from storage.maintenance import run_maintenance, storage_status
 from storage.rollups import metric_names
-from storage.sinks import PostgresSink, ReadingRow, SinkBatch
+from storage.sinks import PostgresSink, SinkBatch
 
 pytestmark = pytest.mark.stack
 

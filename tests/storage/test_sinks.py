@@ -6,15 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from core.records import AlertRow, DeadLetterRow, ReadingRow, ScoreRow
 from storage.migrations import migrate
-from storage.sinks import (
-    AlertRow,
-    DeadLetterRow,
-    PostgresSink,
-    ReadingRow,
-    ScoreRow,
-    SinkBatch,
-)
+from storage.sinks import PostgresSink, SinkBatch
 
 pytestmark = pytest.mark.stack
 T0 = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
@@ -102,7 +96,7 @@ def test_alert_upsert_keeps_one_open_alert_and_closes_it(conn, db):
 
 
 def test_maintenance_events_are_stored_once(conn, db):
-    from storage.sinks import MaintenanceRow
+    from core.records import MaintenanceRow
 
     def events(start: int, n: int) -> SinkBatch:
         return SinkBatch(

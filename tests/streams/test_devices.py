@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from storage.sinks import SinkUnavailableError, register_devices
+from storage.device_registry import register_devices
+from storage.sinks import SinkUnavailableError
 from streams.devices import DeviceDirectory
 from tests.pipeline_helpers import database_outage
 

@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 
 import numpy as np
 
+from core.records import ScoreRow
 from models.health import ANOMALY_THRESHOLD, DeviceHealthState, HealthSpec
-from storage.sinks import ScoreRow
 from streams.health_book import (
     HealthBook,
     blend,

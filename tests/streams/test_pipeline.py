@@ -341,7 +341,7 @@ def _maintenance(device, ts: datetime) -> bytes:
 
 
 def _score(asset_id: str, ts: datetime, risk: float):
-    from storage.sinks import ScoreRow
+    from core.records import ScoreRow
 
     return ScoreRow(ts, "d-" + asset_id, asset_id, "water_pump", "v1", risk, 0.5)
 

@@ -9,7 +9,7 @@ import pytest
 
 from core.wire import encode_reading
 from ingest.simulator import FleetSimulator
-from storage.sinks import register_devices
+from storage.device_registry import register_devices
 from tests.pipeline_helpers import (
     Worker,
     as_messages,

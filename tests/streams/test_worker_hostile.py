@@ -31,7 +31,7 @@ from citywatch.commands.bench_faults import (
     wait_settled,
 )
 from ingest.hostile import CLASSES, STORED, Hostile, good_value, make_devices
-from storage.sinks import register_devices
+from storage.device_registry import register_devices
 from streams.topics import READINGS, ensure_topics
 from tests.pipeline_helpers import Worker
 

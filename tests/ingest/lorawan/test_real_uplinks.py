@@ -17,7 +17,7 @@ from ingest.lorawan.dedup import FrameDeduplicator
 from ingest.lorawan.processor import AutoRegister, UplinkProcessor
 from ingest.lorawan.registry import RegistryError, find_entry, parse_registry
 from ingest.lorawan.uplink import parse_uplink, split_messages
-from storage.model_registry import fetch_readings
+from storage.training_data import fetch_readings
 
 FIXTURES = Path(__file__).parent / "fixtures"
 EXAMPLES = Path(__file__).resolve().parents[3].parent / "shared" / "datasets" / "lorawan-examples"
