@@ -247,11 +247,14 @@ def test_ingest_and_simulator_keep_the_device_registry_and_ground_truth(roles_db
     _owner, urls = roles_db
     entry = {"dev_eui": "a84041000181c061", "asset_id": "pump-7", "asset_type": "water_pump"}
     for login in ("ingest", "simulator"):
-        store_registry(urls[login], [entry], source=login)
-        assert latest_registry(urls[login])[1][0]["asset_id"] == "pump-7"
-    assert auto_register_device(urls["ingest"], {**entry, "dev_eui": "a84041000181c062"})
+        with psycopg.connect(urls[login]) as c:
+            store_registry(c, [entry], source=login)
+            assert latest_registry(c)[1][0]["asset_id"] == "pump-7"
+    with psycopg.connect(urls["ingest"]) as c:
+        assert auto_register_device(c, {**entry, "dev_eui": "a84041000181c062"})
     device = {"device_id": "s1", "asset_id": "s", "asset_type": "p", "lat": 1.0, "lon": 2.0}
-    register_devices(urls["simulator"], [{**device, "installed_at": None}])
+    simulator = psycopg.connect(urls["simulator"])
+    register_devices(simulator, [{**device, "installed_at": None}])
     started = datetime.now(UTC) - timedelta(hours=1)
     row = {
         "asset_id": "s",
@@ -261,8 +264,9 @@ def test_ingest_and_simulator_keep_the_device_registry_and_ground_truth(roles_db
         "degradation_started_at": started,
         "failed_at": None,
     }
-    record_failures(urls["simulator"], [row])
-    record_failures(urls["simulator"], [{**row, "failed_at": started + timedelta(minutes=30)}])
+    with simulator:
+        record_failures(simulator, [row])
+        record_failures(simulator, [{**row, "failed_at": started + timedelta(minutes=30)}])
     with psycopg.connect(urls["simulator"]) as c:
         c.execute(healthcheck.fresh_query("readings", "ingested_at", 120, "ts")).fetchone()
     with psycopg.connect(urls["ingest"]) as c:

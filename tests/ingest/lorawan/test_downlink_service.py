@@ -40,7 +40,7 @@ def fleet(registry_db):
         {"dev_eui": LPP, "asset_id": "pump-c3", "asset_type": "water_pump", "codec": "cayenne_lpp",
          "metric_map": {"temperature_1": "bearing_temp"}},
     ]  # fmt: skip
-    store_registry(registry_db.info.dsn, rows, source="test")
+    store_registry(registry_db, rows, source="test")
     routes = {
         CS: {"network": "chirpstack", "application_id": "app-cs"},
         TTS: {"network": "tts", "application_id": "app-tts", "ns_device_id": f"eui-{TTS}",
