@@ -3,13 +3,14 @@ device registry; the model registry."""
 
 from __future__ import annotations
 
-from storage.migrations.base import Migration
+from core.vocabulary import LABEL_OUTCOMES, LABEL_SOURCES, MODEL_ROLES, WORKER_ALERT_STATUSES
+from storage.migrations.base import Migration, sql_in
 
 MIGRATIONS: list[Migration] = [
     (
         1,
         "core tables",
-        """
+        f"""
         CREATE TABLE devices (
             device_id     text PRIMARY KEY,
             asset_id      text NOT NULL,
@@ -28,7 +29,7 @@ MIGRATIONS: list[Migration] = [
             asset_id    text NOT NULL,
             asset_type  text NOT NULL,
             metrics     jsonb NOT NULL,
-            source      jsonb NOT NULL DEFAULT '{}'::jsonb,
+            source      jsonb NOT NULL DEFAULT '{{}}'::jsonb,
             ingested_at timestamptz NOT NULL DEFAULT now(),
             PRIMARY KEY (device_id, ts)
         );
@@ -52,7 +53,7 @@ MIGRATIONS: list[Migration] = [
             asset_id      text NOT NULL,
             device_id     text NOT NULL,
             asset_type    text NOT NULL,
-            status        text NOT NULL CHECK (status IN ('open', 'closed')),
+            status        text NOT NULL CHECK (status IN {sql_in(WORKER_ALERT_STATUSES)}),
             opened_at     timestamptz NOT NULL,
             closed_at     timestamptz,
             peak_risk     double precision NOT NULL,
@@ -96,7 +97,7 @@ MIGRATIONS: list[Migration] = [
     (
         2,
         "shared contracts: device zones, score roles, explanations, labels, stats",
-        """
+        f"""
         -- LoRaWAN identity and routing zone of a device (B fills them, E routes by zone).
         ALTER TABLE devices
             ADD COLUMN dev_eui          text,
@@ -107,10 +108,10 @@ MIGRATIONS: list[Migration] = [
         -- A challenger scores in shadow beside the champion; only the champion alerts.
         ALTER TABLE scores
             ADD COLUMN role text NOT NULL DEFAULT 'champion'
-                CHECK (role IN ('champion', 'challenger'));
+                CHECK (role IN {sql_in(MODEL_ROLES)});
 
         -- Why the model scored high: LightGBM pred_contrib for scores at or above
-        -- the threshold, {feature: contribution}, plus the bias under "_bias".
+        -- the threshold, {{feature: contribution}}, plus the bias under "_bias".
         CREATE TABLE score_explanations (
             ts            timestamptz NOT NULL,
             device_id     text NOT NULL,
@@ -132,9 +133,9 @@ MIGRATIONS: list[Migration] = [
             observed_at  timestamptz NOT NULL,
             window_start timestamptz,
             outcome      text NOT NULL CHECK (outcome IN
-                ('fault_confirmed', 'false_alarm', 'no_access', 'maintenance')),
-            source       text NOT NULL CHECK (source IN ('alert', 'work_order')),
-            detail       jsonb NOT NULL DEFAULT '{}'::jsonb
+                {sql_in(LABEL_OUTCOMES)}),
+            source       text NOT NULL CHECK (source IN {sql_in(LABEL_SOURCES)}),
+            detail       jsonb NOT NULL DEFAULT '{{}}'::jsonb
         );
         CREATE INDEX labels_asset_idx ON labels (asset_id, observed_at);
 
@@ -174,7 +175,7 @@ MIGRATIONS: list[Migration] = [
     (
         4,
         "model registry, promotions, feature drift",
-        """
+        f"""
         -- One row per registered model version; the files stay in the model store
         -- (settings.models_path/<version>/), the card is copied here so it can be
         -- queried and audited without the files.
@@ -196,7 +197,7 @@ MIGRATIONS: list[Migration] = [
         CREATE TABLE model_promotions (
             promotion_id bigserial PRIMARY KEY,
             at           timestamptz NOT NULL DEFAULT clock_timestamp(),
-            role         text NOT NULL CHECK (role IN ('champion', 'challenger')),
+            role         text NOT NULL CHECK (role IN {sql_in(MODEL_ROLES)}),
             version      text REFERENCES model_registry (version),
             previous     text,
             action       text NOT NULL CHECK (action IN

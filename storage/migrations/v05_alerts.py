@@ -3,13 +3,24 @@ deliveries) and the webhook-only role."""
 
 from __future__ import annotations
 
-from storage.migrations.base import Migration
+from core.vocabulary import (
+    ALERT_ACTIONS,
+    ALERT_OUTCOMES,
+    ALERT_STATUSES,
+    CHANNEL_KINDS,
+    DELIVERY_STATUSES,
+    ROLES,
+    SEVERITIES,
+)
+from storage.migrations.base import Migration, sql_in
 
+# CHECK constraints are spelled from core.vocabulary, except crew_users' roles in 5:
+# those are the words of that time, and 15 widens them to ROLES.
 MIGRATIONS: list[Migration] = [
     (
         5,
         "alert lifecycle for crews: transitions, teams, users, routing, channels, deliveries",
-        """
+        f"""
         -- The worker's 'closed' becomes the lifecycle's automatic resolution.
         ALTER TABLE alerts DROP CONSTRAINT IF EXISTS alerts_status_check;
         DROP INDEX IF EXISTS alerts_one_open_per_asset;
@@ -35,11 +46,11 @@ MIGRATIONS: list[Migration] = [
             WHERE status = 'closed';
         ALTER TABLE alerts
             ADD CONSTRAINT alerts_status_check
-                CHECK (status IN ('open', 'acknowledged', 'assigned', 'resolved')),
+                CHECK (status IN {sql_in(ALERT_STATUSES)}),
             ADD CONSTRAINT alerts_severity_check
-                CHECK (severity IN ('info', 'warning', 'critical')),
+                CHECK (severity IN {sql_in(SEVERITIES)}),
             ADD CONSTRAINT alerts_outcome_check
-                CHECK (outcome IN ('fault_confirmed', 'false_alarm', 'no_access', 'auto'));
+                CHECK (outcome IN {sql_in(ALERT_OUTCOMES)});
         -- One live (not yet resolved) alert per asset, whoever raised it.
         CREATE UNIQUE INDEX alerts_one_live_per_asset ON alerts (asset_id)
             WHERE status <> 'resolved';
@@ -51,14 +62,14 @@ MIGRATIONS: list[Migration] = [
             transition_id bigserial PRIMARY KEY,
             alert_id      text NOT NULL,
             action        text NOT NULL CHECK (action IN
-                ('open', 'acknowledge', 'assign', 'resolve', 'escalate')),
+                {sql_in(ALERT_ACTIONS)}),
             from_status   text,
             to_status     text NOT NULL,
             actor         text NOT NULL,
             at            timestamptz NOT NULL DEFAULT clock_timestamp(),
             team          text,
             level         integer NOT NULL DEFAULT 0,
-            detail        jsonb NOT NULL DEFAULT '{}'::jsonb,
+            detail        jsonb NOT NULL DEFAULT '{{}}'::jsonb,
             fanned_out    boolean NOT NULL DEFAULT false
         );
         CREATE INDEX alert_transitions_alert_idx ON alert_transitions (alert_id, at);
@@ -105,7 +116,7 @@ MIGRATIONS: list[Migration] = [
             asset_type   text,
             zone         text,
             min_severity text NOT NULL DEFAULT 'info'
-                CHECK (min_severity IN ('info', 'warning', 'critical')),
+                CHECK (min_severity IN {sql_in(SEVERITIES)}),
             team         text NOT NULL REFERENCES crew_teams (team),
             created_at   timestamptz NOT NULL DEFAULT now()
         );
@@ -114,7 +125,7 @@ MIGRATIONS: list[Migration] = [
         CREATE TABLE notification_channels (
             channel_id text PRIMARY KEY,
             team       text REFERENCES crew_teams (team),
-            kind       text NOT NULL CHECK (kind IN ('webhook', 'slack', 'email', 'kafka')),
+            kind       text NOT NULL CHECK (kind IN {sql_in(CHANNEL_KINDS)}),
             target     text NOT NULL,
             min_level  integer NOT NULL DEFAULT 0,
             enabled    boolean NOT NULL DEFAULT true,
@@ -128,7 +139,7 @@ MIGRATIONS: list[Migration] = [
             channel_id      text NOT NULL REFERENCES notification_channels (channel_id)
                 ON DELETE CASCADE,
             status          text NOT NULL DEFAULT 'pending'
-                CHECK (status IN ('pending', 'sent', 'failed')),
+                CHECK (status IN {sql_in(DELIVERY_STATUSES)}),
             attempts        integer NOT NULL DEFAULT 0,
             next_attempt_at timestamptz NOT NULL DEFAULT now(),
             last_error      text,
@@ -144,12 +155,12 @@ MIGRATIONS: list[Migration] = [
     (
         15,
         "crew_users: role 'webhook' (may only post Grafana's webhook)",
-        """
+        f"""
         -- Grafana held a full engineer token; this role can open and resolve
         -- Grafana's alerts and nothing else (enforced by the API's guard).
         ALTER TABLE crew_users DROP CONSTRAINT crew_users_role_check;
         ALTER TABLE crew_users ADD CONSTRAINT crew_users_role_check
-            CHECK (role IN ('crew', 'engineer', 'admin', 'webhook'));
+            CHECK (role IN {sql_in(ROLES)});
         """,
     ),
 ]

@@ -3,7 +3,8 @@ letters' original size, notification give-ups and model load failures, stream of
 
 from __future__ import annotations
 
-from storage.migrations.base import Migration
+from core.vocabulary import MODEL_ROLES
+from storage.migrations.base import Migration, sql_in
 
 MIGRATIONS: list[Migration] = [
     # -- M: maintenance events from the stream (10) ---------------------------------------------
@@ -39,7 +40,7 @@ MIGRATIONS: list[Migration] = [
     (
         12,
         "notification give-ups and failing-since; model file checksums and load failures",
-        """
+        f"""
         -- When a delivery started failing and when it was given up: the pipeline
         -- dashboard and an engineers' alert rule read them.
         ALTER TABLE alert_deliveries
@@ -49,7 +50,7 @@ MIGRATIONS: list[Migration] = [
         CREATE INDEX alert_deliveries_trouble_idx ON alert_deliveries (channel_id)
             WHERE status = 'failed' OR (status = 'pending' AND last_error IS NOT NULL);
 
-        -- sha256 of every bundle file at registration ({"card.json": "ab12..", ...});
+        -- sha256 of every bundle file at registration ({{"card.json": "ab12..", ...}});
         -- NULL for versions registered earlier (re-register to fill it in).
         ALTER TABLE model_registry ADD COLUMN file_sha256 jsonb;
 
@@ -59,7 +60,7 @@ MIGRATIONS: list[Migration] = [
             failure_id bigserial PRIMARY KEY,
             at         timestamptz NOT NULL DEFAULT clock_timestamp(),
             version    text NOT NULL,
-            role       text NOT NULL CHECK (role IN ('champion', 'challenger')),
+            role       text NOT NULL CHECK (role IN {sql_in(MODEL_ROLES)}),
             stage      text NOT NULL CHECK (stage IN ('promote', 'load')),
             reason     text NOT NULL,
             kept       text,
