@@ -1,29 +1,52 @@
 """The records every layer passes around: a reading, a score, an alert, a dead letter.
 
-The worker builds them, the sink stores them (``storage.sinks`` spells each table's
+One type per record: the worker builds them, ``core.wire`` puts them on and takes
+them off the topics, the sink stores them (``storage.sinks`` spells each table's
 columns from these fields), and the crew service reads their tables. They hold
 values only: no I/O, no policy.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+__all__ = ["Alert", "DeadLetter", "Explanation", "Maintenance", "Reading", "Score"]
+
 
 @dataclass(frozen=True, slots=True)
-class ReadingRow:
+class Reading:
+    """One validated sensor reading from one device."""
+
     ts: datetime
     device_id: str
     asset_id: str
     asset_type: str
-    metrics: dict[str, float]
-    source: dict[str, Any]
+    metrics: Mapping[str, float]
+    source: Mapping[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
-class ScoreRow:
+class Maintenance:
+    """A validated maintenance event: the device's asset was repaired at ``ts``.
+
+    Not a reading: it is stored in ``maintenance_events``, never scored, and
+    resets the device's feature baseline (``readings_since_maintenance``).
+    """
+
+    ts: datetime
+    device_id: str
+    asset_id: str
+    asset_type: str
+    source: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Score:
+    """A score of one reading: ``risk`` is the alerting signal, from ``model_kind``."""
+
     ts: datetime
     device_id: str
     asset_id: str
@@ -40,7 +63,7 @@ class ScoreRow:
 
 
 @dataclass(frozen=True, slots=True)
-class ExplanationRow:
+class Explanation:
     """Why a score was high: LightGBM feature contributions (log-odds), bias as ``_bias``."""
 
     ts: datetime
@@ -52,8 +75,9 @@ class ExplanationRow:
 
 
 @dataclass(frozen=True, slots=True)
-class AlertRow:
-    """An alert's state after a transition; ``closed_at`` is set when it closes."""
+class Alert:
+    """The worker's alert after a transition: ``status`` is 'open' or 'closed' (then
+    ``closed_at`` is set). The inbox maps it onto the crews' lifecycle."""
 
     alert_id: str
     asset_id: str
@@ -71,7 +95,7 @@ class AlertRow:
 
 
 @dataclass(frozen=True, slots=True)
-class DeadLetterRow:
+class DeadLetter:
     """What could not be used, with why. ``raw`` may be truncated: then ``raw_size`` and
     ``raw_sha256`` describe the original (computed from ``raw`` when left unset)."""
 
@@ -86,14 +110,3 @@ class DeadLetterRow:
     raw: bytes
     raw_size: int | None = None
     raw_sha256: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class MaintenanceRow:
-    """A repair the worker saw on the stream; it reset the device's feature baseline."""
-
-    ts: datetime
-    device_id: str
-    asset_id: str
-    asset_type: str
-    source: dict[str, Any]

@@ -1,4 +1,6 @@
-"""The reading wire format: JSON bytes on the ``readings`` topic, keyed by device id.
+"""The wire formats: readings on the ``readings`` topic, scores on the ``scores`` topic.
+
+Readings are JSON bytes keyed by device id.
 
 Every source (simulator, LoRaWAN bridge, webhook, file replay) produces exactly
 this shape; ``streams`` validates it. Example::
@@ -21,9 +23,11 @@ carry ``"type": "maintenance"`` and no metrics (a reading has no ``type``, or
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
+
+from core.records import Score
 
 READING_FIELDS = ("device_id", "asset_id", "asset_type", "ts", "metrics", "source")
 MAINTENANCE = "maintenance"  # the "type" of a maintenance event
@@ -83,3 +87,85 @@ def encode_maintenance(
             "source": dict(source or {}),
         },
     ).encode()
+
+
+# -- scores: one message per partition per worker batch ---------------------------------
+
+
+def _extras(s: Score) -> dict[str, Any]:
+    # Optional per-score facts, by name: a later field (a forecast, say) is one more key,
+    # and a reader that does not know a key ignores it.
+    out: dict[str, Any] = {"kind": s.model_kind}
+    if s.anomaly_score is not None and s.anomaly_score == s.anomaly_score:
+        out["anomaly"] = s.anomaly_score
+    if s.ttf_median is not None:
+        out["ttf"] = [s.ttf_low, s.ttf_median, s.ttf_high]
+    return out
+
+
+def encode_score_batch(scores: Sequence[Score]) -> bytes:
+    """The ``scores`` topic value: scores of assets that share a partition.
+
+    Takes the worker's stored scores as they are, so a score is built once per reading.
+
+    JSON, one compact row per score::
+
+        {"v": 1, "scores": [[asset_id, device_id, asset_type, ts, risk, threshold, model,
+                             {"kind": "anomaly", "anomaly": 1.7}], ...]}
+
+    The eighth element (named extras) was added later; rows of seven still decode
+    (as failure-risk scores), so messages already on the topic stay readable.
+    """
+    rows = [
+        [
+            s.asset_id,
+            s.device_id,
+            s.asset_type,
+            s.ts.isoformat(),
+            s.risk,
+            s.threshold,
+            s.model_version,
+            _extras(s),
+        ]
+        for s in scores
+    ]
+    return json.dumps({"v": 1, "scores": rows}, separators=(",", ":")).encode()
+
+
+def decode_score_batch(raw: bytes) -> list[Score]:
+    """Inverse of :func:`encode_score_batch`."""
+    data = json.loads(raw)
+    if data.get("v") != 1:
+        raise ValueError(f"unsupported score batch version {data.get('v')!r}")
+    out = []
+    for row in data["scores"]:
+        a, d, t, ts, r, th, m = row[:7]
+        extras = row[7] if len(row) > 7 and isinstance(row[7], dict) else {}
+        anomaly = extras.get("anomaly")
+        ttf = extras.get("ttf")
+        lo, mid, hi = (
+            (float(v) for v in ttf)
+            if isinstance(ttf, list) and len(ttf) == 3
+            else (
+                None,
+                None,
+                None,
+            )
+        )
+        out.append(
+            Score(
+                ts=datetime.fromisoformat(ts),
+                device_id=d,
+                asset_id=a,
+                asset_type=t,
+                model_version=m,
+                risk=float(r),
+                threshold=float(th),
+                model_kind=str(extras.get("kind", "failure_risk")),
+                anomaly_score=None if anomaly is None else float(anomaly),
+                ttf_low=lo,
+                ttf_median=mid,
+                ttf_high=hi,
+            )
+        )
+    return out

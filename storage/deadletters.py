@@ -1,6 +1,6 @@
 """Dead letters in the database: what could not be used, with why and the raw bytes.
 
-Every dead-letter row is a :class:`core.records.DeadLetterRow`, whoever refused the
+Every dead-letter row is a :class:`core.records.DeadLetter`, whoever refused the
 input (the worker, the LoRaWAN bridge via the ``deadletter`` topic, the work-order
 import); :func:`deadletter_values` turns it into table values, so each column is
 bounded and cleaned in one place.
@@ -20,34 +20,17 @@ from typing import Any
 
 import psycopg
 
-from core.records import DeadLetterRow
+from core.records import DeadLetter
+from storage.tables import table_of
 
 __all__ = [
-    "DEADLETTER_COLUMNS",
-    "DEADLETTER_TYPES",
+    "DEADLETTERS",
     "MAX_DEADLETTER_TEXT",
     "deadletter_values",
     "ingest_deadletter_row",
     "insert_deadletters",
     "safe_text",
 ]
-
-DEADLETTER_COLUMNS = (
-    "deadletter_id",
-    "stage",
-    "reason",
-    "detail",
-    "source_topic",
-    "source_partition",
-    "source_offset",
-    "device_id",
-    "raw",
-    "raw_size",
-    "raw_sha256",
-)
-DEADLETTER_TYPES = (
-    *("text", "text", "text", "text", "text", "int4", "int8", "text", "bytea", "int8", "text"),
-)
 
 #: Longest text kept in a dead letter's ``detail`` and ``device_id`` columns.
 MAX_DEADLETTER_TEXT = 2000
@@ -66,8 +49,8 @@ def safe_text(value: object, limit: int = MAX_DEADLETTER_TEXT) -> str:
     return text.replace("\x00", "\\x00")
 
 
-def deadletter_values(d: DeadLetterRow) -> tuple:
-    """The row's values in :data:`DEADLETTER_COLUMNS` order, each bounded and cleaned."""
+def deadletter_values(d: DeadLetter) -> tuple:
+    """The dead letter's values in field order, each bounded and cleaned."""
     return (
         safe_text(d.deadletter_id, 200),
         d.stage,
@@ -83,9 +66,12 @@ def deadletter_values(d: DeadLetterRow) -> tuple:
     )
 
 
+DEADLETTERS = table_of(
+    "deadletters", DeadLetter, types={"source_partition": "int4"}, values=deadletter_values
+)
 _INSERT = (
-    f"INSERT INTO deadletters ({', '.join(DEADLETTER_COLUMNS)})"
-    f" VALUES ({', '.join(['%s'] * len(DEADLETTER_COLUMNS))})"
+    f"INSERT INTO deadletters ({', '.join(DEADLETTERS.columns)})"
+    f" VALUES ({', '.join(['%s'] * len(DEADLETTERS.columns))})"
     " ON CONFLICT (deadletter_id) DO NOTHING"
 )
 # What a dead letter from outside any topic (a file import) has no value for.
@@ -98,16 +84,14 @@ _NOT_FROM_A_TOPIC = {
 
 
 def insert_deadletters(
-    conn: psycopg.Connection, rows: Sequence[DeadLetterRow | Mapping[str, Any]]
+    conn: psycopg.Connection, rows: Sequence[DeadLetter | Mapping[str, Any]]
 ) -> int:
     """Store rejected input; idempotent. Mappings hold at least ``deadletter_id, stage,
     reason, detail, raw``. Returns the rows new to the table."""
     new = 0
     with conn.cursor() as cur:
         for r in rows:
-            letter = (
-                r if isinstance(r, DeadLetterRow) else DeadLetterRow(**{**_NOT_FROM_A_TOPIC, **r})
-            )
+            letter = r if isinstance(r, DeadLetter) else DeadLetter(**{**_NOT_FROM_A_TOPIC, **r})
             cur.execute(_INSERT, deadletter_values(letter))
             new += cur.rowcount
     return new
@@ -129,7 +113,7 @@ def ingest_deadletter_row(
     key: bytes | None,
     value: bytes | None,
     headers: Headers,
-) -> DeadLetterRow | None:
+) -> DeadLetter | None:
     """The table row of one ``stage=ingest`` message, or None for any other message.
 
     Messages the worker itself published (no ``stage`` header) return None: the
@@ -140,7 +124,7 @@ def ingest_deadletter_row(
     if meta.get("stage") != "ingest":
         return None
     raw_size = meta.get("raw_size", "")
-    return DeadLetterRow(
+    return DeadLetter(
         deadletter_id=meta.get("deadletter_id") or f"{topic}:{partition}:{offset}",
         stage="ingest",
         reason=meta.get("reason") or "unknown",

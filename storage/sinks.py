@@ -15,18 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from psycopg.types.json import Jsonb
 
-from core.records import (
-    AlertRow,
-    DeadLetterRow,
-    ExplanationRow,
-    MaintenanceRow,
-    ReadingRow,
-    ScoreRow,
-)
+from core.records import Alert, DeadLetter, Explanation, Maintenance, Reading, Score
 from storage.alerts.worker import apply_worker_alerts
-from storage.deadletters import DEADLETTER_COLUMNS, DEADLETTER_TYPES, deadletter_values
+from storage.deadletters import DEADLETTERS
+from storage.tables import EXPLANATIONS, MAINTENANCE, READINGS, SCORES, Table
 
 log = logging.getLogger(__name__)
 
@@ -43,18 +36,18 @@ class SinkUnavailableError(RuntimeError):
 class SinkBatch:
     """Rows of one worker batch, written in one transaction."""
 
-    readings: list[ReadingRow] = field(default_factory=list)
-    scores: list[ScoreRow] = field(default_factory=list)
-    alerts: list[AlertRow] = field(default_factory=list)
-    deadletters: list[DeadLetterRow] = field(default_factory=list)
-    explanations: list[ExplanationRow] = field(default_factory=list)
-    maintenance: list[MaintenanceRow] = field(default_factory=list)
+    readings: list[Reading] = field(default_factory=list)
+    scores: list[Score] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)
+    deadletters: list[DeadLetter] = field(default_factory=list)
+    explanations: list[Explanation] = field(default_factory=list)
+    maintenance: list[Maintenance] = field(default_factory=list)
     #: Where each of ``readings`` came from: ``(topic, partition, offset)``. With it the
     #: sink tells a replay from a duplicate and records the offsets it stored.
     reading_positions: list[tuple[str, int, int]] | None = None
     #: The dead letter of ``readings[i]`` when another message's reading holds its key;
     #: written in the same transaction, so a crash cannot separate the two.
-    conflict_deadletter: Callable[[int], DeadLetterRow] | None = None
+    conflict_deadletter: Callable[[int], DeadLetter] | None = None
 
     def __len__(self) -> int:
         return (
@@ -81,44 +74,14 @@ class WriteResult:
     conflicts: list[int] = field(default_factory=list)
 
 
-_STAGING_DDL = """
-CREATE TEMP TABLE IF NOT EXISTS stage_readings
-    (LIKE readings INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;
-CREATE TEMP TABLE IF NOT EXISTS stage_scores
-    (LIKE scores INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;
-CREATE TEMP TABLE IF NOT EXISTS stage_deadletters
-    (LIKE deadletters INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;
-CREATE TEMP TABLE IF NOT EXISTS stage_score_explanations
-    (LIKE score_explanations INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;
-CREATE TEMP TABLE IF NOT EXISTS stage_maintenance_events
-    (LIKE maintenance_events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;
-"""
-
-_READING_COLUMNS = ("ts", "device_id", "asset_id", "asset_type", "metrics", "source")
-_READING_TYPES = ("timestamptz", "text", "text", "text", "jsonb", "jsonb")
-_MAINTENANCE_COLUMNS = ("ts", "device_id", "asset_id", "asset_type", "source")
-_MAINTENANCE_TYPES = ("timestamptz", "text", "text", "text", "jsonb")
-_SCORE_COLUMNS = (
-    "ts",
-    "device_id",
-    "asset_id",
-    "asset_type",
-    "model_version",
-    "risk",
-    "threshold",
-    "role",
-    "model_kind",
-    "anomaly_score",
-    "ttf_low_days",
-    "ttf_median_days",
-    "ttf_high_days",
+# Tables written through a staging table: "INSERT ... ON CONFLICT DO NOTHING" from it
+# makes a replayed row a no-op. Readings and scores try a direct COPY first.
+_STAGED = (READINGS, SCORES, DEADLETTERS, EXPLANATIONS, MAINTENANCE)
+_STAGING_DDL = "".join(
+    f"CREATE TEMP TABLE IF NOT EXISTS stage_{t.name}"
+    f" (LIKE {t.name} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;"
+    for t in _STAGED
 )
-_SCORE_TYPES = (
-    *("timestamptz", "text", "text", "text", "text", "float8", "float8", "text"),
-    *("text", "float8", "float8", "float8", "float8"),
-)
-_EXPLANATION_COLUMNS = ("ts", "device_id", "asset_id", "model_version", "risk", "contributions")
-_EXPLANATION_TYPES = ("timestamptz", "text", "text", "text", "float8", "jsonb")
 
 
 class PostgresSink:
@@ -166,42 +129,13 @@ class PostgresSink:
                 _record_offsets(cur, batch.reading_positions)
                 if conflicts and batch.conflict_deadletter is not None:
                     batch.deadletters.extend(batch.conflict_deadletter(i) for i in conflicts)
-                maintenance = _copy_upsert(
-                    cur,
-                    "maintenance_events",
-                    _MAINTENANCE_COLUMNS,
-                    _MAINTENANCE_TYPES,
-                    (
-                        (m.ts, m.device_id, m.asset_id, m.asset_type, Jsonb(m.source))
-                        for m in batch.maintenance
-                    ),
-                    bool(batch.maintenance),
-                )
-                _copy_upsert(
-                    cur,
-                    "score_explanations",
-                    _EXPLANATION_COLUMNS,
-                    _EXPLANATION_TYPES,
-                    (
-                        (
-                            e.ts,
-                            e.device_id,
-                            e.asset_id,
-                            e.model_version,
-                            e.risk,
-                            Jsonb(e.contributions),
-                        )
-                        for e in batch.explanations
-                    ),
-                    bool(batch.explanations),
-                )
-                deadletters = _copy_upsert(
-                    cur,
-                    "deadletters",
-                    DEADLETTER_COLUMNS,
-                    DEADLETTER_TYPES,
-                    (deadletter_values(d) for d in batch.deadletters),
-                    bool(batch.deadletters),
+                maintenance, _, deadletters = (
+                    _copy_upsert(cur, table, rows)
+                    for table, rows in (
+                        (MAINTENANCE, batch.maintenance),
+                        (EXPLANATIONS, batch.explanations),
+                        (DEADLETTERS, batch.deadletters),
+                    )
                 )
                 # Alerts are few (transitions only); the lifecycle SQL, the
                 # transition outbox and its pg_notify commit with this batch.
@@ -223,23 +157,6 @@ class PostgresSink:
                 self._conn = None
 
 
-def _reading_values(batch: SinkBatch):
-    return (
-        (r.ts, r.device_id, r.asset_id, r.asset_type, Jsonb(r.metrics), Jsonb(r.source))
-        for r in batch.readings
-    )
-
-
-def _score_values(batch: SinkBatch):
-    return (
-        (
-            *(s.ts, s.device_id, s.asset_id, s.asset_type, s.model_version, s.risk, s.threshold),
-            *(s.role, s.model_kind, s.anomaly_score, s.ttf_low, s.ttf_median, s.ttf_high),
-        )
-        for s in batch.scores
-    )
-
-
 def _copy_direct(cur: psycopg.Cursor, batch: SinkBatch) -> bool:
     """COPY readings and scores straight into their tables, the fast path.
 
@@ -253,10 +170,8 @@ def _copy_direct(cur: psycopg.Cursor, batch: SinkBatch) -> bool:
         return True
     try:
         with cur.connection.transaction():  # a savepoint: a conflict undoes only this
-            if batch.readings:
-                _copy(cur, "readings", _READING_COLUMNS, _READING_TYPES, _reading_values(batch))
-            if batch.scores:
-                _copy(cur, "scores", _SCORE_COLUMNS, _SCORE_TYPES, _score_values(batch))
+            _copy(cur, READINGS.name, READINGS, batch.readings)
+            _copy(cur, SCORES.name, SCORES, batch.scores)
     except psycopg.errors.UniqueViolation:
         return False
     return True
@@ -269,11 +184,8 @@ def _copy_upsert_readings(
     readings that lost their key to another message come back as conflicts."""
     inserted = _copy_upsert(
         cur,
-        "readings",
-        _READING_COLUMNS,
-        _READING_TYPES,
-        _reading_values(batch),
-        bool(batch.readings),
+        READINGS,
+        batch.readings,
         returning="device_id, ts" if batch.reading_positions else None,
     )
     readings = inserted if isinstance(inserted, int) else len(inserted)
@@ -282,44 +194,37 @@ def _copy_upsert_readings(
         if readings < len(batch.readings) and batch.reading_positions
         else []
     )
-    scores = _copy_upsert(
-        cur, "scores", _SCORE_COLUMNS, _SCORE_TYPES, _score_values(batch), bool(batch.scores)
-    )
+    scores = _copy_upsert(cur, SCORES, batch.scores)
     return readings, int(scores), conflicts
 
 
-def _copy(
-    cur: psycopg.Cursor, table: str, columns: Sequence[str], types: Sequence[str], rows
-) -> None:
-    """Binary COPY of ``rows`` into ``table``."""
-    with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)") as copy:
-        copy.set_types(list(types))
-        for row in rows:
-            copy.write_row(row)
+def _copy(cur: psycopg.Cursor, into: str, table: Table, records: Sequence[Any]) -> None:
+    """Binary COPY of ``records`` (of ``table``'s record type) into ``into``."""
+    if not records:
+        return
+    values = table.values
+    with cur.copy(f"COPY {into} ({', '.join(table.columns)}) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(list(table.types))
+        for record in records:
+            copy.write_row(values(record))
 
 
 def _copy_upsert(
-    cur: psycopg.Cursor,
-    table: str,
-    columns: Sequence[str],
-    types: Sequence[str],
-    rows,
-    has_rows: bool,
-    returning: str | None = None,
+    cur: psycopg.Cursor, table: Table, records: Sequence[Any], returning: str | None = None
 ) -> int | set[tuple]:
-    """COPY rows into ``stage_<table>`` (binary), then insert what is new.
+    """COPY records into ``stage_<table>`` (binary), then insert what is new.
 
     Returns how many rows were inserted, or with ``returning`` the set of those
     columns of the inserted rows.
     """
-    if not has_rows:
+    if not records:
         return set() if returning else 0
-    _copy(cur, f"stage_{table}", columns, types, rows)
-    cols = ", ".join(columns)
+    _copy(cur, f"stage_{table.name}", table, records)
+    cols = ", ".join(table.columns)
     # DO NOTHING also absorbs a key repeated inside one batch.
     cur.execute(
-        f"INSERT INTO {table} ({cols}) SELECT {cols} FROM stage_{table} ON CONFLICT DO NOTHING"
-        + (f" RETURNING {returning}" if returning else "")
+        f"INSERT INTO {table.name} ({cols}) SELECT {cols} FROM stage_{table.name}"
+        " ON CONFLICT DO NOTHING" + (f" RETURNING {returning}" if returning else "")
     )
     if returning:
         return set(cur.fetchall())

@@ -38,6 +38,7 @@ import numpy as np
 import psycopg
 
 from core.settings import Settings
+from core.wire import encode_score_batch
 from models.catalog import ActiveBundles, ModelRegistry
 from storage.deadletters import ingest_deadletter_row
 from storage.maintenance import run_maintenance
@@ -59,7 +60,7 @@ from .deadletters import (
 from .devices import DeviceDirectory
 from .ordering import OffsetGuard, fetch_hole
 from .pipeline import DeviceStates, ExplainPolicy, Limits, plan_alerts, plan_readings
-from .records import AlertEvent, encode_score_batch
+from .records import AlertEvent
 from .tansu import install_faust_highwater_fix
 
 log = logging.getLogger("citywatch.worker")

@@ -26,14 +26,14 @@ from typing import Any, Protocol
 import numpy as np
 from aiokafka.partitioner import murmur2
 
-from core.records import (
-    AlertRow,
-    DeadLetterRow,
-    ExplanationRow,
-    MaintenanceRow,
-    ReadingRow,
-    ScoreRow,
-)
+from core.records import Alert as AlertRow
+from core.records import DeadLetter as DeadLetterRow
+from core.records import Explanation as ExplanationRow
+from core.records import Maintenance, Reading
+from core.records import Maintenance as MaintenanceRow
+from core.records import Reading as ReadingRow
+from core.records import Score as ScoreRow
+from core.wire import decode_score_batch
 from models.features import DeviceFeatureState, FeatureSpec
 from models.remaining_life import time_to_failure_days
 from storage.sinks import SinkBatch
@@ -41,7 +41,7 @@ from storage.sinks import SinkBatch
 from .alerting import AlertState, Hysteresis, step
 from .deadletters import deadletter_row, duplicate_deadletter
 from .health_book import HealthBook, blend, health_spec, outlook, policy_kind
-from .records import AlertEvent, Maintenance, Reading, decode_score_batch
+from .records import AlertEvent
 from .state import DeviceState, StateCache, decode_offsets, decode_state, encode_state
 from .state import spec_fingerprint as _fingerprint
 from .validation import DeviceLookup, Rejection, validate_reading

@@ -23,9 +23,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from core.assets import ASSET_TYPES
+from core.records import Maintenance, Reading
 from core.wire import MAINTENANCE
-
-from .records import Maintenance, Reading
 
 #: Bounds on what a message may hold. A reading is a few hundred bytes; a LoRaWAN
 #: uplink's metadata in ``source`` a few kilobytes.

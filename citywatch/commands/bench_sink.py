@@ -23,7 +23,7 @@ _RAW_SCORES = ("ts", "device_id", "asset_id", "asset_type", "model_version", "ri
 
 def make_batches(n_batches: int, batch_size: int, devices: int, seed: int = 7) -> list:
     """Worker-like batches: each device reports once a second, LoRaWAN source, one score each."""
-    from core.records import ReadingRow, ScoreRow
+    from core.records import Reading, Score
     from storage.sinks import SinkBatch
 
     rnd = random.Random(seed)
@@ -51,10 +51,8 @@ def make_batches(n_batches: int, batch_size: int, devices: int, seed: int = 7) -
                 "gateway_ids": ["0016c001ff10a235", "0016c001ff10a236"],
                 "codec": "cayenne_lpp",
             }
-            batch.readings.append(ReadingRow(ts, device, asset, kind.name, metrics, source))
-            batch.scores.append(
-                ScoreRow(ts, device, asset, kind.name, "bench-v1", rnd.random(), 0.7)
-            )
+            batch.readings.append(Reading(ts, device, asset, kind.name, metrics, source))
+            batch.scores.append(Score(ts, device, asset, kind.name, "bench-v1", rnd.random(), 0.7))
             k += 1
         batches.append(batch)
     return batches

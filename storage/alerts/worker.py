@@ -1,6 +1,6 @@
 """The worker's alert rows, applied to the inbox inside the sink's transaction.
 
-The worker's vocabulary ('open'/'closed', :class:`core.records.AlertRow`) maps onto the
+The worker's vocabulary ('open'/'closed', :class:`core.records.Alert`) maps onto the
 lifecycle here: 'closed' is an automatic resolution (``resolved_by='system'``,
 ``outcome='auto'``) unless people resolved the alert already; nothing reopens a
 resolved alert.
@@ -13,7 +13,7 @@ from dataclasses import asdict
 
 import psycopg
 
-from core.records import AlertRow
+from core.records import Alert
 from storage.alerts.opening import insert_alert, route, zone_of
 from storage.alerts.outbox import record_transition
 
@@ -28,7 +28,7 @@ def severity_for(risk: float) -> str:
     return "critical" if risk >= CRITICAL_RISK else "warning"
 
 
-def apply_worker_alerts(cur: psycopg.Cursor, rows: Sequence[AlertRow]) -> int:
+def apply_worker_alerts(cur: psycopg.Cursor, rows: Sequence[Alert]) -> int:
     """Apply the worker's alert rows inside the caller's transaction; idempotent.
 
     Returns the number of transitions recorded (replays record none).
@@ -44,7 +44,7 @@ def apply_worker_alerts(cur: psycopg.Cursor, rows: Sequence[AlertRow]) -> int:
     return transitions
 
 
-def _worker_open(cur: psycopg.Cursor, a: AlertRow) -> int:
+def _worker_open(cur: psycopg.Cursor, a: Alert) -> int:
     severity = severity_for(a.peak_risk)
     zone = zone_of(cur, a.device_id)
     team = route(cur, a.asset_type, zone, severity)
@@ -92,7 +92,7 @@ def _worker_open(cur: psycopg.Cursor, a: AlertRow) -> int:
     return 0
 
 
-def _worker_close(cur: psycopg.Cursor, a: AlertRow) -> int:
+def _worker_close(cur: psycopg.Cursor, a: Alert) -> int:
     prev = cur.execute(
         "SELECT status, team, escalation_level FROM alerts WHERE alert_id = %s FOR UPDATE",
         (a.alert_id,),

@@ -111,12 +111,12 @@ def test_a_current_schema_needs_no_ddl_so_services_start_as_their_role(roles_db)
 
 def test_worker_stores_a_batch_with_alerts_and_maintains_storage(roles_db, tmp_path):
     from core.records import (
-        AlertRow,
-        DeadLetterRow,
-        ExplanationRow,
-        MaintenanceRow,
-        ReadingRow,
-        ScoreRow,
+        Alert,
+        DeadLetter,
+        Explanation,
+        Maintenance,
+        Reading,
+        Score,
     )
     from models.catalog import ModelRegistry
     from storage.maintenance import owns, run_maintenance
@@ -131,14 +131,14 @@ def test_worker_stores_a_batch_with_alerts_and_maintains_storage(roles_db, tmp_p
     sink = PostgresSink(urls["worker"])
     result = sink.write(
         SinkBatch(
-            readings=[ReadingRow(ts, "d", "a", "p", {"flow": 2.0}, {})],
-            scores=[ScoreRow(ts, "d", "a", "p", "v1", 0.9, 0.5)],
-            alerts=[AlertRow("a:1", "a", "d", "p", "open", ts, None, 0.9, 0.9, 0.5, "v1")],
+            readings=[Reading(ts, "d", "a", "p", {"flow": 2.0}, {})],
+            scores=[Score(ts, "d", "a", "p", "v1", 0.9, 0.5)],
+            alerts=[Alert("a:1", "a", "d", "p", "open", ts, None, 0.9, 0.9, 0.5, "v1")],
             deadletters=[
-                DeadLetterRow("dl-1", "validate", "bad_json", "x", "readings", 0, 7, None, b"{")
+                DeadLetter("dl-1", "validate", "bad_json", "x", "readings", 0, 7, None, b"{")
             ],
-            explanations=[ExplanationRow(ts, "d", "a", "v1", 0.9, {"flow": 0.4})],
-            maintenance=[MaintenanceRow(ts - timedelta(minutes=1), "d", "a", "p", {})],
+            explanations=[Explanation(ts, "d", "a", "v1", 0.9, {"flow": 0.4})],
+            maintenance=[Maintenance(ts - timedelta(minutes=1), "d", "a", "p", {})],
             reading_positions=[("readings", 0, 8)],
         )
     )
@@ -177,7 +177,7 @@ def test_worker_stores_a_batch_with_alerts_and_maintains_storage(roles_db, tmp_p
 
 def test_alert_service_runs_the_api_and_the_notifier(roles_db):
     from citywatch.stack import free_port
-    from core.records import AlertRow
+    from core.records import Alert
     from crew.api import create_app
     from crew.auth import create_user
     from crew.notifier import Notifier, NotifierConfig
@@ -204,7 +204,7 @@ def test_alert_service_runs_the_api_and_the_notifier(roles_db):
         c.execute("INSERT INTO devices (device_id, asset_id, asset_type) VALUES ('d', 'a', 'p')")
     sink = PostgresSink(urls["worker"])
     ts = datetime.now(UTC)
-    sink.write(SinkBatch(alerts=[AlertRow("a:1", "a", "d", "p", "open", ts, None, 1, 1, 0.5, "v")]))
+    sink.write(SinkBatch(alerts=[Alert("a:1", "a", "d", "p", "open", ts, None, 1, 1, 0.5, "v")]))
     sink.close()
     with TestClient(create_app(urls["alerts"], rate_per_s=100, burst=100)) as http:
         for token in (ana, eve):

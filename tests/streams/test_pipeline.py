@@ -15,11 +15,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core.wire import encode_score_batch
 from ingest.simulator import FleetSimulator
 from models.features import FeatureSpec
 from streams.alerting import Hysteresis
 from streams.pipeline import DeviceStates, ExplainPolicy, Limits, plan_alerts, plan_readings
-from streams.records import encode_score_batch
 from streams.state import decode_offsets
 from tests.pipeline_helpers import as_messages, offline_scores
 
@@ -341,9 +341,9 @@ def _maintenance(device, ts: datetime) -> bytes:
 
 
 def _score(asset_id: str, ts: datetime, risk: float):
-    from core.records import ScoreRow
+    from core.records import Score
 
-    return ScoreRow(ts, "d-" + asset_id, asset_id, "water_pump", "v1", risk, 0.5)
+    return Score(ts, "d-" + asset_id, asset_id, "water_pump", "v1", risk, 0.5)
 
 
 def test_messages_keep_json_shape():
