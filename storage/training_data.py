@@ -1,8 +1,8 @@
 """Training data as stored: readings, failures, maintenance events and labels.
 
-Plain functions over a psycopg connection; they know rows, not models, so
-storage never imports :mod:`models` (the dependency runs models -> storage).
-Every write is keyed on a natural key and safe to repeat.
+What ``citywatch train`` and drift monitoring read, as rows (``models.history`` makes
+frames of them); failures and labels are written here too, each keyed on a natural
+key so that importing or recording them again changes nothing.
 """
 
 from __future__ import annotations

@@ -14,28 +14,20 @@ and recorded in ``schema_migrations``; later runs keep it even if TimescaleDB
 appears or disappears. Each migration runs once, inside a transaction; an
 advisory lock keeps concurrent workers from racing.
 
-Where a new migration goes: into the module of its group (``v<first number>_<topic>.py``),
-with the next free number of that group's range, or into a new module for a new group,
-listed in ``_GROUPS`` below. Numbers are never reused or renumbered: ``schema_migrations``
-records them, and a duplicate fails at import.
+Where a new migration goes: into the module of its group (``v<first number>_<topic>.py``)
+with the next free number of that group's range, or into a new module for a new group
+(every ``v*.py`` module here is read). Numbers are never reused or renumbered:
+``schema_migrations`` records them, and a duplicate fails at import.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
+import pkgutil
 
 import psycopg
 
-from storage.migrations import (
-    v01_core,
-    v05_alerts,
-    v06_time,
-    v10_worker,
-    v20_downlinks,
-    v30_water_networks,
-    v40_water_quality,
-    v50_scores,
-)
 from storage.migrations.base import FLAVOURS, POSTGRES, TIMESCALEDB, Migration
 
 __all__ = [
@@ -52,16 +44,12 @@ log = logging.getLogger(__name__)
 
 _LOCK_KEY = 0x63697479  # "city": one advisory lock for all schema changes
 
-_GROUPS = (
-    v01_core,
-    v05_alerts,
-    v06_time,
-    v10_worker,
-    v20_downlinks,
-    v30_water_networks,
-    v40_water_quality,
-    v50_scores,
-)
+# Every v<number>_<topic>.py module here is a group of migrations.
+_GROUPS = [
+    importlib.import_module(f"{__name__}.{module.name}")
+    for module in pkgutil.iter_modules(__path__)
+    if module.name.startswith("v")
+]
 MIGRATIONS: list[Migration] = sorted(
     (m for group in _GROUPS for m in group.MIGRATIONS), key=lambda m: m[0]
 )
