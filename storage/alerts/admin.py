@@ -8,6 +8,12 @@ import psycopg
 from psycopg.rows import dict_row
 
 
+def _ensure_team(conn: psycopg.Connection, team: str | None) -> None:
+    """Create the team a user, rule, channel or escalation names, when it is new."""
+    if team:
+        conn.execute("INSERT INTO crew_teams (team) VALUES (%s) ON CONFLICT DO NOTHING", (team,))
+
+
 def upsert_team(
     conn: psycopg.Connection,
     team: str,
@@ -16,10 +22,7 @@ def upsert_team(
     escalate_to: str | None = None,
 ) -> None:
     with conn.transaction():
-        if escalate_to:
-            conn.execute(
-                "INSERT INTO crew_teams (team) VALUES (%s) ON CONFLICT DO NOTHING", (escalate_to,)
-            )
+        _ensure_team(conn, escalate_to)
         conn.execute(
             "INSERT INTO crew_teams (team, ack_timeout_s, escalate_to) VALUES (%s, %s, %s)"
             " ON CONFLICT (team) DO UPDATE SET ack_timeout_s = EXCLUDED.ack_timeout_s,"
@@ -33,10 +36,7 @@ def upsert_user(
 ) -> None:
     """Create or update a user; its team is created when missing."""
     with conn.transaction():
-        if team:
-            conn.execute(
-                "INSERT INTO crew_teams (team) VALUES (%s) ON CONFLICT DO NOTHING", (team,)
-            )
+        _ensure_team(conn, team)
         conn.execute(
             "INSERT INTO crew_users (user_name, role, team, email) VALUES (%s, %s, %s, %s)"
             " ON CONFLICT (user_name) DO UPDATE SET role = EXCLUDED.role,"
@@ -82,7 +82,7 @@ def add_rule(
     priority: int = 100,
 ) -> int:
     with conn.transaction():
-        conn.execute("INSERT INTO crew_teams (team) VALUES (%s) ON CONFLICT DO NOTHING", (team,))
+        _ensure_team(conn, team)
         return conn.execute(
             "INSERT INTO routing_rules (priority, asset_type, zone, min_severity, team)"
             " VALUES (%s, %s, %s, %s, %s) RETURNING rule_id",
@@ -109,10 +109,7 @@ def upsert_channel(
     enabled: bool = True,
 ) -> None:
     with conn.transaction():
-        if team:
-            conn.execute(
-                "INSERT INTO crew_teams (team) VALUES (%s) ON CONFLICT DO NOTHING", (team,)
-            )
+        _ensure_team(conn, team)
         conn.execute(
             "INSERT INTO notification_channels (channel_id, team, kind, target, min_level,"
             " enabled) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (channel_id) DO UPDATE SET"
