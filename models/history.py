@@ -52,7 +52,7 @@ class TrainingData:
 
 
 def readings_frame(rows: list[tuple[str, str, str, datetime, str]]) -> pd.DataFrame:
-    """Rows of :func:`storage.model_registry.fetch_readings` as one wide frame.
+    """Rows of :func:`storage.training_data.fetch_readings` as one wide frame.
 
     Columns: ``device_id, asset_id, asset_type, ts, tick`` and one float column
     per metric name seen (NaN where a reading lacks it). Rows must come ordered
