@@ -24,19 +24,17 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
-from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.vocabulary import ALERT_STATUSES, CREW_OUTCOMES, LIVE_STATUSES, SEVERITIES
 from storage.alerts import inbox
 from storage.alerts.access import Actor, NotFoundError, TransitionError
-from storage.alerts.access import get_alert as visible_alert
 from storage.alerts.actions import add_comment
 from storage.water_networks import alert_leak_candidates
 
 from . import auth, lifecycle
-from .downlinks_api import add_downlink_routes
+from .downlinks_api import add_downlink_routes, visible_alert
 from .guard import ACTOR_KEY, Guard, GuardConfig
 from .strict_query import reject_unexpected_query
 
@@ -407,11 +405,7 @@ def create_app(
     @app.get("/api/v1/alerts/{alert_id}", response_model=AlertDetail, responses=_ALERT_ERRORS)
     def get_alert(alert_id: AlertId, who: Who, conn: Conn) -> dict:
         """One alert with its transitions (who did what, when) and comments."""
-        try:
-            with conn.cursor(row_factory=dict_row) as cur:
-                alert = visible_alert(cur, alert_id, who)
-        except NotFoundError as exc:
-            raise HTTPException(404, f"no alert {alert_id}") from exc
+        alert = visible_alert(conn, alert_id, who)
         return {"alert": alert, **inbox.alert_history(conn, alert_id)}
 
     @app.get(
@@ -426,11 +420,7 @@ def create_app(
         readings: Annotated[int, Query(ge=1, le=1000)] = 120,
     ) -> dict:
         """The asset's recent readings and the model's top feature contributions."""
-        try:
-            with conn.cursor(row_factory=dict_row) as cur:
-                alert = visible_alert(cur, alert_id, who)
-        except NotFoundError as exc:
-            raise HTTPException(404, f"no alert {alert_id}") from exc
+        alert = visible_alert(conn, alert_id, who)
         version = alert["model_version"] if alert["source"] == "model" else None
         return {
             "readings": inbox.recent_readings(conn, alert["asset_id"], readings),
