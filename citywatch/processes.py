@@ -73,8 +73,8 @@ def wait_for_drain(database_url: str, expected: int, timeout_s: float) -> int:
     deadline = time.monotonic() + timeout_s
     seen = -1
     while time.monotonic() < deadline:
-        with psycopg.connect(database_url) as db:
-            seen = messages_accounted_for(db)
+        with psycopg.connect(database_url) as pg:
+            seen = messages_accounted_for(pg)
         if seen >= expected:
             return seen
         time.sleep(0.5)

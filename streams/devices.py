@@ -65,8 +65,8 @@ class DeviceDirectory:
 
     def reload(self) -> None:
         try:
-            with psycopg.connect(self._database_url) as db:
-                self._devices = load_devices(db)
+            with psycopg.connect(self._database_url) as pg:
+                self._devices = load_devices(pg)
         except psycopg.OperationalError as exc:
             raise SinkUnavailableError(f"cannot load devices: {exc}") from exc
         self._absent.clear()

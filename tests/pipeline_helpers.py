@@ -80,8 +80,8 @@ def as_messages(readings, seq0: int = 0, *, maintenance: bool = False) -> list[t
 
 
 def stored_total(conn) -> int:
-    with psycopg.connect(conn.database_url) as db:
-        return messages_accounted_for(db)
+    with psycopg.connect(conn.database_url) as pg:
+        return messages_accounted_for(pg)
 
 
 def wait_for_total(conn, expected: int, timeout_s: float = 120.0) -> int:

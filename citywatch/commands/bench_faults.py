@@ -267,8 +267,8 @@ def bench_faults(
     # once a second, so a device registered just before its first reading may be unknown.
     tags = [f"fa{run_id}{i:02x}" for i in range(len(CLASSES))]
     for tag in tags:
-        with psycopg.connect(conn.database_url) as db:
-            register_devices(db, hostile_devices(tag, 4))
+        with psycopg.connect(conn.database_url) as pg:
+            register_devices(pg, hostile_devices(tag, 4))
     log_path = settings.home.resolve() / f"bench-faults-{run_id}.log"
     worker = SupervisedWorker(settings, conn, log_path)
     worker.start()

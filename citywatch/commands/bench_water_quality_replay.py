@@ -75,9 +75,9 @@ def bench_water_quality_replay(
     station = load_catalogue([catalogue])["water_quality_station"]
     settings, conn, run_id = bench_run(settings, progress=not as_json)
     device = f"wq-bench-{run_id}"
-    with psycopg.connect(conn.database_url) as db:
+    with psycopg.connect(conn.database_url) as pg:
         register_devices(
-            db,
+            pg,
             [{"device_id": device, "asset_id": device, "asset_type": station.name, "lat": None,
               "lon": None, "installed_at": None, "codec": "replay"}],
         )  # fmt: skip

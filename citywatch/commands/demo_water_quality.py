@@ -53,9 +53,9 @@ def replay_tail(
     with tempfile.TemporaryDirectory() as tmp:
         tail = Path(tmp) / f"{data_file.stem}-last-{hours}h.csv"
         tail.write_bytes(b"".join([lines[0], *lines[-hours * 60 :]]))
-        with psycopg.connect(conn.database_url) as db:
+        with psycopg.connect(conn.database_url) as pg:
             register_devices(
-                db,
+                pg,
                 [{"device_id": DEVICE, "asset_id": ASSET, "asset_type": station.name, "lat": 52.37,
                   "lon": 4.89, "installed_at": None, "codec": "replay"}],
             )  # fmt: skip

@@ -52,8 +52,8 @@ class DatabaseRegistry(dict):
 
         self._loaded_at = time.monotonic()
         try:
-            with psycopg.connect(self.database_url) as db:
-                latest = latest_registry(db)
+            with psycopg.connect(self.database_url) as pg:
+                latest = latest_registry(pg)
         except psycopg.OperationalError as exc:
             # The device may well be registered: hold the frame, don't dead-letter it.
             raise TransientError(f"device registry unavailable: {exc}") from exc
@@ -79,8 +79,8 @@ def load_registry_file(database_url: str, path: Path):
 
     entries = load_registry(path)
     rows = [entry_to_row(e) for e in entries.values()]
-    with psycopg.connect(database_url) as db:
-        return store_registry(db, rows, source=path.name)
+    with psycopg.connect(database_url) as pg:
+        return store_registry(pg, rows, source=path.name)
 
 
 def build_processor(
@@ -115,8 +115,8 @@ def build_processor(
         from ingest.lorawan.errors import TransientError
 
         try:
-            with psycopg.connect(conn.database_url) as db:
-                auto_register_device(db, entry_to_row(entry))
+            with psycopg.connect(conn.database_url) as pg:
+                auto_register_device(pg, entry_to_row(entry))
         except psycopg.OperationalError as exc:
             raise TransientError(f"device registry unavailable: {exc}") from exc
 
@@ -431,8 +431,8 @@ def devices_list(settings: Settings, as_json: bool) -> None:
     from storage.device_registry import latest_registry
 
     conn = connect(settings)
-    with psycopg.connect(conn.database_url) as db:
-        latest = latest_registry(db)
+    with psycopg.connect(conn.database_url) as pg:
+        latest = latest_registry(pg)
     rows = latest[1] if latest else []
     if as_json:
         click.echo(json.dumps({"version": latest[0] if latest else None, "devices": rows}))
@@ -457,8 +457,8 @@ def devices_show(settings: Settings, dev_eui: str) -> None:
     from storage.device_registry import show_device
 
     conn = connect(settings)
-    with psycopg.connect(conn.database_url) as db:
-        device = show_device(db, dev_eui)
+    with psycopg.connect(conn.database_url) as pg:
+        device = show_device(pg, dev_eui)
     if device is None:
         raise click.ClickException(f"no device {dev_eui}")
     click.echo(json.dumps(device, indent=2, default=str))
@@ -472,8 +472,8 @@ def devices_versions(settings: Settings, as_json: bool) -> None:
     from storage.device_registry import registry_versions
 
     conn = connect(settings)
-    with psycopg.connect(conn.database_url) as db:
-        versions = registry_versions(db)
+    with psycopg.connect(conn.database_url) as pg:
+        versions = registry_versions(pg)
     if as_json:
         click.echo(json.dumps(versions, default=str))
         return

@@ -119,9 +119,9 @@ def replay(
     asset_id = asset_id or device_id
     conn = connect(settings)
     ensure_topics(conn.kafka, settings)
-    with psycopg.connect(conn.database_url) as db:
+    with psycopg.connect(conn.database_url) as pg:
         register_devices(
-            db,
+            pg,
             [
                 {
                     "device_id": device_id,
@@ -169,8 +169,8 @@ def replay(
         asset_type=asset_type,
         source=f"replay:{file.name}",
     )
-    with psycopg.connect(conn.database_url) as db:
-        record_failures(db, rows)
+    with psycopg.connect(conn.database_url) as pg:
+        record_failures(pg, rows)
     for reason, n in stats.bad_by_reason.items():
         log.warning("%d rows of %s dead-lettered as %s", n, file.name, reason)
     summary = stats.as_dict() | {

@@ -62,8 +62,8 @@ class GroundTruthRecorder:
         if not self.pending:
             return
         try:
-            with psycopg.connect(self.database_url) as db:
-                record_failures(db, self.pending)
+            with psycopg.connect(self.database_url) as pg:
+                record_failures(pg, self.pending)
         except psycopg.Error as exc:
             log.warning("ground truth not recorded yet (%s); retrying later", exc)
             return
@@ -128,9 +128,9 @@ def run_fleet(
             "messages": producer.messages,
             "corrupted": dict(producer.corrupted),
         }
-    with psycopg.connect(conn.database_url) as db:
-        record_failures(db, [_failure_row(f) for f in stats.failures])
-        record_failures(db, in_progress_rows(fleet, stats))
+    with psycopg.connect(conn.database_url) as pg:
+        record_failures(pg, [_failure_row(f) for f in stats.failures])
+        record_failures(pg, in_progress_rows(fleet, stats))
     return stats
 
 
@@ -143,12 +143,12 @@ def register_lorawan_devices(database_url: str, devices, *, seed: int = 0) -> di
     from ingest.lorawan.uplink_sim import sim_registry_rows
     from storage.device_registry import latest_registry, store_registry
 
-    with psycopg.connect(database_url) as db:
-        latest = latest_registry(db)
+    with psycopg.connect(database_url) as pg:
+        latest = latest_registry(pg)
         rows = {r["dev_eui"]: r for r in (latest[1] if latest else [])}
         sim_rows = sim_registry_rows(devices)
         rows.update({r["dev_eui"]: r for r in sim_rows})
-        store_registry(db, list(rows.values()), source="simulator")
+        store_registry(pg, list(rows.values()), source="simulator")
     return parse_registry(sim_rows, source="simulator")
 
 
@@ -172,9 +172,9 @@ def register_fleet(database_url: str, fleet) -> None:
     """Put the simulated devices in the device registry, so the worker accepts them."""
     from storage.device_registry import register_devices
 
-    with psycopg.connect(database_url) as db:
+    with psycopg.connect(database_url) as pg:
         register_devices(
-            db,
+            pg,
             [
                 {
                     "device_id": d.device_id,

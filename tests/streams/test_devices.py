@@ -39,11 +39,11 @@ def _device(device_id: str) -> dict:
 def test_a_device_registered_after_the_last_reload_is_found_at_once(conn, db):
     clock = Clock()
     directory = DeviceDirectory(conn.database_url, clock=clock)
-    with psycopg.connect(conn.database_url) as db:
-        register_devices(db, [_device("old")])
+    with psycopg.connect(conn.database_url) as pg:
+        register_devices(pg, [_device("old")])
     assert directory.lookup("old") == ("asset-old", "lift")  # the first miss reloads
-    with psycopg.connect(conn.database_url) as db:
-        register_devices(db, [_device("new")])  # as the bridge auto-registers
+    with psycopg.connect(conn.database_url) as pg:
+        register_devices(pg, [_device("new")])  # as the bridge auto-registers
     clock.now += 0.1  # well inside the reload interval
     assert directory.lookup("new") == ("asset-new", "lift")
     assert directory.single_lookups == 1

@@ -41,9 +41,9 @@ def test_readings_of_a_type_without_a_model_are_stored_and_others_still_scored(
 
     fleet = FleetSimulator(n_devices=4, seed=5)
     register_fleet(conn, fleet)
-    with psycopg.connect(conn.database_url) as db:
+    with psycopg.connect(conn.database_url) as pg:
         register_devices(
-            db,
+            pg,
             [
                 {
                     "device_id": "probe-1",

@@ -73,8 +73,8 @@ class Run:
         prefix = uuid.uuid4().hex[:6]
         self.tags = iter([f"{prefix}{i:04x}" for i in range(POOL)])
         for tag in [f"{prefix}{i:04x}" for i in range(POOL)]:
-            with psycopg.connect(conn.database_url) as db:
-                register_devices(db, make_devices(tag, 4))
+            with psycopg.connect(conn.database_url) as pg:
+                register_devices(pg, make_devices(tag, 4))
         self.worker = Worker(settings, conn, log_path).start()
         self.pid = self.worker.proc.pid
         self.producer = KafkaProducer(
@@ -92,8 +92,8 @@ class Run:
         tag = next(self.tags, None)
         if tag is None:  # the pool ran out (hypothesis shrinking): register and wait
             tag = uuid.uuid4().hex[:10]
-            with psycopg.connect(self.conn.database_url) as db:
-                register_devices(db, make_devices(tag, 4))
+            with psycopg.connect(self.conn.database_url) as pg:
+                register_devices(pg, make_devices(tag, 4))
             time.sleep(1.2)
         return tag
 

@@ -323,8 +323,8 @@ def test_auto_registration_is_opt_in(conn, registry_db, topics, fleet, registry)
 
     def on_register(entry) -> None:
         registered.append(entry.dev_eui)
-        with psycopg.connect(conn.database_url) as db:
-            auto_register_device(db, entry_to_row(entry))
+        with psycopg.connect(conn.database_url) as pg:
+            auto_register_device(pg, entry_to_row(entry))
 
     known: dict = {}
     relaxed = UplinkProcessor(

@@ -235,9 +235,9 @@ def test_ingest_import_publishes_each_element_of_an_export(
     from tests.ingest.lorawan.test_lorawan_cli import env_for
 
     row = {"device_id": "dev1", "asset_id": "d1", "asset_type": "water_pump"}
-    with psycopg.connect(conn.database_url) as db:
+    with psycopg.connect(conn.database_url) as pg:
         store_registry(
-            db, [row | {"codec": "passthrough", "metric_map": {"t": "flow"}}], source="t"
+            pg, [row | {"codec": "passthrough", "metric_map": {"t": "flow"}}], source="t"
         )
     export = tmp_path / "storage.json"
     good = [tts_sim("dev1", v, f"2026-01-02T0{v}:00:00Z") for v in (1, 2, 3)]
