@@ -32,6 +32,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import faust
 import numpy as np
@@ -39,7 +40,7 @@ import psycopg
 
 from core.settings import Settings
 from core.wire import encode_score_batch
-from models.catalog import ActiveBundles, ModelRegistry
+from models.catalog import ActiveBundles, ModelCatalog
 from storage.deadletters import ingest_deadletter_row
 from storage.maintenance import run_maintenance
 from storage.sinks import (
@@ -57,11 +58,14 @@ from .deadletters import (
     deadletter_headers,
     poison_row,
 )
+from .device_states import DeviceStates
 from .devices import DeviceDirectory
+from .explanations import ExplainPolicy
 from .ordering import OffsetGuard, fetch_hole
-from .pipeline import DeviceStates, ExplainPolicy, Limits, plan_alerts, plan_readings
+from .pipeline import Limits, plan_alerts, plan_readings
 from .records import AlertEvent
-from .tansu import install_faust_highwater_fix
+from .table_store import SCHEME, claim_datadir, discard_stale_partitions
+from .tansu import install_faust_fetch_wait_fix, install_faust_highwater_fix
 
 log = logging.getLogger("citywatch.worker")
 
@@ -130,16 +134,18 @@ def create_app(
     *,
     tansu: bool,
     models: ActiveBundles | None = None,
+    datadir: Path | None = None,
 ) -> faust.App:
     """Build the Faust app with its topics, tables and agents."""
     if tansu:
         install_faust_highwater_fix(kafka)
+        install_faust_fetch_wait_fix()
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{kafka}",
-        store="memory://",
+        store=f"{SCHEME}://" if settings.table_store == "rocksdb" else "memory://",
         # Faust's default is "{id}-data" in the CWD: /app in the image, not writable by uid 10001.
-        datadir=str(settings.faust_path),
+        datadir=str(datadir if datadir is not None else settings.faust_path),
         topic_partitions=settings.partitions,
         topic_replication_factor=1,
         consumer_auto_offset_reset="earliest",
@@ -190,7 +196,7 @@ def create_app(
     devices = DeviceDirectory(database_url)
     if models is None:
         # The database registry (`citywatch model promote`), polled every 2 s.
-        models = ActiveBundles(ModelRegistry(database_url, settings.models_path))
+        models = ActiveBundles(ModelCatalog(database_url, settings.models_path))
     rule = Hysteresis(
         open_after=settings.alert_open_after,
         close_after=settings.alert_close_after,
@@ -459,6 +465,12 @@ def consumer_lag(app: faust.App, last_offsets: dict) -> int | None:
 def run_worker(settings: Settings, kafka: str, database_url: str, *, tansu: bool) -> None:
     """Run the worker until SIGINT/SIGTERM (blocking)."""
     topics.ensure_topics(kafka, settings)
-    app = create_app(settings, kafka, database_url, tansu=tansu)
+    # Each worker process its own slot of the volume: RocksDB locks a table's files.
+    rocksdb = settings.table_store == "rocksdb"
+    # Tables of different apps (consumer groups) must not share files: table names repeat.
+    datadir = claim_datadir(settings.faust_path / settings.app_id) if rocksdb else None
+    app = create_app(settings, kafka, database_url, tansu=tansu, datadir=datadir)
+    if rocksdb:
+        discard_stale_partitions(app, kafka, tansu=tansu)
     worker = faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True)
     worker.execute_from_commandline()

@@ -91,7 +91,7 @@ def test_unsupported_layout_is_skipped(leakdb_dir):
 def test_worker_raises_a_leak_alert_with_candidates(
     db, conn, isolated, trained_models, leakdb_dir, tmp_path, monkeypatch
 ):
-    from citywatch.network_runs import run_network
+    from services.network_runs import run_network
     from streams.topics import ensure_topics
     from tests.pipeline_helpers import Worker
 

@@ -17,9 +17,9 @@ from typing import Any
 
 import psycopg
 
-from citywatch.runtime import Connection
 from core.assets import CATALOGUE_ENV, OPTIONAL_CATALOGUES, load_catalogue
 from core.settings import Settings
+from services.connection import Connection
 
 CATALOGUE = OPTIONAL_CATALOGUES / "water_quality_station.toml"
 DEVICE = "wq-demo-01"
@@ -69,8 +69,8 @@ def replay_tail(
     truth = stats.failure_rows(
         device_id=DEVICE, asset_id=ASSET, asset_type=station.name, source=f"replay:{data_file.name}"
     )
-    with psycopg.connect(conn.database_url) as db:
-        record_failures(db, truth)
+    with psycopg.connect(conn.database_url) as pg:
+        record_failures(pg, truth)
     return {
         "water_quality_readings": stats.readings,
         "water_quality_gaps": stats.gaps,

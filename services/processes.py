@@ -1,4 +1,4 @@
-"""Child processes of the CLI: the worker started as it runs in production, and waits on it.
+"""Child processes of a run: the worker started as it runs in production, and waits on it.
 
 Used by the demo, the benchmarks and the tests, so they all start the worker
 the same way.
@@ -13,11 +13,11 @@ import sys
 import time
 from pathlib import Path
 
-import click
 import psycopg
 
-from citywatch.runtime import Connection
 from core.settings import Settings
+from services.connection import Connection
+from services.errors import ServiceError
 from storage.reports import messages_accounted_for
 
 
@@ -29,6 +29,8 @@ def start_worker(settings: Settings, conn: Connection, log_path: Path) -> subpro
         "CITYWATCH_DATABASE_URL": conn.database_url,
         "CITYWATCH_BROKER_FLAVOR": "tansu" if conn.tansu else "kafka",
         "CITYWATCH_HOME": str(settings.home),
+        "CITYWATCH_FAUST_DATADIR": str(settings.faust_path),
+        "CITYWATCH_TABLE_STORE": settings.table_store,
         "CITYWATCH_MODEL_DIR": str(settings.models_path),
         "CITYWATCH_PARTITIONS": str(settings.partitions),
         "CITYWATCH_TOPIC_PREFIX": settings.topic_prefix,
@@ -61,11 +63,11 @@ def wait_for_log(
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise click.ClickException(f"worker exited early; see {path}")
+            raise ServiceError(f"worker exited early; see {path}")
         if path.exists() and needle in path.read_bytes()[after:].decode(errors="replace"):
             return
         time.sleep(0.2)
-    raise click.ClickException(f"worker not ready after {timeout_s:.0f}s; see {path}")
+    raise ServiceError(f"worker not ready after {timeout_s:.0f}s; see {path}")
 
 
 def wait_for_drain(database_url: str, expected: int, timeout_s: float) -> int:
