@@ -35,3 +35,12 @@ AlertEvent = type(faust.Record)(
     serializer="json",
     isodates=True,
 )
+
+
+def alert_event(alert: Alert, transition: str) -> AlertEvent:
+    """The ``alerts`` topic's record of ``alert`` after ``transition``."""
+    return AlertEvent(transition=transition, **_event_values(alert))
+
+
+def _event_values(alert: Alert) -> dict[str, object]:
+    return {f.name: getattr(alert, f.name) for f in dataclasses.fields(alert) if f.name != "status"}
