@@ -26,7 +26,7 @@ def connect(settings: Settings, *, start_embedded: bool = True, migrate: bool = 
     else:
         tansu = settings.broker_flavor == "tansu"
     if migrate:
-        from storage.schema import migrate as run_migrations
+        from storage.migrations import migrate as run_migrations
 
         run_migrations(database_url)
     return Connection(kafka, database_url, tansu)
@@ -41,7 +41,7 @@ def database_url(settings: Settings, *, migrate: bool) -> str:
             "no database: set CITYWATCH_DATABASE_URL or run `citywatch stack up`"
         )
     if migrate:
-        from storage.schema import migrate as run_migrations
+        from storage.migrations import migrate as run_migrations
 
         run_migrations(info["url"])
     return info["url"]

@@ -24,16 +24,17 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
-from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 from pydantic import BaseModel, ConfigDict, Field
 
-from storage import alert_store
-from storage.alert_store import Actor, NotFoundError, TransitionError
+from core.vocabulary import ALERT_STATUSES, CREW_OUTCOMES, LIVE_STATUSES, SEVERITIES
+from storage.alerts import inbox
+from storage.alerts.access import Actor, NotFoundError, TransitionError
+from storage.alerts.actions import add_comment
 from storage.water_networks import alert_leak_candidates
 
 from . import auth, lifecycle
-from .downlinks_api import add_downlink_routes
+from .downlinks_api import add_downlink_routes, visible_alert
 from .guard import ACTOR_KEY, Guard, GuardConfig
 from .outlook_api import add_outlook_routes
 from .strict_query import reject_unexpected_query
@@ -41,9 +42,9 @@ from .strict_query import reject_unexpected_query
 log = logging.getLogger(__name__)
 INBOX_DIR = Path(__file__).parent / "inbox"
 
-Status = Literal["open", "acknowledged", "assigned", "resolved"]
-Severity = Literal["info", "warning", "critical"]
-Outcome = Literal["fault_confirmed", "false_alarm", "no_access"]
+Status = Literal[ALERT_STATUSES]  # type: ignore[valid-type]
+Severity = Literal[SEVERITIES]  # type: ignore[valid-type]
+Outcome = Literal[CREW_OUTCOMES]  # type: ignore[valid-type]
 # PostgreSQL text cannot hold NUL characters; saying so in the spec (rather than only
 # answering 422 when the database refuses them) keeps the spec and the API in agreement.
 NO_NUL = r"^[^\x00]*$"
@@ -330,7 +331,7 @@ def create_app(
 
     def change(conn: psycopg.Connection, alert_id: str, action: str, who: Actor, **kw) -> dict:
         try:
-            return alert_store.transition(conn, alert_id, action, who, **kw)
+            return lifecycle.transition(conn, alert_id, action, who, **kw)
         except NotFoundError as exc:
             raise HTTPException(404, f"no alert {alert_id}") from exc
         except TransitionError as exc:
@@ -390,8 +391,8 @@ def create_app(
         limit: Annotated[int, Query(ge=1, le=500)] = 100,
     ) -> list[dict]:
         """Alerts visible to the caller, riskiest first; crews see their own team's only."""
-        statuses = list(status or []) or (list(alert_store.LIVE_STATUSES) if live else None)
-        return alert_store.list_alerts(
+        statuses = list(status or []) or (list(LIVE_STATUSES) if live else None)
+        return inbox.list_alerts(
             conn,
             who,
             statuses=statuses,
@@ -405,12 +406,8 @@ def create_app(
     @app.get("/api/v1/alerts/{alert_id}", response_model=AlertDetail, responses=_ALERT_ERRORS)
     def get_alert(alert_id: AlertId, who: Who, conn: Conn) -> dict:
         """One alert with its transitions (who did what, when) and comments."""
-        try:
-            with conn.cursor(row_factory=dict_row) as cur:
-                alert = alert_store.get_alert(cur, alert_id, who)
-        except NotFoundError as exc:
-            raise HTTPException(404, f"no alert {alert_id}") from exc
-        return {"alert": alert, **alert_store.alert_history(conn, alert_id)}
+        alert = visible_alert(conn, alert_id, who)
+        return {"alert": alert, **inbox.alert_history(conn, alert_id)}
 
     @app.get(
         "/api/v1/alerts/{alert_id}/context",
@@ -424,15 +421,11 @@ def create_app(
         readings: Annotated[int, Query(ge=1, le=1000)] = 120,
     ) -> dict:
         """The asset's recent readings and the model's top feature contributions."""
-        try:
-            with conn.cursor(row_factory=dict_row) as cur:
-                alert = alert_store.get_alert(cur, alert_id, who)
-        except NotFoundError as exc:
-            raise HTTPException(404, f"no alert {alert_id}") from exc
+        alert = visible_alert(conn, alert_id, who)
         version = alert["model_version"] if alert["source"] == "model" else None
         return {
-            "readings": alert_store.recent_readings(conn, alert["asset_id"], readings),
-            "explanation": alert_store.top_contributions(conn, alert["asset_id"], version),
+            "readings": inbox.recent_readings(conn, alert["asset_id"], readings),
+            "explanation": inbox.top_contributions(conn, alert["asset_id"], version),
             "leak_candidates": alert_leak_candidates(conn, alert["asset_id"], alert["opened_at"]),
         }
 
@@ -466,7 +459,7 @@ def create_app(
     def comment(alert_id: AlertId, body: CommentIn, who: Who, conn: Conn) -> dict:
         """Add a comment to an alert (any status)."""
         try:
-            return alert_store.add_comment(conn, alert_id, who, body.body)
+            return add_comment(conn, alert_id, who, body.body)
         except NotFoundError as exc:
             raise HTTPException(404, f"no alert {alert_id}") from exc
 

@@ -13,11 +13,10 @@ import secrets
 
 import psycopg
 
-from storage import alert_store
-from storage.alert_store import Actor
+from core.vocabulary import ROLES
+from storage.alerts import admin
+from storage.alerts.access import Actor
 
-# ``webhook``: may only post Grafana's webhook (the token Grafana holds).
-ROLES = ("crew", "engineer", "admin", "webhook")
 TOKEN_PREFIX = "cw_"
 
 
@@ -41,12 +40,12 @@ def create_user(
         raise ValueError(f"role must be one of {', '.join(ROLES)}")
     if role == "crew" and not team:
         raise ValueError("a crew user needs a team")
-    alert_store.upsert_user(conn, user_name, role, team, email)
+    admin.upsert_user(conn, user_name, role, team, email)
     token = new_token()
-    alert_store.add_token(conn, user_name, hash_token(token))
+    admin.add_token(conn, user_name, hash_token(token))
     return token
 
 
 def authenticate(conn: psycopg.Connection, token: str) -> Actor | None:
-    row = alert_store.user_for_token(conn, hash_token(token))
+    row = admin.user_for_token(conn, hash_token(token))
     return Actor(*row) if row else None

@@ -13,14 +13,15 @@ signatures' dependency types, which here are the API's own closures.
 from datetime import datetime
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, HTTPException
 from psycopg.rows import dict_row
 from pydantic import BaseModel
 
-from storage import alert_store, downlink_store
-from storage.alert_store import NotFoundError
+from storage import downlink_store
+from storage.alerts.access import Actor, NotFoundError, get_alert
 
-__all__ = ["CommandOut", "add_downlink_routes"]
+__all__ = ["CommandOut", "add_downlink_routes", "visible_alert"]
 
 
 class CommandOut(BaseModel):
@@ -40,17 +41,19 @@ class CommandOut(BaseModel):
     sent_at: datetime | None
 
 
+def visible_alert(conn: psycopg.Connection, alert_id: str, who: Actor) -> dict:
+    """The alert, if ``who`` may see it; else a 404 (another team's alert looks absent)."""
+    try:
+        with conn.cursor(row_factory=dict_row) as cur:
+            return get_alert(cur, alert_id, who)
+    except NotFoundError as exc:
+        raise HTTPException(404, f"no alert {alert_id}") from exc
+
+
 def add_downlink_routes(
     app: FastAPI, who_dep: Any, conn_dep: Any, alert_id_type: Any, errors: dict
 ) -> None:
     """Register the routes on ``app`` with the API's own auth and connection dependencies."""
-
-    def visible_alert(conn, alert_id: str, who) -> dict:
-        try:
-            with conn.cursor(row_factory=dict_row) as cur:
-                return alert_store.get_alert(cur, alert_id, who)
-        except NotFoundError as exc:
-            raise HTTPException(404, f"no alert {alert_id}") from exc
 
     @app.post(
         "/api/v1/alerts/{alert_id}/request-reading",

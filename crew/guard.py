@@ -30,7 +30,7 @@ from limits import RateLimitItem, RateLimitItemPerMinute, RateLimitItemPerSecond
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 
-from storage.alert_store import Actor
+from storage.alerts.access import Actor
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

@@ -1,7 +1,9 @@
 """What people and Grafana do to alerts, in the service's terms.
 
-The state machine and its SQL live in ``storage.alert_store`` (the worker's
-sink shares them); this module maps Grafana's webhook payload onto it.
+The lifecycle's rules live here: which action is allowed from which status, where
+it leads, and which outcomes a crew may give. The SQL that applies them is in
+``storage.alerts`` (the worker's sink shares it). This module also maps Grafana's
+webhook payload onto the lifecycle.
 """
 
 from __future__ import annotations
@@ -13,18 +15,63 @@ from typing import Any
 
 import psycopg
 
-from storage import alert_store
-from storage.alert_store import ALLOWED_FROM, OUTCOMES, Actor, NotFoundError, TransitionError
+from core.vocabulary import CREW_OUTCOMES, LIVE_STATUSES
+from storage.alerts.access import Actor, TransitionError
+from storage.alerts.actions import apply_transition
+from storage.alerts.grafana import apply_grafana_alert
 
 __all__ = [
     "ALLOWED_FROM",
-    "OUTCOMES",
-    "Actor",
-    "NotFoundError",
-    "TransitionError",
+    "TARGET_STATUS",
     "apply_grafana_payload",
     "grafana_severity",
+    "transition",
 ]
+
+# Which actions are allowed from which status (the lifecycle, as data).
+ALLOWED_FROM: dict[str, tuple[str, ...]] = {
+    "acknowledge": ("open",),
+    "assign": ("open", "acknowledged", "assigned"),
+    "resolve": LIVE_STATUSES,
+}
+TARGET_STATUS = {"acknowledge": "acknowledged", "assign": "assigned", "resolve": "resolved"}
+
+
+def transition(
+    conn: psycopg.Connection,
+    alert_id: str,
+    action: str,
+    actor: Actor,
+    *,
+    assignee: str | None = None,
+    outcome: str | None = None,
+    note: str | None = None,
+) -> dict[str, Any]:
+    """Acknowledge, assign or resolve one alert; returns the alert after the change.
+
+    Raises
+    ------
+    storage.alerts.access.NotFoundError
+        No such alert, or it belongs to another team and ``actor`` is a crew.
+    TransitionError
+        The action is not allowed from the alert's status, or its input is invalid.
+    """
+    if action not in ALLOWED_FROM:
+        raise TransitionError(f"unknown action {action!r}")
+    if action == "resolve" and outcome not in CREW_OUTCOMES:
+        raise TransitionError(f"outcome must be one of {', '.join(CREW_OUTCOMES)}")
+    return apply_transition(
+        conn,
+        alert_id,
+        action,
+        actor,
+        allowed_from=ALLOWED_FROM[action],
+        to_status=TARGET_STATUS[action],
+        assignee=assignee,
+        outcome=outcome,
+        note=note,
+    )
+
 
 _SEVERITY_WORDS = {
     "info": "info",
@@ -67,7 +114,7 @@ def apply_grafana_payload(
             ends_at = None  # Grafana sends 0001-01-01 for "not ended"
         alertname = labels.get("alertname", "grafana")
         values = [v for v in (item.get("values") or {}).values() if isinstance(v, int | float)]
-        alert_id, what = alert_store.apply_grafana_alert(
+        alert_id, what = apply_grafana_alert(
             conn,
             alert_id=f"grafana:{fingerprint}:{starts_at.astimezone(UTC).isoformat()}",
             asset_id=labels.get("asset_id") or f"grafana:{alertname}",

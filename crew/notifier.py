@@ -31,7 +31,7 @@ from typing import Any
 import psycopg
 from kafka.errors import KafkaError
 
-from storage import alert_store
+from storage.alerts import outbox
 
 from .channels import ChannelConfig, Channels, DeliveryError
 from .repairs import RepairEvents
@@ -106,9 +106,7 @@ class Notifier:
         now = time.monotonic()
         if now - self._last_escalation >= self.config.escalation_check_s:
             self._last_escalation = now
-            self._step(
-                "escalation", counts, lambda: len(alert_store.escalate_due(conn)), "escalated"
-            )
+            self._step("escalation", counts, lambda: len(outbox.escalate_due(conn)), "escalated")
         self._step("fan-out", counts, lambda: self._fan_out(conn), "fanned_out")
         if self._repairs is not None:
             self._step("repairs", counts, lambda: self._publish_repairs(conn), "repairs")
@@ -135,7 +133,7 @@ class Notifier:
 
     def _fan_out(self, conn: psycopg.Connection) -> int:
         with conn.transaction(), conn.cursor() as cur:
-            return alert_store.fan_out(cur)
+            return outbox.fan_out(cur)
 
     def _publish_repairs(self, conn: psycopg.Connection) -> int:
         assert self._repairs is not None
@@ -148,7 +146,7 @@ class Notifier:
     def _deliver(self, conn: psycopg.Connection, counts: dict[str, int]) -> int:
         while True:
             with conn.transaction(), conn.cursor() as cur:
-                due = alert_store.claim_deliveries(cur, self.config.batch)
+                due = outbox.claim_deliveries(cur, self.config.batch)
                 for d in due:
                     error, retry_in = self._send(d)
                     self._mark(conn, cur, d, error, retry_in)
@@ -167,14 +165,14 @@ class Notifier:
         key = (d["transition_id"], d["channel_id"])
         try:
             with conn.transaction():  # a savepoint: one bad row cannot undo the batch
-                alert_store.mark_delivery(cur, *key, error=error, retry_in_s=retry_in)
+                outbox.mark_delivery(cur, *key, error=error, retry_in_s=retry_in)
         except psycopg.OperationalError:
             raise
         except Exception as exc:
             log.exception("delivery %s:%s: cannot record its outcome", *key)
             # Give up on it rather than claim it again forever.
             with conn.transaction():
-                alert_store.mark_delivery(
+                outbox.mark_delivery(
                     cur,
                     *key,
                     error=f"outcome not recordable: {type(exc).__name__}",
@@ -235,7 +233,7 @@ class Notifier:
             psycopg.connect(self._database_url, autocommit=True) as listen,
             psycopg.connect(self._database_url, application_name="citywatch-notifier") as work,
         ):
-            listen.execute(f"LISTEN {alert_store.NOTIFY_CHANNEL}")
+            listen.execute(f"LISTEN {outbox.NOTIFY_CHANNEL}")
             while not self._stop.is_set():
                 self.run_once(work)
                 self._wait(listen)

@@ -1,7 +1,7 @@
 """Routing: which team gets an alert (by asset type, zone, severity) and over which channels.
 
 The rule lookup itself runs in SQL inside the alert's transaction
-(``storage.alert_store.route``), so the worker's write and the routing agree.
+(``storage.alerts.opening.route``), so the worker's write and the routing agree.
 This module is the management side used by the CLI and tests.
 """
 
@@ -11,10 +11,8 @@ from typing import Any
 
 import psycopg
 
-from storage import alert_store
-from storage.alert_store import SEVERITIES
-
-CHANNEL_KINDS = ("webhook", "slack", "email", "kafka")
+from core.vocabulary import CHANNEL_KINDS, SEVERITIES
+from storage.alerts import admin
 
 
 def add_rule(
@@ -29,7 +27,7 @@ def add_rule(
     """Route alerts matching asset type / zone / at least ``min_severity`` to ``team``."""
     if min_severity not in SEVERITIES:
         raise ValueError(f"min_severity must be one of {', '.join(SEVERITIES)}")
-    return alert_store.add_rule(
+    return admin.add_rule(
         conn,
         team,
         asset_type=asset_type,
@@ -59,15 +57,15 @@ def add_channel(
         raise ValueError("webhook and slack targets are http(s) URLs")
     if kind == "email" and "@" not in target:
         raise ValueError("email targets are e-mail addresses")
-    alert_store.upsert_channel(conn, channel_id, kind, target, team=team, min_level=min_level)
+    admin.upsert_channel(conn, channel_id, kind, target, team=team, min_level=min_level)
 
 
 def set_escalation(
     conn: psycopg.Connection, team: str, ack_timeout_s: int | None, escalate_to: str | None
 ) -> None:
     """Escalate the team's open alerts after ``ack_timeout_s`` without acknowledgement."""
-    alert_store.upsert_team(conn, team, ack_timeout_s=ack_timeout_s, escalate_to=escalate_to)
+    admin.upsert_team(conn, team, ack_timeout_s=ack_timeout_s, escalate_to=escalate_to)
 
 
 def rules(conn: psycopg.Connection) -> list[dict[str, Any]]:
-    return alert_store.list_rules(conn)
+    return admin.list_rules(conn)

@@ -36,7 +36,7 @@ from models.bundle_store import (
     smoke_test,
 )
 from models.bundle_store import promote as write_champion_file
-from storage import model_registry as sql
+from storage import model_versions as sql
 
 log = logging.getLogger(__name__)
 

@@ -178,7 +178,8 @@ def compute_drift(
 
     from models.features import compute_features
     from models.history import readings_frame
-    from storage import model_registry as sql
+    from storage import model_versions as sql
+    from storage.training_data import fetch_readings
 
     end = end or datetime.now(UTC)
     start = end - window
@@ -191,7 +192,7 @@ def compute_drift(
             "(`citywatch train`) to monitor drift"
         )
     with psycopg.connect(database_url) as conn:
-        rows = sql.fetch_readings(
+        rows = fetch_readings(
             conn, since=start - context, until=end, asset_types=list(bundle.asset_types)
         )
     history = readings_frame(rows)

@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 import psycopg
 
-from storage import model_registry as sql
+from storage import training_data as sql
 
 __all__ = ["TrainingData", "load_training_data", "maintenance_reset_flags", "readings_frame"]
 
@@ -52,7 +52,7 @@ class TrainingData:
 
 
 def readings_frame(rows: list[tuple[str, str, str, datetime, str]]) -> pd.DataFrame:
-    """Rows of :func:`storage.model_registry.fetch_readings` as one wide frame.
+    """Rows of :func:`storage.training_data.fetch_readings` as one wide frame.
 
     Columns: ``device_id, asset_id, asset_type, ts, tick`` and one float column
     per metric name seen (NaN where a reading lacks it). Rows must come ordered

@@ -27,9 +27,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from core.vocabulary import LABEL_OUTCOMES as OUTCOMES
+
 __all__ = ["OUTCOMES", "LabelImport", "parse_work_orders"]
 
-OUTCOMES = ("fault_confirmed", "false_alarm", "no_access", "maintenance")
 _OUTCOME_ALIASES = {
     "fault": "fault_confirmed",
     "fault_found": "fault_confirmed",

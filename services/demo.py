@@ -218,7 +218,8 @@ def run_demo(
         stop_process(worker)
         from storage.reports import pipeline_summary
 
-        summary = pipeline_summary(conn.database_url)
+        with psycopg.connect(conn.database_url) as pg:
+            summary = pipeline_summary(pg)
         if wq_file is not None:
             say("scoring the station's stored readings (1/6/24/48 h outlook) ...")
             wq_counts |= wq.score_stored(conn, wq.fit_demo_model(wq_file, hours=48))

@@ -32,6 +32,7 @@ import psycopg
 from pydantic import SecretStr
 
 from core.settings import Settings
+from core.wire import decode_score_batch
 from ingest.lorawan.adaptive import AdaptiveSampler, Decision, SamplingPolicy
 from ingest.lorawan.codecs.downlink import DownlinkError, downlink_encoder
 from ingest.lorawan.downlink import (
@@ -44,7 +45,6 @@ from ingest.lorawan.downlink import (
 from services.connection import Connection
 from storage import downlink_store as store
 from storage.downlink_store import CommandRow
-from streams.records import decode_score_batch
 from streams.topics import ALERTS, SCORES, ensure_topics
 
 __all__ = ["DownlinkService", "TtsWebhookApi"]

@@ -55,13 +55,14 @@ class GroundTruthRecorder:
             self.flush()
 
     def flush(self) -> None:
-        from storage.sinks import record_failures
+        from storage.training_data import record_failures
 
         self._last = time.monotonic()
         if not self.pending:
             return
         try:
-            record_failures(self.database_url, self.pending)
+            with psycopg.connect(self.database_url) as pg:
+                record_failures(pg, self.pending)
         except psycopg.Error as exc:
             log.warning("ground truth not recorded yet (%s); retrying later", exc)
             return
@@ -84,7 +85,7 @@ def run_fleet(
     from ingest.faults import FaultInjector
     from ingest.producer import ReadingProducer, run_simulation
     from ingest.simulator import FleetSimulator
-    from storage.sinks import record_failures
+    from storage.training_data import record_failures
     from streams.topics import READINGS, ensure_topics
 
     ensure_topics(conn.kafka, settings)
@@ -126,8 +127,9 @@ def run_fleet(
             "messages": producer.messages,
             "corrupted": dict(producer.corrupted),
         }
-    record_failures(conn.database_url, [_failure_row(f) for f in stats.failures])
-    record_failures(conn.database_url, in_progress_rows(fleet, stats))
+    with psycopg.connect(conn.database_url) as pg:
+        record_failures(pg, [_failure_row(f) for f in stats.failures])
+        record_failures(pg, in_progress_rows(fleet, stats))
     return stats
 
 
@@ -140,11 +142,12 @@ def register_lorawan_devices(database_url: str, devices, *, seed: int = 0) -> di
     from ingest.lorawan.uplink_sim import sim_registry_rows
     from storage.device_registry import latest_registry, store_registry
 
-    latest = latest_registry(database_url)
-    rows = {r["dev_eui"]: r for r in (latest[1] if latest else [])}
-    sim_rows = sim_registry_rows(devices)
-    rows.update({r["dev_eui"]: r for r in sim_rows})
-    store_registry(database_url, list(rows.values()), source="simulator")
+    with psycopg.connect(database_url) as pg:
+        latest = latest_registry(pg)
+        rows = {r["dev_eui"]: r for r in (latest[1] if latest else [])}
+        sim_rows = sim_registry_rows(devices)
+        rows.update({r["dev_eui"]: r for r in sim_rows})
+        store_registry(pg, list(rows.values()), source="simulator")
     return parse_registry(sim_rows, source="simulator")
 
 
@@ -166,23 +169,24 @@ def uplink_publisher(database_url: str, devices, options: SimulationOptions):
 
 def register_fleet(database_url: str, fleet) -> None:
     """Put the simulated devices in the device registry, so the worker accepts them."""
-    from storage.sinks import register_devices
+    from storage.device_registry import register_devices
 
-    register_devices(
-        database_url,
-        [
-            {
-                "device_id": d.device_id,
-                "asset_id": d.asset_id,
-                "asset_type": d.asset_type,
-                "lat": d.lat,
-                "lon": d.lon,
-                "installed_at": d.installed_at,
-                "codec": "simulator",
-            }
-            for d in fleet.devices
-        ],
-    )
+    with psycopg.connect(database_url) as pg:
+        register_devices(
+            pg,
+            [
+                {
+                    "device_id": d.device_id,
+                    "asset_id": d.asset_id,
+                    "asset_type": d.asset_type,
+                    "lat": d.lat,
+                    "lon": d.lon,
+                    "installed_at": d.installed_at,
+                    "codec": "simulator",
+                }
+                for d in fleet.devices
+            ],
+        )
 
 
 def in_progress_rows(fleet, stats) -> list[dict]:

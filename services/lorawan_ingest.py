@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import psycopg
+
 from core.settings import Settings
 from services.connection import Connection
 
@@ -41,7 +43,8 @@ class DatabaseRegistry(dict):
 
         self._loaded_at = time.monotonic()
         try:
-            latest = latest_registry(self.database_url)
+            with psycopg.connect(self.database_url) as pg:
+                latest = latest_registry(pg)
         except psycopg.OperationalError as exc:
             # The device may well be registered: hold the frame, don't dead-letter it.
             raise TransientError(f"device registry unavailable: {exc}") from exc
@@ -67,7 +70,8 @@ def load_registry_file(database_url: str, path: Path) -> RegistryLoad:
 
     entries = load_registry(path)
     rows = [entry_to_row(e) for e in entries.values()]
-    return store_registry(database_url, rows, source=path.name)
+    with psycopg.connect(database_url) as pg:
+        return store_registry(pg, rows, source=path.name)
 
 
 def build_processor(
@@ -102,7 +106,8 @@ def build_processor(
         from ingest.lorawan.errors import TransientError
 
         try:
-            auto_register_device(conn.database_url, entry_to_row(entry))
+            with psycopg.connect(conn.database_url) as pg:
+                auto_register_device(pg, entry_to_row(entry))
         except psycopg.OperationalError as exc:
             raise TransientError(f"device registry unavailable: {exc}") from exc
 

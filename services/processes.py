@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+import psycopg
+
 from core.settings import Settings
 from services.connection import Connection
 from services.errors import ServiceError
@@ -73,7 +75,8 @@ def wait_for_drain(database_url: str, expected: int, timeout_s: float) -> int:
     deadline = time.monotonic() + timeout_s
     seen = -1
     while time.monotonic() < deadline:
-        seen = messages_accounted_for(database_url)
+        with psycopg.connect(database_url) as pg:
+            seen = messages_accounted_for(pg)
         if seen >= expected:
             return seen
         time.sleep(0.5)

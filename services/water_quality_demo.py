@@ -58,7 +58,8 @@ def replay_tail(
     """Replay the file's last ``hours`` rows (one a minute) as fast as possible, ending now."""
     from ingest.lorawan.publisher import KafkaPublisher
     from ingest.replay import replay_file
-    from storage.sinks import record_failures, register_devices
+    from storage.device_registry import register_devices
+    from storage.training_data import record_failures
     from streams.topics import DEADLETTER, READINGS
 
     station = load_catalogue([CATALOGUE])["water_quality_station"]
@@ -66,11 +67,12 @@ def replay_tail(
     with tempfile.TemporaryDirectory() as tmp:
         tail = Path(tmp) / f"{data_file.stem}-last-{hours}h.csv"
         tail.write_bytes(b"".join([lines[0], *lines[-hours * 60 :]]))
-        register_devices(
-            conn.database_url,
-            [{"device_id": DEVICE, "asset_id": ASSET, "asset_type": station.name, "lat": 52.37,
-              "lon": 4.89, "installed_at": None, "codec": "replay"}],
-        )  # fmt: skip
+        with psycopg.connect(conn.database_url) as pg:
+            register_devices(
+                pg,
+                [{"device_id": DEVICE, "asset_id": ASSET, "asset_type": station.name, "lat": 52.37,
+                  "lon": 4.89, "installed_at": None, "codec": "replay"}],
+            )  # fmt: skip
         publisher = KafkaPublisher(
             conn.kafka, settings.topic(READINGS), settings.topic(DEADLETTER),
             **{"client.id": "citywatch-demo-replay"},
@@ -81,7 +83,8 @@ def replay_tail(
     truth = stats.failure_rows(
         device_id=DEVICE, asset_id=ASSET, asset_type=station.name, source=f"replay:{data_file.name}"
     )
-    record_failures(conn.database_url, truth)
+    with psycopg.connect(conn.database_url) as pg:
+        record_failures(pg, truth)
     return {
         "water_quality_readings": stats.readings,
         "water_quality_gaps": stats.gaps,

@@ -28,6 +28,7 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
+from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 __all__ = [
@@ -35,6 +36,8 @@ __all__ = [
     "auto_register_device",
     "canonical_sha256",
     "latest_registry",
+    "load_devices",
+    "register_devices",
     "registry_versions",
     "show_device",
     "store_registry",
@@ -106,13 +109,14 @@ _UPSERT_DEVICE = (
 
 
 def store_registry(
-    database_url: str, rows: Sequence[Mapping[str, Any]], *, source: str
+    conn: psycopg.Connection, rows: Sequence[Mapping[str, Any]], *, source: str
 ) -> RegistryLoad:
     """Store a registry document as a new version (unless unchanged) and upsert its devices.
 
     Parameters
     ----------
-    database_url : str
+    conn : psycopg.Connection
+        Committed here (one transaction with the version and its devices).
     rows : sequence of mapping
         Validated, normalised device rows with at least ``dev_eui``,
         ``asset_id``, ``asset_type`` and ``codec``.
@@ -125,7 +129,7 @@ def store_registry(
     """
     document = _canonical(rows)
     sha = canonical_sha256(document)
-    with psycopg.connect(database_url) as conn, conn.cursor() as cur:
+    with conn.transaction(), conn.cursor() as cur:
         # Serialise loaders: two processes loading at once must not both create versions.
         cur.execute("LOCK TABLE device_registry_versions IN SHARE ROW EXCLUSIVE MODE")
         latest = cur.execute(
@@ -145,59 +149,76 @@ def store_registry(
     return RegistryLoad(version=version, created=created, entries=len(document), sha256=sha)
 
 
-def latest_registry(database_url: str) -> tuple[int, list[dict[str, Any]]] | None:
+def latest_registry(conn: psycopg.Connection) -> tuple[int, list[dict[str, Any]]] | None:
     """``(version, rows)`` of the newest registry document, or None when none was loaded."""
-    with psycopg.connect(database_url) as conn:
-        row = conn.execute(
-            "SELECT version, document FROM device_registry_versions ORDER BY version DESC LIMIT 1"
-        ).fetchone()
+    row = conn.execute(
+        "SELECT version, document FROM device_registry_versions ORDER BY version DESC LIMIT 1"
+    ).fetchone()
     return None if row is None else (row[0], list(row[1]))
 
 
-def registry_versions(database_url: str) -> list[dict[str, Any]]:
+def registry_versions(conn: psycopg.Connection) -> list[dict[str, Any]]:
     """The version history, oldest first (without the documents)."""
-    with psycopg.connect(database_url) as conn:
-        cur = conn.execute(
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
             "SELECT version, loaded_at, source, sha256, entries FROM device_registry_versions"
             " ORDER BY version"
-        )
-        names = [d.name for d in cur.description]
-        return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+        ).fetchall()
 
 
-def show_device(database_url: str, dev_eui: str) -> dict[str, Any] | None:
+def show_device(conn: psycopg.Connection, dev_eui: str) -> dict[str, Any] | None:
     """The ``devices`` row of a DevEUI, with its entry in the newest registry document."""
     dev_eui = dev_eui.lower()
-    with psycopg.connect(database_url) as conn:
-        cur = conn.execute(
+    with conn.cursor(row_factory=dict_row) as cur:
+        device = cur.execute(
             "SELECT device_id, dev_eui, asset_id, asset_type, lat, lon, installed_at, codec,"
             " zone, registry_version, registered_at FROM devices"
             " WHERE dev_eui = %s OR device_id = %s",
             (dev_eui, dev_eui),
-        )
-        found = cur.fetchone()
-        if found is None:
+        ).fetchone()
+        if device is None:
             return None
-        device = dict(zip([d.name for d in cur.description], found, strict=True))
-        entry = conn.execute(
+        entry = cur.execute(
             "SELECT e FROM device_registry_versions v, jsonb_array_elements(v.document) e"
             " WHERE v.version = (SELECT max(version) FROM device_registry_versions)"
             " AND (e->>'dev_eui' = %s OR e->>'device_id' = %s)",
             (dev_eui, dev_eui),
         ).fetchone()
-    device["registry_entry"] = entry[0] if entry else None
+    device["registry_entry"] = entry["e"] if entry else None
     return device
 
 
-def auto_register_device(database_url: str, row: Mapping[str, Any]) -> bool:
+def auto_register_device(conn: psycopg.Connection, row: Mapping[str, Any]) -> bool:
     """Register a device the operator allowed to self-register (no registry version).
 
     Returns True when the row was inserted, False when the device already existed
     (an existing registration is never overwritten by an automatic one).
     """
-    with psycopg.connect(database_url) as conn:
+    with conn.transaction():
         cur = conn.execute(
             _UPSERT_DEVICE.split(" ON CONFLICT")[0] + " ON CONFLICT DO NOTHING",
             _device_params(row, None),
         )
-        return cur.rowcount == 1
+    return cur.rowcount == 1
+
+
+def register_devices(conn: psycopg.Connection, devices: Sequence[dict[str, Any]]) -> int:
+    """Insert or update ``devices`` rows without a registry document (the simulator's,
+    a replay's); returns how many were written."""
+    with conn.transaction(), conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO devices (device_id, asset_id, asset_type, lat, lon, installed_at, codec)"
+            " VALUES (%(device_id)s, %(asset_id)s, %(asset_type)s, %(lat)s, %(lon)s,"
+            " %(installed_at)s, %(codec)s)"
+            " ON CONFLICT (device_id) DO UPDATE SET asset_id = EXCLUDED.asset_id,"
+            " asset_type = EXCLUDED.asset_type, lat = EXCLUDED.lat, lon = EXCLUDED.lon,"
+            " installed_at = EXCLUDED.installed_at, codec = EXCLUDED.codec",
+            [{"codec": None, **d} for d in devices],
+        )
+    return len(devices)
+
+
+def load_devices(conn: psycopg.Connection) -> dict[str, tuple[str, str]]:
+    """``device_id -> (asset_id, asset_type)`` for every registered device."""
+    rows = conn.execute("SELECT device_id, asset_id, asset_type FROM devices").fetchall()
+    return {d: (a, t) for d, a, t in rows}

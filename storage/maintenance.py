@@ -26,7 +26,7 @@ from typing import Any
 
 import psycopg
 
-from storage.schema import TIMESCALEDB, recorded_flavour
+from storage.migrations import TIMESCALEDB, recorded_flavour
 
 log = logging.getLogger(__name__)
 

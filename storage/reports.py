@@ -42,13 +42,12 @@ FROM (
 """
 
 
-def messages_accounted_for(database_url: str) -> int:
+def messages_accounted_for(conn: psycopg.Connection) -> int:
     """Readings, dead letters and maintenance events stored: every message the worker settled."""
-    with psycopg.connect(database_url) as conn:
-        return conn.execute(
-            "SELECT (SELECT count(*) FROM readings) + (SELECT count(*) FROM deadletters)"
-            " + (SELECT count(*) FROM maintenance_events)"
-        ).fetchone()[0]
+    return conn.execute(
+        "SELECT (SELECT count(*) FROM readings) + (SELECT count(*) FROM deadletters)"
+        " + (SELECT count(*) FROM maintenance_events)"
+    ).fetchone()[0]
 
 
 def count_rows(conn: psycopg.Connection) -> dict[str, int]:
@@ -62,40 +61,37 @@ def count_rows(conn: psycopg.Connection) -> dict[str, int]:
     return counts
 
 
-def pipeline_summary(database_url: str) -> dict[str, Any]:
+def pipeline_summary(conn: psycopg.Connection) -> dict[str, Any]:
     """Counts, dead letters by reason, alerts against ground truth, latency."""
-    with psycopg.connect(database_url) as conn:
-        counts = count_rows(conn)
-        deadletters = dict(
-            conn.execute(
-                "SELECT reason, count(*) FROM deadletters GROUP BY reason ORDER BY 2 DESC"
-            ).fetchall()
-        )
-        alerts = [
-            {
-                "alert_id": r[0],
-                "asset_id": r[1],
-                "asset_type": r[2],
-                "status": r[3],
-                "opened_at": r[4].isoformat(),
-                "closed_at": r[5].isoformat() if r[5] else None,
-                "peak_risk": round(r[6], 3),
-                "matches_failure": r[7],
-            }
-            for r in conn.execute(ALERTS_WITH_GROUND_TRUTH).fetchall()
-        ]
-        detected, completed = conn.execute(FAILURES_DETECTED).fetchone()
-        degrading = conn.execute(
-            "SELECT count(*) FROM failures WHERE failed_at IS NULL"
-        ).fetchone()[0]
-        latency = conn.execute(
-            "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY lag),"
-            "       percentile_cont(0.99) WITHIN GROUP (ORDER BY lag),"
-            "       min(ingested_at), max(ingested_at)"
-            " FROM (SELECT extract(epoch FROM ingested_at - ts) AS lag, ingested_at"
-            # Replayed records are back-dated on purpose: their age is not a lag.
-            "       FROM readings WHERE source->>'kind' IS DISTINCT FROM 'replay') t"
-        ).fetchone()
+    counts = count_rows(conn)
+    deadletters = dict(
+        conn.execute(
+            "SELECT reason, count(*) FROM deadletters GROUP BY reason ORDER BY 2 DESC"
+        ).fetchall()
+    )
+    alerts = [
+        {
+            "alert_id": r[0],
+            "asset_id": r[1],
+            "asset_type": r[2],
+            "status": r[3],
+            "opened_at": r[4].isoformat(),
+            "closed_at": r[5].isoformat() if r[5] else None,
+            "peak_risk": round(r[6], 3),
+            "matches_failure": r[7],
+        }
+        for r in conn.execute(ALERTS_WITH_GROUND_TRUTH).fetchall()
+    ]
+    detected, completed = conn.execute(FAILURES_DETECTED).fetchone()
+    degrading = conn.execute("SELECT count(*) FROM failures WHERE failed_at IS NULL").fetchone()[0]
+    latency = conn.execute(
+        "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY lag),"
+        "       percentile_cont(0.99) WITHIN GROUP (ORDER BY lag),"
+        "       min(ingested_at), max(ingested_at)"
+        " FROM (SELECT extract(epoch FROM ingested_at - ts) AS lag, ingested_at"
+        # Replayed records are back-dated on purpose: their age is not a lag.
+        "       FROM readings WHERE source->>'kind' IS DISTINCT FROM 'replay') t"
+    ).fetchone()
     matched = sum(a["matches_failure"] for a in alerts)
     span = (latency[3] - latency[2]).total_seconds() if latency[2] else 0.0
     return {

@@ -9,17 +9,17 @@ second write a no-op. One batch is one transaction, so a batch is stored wholly 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import psycopg
-from psycopg.types.json import Jsonb
 
-from storage.alert_store import apply_worker_alerts
+from core.records import Alert, DeadLetter, Explanation, Maintenance, Reading, Score
+from storage.alerts.worker import apply_worker_alerts
+from storage.deadletters import DEADLETTERS
+from storage.tables import EXPLANATIONS, MAINTENANCE, READINGS, SCORES, Table
 
 log = logging.getLogger(__name__)
 
@@ -32,126 +32,22 @@ class SinkUnavailableError(RuntimeError):
         self.retry_after = retry_after
 
 
-@dataclass(frozen=True, slots=True)
-class ReadingRow:
-    ts: datetime
-    device_id: str
-    asset_id: str
-    asset_type: str
-    metrics: dict[str, float]
-    source: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class ScoreRow:
-    ts: datetime
-    device_id: str
-    asset_id: str
-    asset_type: str
-    model_version: str
-    risk: float
-    threshold: float
-    role: str = "champion"  # or "challenger": shadow scores, stored but never alerting
-    model_kind: str = "failure_risk"  # or "anomaly": which model ``risk`` comes from
-    anomaly_score: float | None = None  # cold-start health: distance / control limit
-    ttf_low: float | None = None  # days to failure: 10 %, median, 90 % (None: no model)
-    ttf_median: float | None = None
-    ttf_high: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ExplanationRow:
-    """Why a score was high: LightGBM feature contributions (log-odds), bias as ``_bias``."""
-
-    ts: datetime
-    device_id: str
-    asset_id: str
-    model_version: str
-    risk: float
-    contributions: dict[str, float]
-
-
-@dataclass(frozen=True, slots=True)
-class AlertRow:
-    """An alert's state after a transition; ``closed_at`` is set when it closes."""
-
-    alert_id: str
-    asset_id: str
-    device_id: str
-    asset_type: str
-    status: str
-    opened_at: datetime
-    closed_at: datetime | None
-    peak_risk: float
-    last_risk: float
-    threshold: float
-    model_version: str
-    model_kind: str = "failure_risk"  # or "anomaly"
-    outlook: str | None = None  # "likely to fail in 9-20 days" (remaining-life model)
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetterRow:
-    """What could not be used, with why. ``raw`` may be truncated: then ``raw_size`` and
-    ``raw_sha256`` describe the original (computed from ``raw`` when left unset)."""
-
-    deadletter_id: str
-    stage: str
-    reason: str
-    detail: str
-    source_topic: str | None
-    source_partition: int | None
-    source_offset: int | None
-    device_id: str | None
-    raw: bytes
-    raw_size: int | None = None
-    raw_sha256: str | None = None
-
-
-#: Longest text kept in a dead letter's ``detail`` and ``device_id`` columns.
-MAX_DEADLETTER_TEXT = 2000
-
-
-def safe_text(value: object, limit: int = MAX_DEADLETTER_TEXT) -> str:
-    """Text PostgreSQL will take whatever arrived: no NUL, no lone surrogate, bounded.
-
-    Dead letters carry attacker-chosen strings (ids, exception messages); one
-    NUL would make the whole batch's transaction fail.
-    """
-    text = value if isinstance(value, str) else str(value)
-    if len(text) > limit:
-        text = text[:limit] + f"... ({len(text)} chars)"
-    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return text.replace("\x00", "\\x00")
-
-
-@dataclass(frozen=True, slots=True)
-class MaintenanceRow:
-    """A repair the worker saw on the stream; it reset the device's feature baseline."""
-
-    ts: datetime
-    device_id: str
-    asset_id: str
-    asset_type: str
-    source: dict[str, Any]
-
-
 @dataclass
 class SinkBatch:
     """Rows of one worker batch, written in one transaction."""
 
-    readings: list[ReadingRow] = field(default_factory=list)
-    scores: list[ScoreRow] = field(default_factory=list)
-    alerts: list[AlertRow] = field(default_factory=list)
-    deadletters: list[DeadLetterRow] = field(default_factory=list)
-    explanations: list[ExplanationRow] = field(default_factory=list)
-    maintenance: list[MaintenanceRow] = field(default_factory=list)
+    readings: list[Reading] = field(default_factory=list)
+    scores: list[Score] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)
+    deadletters: list[DeadLetter] = field(default_factory=list)
+    explanations: list[Explanation] = field(default_factory=list)
+    maintenance: list[Maintenance] = field(default_factory=list)
     #: Where each of ``readings`` came from: ``(topic, partition, offset)``. With it the
     #: sink tells a replay from a duplicate and records the offsets it stored.
     reading_positions: list[tuple[str, int, int]] | None = None
     #: The dead letter of ``readings[i]`` when another message's reading holds its key;
     #: written in the same transaction, so a crash cannot separate the two.
-    conflict_deadletter: Callable[[int], DeadLetterRow] | None = None
+    conflict_deadletter: Callable[[int], DeadLetter] | None = None
 
     def __len__(self) -> int:
         return (
@@ -178,69 +74,13 @@ class WriteResult:
     conflicts: list[int] = field(default_factory=list)
 
 
-_STAGING_DDL = """
-CREATE TEMP TABLE IF NOT EXISTS stage_readings
-    (LIKE readings INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;
-CREATE TEMP TABLE IF NOT EXISTS stage_scores
-    (LIKE scores INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;
-CREATE TEMP TABLE IF NOT EXISTS stage_deadletters
-    (LIKE deadletters INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;
-CREATE TEMP TABLE IF NOT EXISTS stage_score_explanations
-    (LIKE score_explanations INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;
-CREATE TEMP TABLE IF NOT EXISTS stage_maintenance_events
-    (LIKE maintenance_events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;
-"""
-
-_READING_COLUMNS = ("ts", "device_id", "asset_id", "asset_type", "metrics", "source")
-_READING_TYPES = ("timestamptz", "text", "text", "text", "jsonb", "jsonb")
-_MAINTENANCE_COLUMNS = ("ts", "device_id", "asset_id", "asset_type", "source")
-_MAINTENANCE_TYPES = ("timestamptz", "text", "text", "text", "jsonb")
-_SCORE_COLUMNS = (
-    "ts",
-    "device_id",
-    "asset_id",
-    "asset_type",
-    "model_version",
-    "risk",
-    "threshold",
-    "role",
-    "model_kind",
-    "anomaly_score",
-    "ttf_low_days",
-    "ttf_median_days",
-    "ttf_high_days",
-)
-_SCORE_TYPES = (
-    *("timestamptz", "text", "text", "text", "text", "float8", "float8", "text"),
-    *("text", "float8", "float8", "float8", "float8"),
-)
-_EXPLANATION_COLUMNS = ("ts", "device_id", "asset_id", "model_version", "risk", "contributions")
-_EXPLANATION_TYPES = ("timestamptz", "text", "text", "text", "float8", "jsonb")
-_DEADLETTER_COLUMNS = (
-    "deadletter_id",
-    "stage",
-    "reason",
-    "detail",
-    "source_topic",
-    "source_partition",
-    "source_offset",
-    "device_id",
-    "raw",
-    "raw_size",
-    "raw_sha256",
-)
-_DEADLETTER_TYPES = (
-    "text",
-    "text",
-    "text",
-    "text",
-    "text",
-    "int4",
-    "int8",
-    "text",
-    "bytea",
-    "int8",
-    "text",
+# Tables written through a staging table: "INSERT ... ON CONFLICT DO NOTHING" from it
+# makes a replayed row a no-op. Readings and scores try a direct COPY first.
+_STAGED = (READINGS, SCORES, DEADLETTERS, EXPLANATIONS, MAINTENANCE)
+_STAGING_DDL = "".join(
+    f"CREATE TEMP TABLE IF NOT EXISTS stage_{t.name}"
+    f" (LIKE {t.name} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;"
+    for t in _STAGED
 )
 
 
@@ -289,42 +129,13 @@ class PostgresSink:
                 _record_offsets(cur, batch.reading_positions)
                 if conflicts and batch.conflict_deadletter is not None:
                     batch.deadletters.extend(batch.conflict_deadletter(i) for i in conflicts)
-                maintenance = _copy_upsert(
-                    cur,
-                    "maintenance_events",
-                    _MAINTENANCE_COLUMNS,
-                    _MAINTENANCE_TYPES,
-                    (
-                        (m.ts, m.device_id, m.asset_id, m.asset_type, Jsonb(m.source))
-                        for m in batch.maintenance
-                    ),
-                    bool(batch.maintenance),
-                )
-                _copy_upsert(
-                    cur,
-                    "score_explanations",
-                    _EXPLANATION_COLUMNS,
-                    _EXPLANATION_TYPES,
-                    (
-                        (
-                            e.ts,
-                            e.device_id,
-                            e.asset_id,
-                            e.model_version,
-                            e.risk,
-                            Jsonb(e.contributions),
-                        )
-                        for e in batch.explanations
-                    ),
-                    bool(batch.explanations),
-                )
-                deadletters = _copy_upsert(
-                    cur,
-                    "deadletters",
-                    _DEADLETTER_COLUMNS,
-                    _DEADLETTER_TYPES,
-                    (_deadletter_values(d) for d in batch.deadletters),
-                    bool(batch.deadletters),
+                maintenance, _, deadletters = (
+                    _copy_upsert(cur, table, rows)
+                    for table, rows in (
+                        (MAINTENANCE, batch.maintenance),
+                        (EXPLANATIONS, batch.explanations),
+                        (DEADLETTERS, batch.deadletters),
+                    )
                 )
                 # Alerts are few (transitions only); the lifecycle SQL, the
                 # transition outbox and its pg_notify commit with this batch.
@@ -346,23 +157,6 @@ class PostgresSink:
                 self._conn = None
 
 
-def _reading_values(batch: SinkBatch):
-    return (
-        (r.ts, r.device_id, r.asset_id, r.asset_type, Jsonb(r.metrics), Jsonb(r.source))
-        for r in batch.readings
-    )
-
-
-def _score_values(batch: SinkBatch):
-    return (
-        (
-            *(s.ts, s.device_id, s.asset_id, s.asset_type, s.model_version, s.risk, s.threshold),
-            *(s.role, s.model_kind, s.anomaly_score, s.ttf_low, s.ttf_median, s.ttf_high),
-        )
-        for s in batch.scores
-    )
-
-
 def _copy_direct(cur: psycopg.Cursor, batch: SinkBatch) -> bool:
     """COPY readings and scores straight into their tables, the fast path.
 
@@ -376,10 +170,8 @@ def _copy_direct(cur: psycopg.Cursor, batch: SinkBatch) -> bool:
         return True
     try:
         with cur.connection.transaction():  # a savepoint: a conflict undoes only this
-            if batch.readings:
-                _copy(cur, "readings", _READING_COLUMNS, _READING_TYPES, _reading_values(batch))
-            if batch.scores:
-                _copy(cur, "scores", _SCORE_COLUMNS, _SCORE_TYPES, _score_values(batch))
+            _copy(cur, READINGS.name, READINGS, batch.readings)
+            _copy(cur, SCORES.name, SCORES, batch.scores)
     except psycopg.errors.UniqueViolation:
         return False
     return True
@@ -392,11 +184,8 @@ def _copy_upsert_readings(
     readings that lost their key to another message come back as conflicts."""
     inserted = _copy_upsert(
         cur,
-        "readings",
-        _READING_COLUMNS,
-        _READING_TYPES,
-        _reading_values(batch),
-        bool(batch.readings),
+        READINGS,
+        batch.readings,
         returning="device_id, ts" if batch.reading_positions else None,
     )
     readings = inserted if isinstance(inserted, int) else len(inserted)
@@ -405,44 +194,37 @@ def _copy_upsert_readings(
         if readings < len(batch.readings) and batch.reading_positions
         else []
     )
-    scores = _copy_upsert(
-        cur, "scores", _SCORE_COLUMNS, _SCORE_TYPES, _score_values(batch), bool(batch.scores)
-    )
+    scores = _copy_upsert(cur, SCORES, batch.scores)
     return readings, int(scores), conflicts
 
 
-def _copy(
-    cur: psycopg.Cursor, table: str, columns: Sequence[str], types: Sequence[str], rows
-) -> None:
-    """Binary COPY of ``rows`` into ``table``."""
-    with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)") as copy:
-        copy.set_types(list(types))
-        for row in rows:
-            copy.write_row(row)
+def _copy(cur: psycopg.Cursor, into: str, table: Table, records: Sequence[Any]) -> None:
+    """Binary COPY of ``records`` (of ``table``'s record type) into ``into``."""
+    if not records:
+        return
+    values = table.values
+    with cur.copy(f"COPY {into} ({', '.join(table.columns)}) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(list(table.types))
+        for record in records:
+            copy.write_row(values(record))
 
 
 def _copy_upsert(
-    cur: psycopg.Cursor,
-    table: str,
-    columns: Sequence[str],
-    types: Sequence[str],
-    rows,
-    has_rows: bool,
-    returning: str | None = None,
+    cur: psycopg.Cursor, table: Table, records: Sequence[Any], returning: str | None = None
 ) -> int | set[tuple]:
-    """COPY rows into ``stage_<table>`` (binary), then insert what is new.
+    """COPY records into ``stage_<table>`` (binary), then insert what is new.
 
     Returns how many rows were inserted, or with ``returning`` the set of those
     columns of the inserted rows.
     """
-    if not has_rows:
+    if not records:
         return set() if returning else 0
-    _copy(cur, f"stage_{table}", columns, types, rows)
-    cols = ", ".join(columns)
+    _copy(cur, f"stage_{table.name}", table, records)
+    cols = ", ".join(table.columns)
     # DO NOTHING also absorbs a key repeated inside one batch.
     cur.execute(
-        f"INSERT INTO {table} ({cols}) SELECT {cols} FROM stage_{table} ON CONFLICT DO NOTHING"
-        + (f" RETURNING {returning}" if returning else "")
+        f"INSERT INTO {table.name} ({cols}) SELECT {cols} FROM stage_{table.name}"
+        " ON CONFLICT DO NOTHING" + (f" RETURNING {returning}" if returning else "")
     )
     if returning:
         return set(cur.fetchall())
@@ -509,22 +291,6 @@ def _not_stored(
     return lost
 
 
-def _deadletter_values(d: DeadLetterRow) -> tuple:
-    return (
-        safe_text(d.deadletter_id, 200),
-        d.stage,
-        safe_text(d.reason, 64),
-        safe_text(d.detail),
-        None if d.source_topic is None else safe_text(d.source_topic, 300),
-        d.source_partition,
-        d.source_offset,
-        None if d.device_id is None else safe_text(d.device_id, 200),
-        d.raw,
-        len(d.raw) if d.raw_size is None else d.raw_size,
-        hashlib.sha256(d.raw).hexdigest() if d.raw_sha256 is None else safe_text(d.raw_sha256, 64),
-    )
-
-
 def record_worker_stats(database_url: str, row: dict[str, Any]) -> None:
     """Store one ``worker_stats`` sample (the pipeline-health dashboard reads them)."""
     with psycopg.connect(database_url, connect_timeout=5) as conn:
@@ -535,45 +301,3 @@ def record_worker_stats(database_url: str, row: dict[str, Any]) -> None:
             " %(batch_ms_p50)s, %(batch_ms_p99)s) ON CONFLICT DO NOTHING",
             row,
         )
-
-
-def register_devices(database_url: str, devices: Sequence[dict[str, Any]]) -> int:
-    """Insert or update device-registry rows; returns how many were written."""
-    with psycopg.connect(database_url) as conn, conn.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO devices (device_id, asset_id, asset_type, lat, lon, installed_at, codec)"
-            " VALUES (%(device_id)s, %(asset_id)s, %(asset_type)s, %(lat)s, %(lon)s,"
-            " %(installed_at)s, %(codec)s)"
-            " ON CONFLICT (device_id) DO UPDATE SET asset_id = EXCLUDED.asset_id,"
-            " asset_type = EXCLUDED.asset_type, lat = EXCLUDED.lat, lon = EXCLUDED.lon,"
-            " installed_at = EXCLUDED.installed_at, codec = EXCLUDED.codec",
-            [{"codec": None, **d} for d in devices],
-        )
-        return len(devices)
-
-
-def load_devices(database_url: str) -> dict[str, tuple[str, str]]:
-    """``device_id -> (asset_id, asset_type)`` for every registered device."""
-    with psycopg.connect(database_url) as conn:
-        rows = conn.execute("SELECT device_id, asset_id, asset_type FROM devices").fetchall()
-    return {d: (a, t) for d, a, t in rows}
-
-
-def record_failures(database_url: str, failures: Sequence[dict[str, Any]]) -> int:
-    """Store ground-truth failures (simulator or work orders); idempotent.
-
-    A row with ``failed_at=None`` is a degradation still under way; recording
-    it again with ``failed_at`` set completes it.
-    """
-    if not failures:
-        return 0
-    with psycopg.connect(database_url) as conn, conn.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO failures (asset_id, device_id, asset_type, mode,"
-            " degradation_started_at, failed_at, source) VALUES (%(asset_id)s, %(device_id)s,"
-            " %(asset_type)s, %(mode)s, %(degradation_started_at)s, %(failed_at)s,"
-            " %(source)s) ON CONFLICT (asset_id, degradation_started_at)"
-            " DO UPDATE SET failed_at = COALESCE(failures.failed_at, EXCLUDED.failed_at)",
-            [{"source": "simulator", **f} for f in failures],
-        )
-        return len(failures)

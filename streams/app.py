@@ -39,8 +39,9 @@ import numpy as np
 import psycopg
 
 from core.settings import Settings
+from core.wire import encode_score_batch
 from models.catalog import ActiveBundles, ModelCatalog
-from storage.ingest_deadletters import ingest_deadletter_row
+from storage.deadletters import ingest_deadletter_row
 from storage.maintenance import run_maintenance
 from storage.outlook import OutlookSink
 from storage.sinks import (
@@ -63,7 +64,7 @@ from .devices import DeviceDirectory
 from .explanations import ExplainPolicy
 from .ordering import OffsetGuard, fetch_hole
 from .pipeline import Limits, plan_alerts, plan_readings
-from .records import AlertEvent, encode_score_batch
+from .records import AlertEvent
 from .table_store import SCHEME, claim_datadir, discard_stale_partitions
 from .tansu import install_faust_fetch_wait_fix, install_faust_highwater_fix
 from .water_quality import WaterQualityHook

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import hashlib
 
-from storage.sinks import MAX_DEADLETTER_TEXT, DeadLetterRow, ReadingRow
+from core.records import DeadLetter, Reading
+from storage.deadletters import MAX_DEADLETTER_TEXT
 
 from .containment import describe
 from .validation import Rejection
@@ -18,9 +19,9 @@ from .validation import Rejection
 
 def deadletter_row(
     rejection: Rejection, message, raw: bytes | None, stage: str = "validate"
-) -> DeadLetterRow:
+) -> DeadLetter:
     """The dead letter of one Kafka message, identified by its position."""
-    return DeadLetterRow(
+    return DeadLetter(
         deadletter_id=f"{message.topic}:{message.partition}:{message.offset}",
         stage=stage,
         reason=rejection.reason,
@@ -47,7 +48,7 @@ def deadletter_headers(reason: str, raw: bytes) -> dict[str, bytes]:
     }
 
 
-def poison_row(event, stage: str, exc: BaseException) -> DeadLetterRow:
+def poison_row(event, stage: str, exc: BaseException) -> DeadLetter:
     """The dead letter of a message whose processing kept raising."""
     message = event.message
     device_id = (message.key or b"").decode("utf-8", "replace")[:200] or None
@@ -55,7 +56,7 @@ def poison_row(event, stage: str, exc: BaseException) -> DeadLetterRow:
     return deadletter_row(rejection, message, message.value, stage)
 
 
-def duplicate_deadletter(row: ReadingRow, message) -> DeadLetterRow:
+def duplicate_deadletter(row: Reading, message) -> DeadLetter:
     """The dead letter of a reading the sink could not store because another
     message's reading of the device at that time is stored."""
     rejection = Rejection(

@@ -16,7 +16,8 @@ from collections.abc import Callable
 
 import psycopg
 
-from storage.sinks import SinkUnavailableError, load_devices
+from storage.device_registry import load_devices
+from storage.sinks import SinkUnavailableError
 
 _MAX_REMEMBERED_ABSENT = 100_000
 
@@ -64,7 +65,8 @@ class DeviceDirectory:
 
     def reload(self) -> None:
         try:
-            self._devices = load_devices(self._database_url)
+            with psycopg.connect(self._database_url) as pg:
+                self._devices = load_devices(pg)
         except psycopg.OperationalError as exc:
             raise SinkUnavailableError(f"cannot load devices: {exc}") from exc
         self._absent.clear()

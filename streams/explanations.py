@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
-from .records import Reading
+from core.records import Reading
 
 
 class ExplainPolicy:

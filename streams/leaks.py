@@ -37,14 +37,14 @@ from typing import Any
 
 import numpy as np
 
+from core.records import Score as ScoreRow
+from core.wire import encode_score_batch
 from networks.detector import DetectorConfig, ResidualLeakDetector
 from networks.hydraulics import STEP_S, load_network, source_links
 from networks.leakdb_bench import chosen_for
 from networks.model import network_model
-from storage.sinks import PostgresSink, ScoreRow, SinkBatch
+from storage.sinks import PostgresSink, SinkBatch
 from storage.water_networks import district_layouts, store_candidates
-
-from .records import encode_score_batch
 
 log = logging.getLogger(__name__)
 

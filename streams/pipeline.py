@@ -26,24 +26,18 @@ from typing import Any, Protocol
 import numpy as np
 from aiokafka.partitioner import murmur2
 
+from core.records import Alert, DeadLetter, Explanation, Maintenance, Reading, Score
+from core.wire import decode_score_batch
 from models.feature_spec import FeatureSpec
 from models.remaining_life import time_to_failure_days
-from storage.sinks import (
-    AlertRow,
-    DeadLetterRow,
-    ExplanationRow,
-    MaintenanceRow,
-    ReadingRow,
-    ScoreRow,
-    SinkBatch,
-)
+from storage.sinks import SinkBatch
 
 from .alerting import AlertState, Hysteresis, step
 from .deadletters import deadletter_row, duplicate_deadletter
 from .device_states import DeviceStates
 from .explanations import ExplainPolicy
 from .health_book import blend, health_spec, outlook, policy_kind
-from .records import AlertEvent, Maintenance, Reading, decode_score_batch
+from .records import AlertEvent, alert_event
 from .state import DeviceState
 from .validation import DeviceLookup, Rejection, validate_reading
 
@@ -75,7 +69,7 @@ class ReadingsPlan:
 
     batch: SinkBatch = field(default_factory=SinkBatch)
     reading_messages: list = field(default_factory=list)  # the message of each readings row
-    champion_scores: list[ScoreRow] = field(default_factory=list)  # stored and published
+    champion_scores: list[Score] = field(default_factory=list)  # stored and published
     republish: list[tuple[bytes, bytes, str]] = field(default_factory=list)  # key, raw, reason
     states: dict[bytes, DeviceState] = field(default_factory=dict)  # written after publishing
     unscored: int = 0  # stored, but the champion has no model for the asset type
@@ -87,7 +81,7 @@ class ReadingsPlan:
         # becomes a duplicate dead letter in the same transaction: never a silent no-op.
         self.batch.conflict_deadletter = self._conflict_deadletter
 
-    def _conflict_deadletter(self, i: int) -> DeadLetterRow:
+    def _conflict_deadletter(self, i: int) -> DeadLetter:
         return duplicate_deadletter(self.batch.readings[i], self.reading_messages[i])
 
     def refuse(self, rejection: Rejection, message: IncomingMessage, raw: bytes | None) -> None:
@@ -101,9 +95,9 @@ class ReadingsPlan:
             message = self.reading_messages[i]
             self.republish.append((message.key or b"", message.value or b"", "duplicate"))
 
-    def scores_by_partition(self, partitions: int) -> dict[int, list[ScoreRow]]:
+    def scores_by_partition(self, partitions: int) -> dict[int, list[Score]]:
         """Champion scores grouped by the scores-topic partition of their asset."""
-        out: dict[int, list[ScoreRow]] = defaultdict(list)
+        out: dict[int, list[Score]] = defaultdict(list)
         for score in self.champion_scores:
             out[partition_of(score.asset_id.encode(), partitions)].append(score)
         return out
@@ -204,16 +198,7 @@ def advance_devices(
                 rejection = Rejection("duplicate", f"second reading at {reading.ts}", device_id)
                 plan.refuse(rejection, message, message.value)
                 continue
-            plan.batch.readings.append(
-                ReadingRow(
-                    reading.ts,
-                    device_id,
-                    reading.asset_id,
-                    reading.asset_type,
-                    reading.metrics,
-                    reading.source,
-                )
-            )
+            plan.batch.readings.append(reading)  # validated: stored as it is
             plan.reading_messages.append(message)
             batch_keys.add((device_id, reading.ts))
             if state.last_ts is not None and now >= state.last_ts > reading.ts:
@@ -242,9 +227,7 @@ def _plan_maintenance(event: Maintenance, state: DeviceState, plan: ReadingsPlan
     # repeated event (producer retry) is ignored.
     if state.reset_ts is None or event.ts > state.reset_ts:
         state.reset_ts, state.reset_pending = event.ts, True
-    plan.batch.maintenance.append(
-        MaintenanceRow(event.ts, event.device_id, event.asset_id, event.asset_type, event.source)
-    )
+    plan.batch.maintenance.append(event)
 
 
 def score(
@@ -269,7 +252,7 @@ def score(
         )
         ttf = time_to_failure_days(champion, asset_type, X) or [(None,) * 3] * len(rows)
         plan.champion_scores.extend(
-            ScoreRow(
+            Score(
                 reading.ts,
                 reading.device_id,
                 reading.asset_id,
@@ -289,7 +272,7 @@ def score(
         for i, contributions in zip(chosen, champion.explain(asset_type, X[chosen]), strict=True):
             reading = rows[i][0]
             plan.batch.explanations.append(
-                ExplanationRow(
+                Explanation(
                     reading.ts,
                     reading.device_id,
                     reading.asset_id,
@@ -302,7 +285,7 @@ def score(
             shadow = challenger.predict_proba(asset_type, X).tolist()
             shadow_threshold = float(challenger.threshold(asset_type))
             plan.batch.scores.extend(
-                ScoreRow(
+                Score(
                     reading.ts,
                     reading.device_id,
                     reading.asset_id,
@@ -358,7 +341,7 @@ def _warn_unscored(asset_type: str, version: str) -> None:
 class AlertsPlan:
     """Alert transitions of one batch of score batches, and the states to write after."""
 
-    rows: list[AlertRow] = field(default_factory=list)
+    rows: list[Alert] = field(default_factory=list)
     events: list[AlertEvent] = field(default_factory=list)
     states: dict[str, AlertState] = field(default_factory=dict)
 
@@ -390,7 +373,7 @@ def plan_alerts(
             )
             if transition is None:
                 continue
-            row = AlertRow(
+            row = Alert(
                 transition.alert_id,
                 s.asset_id,
                 s.device_id,
@@ -408,21 +391,3 @@ def plan_alerts(
             plan.rows.append(row)
             plan.events.append(alert_event(row, transition.kind))
     return plan
-
-
-def alert_event(row: AlertRow, kind: str) -> AlertEvent:
-    return AlertEvent(
-        alert_id=row.alert_id,
-        transition=kind,
-        asset_id=row.asset_id,
-        device_id=row.device_id,
-        asset_type=row.asset_type,
-        opened_at=row.opened_at,
-        closed_at=row.closed_at,
-        peak_risk=row.peak_risk,
-        last_risk=row.last_risk,
-        threshold=row.threshold,
-        model_version=row.model_version,
-        model_kind=row.model_kind,
-        outlook=row.outlook,
-    )

@@ -1,5 +1,10 @@
 """Validate raw reading bytes: a :class:`Reading`, or a :class:`Rejection` with a reason.
 
+``core.wire`` decodes the bytes (shape, bounds, types); this module adds the worker's
+policy: the asset catalogue, the device registry, the clock and the metrics' ranges.
+The checks run in a fixed order, so a message with several faults always gets the
+same reason.
+
 A message with ``"type": "maintenance"`` becomes a :class:`Maintenance` after
 the checks that apply to it (schema, asset type, known device, asset match,
 timestamp, clock skew); any other ``type`` than ``reading`` is a ``schema`` error.
@@ -10,62 +15,29 @@ number size) and refused with a reason before it can reach PostgreSQL, where
 a NUL character, a lone surrogate or a NaN inside ``jsonb`` would fail the
 whole batch's transaction.
 
-Reasons are a closed vocabulary (:data:`REASONS`), shared with the dead-letter
-table, the pipeline dashboard and docs/delivery.md.
+Reasons are a closed vocabulary (:data:`core.vocabulary.WORKER_REJECTIONS`), shared with
+the dead-letter table, the pipeline dashboard and docs/delivery.md.
 """
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from core.assets import ASSET_TYPES
-from core.wire import MAINTENANCE
-
-from .records import Maintenance, Reading
-
-REASONS = (
-    "malformed_json",  # not UTF-8 JSON
-    "schema",  # wrong shape: missing or mistyped fields, unknown message type, empty
-    "too_large",  # over a size bound: message, string, source, nesting, number digits
-    "bad_text",  # a NUL character or a lone surrogate in a string
-    "unknown_asset_type",
-    "unknown_device",
-    "asset_mismatch",  # the device is registered to another asset
-    "unknown_metric",
-    "nan_value",  # NaN or infinity
-    "out_of_range",  # outside the metric's physical range, or too big for a float
-    "clock_skew",  # ahead of the worker's clock by more than the allowed skew
-    "too_old",  # older than the horizon (a backfill lifts it)
-    "duplicate",  # another reading of the device at the same time (decided with state)
-    "poison",  # processing raised again and again (the worker's last resort)
+from core.records import Maintenance, Reading
+from core.wire import (
+    MAINTENANCE,
+    Rejection,
+    decode_message,
+    decode_metric,
+    decode_source,
+    decode_ts,
 )
 
-#: Bounds on what a message may hold. A reading is a few hundred bytes; a LoRaWAN
-#: uplink's metadata in ``source`` a few kilobytes.
-MAX_ID_CHARS = 128
-MAX_TS_CHARS = 64
-MAX_SOURCE_DEPTH = 6
-MAX_SOURCE_NODES = 512
-MAX_SOURCE_STRING = 1024
+__all__ = ["DeviceLookup", "Rejection", "validate_reading"]
 
 DeviceLookup = Callable[[str], tuple[str, str] | None]
-
-
-@dataclass(frozen=True, slots=True)
-class Rejection:
-    """Why a message was refused; becomes a dead letter."""
-
-    reason: str
-    detail: str
-    device_id: str | None = None
-
-
-_REQUIRED = {"device_id": str, "asset_id": str, "asset_type": str, "ts": str, "metrics": dict}
-_MAINTENANCE_REQUIRED = {"device_id": str, "asset_id": str, "asset_type": str, "ts": str}
 
 
 def validate_reading(
@@ -92,39 +64,10 @@ def validate_reading(
     max_bytes : int
         Longest message accepted (``too_large``).
     """
-    if not raw:
-        return Rejection("schema", "empty message")
-    if len(raw) > max_bytes:
-        return Rejection("too_large", f"message of {len(raw)} bytes, limit {max_bytes}")
-    try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return Rejection("malformed_json", f"not JSON: {exc}")
-    except RecursionError:
-        return Rejection("too_large", "JSON nested too deeply")
-    except ValueError as exc:  # an integer literal over Python's digit limit
-        return Rejection("too_large", f"number too long: {str(exc)[:120]}")
-    if not isinstance(data, dict):
-        return Rejection("schema", f"expected a JSON object, got {type(data).__name__}")
-    kind_of_message = data.get("type", "reading")
-    if kind_of_message == MAINTENANCE:
-        required = _MAINTENANCE_REQUIRED
-    elif kind_of_message == "reading":
-        required = _REQUIRED
-    else:
-        return Rejection("schema", f"unknown message type {kind_of_message!r:.80}", _id_of(data))
-    for name, kind in required.items():
-        value = data.get(name)
-        if not isinstance(value, kind):
-            return Rejection(
-                "schema",
-                f"field {name!r} must be {kind.__name__}, got {type(value).__name__}",
-                _id_of(data),
-            )
-        if kind is str:
-            problem = _text_problem(value, MAX_TS_CHARS if name == "ts" else MAX_ID_CHARS)
-            if problem is not None:
-                return Rejection(problem[0], f"field {name!r}: {problem[1]}", _id_of(data))
+    decoded = decode_message(raw, max_bytes)
+    if isinstance(decoded, Rejection):
+        return decoded
+    kind, data = decoded
     device_id: str = data["device_id"]
     asset_type = ASSET_TYPES.get(data["asset_type"])
     if asset_type is None:
@@ -139,12 +82,9 @@ def validate_reading(
             f"message says {(data['asset_id'], data['asset_type'])}",
             device_id,
         )
-    try:
-        ts = datetime.fromisoformat(data["ts"])
-    except ValueError:
-        return Rejection("schema", f"ts {data['ts']!r} is not ISO 8601", device_id)
-    if ts.tzinfo is None:
-        return Rejection("schema", f"ts {data['ts']!r} has no timezone", device_id)
+    ts = decode_ts(data["ts"], device_id)
+    if isinstance(ts, Rejection):
+        return ts
     now = now or datetime.now(UTC)
     try:
         ahead = ts > now + max_skew
@@ -161,18 +101,10 @@ def validate_reading(
             f"ts {ts.isoformat()} is older than {max_age} before {now.isoformat()}",
             device_id,
         )
-    source = data.get("source")
-    if source is None:
-        source = {}
-    elif not isinstance(source, dict):
-        return Rejection(
-            "schema", f"source must be an object, got {type(source).__name__}", device_id
-        )
-    elif source:
-        problem = _json_problem(source)
-        if problem is not None:
-            return Rejection(problem[0], f"source: {problem[1]}", device_id)
-    if required is _MAINTENANCE_REQUIRED:
+    source = decode_source(data.get("source"), device_id)
+    if isinstance(source, Rejection):
+        return source
+    if kind == MAINTENANCE:
         return Maintenance(
             device_id=device_id,
             asset_id=data["asset_id"],
@@ -190,21 +122,16 @@ def validate_reading(
             return Rejection(
                 "unknown_metric", f"{name!r:.80} is not a {asset_type.name} metric", device_id
             )
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            return Rejection("schema", f"metric {name!r} is {type(value).__name__}", device_id)
-        try:
-            value = float(value)
-        except OverflowError:
-            return Rejection("out_of_range", f"metric {name!r} is too big for a float", device_id)
-        if not math.isfinite(value):
-            return Rejection("nan_value", f"metric {name!r} is {value}", device_id)
-        if not spec.in_range(value):
+        number = decode_metric(name, value, device_id)
+        if isinstance(number, Rejection):
+            return number
+        if not spec.in_range(number):
             return Rejection(
                 "out_of_range",
-                f"metric {name!r}={value} outside [{spec.low}, {spec.high}] {spec.unit}",
+                f"metric {name!r}={number} outside [{spec.low}, {spec.high}] {spec.unit}",
                 device_id,
             )
-        clean[name] = value
+        clean[name] = number
     return Reading(
         device_id=device_id,
         asset_id=data["asset_id"],
@@ -213,50 +140,3 @@ def validate_reading(
         metrics=clean,
         source=source,
     )
-
-
-def _id_of(data: dict) -> str | None:
-    device_id = data.get("device_id")
-    return device_id if isinstance(device_id, str) else None
-
-
-def _text_problem(text: str, limit: int) -> tuple[str, str] | None:
-    if len(text) > limit:
-        return "too_large", f"{len(text)} characters, limit {limit}"
-    if "\x00" in text:
-        return "bad_text", "NUL character"
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            return "bad_text", "lone surrogate"
-    return None
-
-
-def _json_problem(value: object) -> tuple[str, str] | None:
-    """What PostgreSQL's jsonb would refuse, or what is too big to keep: (reason, detail)."""
-    nodes = 0
-    stack: list[tuple[object, int]] = [(value, 0)]
-    while stack:  # iterative: the depth is the attacker's choice
-        item, depth = stack.pop()
-        nodes += 1
-        if nodes > MAX_SOURCE_NODES:
-            return "too_large", f"more than {MAX_SOURCE_NODES} values"
-        if isinstance(item, dict | list):
-            if depth >= MAX_SOURCE_DEPTH:
-                return "too_large", f"nested deeper than {MAX_SOURCE_DEPTH}"
-            if isinstance(item, dict):
-                for key, child in item.items():
-                    problem = _text_problem(key, MAX_SOURCE_STRING)
-                    if problem is not None:
-                        return problem
-                    stack.append((child, depth + 1))
-            else:
-                stack.extend((child, depth + 1) for child in item)
-        elif isinstance(item, str):
-            problem = _text_problem(item, MAX_SOURCE_STRING)
-            if problem is not None:
-                return problem
-        elif isinstance(item, float) and not math.isfinite(item):
-            return "nan_value", f"{item} is not a JSON number"
-    return None

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from core.assets import ASSET_TYPES
+from core.records import Reading, Score
 from models.water_quality import ASSET_TYPE, StationState
 from models.water_quality_model import (
     StationScorer,
@@ -40,7 +41,6 @@ from models.water_quality_model import (
     outlook_row,
 )
 from storage.outlook import OutlookRow
-from storage.sinks import ReadingRow, ScoreRow
 
 from .alerting import AlertState, Hysteresis, step
 
@@ -145,12 +145,12 @@ class StationPlan:
     """What one batch changes for water-quality stations."""
 
     outlook: list[OutlookRow] = field(default_factory=list)
-    scores: list[ScoreRow] = field(default_factory=list)
+    scores: list[Score] = field(default_factory=list)
     marks: dict[bytes, StationMark] = field(default_factory=dict)  # saved after storing
 
 
 def plan_stations(
-    readings: Sequence[ReadingRow],
+    readings: Sequence[Reading],
     positions: Sequence[tuple[str, int, int]],
     states: StationStates,
     scorer: StationScorer,
@@ -171,7 +171,7 @@ def plan_stations(
     a second copy) is stored as usual but not scored: features only move forward.
     """
     plan = StationPlan()
-    todo: list[tuple[ReadingRow, bool | None]] = []
+    todo: list[tuple[Reading, bool | None]] = []
     for reading, (_, partition, offset) in zip(readings, positions, strict=True):
         if reading.asset_type != ASSET_TYPE:
             continue
@@ -196,7 +196,7 @@ def plan_stations(
         p = result["event_probability"]
         if p == p:  # a gap has no score, not a score of zero
             plan.scores.append(
-                ScoreRow(
+                Score(
                     reading.ts,
                     reading.device_id,
                     reading.asset_id,

@@ -76,7 +76,8 @@ def as_messages(readings, seq0: int = 0, *, maintenance: bool = False) -> list[t
 
 
 def stored_total(conn) -> int:
-    return messages_accounted_for(conn.database_url)
+    with psycopg.connect(conn.database_url) as pg:
+        return messages_accounted_for(pg)
 
 
 def wait_for_total(conn, expected: int, timeout_s: float = 120.0) -> int:

@@ -9,6 +9,7 @@ import click
 import psycopg
 
 from core.settings import Settings
+from core.vocabulary import ROLES, SEVERITIES
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +207,7 @@ def user() -> None:
 @click.argument("name")
 @click.option(
     "--role",
-    type=click.Choice(["crew", "engineer", "admin", "webhook"]),
+    type=click.Choice(ROLES),
     default="crew",
     help="webhook: may only post Grafana's webhook (give Grafana this one).",
 )
@@ -230,7 +231,7 @@ def user_add(settings: Settings, name: str, role: str, team: str | None, email: 
 @click.pass_obj
 def user_revoke(settings: Settings, name: str) -> None:
     """Revoke every token of a user."""
-    from storage.alert_store import revoke_tokens
+    from storage.alerts.admin import revoke_tokens
 
     with psycopg.connect(_database_url(settings)) as conn:
         click.echo(f"revoked {revoke_tokens(conn, name)} token(s)")
@@ -248,7 +249,7 @@ def route() -> None:
 @click.option("--team", required=True)
 @click.option("--asset-type", default=None, help="e.g. water_pump; omit for any.")
 @click.option("--zone", default=None, help="devices.zone; omit for any.")
-@click.option("--min-severity", type=click.Choice(["info", "warning", "critical"]), default="info")
+@click.option("--min-severity", type=click.Choice(SEVERITIES), default="info")
 @click.option("--priority", type=int, default=100, show_default=True, help="Lower wins.")
 @click.pass_obj
 def route_add(
@@ -345,7 +346,9 @@ def list_cmd(
     settings: Settings, show_all: bool, team: str | None, limit: int, as_json: bool
 ) -> None:
     """List live alerts (or all), riskiest first."""
-    from storage.alert_store import LIVE_STATUSES, Actor, list_alerts
+    from core.vocabulary import LIVE_STATUSES
+    from storage.alerts.access import Actor
+    from storage.alerts.inbox import list_alerts
 
     with psycopg.connect(_database_url(settings)) as conn:
         rows = list_alerts(

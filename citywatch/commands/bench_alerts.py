@@ -23,8 +23,7 @@ from tqdm import tqdm
 
 from citywatch.stack import free_port
 from core.settings import Settings
-
-OUTCOME_CYCLE = ("fault_confirmed", "false_alarm", "no_access")
+from core.vocabulary import CREW_OUTCOMES as OUTCOME_CYCLE
 
 
 def _p(values: list[float], q: float) -> float | None:
@@ -55,13 +54,14 @@ def bench_alerts(settings: Settings, n_alerts: int, keep: bool, as_json: bool) -
     POST baseline.
     """
     from citywatch.runtime import connect
+    from core.records import Alert
     from crew.api import create_app
     from crew.auth import create_user
     from crew.notifier import Notifier, NotifierConfig
     from crew.receiver import WebhookReceiver
     from crew.routing import add_channel, add_rule
     from crew.server import BackgroundServer
-    from storage.sinks import AlertRow, PostgresSink, SinkBatch
+    from storage.sinks import PostgresSink, SinkBatch
 
     conn = connect(settings)
     run = uuid.uuid4().hex[:8]
@@ -79,9 +79,9 @@ def bench_alerts(settings: Settings, n_alerts: int, keep: bool, as_json: bool) -
     app = create_app(conn.database_url, rate_per_s=1000.0, burst=1000)
     t0 = datetime.now(UTC) - timedelta(hours=1)
 
-    def alert_row(i: int, status: str = "open") -> AlertRow:
+    def alert_row(i: int, status: str = "open") -> Alert:
         opened = t0 + timedelta(seconds=i)
-        return AlertRow(
+        return Alert(
             f"{asset_type}-{i}:{opened.isoformat()}",
             f"{asset_type}-{i}",
             f"{asset_type}-dev{i}",

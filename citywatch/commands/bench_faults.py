@@ -253,7 +253,7 @@ def bench_faults(
     from kafka import KafkaProducer
 
     from citywatch.runtime import bench_run
-    from storage.sinks import register_devices
+    from storage.device_registry import register_devices
     from streams.topics import READINGS
 
     settings, conn, run_id = bench_run(settings, progress=not as_json)
@@ -266,7 +266,8 @@ def bench_faults(
     # once a second, so a device registered just before its first reading may be unknown.
     tags = [f"fa{run_id}{i:02x}" for i in range(len(CLASSES))]
     for tag in tags:
-        register_devices(conn.database_url, hostile_devices(tag, 4))
+        with psycopg.connect(conn.database_url) as pg:
+            register_devices(pg, hostile_devices(tag, 4))
     log_path = settings.home.resolve() / f"bench-faults-{run_id}.log"
     worker = SupervisedWorker(settings, conn, log_path)
     worker.start()

@@ -23,7 +23,8 @@ _RAW_SCORES = ("ts", "device_id", "asset_id", "asset_type", "model_version", "ri
 
 def make_batches(n_batches: int, batch_size: int, devices: int, seed: int = 7) -> list:
     """Worker-like batches: each device reports once a second, LoRaWAN source, one score each."""
-    from storage.sinks import ReadingRow, ScoreRow, SinkBatch
+    from core.records import Reading, Score
+    from storage.sinks import SinkBatch
 
     rnd = random.Random(seed)
     types = list(ASSET_TYPES.values())
@@ -50,10 +51,8 @@ def make_batches(n_batches: int, batch_size: int, devices: int, seed: int = 7) -
                 "gateway_ids": ["0016c001ff10a235", "0016c001ff10a236"],
                 "codec": "cayenne_lpp",
             }
-            batch.readings.append(ReadingRow(ts, device, asset, kind.name, metrics, source))
-            batch.scores.append(
-                ScoreRow(ts, device, asset, kind.name, "bench-v1", rnd.random(), 0.7)
-            )
+            batch.readings.append(Reading(ts, device, asset, kind.name, metrics, source))
+            batch.scores.append(Score(ts, device, asset, kind.name, "bench-v1", rnd.random(), 0.7))
             k += 1
         batches.append(batch)
     return batches
@@ -94,7 +93,7 @@ def run_sink_bench(
 ) -> dict:
     """Measure in a scratch database (created and dropped here) on the same server."""
     from storage.maintenance import run_maintenance
-    from storage.schema import migrate
+    from storage.migrations import migrate
     from storage.sinks import PostgresSink
 
     name = f"citywatch_bench_{uuid.uuid4().hex[:8]}"

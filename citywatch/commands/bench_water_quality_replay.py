@@ -102,7 +102,7 @@ def bench_water_quality_replay(
         worker_figures,
     )
     from services.processes import start_worker, stop_process, wait_for_log
-    from storage.sinks import register_devices
+    from storage.device_registry import register_devices
     from streams.alerting import Hysteresis
     from streams.topics import DEADLETTER, READINGS
     from streams.water_quality import alert_spans
@@ -117,11 +117,12 @@ def bench_water_quality_replay(
     station = load_catalogue([catalogue])["water_quality_station"]
     settings, conn, run_id = bench_run(settings, progress=not as_json)
     device = f"wq-bench-{run_id}"
-    register_devices(
-        conn.database_url,
-        [{"device_id": device, "asset_id": device, "asset_type": station.name, "lat": None,
-          "lon": None, "installed_at": None, "codec": "replay"}],
-    )  # fmt: skip
+    with psycopg.connect(conn.database_url) as pg:
+        register_devices(
+            pg,
+            [{"device_id": device, "asset_id": device, "asset_type": station.name, "lat": None,
+              "lon": None, "installed_at": None, "codec": "replay"}],
+        )  # fmt: skip
     files = [p for p in os.environ.get(CATALOGUE_ENV, "").split(os.pathsep) if p]
     log_path = settings.home.resolve() / f"bench-water-quality-{run_id}.log"
     with tempfile.TemporaryDirectory() as tmp:

@@ -202,7 +202,8 @@ def _drain(database_url: str, total: int, show: bool) -> tuple[int, float]:
         done = 0
         while done < total and time.monotonic() < deadline:
             time.sleep(0.5)
-            done = messages_accounted_for(database_url)
+            with psycopg.connect(database_url) as pg:
+                done = messages_accounted_for(pg)
             bar.update(done - bar.n)
     with psycopg.connect(database_url) as db:
         first, last, stored = db.execute(

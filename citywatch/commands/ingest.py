@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import click
+import psycopg
 
 from citywatch.runtime import connect
 from core.settings import Settings
@@ -325,7 +326,8 @@ def devices_list(settings: Settings, as_json: bool) -> None:
     from storage.device_registry import latest_registry
 
     conn = connect(settings)
-    latest = latest_registry(conn.database_url)
+    with psycopg.connect(conn.database_url) as pg:
+        latest = latest_registry(pg)
     rows = latest[1] if latest else []
     if as_json:
         click.echo(json.dumps({"version": latest[0] if latest else None, "devices": rows}))
@@ -350,7 +352,8 @@ def devices_show(settings: Settings, dev_eui: str) -> None:
     from storage.device_registry import show_device
 
     conn = connect(settings)
-    device = show_device(conn.database_url, dev_eui)
+    with psycopg.connect(conn.database_url) as pg:
+        device = show_device(pg, dev_eui)
     if device is None:
         raise click.ClickException(f"no device {dev_eui}")
     click.echo(json.dumps(device, indent=2, default=str))
@@ -364,7 +367,8 @@ def devices_versions(settings: Settings, as_json: bool) -> None:
     from storage.device_registry import registry_versions
 
     conn = connect(settings)
-    versions = registry_versions(conn.database_url)
+    with psycopg.connect(conn.database_url) as pg:
+        versions = registry_versions(pg)
     if as_json:
         click.echo(json.dumps(versions, default=str))
         return

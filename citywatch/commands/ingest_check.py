@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import click
+import psycopg
 
 from core.settings import Settings
 
@@ -128,7 +129,8 @@ def ingest_import(
     from streams.topics import DEADLETTER, READINGS, ensure_topics
 
     conn = connect(settings)
-    latest = latest_registry(conn.database_url)
+    with psycopg.connect(conn.database_url) as pg:
+        latest = latest_registry(pg)
     registry = parse_registry(latest[1], source=f"registry v{latest[0]}") if latest else {}
     ensure_topics(conn.kafka, settings)
     publisher = KafkaPublisher(conn.kafka, settings.topic(READINGS), settings.topic(DEADLETTER))

@@ -34,7 +34,8 @@ def labels_import(settings: Settings, file: Path, as_json: bool) -> None:
 
     from citywatch.runtime import connect
     from models.labels import parse_work_orders
-    from storage.model_registry import insert_deadletters, insert_labels
+    from storage.deadletters import insert_deadletters
+    from storage.training_data import insert_labels
 
     try:
         parsed = parse_work_orders(file)

@@ -279,7 +279,7 @@ def model_compare(settings: Settings, champion, challenger, since, horizon_s, as
     """
     import psycopg
 
-    from storage.model_registry import model_comparison
+    from storage.model_versions import model_comparison
 
     reg, conn = _registry(settings)
     active = reg.active()

@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 import click
+import psycopg
 
 from core.settings import Settings
 
@@ -106,7 +107,8 @@ def replay(
     from core.assets import ASSET_TYPES
     from ingest.lorawan.publisher import KafkaPublisher
     from ingest.replay import ReplayError, replay_file
-    from storage.sinks import record_failures, register_devices
+    from storage.device_registry import register_devices
+    from storage.training_data import record_failures
     from streams.topics import DEADLETTER, READINGS, ensure_topics
 
     if asset_type not in ASSET_TYPES:
@@ -117,20 +119,21 @@ def replay(
     asset_id = asset_id or device_id
     conn = connect(settings)
     ensure_topics(conn.kafka, settings)
-    register_devices(
-        conn.database_url,
-        [
-            {
-                "device_id": device_id,
-                "asset_id": asset_id,
-                "asset_type": asset_type,
-                "lat": None,
-                "lon": None,
-                "installed_at": None,
-                "codec": "replay",
-            }
-        ],
-    )
+    with psycopg.connect(conn.database_url) as pg:
+        register_devices(
+            pg,
+            [
+                {
+                    "device_id": device_id,
+                    "asset_id": asset_id,
+                    "asset_type": asset_type,
+                    "lat": None,
+                    "lon": None,
+                    "installed_at": None,
+                    "codec": "replay",
+                }
+            ],
+        )
     publisher = KafkaPublisher(
         conn.kafka,
         settings.topic(READINGS),
@@ -166,7 +169,8 @@ def replay(
         asset_type=asset_type,
         source=f"replay:{file.name}",
     )
-    record_failures(conn.database_url, rows)
+    with psycopg.connect(conn.database_url) as pg:
+        record_failures(pg, rows)
     for reason, n in stats.bad_by_reason.items():
         log.warning("%d rows of %s dead-lettered as %s", n, file.name, reason)
     summary = stats.as_dict() | {

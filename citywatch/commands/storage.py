@@ -82,7 +82,7 @@ def migrate_command(settings: Settings, flavour: str, wait_s: float) -> None:
     (WORKER, ALERTS, CREW_ADMIN, INGEST, SIMULATOR, TRAINER, GRAFANA). Run it as the
     database owner; weak passwords are refused before anything changes.
     """
-    from storage.schema import migrate
+    from storage.migrations import migrate
 
     passwords = _login_passwords()  # refuse weak ones before touching anything
     url = database_url(settings, migrate=False)

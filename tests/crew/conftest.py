@@ -8,9 +8,9 @@ import psycopg
 import pytest
 
 from citywatch.stack import free_port
+from core.records import Alert
 from crew.auth import create_user
 from crew.receiver import WebhookReceiver
-from storage.sinks import AlertRow
 
 T0 = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
 
@@ -51,10 +51,10 @@ def alert_row(
     minutes: int = 0,
     asset_type: str = "water_pump",
     device: str | None = None,
-) -> AlertRow:
+) -> Alert:
     """The row the worker writes through ``PostgresSink`` (same fields, same vocabulary)."""
     opened = T0 + timedelta(minutes=minutes)
-    return AlertRow(
+    return Alert(
         f"{asset}:{opened.isoformat()}",
         asset,
         device or f"dev-{asset}",

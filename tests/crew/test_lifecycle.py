@@ -5,9 +5,9 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from crew.lifecycle import apply_grafana_payload
+from crew.lifecycle import apply_grafana_payload, transition
 from crew.routing import add_rule
-from storage.alert_store import Actor, NotFoundError, TransitionError, transition
+from storage.alerts.access import Actor, NotFoundError, TransitionError
 from storage.sinks import PostgresSink, SinkBatch
 
 from .conftest import T0, add_device, alert_row

@@ -8,7 +8,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from storage.schema import MIGRATIONS
+from storage.migrations import MIGRATIONS
 
 pytestmark = pytest.mark.stack
 

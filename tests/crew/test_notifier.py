@@ -12,9 +12,10 @@ from kafka import KafkaConsumer, TopicPartition
 
 from citywatch.stack import free_port
 from crew.channels import ChannelConfig
+from crew.lifecycle import transition
 from crew.notifier import Notifier, NotifierConfig
 from crew.routing import add_channel, add_rule, set_escalation
-from storage.alert_store import Actor, transition
+from storage.alerts.access import Actor
 from storage.sinks import PostgresSink, SinkBatch
 
 from .conftest import alert_row

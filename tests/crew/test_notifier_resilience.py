@@ -22,7 +22,7 @@ from crew.routing import add_channel, add_rule, set_escalation
 from dashboards.alerting import NOTIFICATIONS_FAILING_SQL as RULE_SQL
 from dashboards.macros import Context, expand
 from dashboards.pipeline import NOTIFICATIONS_SQL as PANEL_SQL
-from storage.alert_store import upsert_channel
+from storage.alerts.admin import upsert_channel
 from storage.sinks import PostgresSink, SinkBatch
 
 from .conftest import alert_row

@@ -7,8 +7,9 @@ import json
 import psycopg
 import pytest
 
+from crew.lifecycle import transition
 from crew.repairs import RepairEvents
-from storage.alert_store import Actor, transition
+from storage.alerts.access import Actor
 from storage.sinks import PostgresSink, SinkBatch
 from streams.topics import READINGS, ensure_topics
 from tests.pipeline_helpers import consume

@@ -32,7 +32,7 @@ def empty_database_url(conn):
     """A second, freshly migrated database on the same server: every table empty."""
     import psycopg
 
-    from storage.schema import migrate
+    from storage.migrations import migrate
 
     name = f"dash_empty_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(conn.database_url, autocommit=True) as c:

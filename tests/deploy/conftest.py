@@ -9,7 +9,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from storage.schema import migrate
+from storage.migrations import migrate
 from storage.service_roles import LOGINS, apply_grants, ensure_login
 
 

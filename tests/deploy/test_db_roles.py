@@ -102,7 +102,7 @@ def test_no_login_can_change_the_schema(roles_db, login):
 
 
 def test_a_current_schema_needs_no_ddl_so_services_start_as_their_role(roles_db):
-    from storage.schema import migrate
+    from storage.migrations import migrate
 
     _owner, urls = roles_db
     for url in urls.values():
@@ -110,19 +110,17 @@ def test_a_current_schema_needs_no_ddl_so_services_start_as_their_role(roles_db)
 
 
 def test_worker_stores_a_batch_with_alerts_and_maintains_storage(roles_db, tmp_path):
+    from core.records import (
+        Alert,
+        DeadLetter,
+        Explanation,
+        Maintenance,
+        Reading,
+        Score,
+    )
     from models.catalog import ModelCatalog
     from storage.maintenance import owns, run_maintenance
-    from storage.sinks import (
-        AlertRow,
-        DeadLetterRow,
-        ExplanationRow,
-        MaintenanceRow,
-        PostgresSink,
-        ReadingRow,
-        ScoreRow,
-        SinkBatch,
-        record_worker_stats,
-    )
+    from storage.sinks import PostgresSink, SinkBatch, record_worker_stats
 
     owner, urls = roles_db
     with psycopg.connect(owner) as c:
@@ -133,14 +131,14 @@ def test_worker_stores_a_batch_with_alerts_and_maintains_storage(roles_db, tmp_p
     sink = PostgresSink(urls["worker"])
     result = sink.write(
         SinkBatch(
-            readings=[ReadingRow(ts, "d", "a", "p", {"flow": 2.0}, {})],
-            scores=[ScoreRow(ts, "d", "a", "p", "v1", 0.9, 0.5)],
-            alerts=[AlertRow("a:1", "a", "d", "p", "open", ts, None, 0.9, 0.9, 0.5, "v1")],
+            readings=[Reading(ts, "d", "a", "p", {"flow": 2.0}, {})],
+            scores=[Score(ts, "d", "a", "p", "v1", 0.9, 0.5)],
+            alerts=[Alert("a:1", "a", "d", "p", "open", ts, None, 0.9, 0.9, 0.5, "v1")],
             deadletters=[
-                DeadLetterRow("dl-1", "validate", "bad_json", "x", "readings", 0, 7, None, b"{")
+                DeadLetter("dl-1", "validate", "bad_json", "x", "readings", 0, 7, None, b"{")
             ],
-            explanations=[ExplanationRow(ts, "d", "a", "v1", 0.9, {"flow": 0.4})],
-            maintenance=[MaintenanceRow(ts - timedelta(minutes=1), "d", "a", "p", {})],
+            explanations=[Explanation(ts, "d", "a", "v1", 0.9, {"flow": 0.4})],
+            maintenance=[Maintenance(ts - timedelta(minutes=1), "d", "a", "p", {})],
             reading_positions=[("readings", 0, 8)],
         )
     )
@@ -179,12 +177,13 @@ def test_worker_stores_a_batch_with_alerts_and_maintains_storage(roles_db, tmp_p
 
 def test_alert_service_runs_the_api_and_the_notifier(roles_db):
     from citywatch.stack import free_port
+    from core.records import Alert
     from crew.api import create_app
     from crew.auth import create_user
     from crew.notifier import Notifier, NotifierConfig
     from crew.routing import add_channel, add_rule, rules, set_escalation
-    from storage.alert_store import revoke_tokens
-    from storage.sinks import AlertRow, PostgresSink, SinkBatch
+    from storage.alerts.admin import revoke_tokens
+    from storage.sinks import PostgresSink, SinkBatch
 
     owner, urls = roles_db
     # Users, routing and channels are the crew admin's job, with its own login.
@@ -205,7 +204,7 @@ def test_alert_service_runs_the_api_and_the_notifier(roles_db):
         c.execute("INSERT INTO devices (device_id, asset_id, asset_type) VALUES ('d', 'a', 'p')")
     sink = PostgresSink(urls["worker"])
     ts = datetime.now(UTC)
-    sink.write(SinkBatch(alerts=[AlertRow("a:1", "a", "d", "p", "open", ts, None, 1, 1, 0.5, "v")]))
+    sink.write(SinkBatch(alerts=[Alert("a:1", "a", "d", "p", "open", ts, None, 1, 1, 0.5, "v")]))
     sink.close()
     with TestClient(create_app(urls["alerts"], rate_per_s=100, burst=100)) as http:
         for token in (ana, eve):
@@ -237,17 +236,25 @@ def test_alert_service_runs_the_api_and_the_notifier(roles_db):
 
 def test_ingest_and_simulator_keep_the_device_registry_and_ground_truth(roles_db):
     from citywatch import healthcheck
-    from storage.device_registry import auto_register_device, latest_registry, store_registry
-    from storage.sinks import record_failures, register_devices
+    from storage.device_registry import (
+        auto_register_device,
+        latest_registry,
+        register_devices,
+        store_registry,
+    )
+    from storage.training_data import record_failures
 
     _owner, urls = roles_db
     entry = {"dev_eui": "a84041000181c061", "asset_id": "pump-7", "asset_type": "water_pump"}
     for login in ("ingest", "simulator"):
-        store_registry(urls[login], [entry], source=login)
-        assert latest_registry(urls[login])[1][0]["asset_id"] == "pump-7"
-    assert auto_register_device(urls["ingest"], {**entry, "dev_eui": "a84041000181c062"})
+        with psycopg.connect(urls[login]) as c:
+            store_registry(c, [entry], source=login)
+            assert latest_registry(c)[1][0]["asset_id"] == "pump-7"
+    with psycopg.connect(urls["ingest"]) as c:
+        assert auto_register_device(c, {**entry, "dev_eui": "a84041000181c062"})
     device = {"device_id": "s1", "asset_id": "s", "asset_type": "p", "lat": 1.0, "lon": 2.0}
-    register_devices(urls["simulator"], [{**device, "installed_at": None}])
+    simulator = psycopg.connect(urls["simulator"])
+    register_devices(simulator, [{**device, "installed_at": None}])
     started = datetime.now(UTC) - timedelta(hours=1)
     row = {
         "asset_id": "s",
@@ -257,8 +264,9 @@ def test_ingest_and_simulator_keep_the_device_registry_and_ground_truth(roles_db
         "degradation_started_at": started,
         "failed_at": None,
     }
-    record_failures(urls["simulator"], [row])
-    record_failures(urls["simulator"], [{**row, "failed_at": started + timedelta(minutes=30)}])
+    with simulator:
+        record_failures(simulator, [row])
+        record_failures(simulator, [{**row, "failed_at": started + timedelta(minutes=30)}])
     with psycopg.connect(urls["simulator"]) as c:
         c.execute(healthcheck.fresh_query("readings", "ingested_at", 120, "ts")).fetchone()
     with psycopg.connect(urls["ingest"]) as c:

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from citywatch.cli import main
 from models.catalog import ModelCatalog
-from storage.model_registry import upsert_model
+from storage.model_versions import upsert_model
 
 pytestmark = pytest.mark.stack
 

@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from core.records import Reading
 from ingest.network_sim import NetworkSimOptions, messages, parse_leak, simulate
 from networks.assets import network_spec
-from storage.sinks import ReadingRow
 from streams.leaks import build_district, forward_value, parse_forwarded, result_rows
 
 
@@ -49,7 +49,7 @@ def test_district_stream_alarms_after_the_leak_and_names_the_node(leakdb_dir):
     )
     for _k, _p, _key, raw in merged:
         reading = json.loads(raw)
-        row = ReadingRow(
+        row = Reading(
             ts=datetime.fromisoformat(reading["ts"]),
             device_id=reading["device_id"],
             asset_id=reading["asset_id"],

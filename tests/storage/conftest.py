@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from storage.schema import migrate
+from storage.migrations import migrate
 
 
 def other_database(database_url: str, name: str) -> str:

@@ -9,8 +9,9 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
+from core.records import Reading, Score
 from storage.maintenance import run_maintenance
-from storage.sinks import PostgresSink, ReadingRow, ScoreRow, SinkBatch
+from storage.sinks import PostgresSink, SinkBatch
 
 from .test_rollups import assert_rollups_match
 
@@ -30,9 +31,9 @@ def test_concurrent_maintenance_and_writes_lose_nothing_and_never_fail(fresh_db)
             ts = now + offset + timedelta(milliseconds=b * 50 + i)
             device = f"dev-{i % 7}"
             batch.readings.append(
-                ReadingRow(ts, device, f"a-{device}", "water_pump", {"flow": float(i)}, {})
+                Reading(ts, device, f"a-{device}", "water_pump", {"flow": float(i)}, {})
             )
-            batch.scores.append(ScoreRow(ts, device, f"a-{device}", "water_pump", "v1", 0.1, 0.5))
+            batch.scores.append(Score(ts, device, f"a-{device}", "water_pump", "v1", 0.1, 0.5))
         batches.append(batch)
 
     done = threading.Event()

@@ -9,9 +9,10 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
+from core.records import Reading, Score
 from storage.maintenance import run_maintenance, storage_status
-from storage.schema import migrate, recorded_flavour
-from storage.sinks import PostgresSink, ReadingRow, ScoreRow, SinkBatch
+from storage.migrations import migrate, recorded_flavour
+from storage.sinks import PostgresSink, SinkBatch
 
 pytestmark = pytest.mark.stack
 
@@ -20,9 +21,9 @@ def rows_at(*stamps: datetime, device: str = "dev-1") -> SinkBatch:
     batch = SinkBatch()
     for i, ts in enumerate(stamps):
         batch.readings.append(
-            ReadingRow(ts, device, "pump-1", "water_pump", {"flow": float(i)}, {"seq": i})
+            Reading(ts, device, "pump-1", "water_pump", {"flow": float(i)}, {"seq": i})
         )
-        batch.scores.append(ScoreRow(ts, device, "pump-1", "water_pump", "v1", 0.2, 0.5))
+        batch.scores.append(Score(ts, device, "pump-1", "water_pump", "v1", 0.2, 0.5))
     return batch
 
 

@@ -9,9 +9,10 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
+from core.records import Reading, Score
 from storage.maintenance import run_maintenance
-from storage.schema import migrate
-from storage.sinks import PostgresSink, ReadingRow, ScoreRow, SinkBatch
+from storage.migrations import migrate
+from storage.sinks import PostgresSink, SinkBatch
 
 pytestmark = pytest.mark.stack
 
@@ -51,8 +52,8 @@ def test_writer_stores_and_maintains_but_cannot_change_the_schema(logins):
     sink = PostgresSink(logins["writer"])
     result = sink.write(
         SinkBatch(
-            readings=[ReadingRow(ts, "d", "a", "water_pump", {"flow": 2.0}, {})],
-            scores=[ScoreRow(ts, "d", "a", "water_pump", "v1", 0.3, 0.5)],
+            readings=[Reading(ts, "d", "a", "water_pump", {"flow": 2.0}, {})],
+            scores=[Score(ts, "d", "a", "water_pump", "v1", 0.3, 0.5)],
         )
     )
     sink.close()

@@ -9,9 +9,10 @@ import psycopg
 import pytest
 
 from core.assets import ASSET_TYPES
+from core.records import Reading
 from storage.maintenance import run_maintenance, storage_status
 from storage.rollups import metric_names
-from storage.sinks import PostgresSink, ReadingRow, SinkBatch
+from storage.sinks import PostgresSink, SinkBatch
 
 pytestmark = pytest.mark.stack
 
@@ -37,7 +38,7 @@ def readings(start: datetime, n: int, seed: int) -> SinkBatch:
             else ("bridge", {"strain": rnd.uniform(-800, 800), "tilt": rnd.uniform(-1, 1)})
         )
         ts = start + timedelta(seconds=7 * i + rnd.random())
-        batch.readings.append(ReadingRow(ts, device, f"asset-{device}", kind, metrics, {}))
+        batch.readings.append(Reading(ts, device, f"asset-{device}", kind, metrics, {}))
     return batch
 
 
@@ -111,8 +112,8 @@ def test_views_have_the_contract_columns_and_every_catalogue_metric(fresh_db):
     sink.write(
         SinkBatch(
             readings=[
-                ReadingRow(ts, "d", "a", "mixed", {m: 1.5 for m in names}, {}),
-                ReadingRow(ts, "e", "b", "mixed", {"flow": "broken", "tilt": 0.5}, {}),
+                Reading(ts, "d", "a", "mixed", {m: 1.5 for m in names}, {}),
+                Reading(ts, "e", "b", "mixed", {"flow": "broken", "tilt": 0.5}, {}),
             ]
         )
     )

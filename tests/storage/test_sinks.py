@@ -6,15 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from storage.schema import migrate
-from storage.sinks import (
-    AlertRow,
-    DeadLetterRow,
-    PostgresSink,
-    ReadingRow,
-    ScoreRow,
-    SinkBatch,
-)
+from core.records import Alert, DeadLetter, Reading, Score
+from storage.migrations import migrate
+from storage.sinks import PostgresSink, SinkBatch
 
 pytestmark = pytest.mark.stack
 T0 = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
@@ -25,15 +19,13 @@ def batch(n: int, start: int = 0) -> SinkBatch:
     for i in range(start, start + n):
         ts = T0 + timedelta(seconds=i)
         out.readings.append(
-            ReadingRow(
+            Reading(
                 ts, f"dev{i % 3}", f"pump-{i % 3}", "water_pump", {"flow": float(i)}, {"seq": i}
             )
         )
-        out.scores.append(
-            ScoreRow(ts, f"dev{i % 3}", f"pump-{i % 3}", "water_pump", "v1", 0.1, 0.5)
-        )
+        out.scores.append(Score(ts, f"dev{i % 3}", f"pump-{i % 3}", "water_pump", "v1", 0.1, 0.5))
     out.deadletters.append(
-        DeadLetterRow(
+        DeadLetter(
             f"readings:0:{start}",
             "validate",
             "malformed_json",
@@ -75,10 +67,10 @@ def test_writing_a_batch_twice_stores_it_once(conn, db):
 
 def test_alert_upsert_keeps_one_open_alert_and_closes_it(conn, db):
     sink = PostgresSink(conn.database_url)
-    opened = AlertRow(
+    opened = Alert(
         "pump-1:t0", "pump-1", "dev1", "water_pump", "open", T0, None, 0.9, 0.9, 0.7, "v1"
     )
-    closed = AlertRow(
+    closed = Alert(
         "pump-1:t0",
         "pump-1",
         "dev1",
@@ -102,12 +94,12 @@ def test_alert_upsert_keeps_one_open_alert_and_closes_it(conn, db):
 
 
 def test_maintenance_events_are_stored_once(conn, db):
-    from storage.sinks import MaintenanceRow
+    from core.records import Maintenance
 
     def events(start: int, n: int) -> SinkBatch:
         return SinkBatch(
             maintenance=[
-                MaintenanceRow(
+                Maintenance(
                     T0 + timedelta(minutes=i),
                     f"dev{i % 2}",
                     f"pump-{i % 2}",

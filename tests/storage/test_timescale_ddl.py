@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from storage import maintenance as m
-from storage.schema import MIGRATIONS, TIMESCALEDB
+from storage.migrations import MIGRATIONS, TIMESCALEDB
 
 TOOL = Path(__file__).resolve().parents[2] / "tools" / "timescale-check"
 

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import psycopg
 import pytest
 
-from storage.sinks import SinkUnavailableError, register_devices
+from storage.device_registry import register_devices
+from storage.sinks import SinkUnavailableError
 from streams.devices import DeviceDirectory
 from tests.pipeline_helpers import database_outage
 
@@ -37,9 +39,11 @@ def _device(device_id: str) -> dict:
 def test_a_device_registered_after_the_last_reload_is_found_at_once(conn, db):
     clock = Clock()
     directory = DeviceDirectory(conn.database_url, clock=clock)
-    register_devices(conn.database_url, [_device("old")])
+    with psycopg.connect(conn.database_url) as pg:
+        register_devices(pg, [_device("old")])
     assert directory.lookup("old") == ("asset-old", "lift")  # the first miss reloads
-    register_devices(conn.database_url, [_device("new")])  # as the bridge auto-registers
+    with psycopg.connect(conn.database_url) as pg:
+        register_devices(pg, [_device("new")])  # as the bridge auto-registers
     clock.now += 0.1  # well inside the reload interval
     assert directory.lookup("new") == ("asset-new", "lift")
     assert directory.single_lookups == 1

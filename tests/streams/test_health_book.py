@@ -7,8 +7,9 @@ from datetime import UTC, datetime
 
 import numpy as np
 
+from core.records import Score
+from core.wire import decode_score_batch, encode_score_batch
 from models.health import ANOMALY_THRESHOLD, DeviceHealthState, HealthSpec
-from storage.sinks import ScoreRow
 from streams.health_book import (
     HealthBook,
     blend,
@@ -20,7 +21,6 @@ from streams.health_book import (
     policy_kind,
     split_state,
 )
-from streams.records import decode_score_batch, encode_score_batch
 
 SPEC = HealthSpec(metrics=("a", "b"), warmup=20, span=2)
 
@@ -113,10 +113,8 @@ def test_policy_and_blend_follow_the_card() -> None:
 def test_score_batch_carries_kind_and_anomaly_and_reads_old_messages() -> None:
     ts = datetime(2026, 11, 30, tzinfo=UTC)
     rows = [
-        ScoreRow(ts, "d1", "a1", "lift", "v1", 0.7, 0.5, model_kind="anomaly", anomaly_score=2.3),
-        ScoreRow(
-            ts, "d2", "a2", "lift", "v1", 0.2, 0.4, ttf_low=9.2, ttf_median=12.0, ttf_high=19.5
-        ),
+        Score(ts, "d1", "a1", "lift", "v1", 0.7, 0.5, model_kind="anomaly", anomaly_score=2.3),
+        Score(ts, "d2", "a2", "lift", "v1", 0.2, 0.4, ttf_low=9.2, ttf_median=12.0, ttf_high=19.5),
     ]
     first, second = decode_score_batch(encode_score_batch(rows))
     assert (first.model_kind, first.anomaly_score) == ("anomaly", 2.3)

@@ -15,13 +15,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core.wire import encode_score_batch
 from ingest.simulator import FleetSimulator
 from models.feature_spec import FeatureSpec
 from streams.alerting import Hysteresis
 from streams.device_states import DeviceStates
 from streams.explanations import ExplainPolicy
 from streams.pipeline import Limits, plan_alerts, plan_readings
-from streams.records import encode_score_batch
 from streams.state import decode_offsets
 from tests.pipeline_helpers import as_messages, offline_scores
 
@@ -343,9 +343,9 @@ def _maintenance(device, ts: datetime) -> bytes:
 
 
 def _score(asset_id: str, ts: datetime, risk: float):
-    from storage.sinks import ScoreRow
+    from core.records import Score
 
-    return ScoreRow(ts, "d-" + asset_id, asset_id, "water_pump", "v1", risk, 0.5)
+    return Score(ts, "d-" + asset_id, asset_id, "water_pump", "v1", risk, 0.5)
 
 
 def test_messages_keep_json_shape():

@@ -5,8 +5,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.records import Maintenance, Reading
-from streams.validation import REASONS, Rejection, validate_reading
+from core.records import Maintenance, Reading
+from core.vocabulary import WORKER_REJECTIONS as REASONS
+from streams.validation import Rejection, validate_reading
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 DEVICES = {"dev1": ("pump-1", "water_pump")}
@@ -80,7 +81,7 @@ def maintenance(**overrides) -> bytes:
 
 
 def test_maintenance_event_becomes_a_maintenance_record():
-    from streams.records import Maintenance
+    from core.records import Maintenance
 
     event = check(maintenance())
     assert isinstance(event, Maintenance)

@@ -7,26 +7,25 @@ import pandas as pd
 import psycopg
 import pytest
 
+from core.records import Reading
 from models.water_quality import ASSET_TYPE, METRICS
 from models.water_quality_model import StationScorer, fit_water_quality
 from storage.outlook import OutlookRow, OutlookSink
-from storage.sinks import ReadingRow, SinkBatch
+from storage.sinks import SinkBatch
 from streams.water_quality import StationStates, plan_stations
 from tests.models.test_water_quality import _station
 
 SMALL = {"n_estimators": 20, "num_leaves": 7, "min_child_samples": 20, "verbose": -1}
 
 
-def _readings(frame: pd.DataFrame, device: str = "wq-1") -> list[ReadingRow]:
+def _readings(frame: pd.DataFrame, device: str = "wq-1") -> list[Reading]:
     """The frame as the worker stores it: gap rows are never sent, labels in ``source``."""
     out = []
     for row in frame.itertuples(index=False):
         metrics = {m: getattr(row, m) for m in METRICS if getattr(row, m) == getattr(row, m)}
         if metrics:
             source = {"kind": "replay", "label": int(row.event)}
-            out.append(
-                ReadingRow(row.ts.to_pydatetime(), device, device, ASSET_TYPE, metrics, source)
-            )
+            out.append(Reading(row.ts.to_pydatetime(), device, device, ASSET_TYPE, metrics, source))
     return out
 
 
@@ -87,7 +86,7 @@ def test_replayed_late_and_foreign_readings_are_not_scored_again(model):
     assert again.outlook == [] and again.scores == []
     # A later message carrying an old time (late, or a second copy), and another
     # asset type's reading: stored by the pipeline, not scored here.
-    pump = ReadingRow(readings[300].ts, "pump-1", "pump-1", "water_pump", {"flow": 1.0}, {})
+    pump = Reading(readings[300].ts, "pump-1", "pump-1", "water_pump", {"flow": 1.0}, {})
     mixed = [readings[10], pump, *readings[300:310]]
     plan = plan_stations(mixed, _positions(mixed, start=300), states, scorer)
     assert [r.ts for r in plan.outlook] == [r.ts for r in readings[300:310]]

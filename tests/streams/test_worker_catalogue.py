@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import psycopg
 import pytest
 
 from core.wire import encode_reading
 from ingest.simulator import FleetSimulator
-from storage.sinks import register_devices
+from storage.device_registry import register_devices
 from tests.pipeline_helpers import (
     Worker,
     as_messages,
@@ -40,19 +41,20 @@ def test_readings_of_a_type_without_a_model_are_stored_and_others_still_scored(
 
     fleet = FleetSimulator(n_devices=4, seed=5)
     register_fleet(conn, fleet)
-    register_devices(
-        conn.database_url,
-        [
-            {
-                "device_id": "probe-1",
-                "asset_id": "station-1",
-                "asset_type": "quality_probe",
-                "lat": 52.0,
-                "lon": 4.0,
-                "installed_at": datetime(2025, 1, 1, tzinfo=UTC),
-            }
-        ],
-    )
+    with psycopg.connect(conn.database_url) as pg:
+        register_devices(
+            pg,
+            [
+                {
+                    "device_id": "probe-1",
+                    "asset_id": "station-1",
+                    "asset_type": "quality_probe",
+                    "lat": 52.0,
+                    "lon": 4.0,
+                    "installed_at": datetime(2025, 1, 1, tzinfo=UTC),
+                }
+            ],
+        )
     readings, _ = past_history(fleet, 20)
     messages = as_messages(readings)
     start = datetime.now(UTC) - timedelta(hours=1)

@@ -17,6 +17,7 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -31,7 +32,7 @@ from citywatch.commands.bench_faults import (
     wait_settled,
 )
 from ingest.hostile import CLASSES, STORED, Hostile, good_value, make_devices
-from storage.sinks import register_devices
+from storage.device_registry import register_devices
 from streams.topics import READINGS, ensure_topics
 from tests.pipeline_helpers import Worker
 
@@ -72,7 +73,8 @@ class Run:
         prefix = uuid.uuid4().hex[:6]
         self.tags = iter([f"{prefix}{i:04x}" for i in range(POOL)])
         for tag in [f"{prefix}{i:04x}" for i in range(POOL)]:
-            register_devices(conn.database_url, make_devices(tag, 4))
+            with psycopg.connect(conn.database_url) as pg:
+                register_devices(pg, make_devices(tag, 4))
         self.worker = Worker(settings, conn, log_path).start()
         self.pid = self.worker.proc.pid
         self.producer = KafkaProducer(
@@ -90,7 +92,8 @@ class Run:
         tag = next(self.tags, None)
         if tag is None:  # the pool ran out (hypothesis shrinking): register and wait
             tag = uuid.uuid4().hex[:10]
-            register_devices(self.conn.database_url, make_devices(tag, 4))
+            with psycopg.connect(self.conn.database_url) as pg:
+                register_devices(pg, make_devices(tag, 4))
             time.sleep(1.2)
         return tag
 

@@ -14,6 +14,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import paho.mqtt.client as mqtt
+import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -322,7 +323,8 @@ def test_auto_registration_is_opt_in(conn, registry_db, topics, fleet, registry)
 
     def on_register(entry) -> None:
         registered.append(entry.dev_eui)
-        auto_register_device(conn.database_url, entry_to_row(entry))
+        with psycopg.connect(conn.database_url) as pg:
+            auto_register_device(pg, entry_to_row(entry))
 
     known: dict = {}
     relaxed = UplinkProcessor(

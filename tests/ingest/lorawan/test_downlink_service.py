@@ -17,13 +17,14 @@ import pytest
 from kafka import KafkaProducer
 from psycopg.types.json import Jsonb
 
+from core.records import Score
+from core.wire import encode_score_batch
 from ingest.lorawan.adaptive import SamplingPolicy
 from ingest.lorawan.registry import parse_registry
 from ingest.lorawan.sim_devices import SimulatedRadios
 from services.downlinks import DownlinkService
 from storage.device_registry import store_registry
 from storage.downlink_store import commands_for_asset, request_reading
-from streams.records import Score, encode_score_batch
 from streams.topics import ALERTS, SCORES, ensure_topics
 
 CS, TTS, LPP = "70b3d57ed00000c1", "70b3d57ed00000c2", "70b3d57ed00000c3"
@@ -40,7 +41,7 @@ def fleet(registry_db):
         {"dev_eui": LPP, "asset_id": "pump-c3", "asset_type": "water_pump", "codec": "cayenne_lpp",
          "metric_map": {"temperature_1": "bearing_temp"}},
     ]  # fmt: skip
-    store_registry(registry_db.info.dsn, rows, source="test")
+    store_registry(registry_db, rows, source="test")
     routes = {
         CS: {"network": "chirpstack", "application_id": "app-cs"},
         TTS: {"network": "tts", "application_id": "app-tts", "ns_device_id": f"eui-{TTS}",
@@ -72,7 +73,7 @@ def test_the_loop_over_kafka_mqtt_and_postgres(conn, isolated, mqtt_url, fleet, 
     producer = KafkaProducer(bootstrap_servers=conn.kafka)
     try:
         scores = [
-            Score(f"pump-{d[-2:]}", d, "water_pump", T0 + timedelta(minutes=5), 0.8, 0.7, "m1")
+            Score(T0 + timedelta(minutes=5), d, f"pump-{d[-2:]}", "water_pump", "m1", 0.8, 0.7)
             for d in (CS, TTS, LPP)
         ]
         producer.send(isolated.topic(SCORES), encode_score_batch(scores))
@@ -157,7 +158,7 @@ def test_tts_downlinks_through_the_webhook_api(conn, isolated, mqtt_url, fleet, 
     try:
         for minutes in (5, 10):  # the second score retries the failed send
             score = Score(
-                "pump-c2", TTS, "water_pump", T0 + timedelta(minutes=minutes), 0.9, 0.7, "m"
+                T0 + timedelta(minutes=minutes), TTS, "pump-c2", "water_pump", "m", 0.9, 0.7
             )
             producer.send(isolated.topic(SCORES), encode_score_batch([score]))
             producer.flush()

@@ -10,7 +10,7 @@ from ingest.lorawan.publisher import KafkaPublisher
 from ingest.lorawan.registry import parse_registry
 from ingest.lorawan.uplink_sim import UplinkEncoder, sim_registry_rows
 from ingest.simulator import FleetSimulator
-from storage.ingest_deadletters import ingest_deadletter_row
+from storage.deadletters import ingest_deadletter_row
 from storage.sinks import PostgresSink, SinkBatch
 from streams.topics import DEADLETTER, READINGS, ensure_topics
 from tests.ingest.conftest import read_topic

@@ -7,6 +7,7 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
+import psycopg
 import pytest
 from click.testing import CliRunner
 from psycopg.types.json import Jsonb
@@ -17,7 +18,7 @@ from ingest.lorawan.dedup import FrameDeduplicator
 from ingest.lorawan.processor import AutoRegister, UplinkProcessor
 from ingest.lorawan.registry import RegistryError, find_entry, parse_registry
 from ingest.lorawan.uplink import parse_uplink, split_messages
-from storage.model_registry import fetch_readings
+from storage.training_data import fetch_readings
 
 FIXTURES = Path(__file__).parent / "fixtures"
 EXAMPLES = Path(__file__).resolve().parents[3].parent / "shared" / "datasets" / "lorawan-examples"
@@ -234,9 +235,10 @@ def test_ingest_import_publishes_each_element_of_an_export(
     from tests.ingest.lorawan.test_lorawan_cli import env_for
 
     row = {"device_id": "dev1", "asset_id": "d1", "asset_type": "water_pump"}
-    store_registry(
-        conn.database_url, [row | {"codec": "passthrough", "metric_map": {"t": "flow"}}], source="t"
-    )
+    with psycopg.connect(conn.database_url) as pg:
+        store_registry(
+            pg, [row | {"codec": "passthrough", "metric_map": {"t": "flow"}}], source="t"
+        )
     export = tmp_path / "storage.json"
     good = [tts_sim("dev1", v, f"2026-01-02T0{v}:00:00Z") for v in (1, 2, 3)]
     for v, doc in enumerate(good):

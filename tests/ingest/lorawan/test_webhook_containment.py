@@ -16,6 +16,7 @@ import time
 from datetime import UTC, datetime
 
 import httpx
+import psycopg
 import pytest
 import uvicorn
 from hypothesis import HealthCheck, given, settings
@@ -184,7 +185,8 @@ def test_a_frame_that_failed_is_stored_when_the_network_server_retries(
     frames = supply(fleet, registry, seed=8)
     first, second = next(frames), next(frames)
     with Served(create_webhook_app(processors, SECRET)) as client:
-        store_registry(conn.database_url, [entry_to_row(e) for e in registry.values()], source="t")
+        with psycopg.connect(conn.database_url) as pg:
+            store_registry(pg, [entry_to_row(e) for e in registry.values()], source="t")
         # 1. Kafka is down: 503 with Retry-After, and the frame is forgotten.
         answer = client.post(PATH, content=first.payload, headers=HEADERS)
         assert answer.status_code == 503 and int(answer.headers["retry-after"]) > 0

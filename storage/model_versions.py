@@ -1,4 +1,5 @@
-"""SQL for the model registry, promotions and feature-drift tables (migration v4).
+"""The database registry of model versions: versions, promotions (which version is
+champion or challenger), load failures, and feature drift per version (migration 4).
 
 Plain functions over a psycopg connection; they know rows, not models, so
 storage never imports :mod:`models` (the dependency runs models -> storage).
@@ -19,16 +20,11 @@ __all__ = [
     "REGISTRY_LOCK_KEY",
     "active_versions",
     "champion_history",
-    "fetch_failures",
-    "fetch_labels",
     "fetch_load_failures",
     "fetch_model",
     "fetch_models",
-    "fetch_readings",
-    "insert_deadletters",
     "insert_drift_alerts",
     "insert_feature_drift",
-    "insert_labels",
     "insert_load_failure",
     "lock_registry",
     "model_comparison",
@@ -309,101 +305,3 @@ def model_comparison(
             """,
             {"c1": champion, "c2": challenger, "since": since, "h": horizon_s},
         ).fetchone()
-
-
-# -- training data: readings, failures and labels as stored --------------------
-
-
-def fetch_readings(
-    conn: psycopg.Connection,
-    *,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    asset_types: Sequence[str] | None = None,
-    include_simulated: bool = False,
-) -> list[tuple[str, str, str, datetime, str]]:
-    """``(device_id, asset_id, asset_type, ts, metrics json text)`` ordered by device and time.
-
-    ``since`` is inclusive, ``until`` exclusive. Readings of uplinks a network
-    server marked simulated (``source.simulated``, The Things Stack's console
-    simulator) are left out unless ``include_simulated``: they are test
-    traffic, not the asset's behaviour. Metrics come back as JSON
-    text: parsing it in bulk client-side is cheaper than psycopg's per-row
-    jsonb conversion.
-    """
-    return conn.execute(
-        """
-        SELECT device_id, asset_id, asset_type, ts, metrics::text
-        FROM readings
-        WHERE (%(since)s::timestamptz IS NULL OR ts >= %(since)s)
-          AND (%(until)s::timestamptz IS NULL OR ts < %(until)s)
-          AND (%(types)s::text[] IS NULL OR asset_type = ANY(%(types)s))
-          AND (%(sim)s OR NOT coalesce(source @> '{"simulated": true}', false))
-        ORDER BY device_id, ts
-        """,
-        {
-            "since": since,
-            "until": until,
-            "types": list(asset_types) if asset_types else None,
-            "sim": include_simulated,
-        },
-    ).fetchall()
-
-
-def fetch_failures(conn: psycopg.Connection) -> list[tuple[str, str, str, datetime, str]]:
-    """Completed failures ``(device_id, asset_id, asset_type, failed_at, source)``."""
-    return conn.execute(
-        "SELECT device_id, asset_id, asset_type, failed_at, source FROM failures"
-        " WHERE failed_at IS NOT NULL ORDER BY device_id, failed_at"
-    ).fetchall()
-
-
-def fetch_maintenance_events(conn: psycopg.Connection) -> list[tuple[str, datetime]]:
-    """Repairs the worker saw on the stream, ``(device_id, ts)``, ordered."""
-    return conn.execute(
-        "SELECT device_id, ts FROM maintenance_events ORDER BY device_id, ts"
-    ).fetchall()
-
-
-def fetch_labels(conn: psycopg.Connection) -> list[dict[str, Any]]:
-    """Every label row (crews' alert outcomes and imported work orders)."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(
-            "SELECT label_id, asset_id, device_id, observed_at, window_start, outcome, source"
-            " FROM labels ORDER BY observed_at, label_id"
-        ).fetchall()
-
-
-def insert_labels(conn: psycopg.Connection, rows: Sequence[dict[str, Any]]) -> int:
-    """Insert label rows keyed by ``label_id``; a repeated id changes nothing. Returns new rows."""
-    new = 0
-    with conn.cursor() as cur:
-        for r in rows:
-            cur.execute(
-                """
-                INSERT INTO labels
-                    (label_id, asset_id, device_id, observed_at, window_start, outcome, source,
-                     detail)
-                VALUES (%(label_id)s, %(asset_id)s, %(device_id)s, %(observed_at)s,
-                        %(window_start)s, %(outcome)s, %(source)s, %(detail)s)
-                ON CONFLICT (label_id) DO NOTHING
-                """,
-                {**r, "detail": Jsonb(r.get("detail") or {})},
-            )
-            new += cur.rowcount
-    return new
-
-
-def insert_deadletters(conn: psycopg.Connection, rows: Sequence[dict[str, Any]]) -> int:
-    """Store rejected input (``deadletter_id, stage, reason, detail, raw``); idempotent."""
-    new = 0
-    with conn.cursor() as cur:
-        for r in rows:
-            cur.execute(
-                "INSERT INTO deadletters (deadletter_id, stage, reason, detail, source_topic, raw)"
-                " VALUES (%(deadletter_id)s, %(stage)s, %(reason)s, %(detail)s,"
-                " %(source_topic)s, %(raw)s) ON CONFLICT (deadletter_id) DO NOTHING",
-                {"source_topic": None, **r},
-            )
-            new += cur.rowcount
-    return new
