@@ -12,13 +12,12 @@ signatures' dependency types, which here are the API's own closures.
 from datetime import datetime
 from typing import Any
 
-from fastapi import FastAPI, HTTPException
-from psycopg.rows import dict_row
+from fastapi import FastAPI
 from pydantic import BaseModel
 
-from storage import alert_store
-from storage.alert_store import NotFoundError
 from storage.outlook import latest_outlook
+
+from .downlinks_api import visible_alert
 
 __all__ = ["OutlookOut", "add_outlook_routes"]
 
@@ -50,11 +49,7 @@ def add_outlook_routes(
     @app.get("/api/v1/alerts/{alert_id}/outlook", response_model=OutlookOut, responses=errors)
     def alert_outlook(alert_id: alert_id_type, who: who_dep, conn: conn_dep) -> dict:
         """The alert's station: incident probability now and within 1/6/24/48 hours."""
-        try:
-            with conn.cursor(row_factory=dict_row) as cur:
-                alert = alert_store.get_alert(cur, alert_id, who)
-        except NotFoundError as exc:
-            raise HTTPException(404, f"no alert {alert_id}") from exc
+        alert = visible_alert(conn, alert_id, who)
         return {
             "asset_id": alert["asset_id"],
             "outlook": latest_outlook(conn, alert["asset_id"]),
