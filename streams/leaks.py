@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from networks.detector import DetectorConfig, ResidualLeakDetector
+from networks.detector import DetectorConfig, ResidualLeakDetector, state_fingerprint
 from networks.hydraulics import STEP_S, load_network, source_links
 from networks.leakdb_bench import chosen_for
 from networks.model import network_model
@@ -74,29 +74,42 @@ class DistrictLeaks:
     level_devices: tuple[str, ...]  # in the model's tank order
     coords: dict[str, tuple[float | None, float | None, float, float]]  # node -> lat, lon, x, y
     detector: ResidualLeakDetector
+    fingerprint: str = ""  # of the model and configuration: a saved state must match it
     lateness: int = 48  # steps a step waits for its last sensors once later ones arrive
     done_ts: datetime | None = None  # the last step decided
     pending: dict[datetime, dict[str, float]] = field(default_factory=dict)
     incomplete: int = 0
-    late: int = 0
+    late: int = 0  # readings of a step already decided (late, or replayed after a restart)
+    repeated: int = 0  # a second reading of a sensor for a step still being assembled
 
     @property
     def step_ts(self) -> datetime | None:
         return max(self.pending) if self.pending else self.done_ts
+
+    @property
+    def devices(self) -> frozenset[str]:
+        """The sensors a step needs."""
+        return frozenset([*self.pressure_device, *self.inlet_sign, *self.level_devices])
 
     def add(self, device_id: str, ts: datetime, value: float) -> list[StepResult]:
         """Take one reading; return the results of the steps it lets finish, in order.
 
         Readings reach the district from several partitions, so steps interleave:
         a step is decided when all its sensors are in, or once a step ``lateness``
-        later has begun (then it is counted incomplete and skipped).
+        later has begun (then it is counted incomplete and skipped). Idempotent per
+        (device, step): the first reading counts, so a reading delivered again after
+        a restart changes nothing.
         """
         step = datetime.fromtimestamp(ts.timestamp() // STEP_S * STEP_S, UTC)
         if self.done_ts is not None and step <= self.done_ts:
             self.late += 1  # a step already decided: too late to count
             return []
-        self.pending.setdefault(step, {})[device_id] = value
-        needed = set(self.pressure_device) | set(self.inlet_sign) | set(self.level_devices)
+        values = self.pending.setdefault(step, {})
+        if device_id in values:
+            self.repeated += 1
+            return []
+        values[device_id] = value
+        needed = self.devices
         results = []
         while self.pending:
             first = min(self.pending)
@@ -109,6 +122,34 @@ class DistrictLeaks:
             if result is not None:
                 results.append(result)
         return results
+
+    def to_state(self) -> dict[str, Any]:
+        """The district's whole state (detector, partial steps, counters); see from_state."""
+        return {
+            "fingerprint": self.fingerprint,
+            "done_ts": None if self.done_ts is None else self.done_ts.isoformat(),
+            "pending": {ts.isoformat(): dict(v) for ts, v in self.pending.items()},
+            "incomplete": self.incomplete,
+            "late": self.late,
+            "repeated": self.repeated,
+            "detector": self.detector.to_state(),
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`to_state`; ValueError (nothing changed) if the state
+        belongs to another model or configuration or is malformed."""
+        if state.get("fingerprint") != self.fingerprint:
+            raise ValueError("the saved state is of another model or configuration")
+        done = state["done_ts"]
+        pending = {
+            datetime.fromisoformat(ts): {str(d): float(v) for d, v in values.items()}
+            for ts, values in state["pending"].items()
+        }
+        self.detector.restore(state["detector"])
+        self.done_ts = None if done is None else datetime.fromisoformat(done)
+        self.pending = pending
+        self.incomplete, self.late = int(state["incomplete"]), int(state["late"])
+        self.repeated = int(state["repeated"])
 
     def _finish(self, ts: datetime, values: dict[str, float], needed: set) -> StepResult | None:
         if not needed <= set(values):
@@ -174,6 +215,7 @@ def build_district(
         level_devices=tuple(level_of[t] for t in model.tank_names),
         coords=coords,
         detector=ResidualLeakDetector(model, config),
+        fingerprint=state_fingerprint(model, config),
     )
 
 
