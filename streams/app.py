@@ -213,9 +213,9 @@ def create_app(
     worker_id = f"{socket.gethostname()}:{os.getpid()}"
     # Water networks: stored network readings, re-keyed by district, feed a district's
     # leak statistic and candidates (streams/leaks.py).
-    from .leaks import LeakDetection
+    from .leak_agent import LeakDetection
 
-    leaks = LeakDetection(app, settings, database_url, scores_topic)
+    leaks = LeakDetection(app, settings, database_url, scores_topic, stats.deadletters)
 
     def stopping() -> bool:
         return app.should_stop

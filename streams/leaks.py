@@ -1,24 +1,22 @@
-"""Streaming leak detection: network sensor readings -> a district's leak score and candidates.
+"""A district's leak detection, step by step: the pure part of the worker's leak path.
 
-Dataflow (built in ``create_app`` by :class:`LeakDetection`)::
+Dataflow (wired in streams.leak_agent)::
 
     readings (keyed by device) -> the scoring agent validates and stores them
-      -> LeakDetection.forward: stored readings of network sensor types, re-keyed
-         by district asset_id onto "network-readings" (the group_by)
-      -> table "leak-state": the district's last decided step and its counts
+      -> forward_value: stored readings of network sensor types, re-keyed by
+         district asset_id onto "network-readings" (the group_by)
+      -> read_forwarded: the reading, or a dead letter's reason
       -> DistrictLeaks.add: when a later 30-min step starts, the finished step goes
          through networks.detector.ResidualLeakDetector (the benchmark's code and
-         configuration), then:
+         configuration), then result_rows:
       -> scores table + scores topic (asset = district, risk = statistic / (2·threshold))
          -> the same hysteresis, alerts, routing and crew inbox as every asset
       -> leak_candidates table: top candidates with map coordinates while the
          statistic is above threshold
 
-The detector's own state (day windows, time-of-week references, noise
-covariance, a few hundred kB per district) lives in this process, like the
-device feature snapshots; after a restart or rebalance a district warms up
-again (two weeks of steps) before it can alarm, which the log says. The table keeps
-the district's last decided step and its counts (one update per step).
+:meth:`DistrictLeaks.to_state` and :meth:`DistrictLeaks.restore` carry the
+whole district (detector, partial steps, counters) through the ``leak-state``
+table (streams.leak_state), so a restarted worker carries on where it was.
 
 Supported layout: a district whose pressure sensors cover every junction of its
 network's model and whose inlet flows are metered (the default of
@@ -27,9 +25,9 @@ network's model and whose inlet flows are metered (the default of
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,10 +39,9 @@ from networks.detector import DetectorConfig, ResidualLeakDetector, state_finger
 from networks.hydraulics import STEP_S, load_network, source_links
 from networks.leakdb_bench import chosen_for
 from networks.model import network_model
-from storage.sinks import PostgresSink, ScoreRow, SinkBatch
-from storage.water_networks import district_layouts, store_candidates
+from storage.sinks import ScoreRow
 
-from .records import encode_score_batch
+from .validation import Rejection
 
 log = logging.getLogger(__name__)
 
@@ -228,13 +225,60 @@ def forward_value(row) -> bytes:
     ).encode()
 
 
-def parse_forwarded(raw: bytes | None) -> tuple[str, str, datetime, float] | None:
-    """(asset, device, ts, value) of a network-readings value; None if unusable."""
+#: A forwarded reading is ~100 bytes; anything much bigger is not one.
+MAX_FORWARDED_BYTES = 1024
+MAX_ID_CHARS = 128
+
+
+@dataclass(frozen=True, slots=True)
+class Forwarded:
+    """One network-readings value: a stored reading of a district's sensor."""
+
+    asset_id: str
+    device_id: str
+    ts: datetime
+    value: float
+
+
+def read_forwarded(raw: bytes | None, key: bytes | None = None) -> Forwarded | Rejection:
+    """The reading in a network-readings message, or why it is not one.
+
+    Reasons are the worker's vocabulary (streams.validation.REASONS); ``key``, when
+    given, must be the district the value names: the key decided the partition,
+    and with it where the district's state lives.
+    """
+    if not raw:
+        return Rejection("schema", "empty message")
+    if len(raw) > MAX_FORWARDED_BYTES:
+        return Rejection("too_large", f"{len(raw)} bytes; a forwarded reading is ~100")
     try:
-        data = json.loads(raw or b"")
-        return data["a"], data["d"], datetime.fromisoformat(data["t"]), float(data["v"])
-    except (ValueError, TypeError, KeyError):
-        return None
+        data = json.loads(raw)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        return Rejection("malformed_json", str(exc)[:200])
+    if not isinstance(data, dict):
+        return Rejection("schema", f"not an object: {type(data).__name__}")
+    asset, device, ts, value = (data.get(k) for k in ("a", "d", "t", "v"))
+    if not (isinstance(asset, str) and isinstance(device, str) and isinstance(ts, str)):
+        return Rejection("schema", "fields a, d and t must be strings")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return Rejection("schema", "field v must be a number", device[:MAX_ID_CHARS])
+    if max(len(asset), len(device), len(ts)) > MAX_ID_CHARS:
+        return Rejection("too_large", "an id or the time is over 128 characters")
+    try:
+        when = datetime.fromisoformat(ts)
+    except ValueError:
+        return Rejection("schema", f"t is not ISO 8601: {ts!r}", device)
+    if when.tzinfo is None:
+        return Rejection("schema", "t has no timezone", device)
+    try:
+        number = float(value)
+    except OverflowError:
+        return Rejection("out_of_range", "v is too big for a float", device)
+    if not math.isfinite(number):
+        return Rejection("nan_value", f"v is {number}", device)
+    if key is not None and key != asset.encode():
+        return Rejection("asset_mismatch", f"keyed {key[:MAX_ID_CHARS]!r}, names {asset!r}", device)
+    return Forwarded(asset, device, when, number)
 
 
 def result_rows(district: DistrictLeaks, result: StepResult):
@@ -253,104 +297,3 @@ def result_rows(district: DistrictLeaks, result: StepResult):
         for rank, (node, score_, lat, lon, x, y) in enumerate(result.candidates, start=1)
     ]
     return score, candidates
-
-
-class LeakDetection:
-    """The leak agent, its table and the topic that feeds it, on the worker's Faust app.
-
-    The scoring agent calls :meth:`forward` with each stored batch: network
-    readings are re-keyed by their district onto ``network-readings`` (a
-    group_by done at the producer, so the readings topic keeps one consumer and
-    the scoring agent's offset-ordered batches are untouched), and the agent
-    reading that topic updates the district's table and detector.
-    """
-
-    def __init__(self, app, settings, database_url: str, scores_topic) -> None:
-        from .pipeline import partition_of
-        from .topics import NETWORK_READINGS
-
-        self._partitions = settings.partitions
-        self._partition_of = partition_of
-        self._topic = app.topic(
-            settings.topic(NETWORK_READINGS), key_serializer="raw", value_serializer="raw"
-        )
-        sink = PostgresSink(database_url)  # its own connection: agents write from their threads
-        leak_state = app.Table("leak-state", default=None, partitions=settings.partitions)
-        districts: dict[str, DistrictLeaks | None] = {}
-        self.skipped = 0
-
-        @app.on_before_shutdown.connect
-        async def close_leak_sink(app, **kwargs) -> None:
-            sink.close()
-
-        def district(asset_id: str) -> DistrictLeaks | None:
-            if asset_id not in districts:
-                layout = district_layouts(database_url).get(asset_id)
-                districts[asset_id] = build_district(asset_id, layout) if layout else None
-                if districts[asset_id] is not None:
-                    log.info("leaks: watching %s (warms up for two weeks of steps)", asset_id)
-            return districts[asset_id]
-
-        async def publish(d: DistrictLeaks, result: StepResult) -> None:
-            score, candidates = result_rows(d, result)
-            await asyncio.to_thread(sink.write, SinkBatch(scores=[score]))
-            if candidates:
-                await asyncio.to_thread(store_candidates, database_url, candidates)
-            await scores_topic.send(
-                value=encode_score_batch([score]),
-                partition=partition_of(score.asset_id.encode(), settings.partitions),
-            )
-            if result.ts.hour == 0 and result.ts.minute == 0:  # a line per district and day
-                log.info(
-                    "leaks: %s %s statistic=%.1f alarm=%s incomplete=%d late=%d",
-                    d.asset_id,
-                    result.ts.date(),
-                    result.statistic,
-                    result.alarm,
-                    d.incomplete,
-                    d.late,
-                )
-            if result.alarm and candidates:
-                log.info(
-                    "leak suspected on %s: %s",
-                    d.asset_id,
-                    ", ".join(node for node, *_ in candidates[:3]),
-                )
-
-        @app.agent(self._topic)
-        async def detect_leaks(stream):
-            async for raw in stream:
-                parsed = parse_forwarded(raw)
-                if parsed is None:
-                    self.skipped += 1
-                    continue
-                asset_id, device_id, ts, value = parsed
-                d = district(asset_id)
-                if d is None:
-                    continue
-                results = d.add(device_id, ts, value)
-                if not results:
-                    continue
-                # One table update per decided step (not per reading): a crash loses
-                # at most the steps being assembled, which then count as incomplete.
-                last = results[-1]
-                leak_state[asset_id] = {
-                    "decided": last.ts.isoformat(),
-                    "statistic": None if np.isnan(last.statistic) else last.statistic,
-                    "alarm": last.alarm,
-                    "incomplete": d.incomplete,
-                    "late": d.late,
-                }
-                for result in results:
-                    await publish(d, result)
-
-    async def forward(self, readings) -> None:
-        """Send the batch's stored network readings to the district topic, keyed by district."""
-        for row in readings:
-            if row.asset_type in NETWORK_TYPES:
-                key = row.asset_id.encode()
-                await self._topic.send(
-                    key=key,
-                    value=forward_value(row),
-                    partition=self._partition_of(key, self._partitions),
-                )

@@ -11,7 +11,8 @@ import pytest
 from ingest.network_sim import NetworkSimOptions, messages, parse_leak, simulate
 from networks.assets import network_spec
 from storage.sinks import ReadingRow
-from streams.leaks import build_district, forward_value, parse_forwarded, result_rows
+from streams.leaks import Forwarded, build_district, forward_value, read_forwarded, result_rows
+from streams.validation import Rejection
 
 
 def _layout(spec):
@@ -57,9 +58,9 @@ def test_district_stream_alarms_after_the_leak_and_names_the_node(leakdb_dir):
             metrics=reading["metrics"],
             source={},
         )
-        asset, device, ts, value = parse_forwarded(forward_value(row))  # the district topic
-        assert asset == "hanoi.all"
-        results += district.add(device, ts, value)
+        forwarded = read_forwarded(forward_value(row), b"hanoi.all")  # the district topic
+        assert isinstance(forwarded, Forwarded) and forwarded.asset_id == "hanoi.all"
+        results += district.add(forwarded.device_id, forwarded.ts, forwarded.value)
     assert district.incomplete == 0 and district.late == 0
     assert len(results) == len(sensors.inflow)  # a step is decided once all its sensors are in
     before = [r for r in results if (r.ts - start).days < leak_day]
@@ -73,9 +74,30 @@ def test_district_stream_alarms_after_the_leak_and_names_the_node(leakdb_dir):
     assert candidates[0][2] == 1 and candidates[0][5] is not None  # rank 1 with a latitude
 
 
-def test_unusable_forwarded_values_are_refused():
-    for raw in (None, b"", b"{", b'{"a": "x"}', b'{"a":"x","d":"y","t":"nope","v":1}', b"[1]"):
-        assert parse_forwarded(raw) is None
+def test_unusable_forwarded_values_are_refused_with_a_reason():
+    good = b'{"a":"x","d":"y","t":"2026-01-01T00:00:00+00:00","v":1.5}'
+    assert read_forwarded(good, b"x") == Forwarded("x", "y", datetime(2026, 1, 1, tzinfo=UTC), 1.5)
+    cases = {
+        None: "schema",
+        b"": "schema",
+        b"{": "malformed_json",
+        b"\xff\xfe": "malformed_json",
+        b"[1]": "schema",
+        b'{"a": "x"}': "schema",
+        b'{"a":"x","d":"y","t":"nope","v":1}': "schema",
+        b'{"a":"x","d":"y","t":"2026-01-01T00:00:00","v":1}': "schema",  # no timezone
+        b'{"a":"x","d":"y","t":"2026-01-01T00:00:00+00:00","v":true}': "schema",
+        b'{"a":"x","d":"y","t":"2026-01-01T00:00:00+00:00","v":NaN}': "nan_value",
+        b'{"a":"x","d":"y","t":"2026-01-01T00:00:00+00:00","v":1e999}': "nan_value",
+        b'{"a":"x","d":"y","t":"2026-01-01T00:00:00+00:00","v":'
+        + b"9" * 400
+        + b"}": "out_of_range",
+        b" " * 2000: "too_large",
+    }
+    for raw, reason in cases.items():
+        refused = read_forwarded(raw, b"x")
+        assert isinstance(refused, Rejection) and refused.reason == reason, (raw, refused)
+    assert read_forwarded(good, b"other").reason == "asset_mismatch"
 
 
 def test_unsupported_layout_is_skipped(leakdb_dir):
