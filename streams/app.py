@@ -314,7 +314,7 @@ def create_app(
         plan.conflicts_stored(written.conflicts)
         for partition, part in plan.scores_by_partition(settings.partitions).items():
             await scores_topic.send(value=encode_score_batch(part), partition=partition)
-        await leaks.forward(plan.batch.readings)
+        await leaks.forward(plan.batch.readings, plan.batch.reading_positions)
         for key, raw, reason in plan.republish:
             await deadletter_topic.send(
                 key=key,

@@ -153,7 +153,7 @@ class LeakDetection:
             await self._refuse(event, refused)
             return
         try:
-            results = district.add(reading.device_id, reading.ts, reading.value)
+            results = district.add(reading.device_id, reading.ts, reading.value, reading.partition)
             for result in results:
                 await self._publish(district, result)
             if results:
@@ -245,7 +245,7 @@ class LeakDetection:
         # Absorbed since the last save and not acknowledged: absorbed again.
         for event in self._held.get(asset_id, []):
             reading = read_forwarded(event.message.value, event.message.key)
-            district.add(reading.device_id, reading.ts, reading.value)
+            district.add(reading.device_id, reading.ts, reading.value, reading.partition)
 
     async def _publish(self, district: DistrictLeaks, result: StepResult) -> None:
         score, candidates = result_rows(district, result)
@@ -272,16 +272,24 @@ class LeakDetection:
             log.info(
                 "leak suspected on %s: %s",
                 district.asset_id,
-                ", ".join(node for node, *_ in candidates[:3]),
+                ", ".join(node for node, *_ in result.candidates[:3]),
             )
 
-    async def forward(self, readings) -> None:
-        """Send the batch's stored network readings to the district topic, keyed by district."""
-        for row in readings:
+    async def forward(self, readings, positions=None) -> None:
+        """Send the batch's stored network readings to the district topic, keyed by district;
+        ``positions`` (topic, partition, offset) tell each reading's source partition.
+
+        Sent in offset order (the batch holds its readings grouped by device): the
+        district relies on each source partition arriving in its own order."""
+        order = range(len(readings))
+        if positions:
+            order = sorted(order, key=lambda i: (positions[i][1], positions[i][2]))
+        for i in order:
+            row = readings[i]
             if row.asset_type in NETWORK_TYPES:
                 key = row.asset_id.encode()
                 await self._topic.send(
                     key=key,
-                    value=forward_value(row),
+                    value=forward_value(row, positions[i][1] if positions else None),
                     partition=self._partition_of(key, self._partitions),
                 )

@@ -72,9 +72,14 @@ class DistrictLeaks:
     coords: dict[str, tuple[float | None, float | None, float, float]]  # node -> lat, lon, x, y
     detector: ResidualLeakDetector
     fingerprint: str = ""  # of the model and configuration: a saved state must match it
-    lateness: int = 48  # steps a step waits for its last sensors once later ones arrive
+    # Steps a step waits for a sensor whose source has gone silent (a dead sensor, a
+    # stalled partition). A source that has moved on never sends the step: see add().
+    lateness: int = 7 * 48
+    slack: int = 2  # steps a source may run ahead of a reading it still sends
     done_ts: datetime | None = None  # the last step decided
     pending: dict[datetime, dict[str, float]] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)  # device -> the source it came by
+    heard: dict[str, datetime] = field(default_factory=dict)  # source -> its latest step
     incomplete: int = 0
     late: int = 0  # readings of a step already decided (late, or replayed after a restart)
     repeated: int = 0  # a second reading of a sensor for a step still being assembled
@@ -88,16 +93,23 @@ class DistrictLeaks:
         """The sensors a step needs."""
         return frozenset([*self.pressure_device, *self.inlet_sign, *self.level_devices])
 
-    def add(self, device_id: str, ts: datetime, value: float) -> list[StepResult]:
+    def add(
+        self, device_id: str, ts: datetime, value: float, source: int | None = None
+    ) -> list[StepResult]:
         """Take one reading; return the results of the steps it lets finish, in order.
 
-        Readings reach the district from several partitions, so steps interleave:
-        a step is decided when all its sensors are in, or once a step ``lateness``
-        later has begun (then it is counted incomplete and skipped). Idempotent per
-        (device, step): the first reading counts, so a reading delivered again after
-        a restart changes nothing.
+        Readings reach the district from several partitions of the readings topic
+        (``source``; each in its own order, but one may run days behind another
+        after a restart), so steps interleave. A step is decided when all its
+        sensors are in, or when the source of every missing one has moved on past
+        it (that reading was lost), or after ``lateness`` steps (a silent source);
+        an incomplete step is counted and skipped. Idempotent per (device, step):
+        the first reading counts, so a reading delivered again changes nothing.
         """
         step = datetime.fromtimestamp(ts.timestamp() // STEP_S * STEP_S, UTC)
+        origin = self.sources[device_id] = f"p{source}" if source is not None else device_id
+        if origin not in self.heard or self.heard[origin] < step:
+            self.heard[origin] = step
         if self.done_ts is not None and step <= self.done_ts:
             self.late += 1  # a step already decided: too late to count
             return []
@@ -110,8 +122,7 @@ class DistrictLeaks:
         results = []
         while self.pending:
             first = min(self.pending)
-            waited = (max(self.pending) - first).total_seconds() // STEP_S
-            if not needed <= set(self.pending[first]) and waited < self.lateness:
+            if not self._decidable(first, needed):
                 break
             values = self.pending.pop(first)
             self.done_ts = first
@@ -120,12 +131,25 @@ class DistrictLeaks:
                 results.append(result)
         return results
 
+    def _decidable(self, step: datetime, needed: frozenset[str]) -> bool:
+        missing = needed - self.pending[step].keys()
+        if not missing:
+            return True
+        if (max(self.pending) - step).total_seconds() // STEP_S >= self.lateness:
+            return True
+        passed = step.timestamp() + self.slack * STEP_S
+        return all(
+            d in self.sources and self.heard[self.sources[d]].timestamp() > passed for d in missing
+        )
+
     def to_state(self) -> dict[str, Any]:
         """The district's whole state (detector, partial steps, counters); see from_state."""
         return {
             "fingerprint": self.fingerprint,
             "done_ts": None if self.done_ts is None else self.done_ts.isoformat(),
             "pending": {ts.isoformat(): dict(v) for ts, v in self.pending.items()},
+            "sources": dict(self.sources),
+            "heard": {source: ts.isoformat() for source, ts in self.heard.items()},
             "incomplete": self.incomplete,
             "late": self.late,
             "repeated": self.repeated,
@@ -142,7 +166,10 @@ class DistrictLeaks:
             datetime.fromisoformat(ts): {str(d): float(v) for d, v in values.items()}
             for ts, values in state["pending"].items()
         }
+        sources = {str(d): str(s) for d, s in state["sources"].items()}
+        heard = {str(s): datetime.fromisoformat(ts) for s, ts in state["heard"].items()}
         self.detector.restore(state["detector"])
+        self.sources, self.heard = sources, heard
         self.done_ts = None if done is None else datetime.fromisoformat(done)
         self.pending = pending
         self.incomplete, self.late = int(state["incomplete"]), int(state["late"])
@@ -216,13 +243,14 @@ def build_district(
     )
 
 
-def forward_value(row) -> bytes:
-    """The network-readings value of a stored reading: device, time and its one value."""
+def forward_value(row, partition: int | None = None) -> bytes:
+    """The network-readings value of a stored reading: device, time, its one value and
+    the readings partition it came from (the district's steps wait for each source)."""
     value = next(iter(row.metrics.values()))
-    return json.dumps(
-        {"a": row.asset_id, "d": row.device_id, "t": row.ts.isoformat(), "v": value},
-        separators=(",", ":"),
-    ).encode()
+    data = {"a": row.asset_id, "d": row.device_id, "t": row.ts.isoformat(), "v": value}
+    if partition is not None:
+        data["p"] = partition
+    return json.dumps(data, separators=(",", ":")).encode()
 
 
 #: A forwarded reading is ~100 bytes; anything much bigger is not one.
@@ -238,6 +266,7 @@ class Forwarded:
     device_id: str
     ts: datetime
     value: float
+    partition: int | None = None
 
 
 def read_forwarded(raw: bytes | None, key: bytes | None = None) -> Forwarded | Rejection:
@@ -264,6 +293,11 @@ def read_forwarded(raw: bytes | None, key: bytes | None = None) -> Forwarded | R
         return Rejection("schema", "field v must be a number", device[:MAX_ID_CHARS])
     if max(len(asset), len(device), len(ts)) > MAX_ID_CHARS:
         return Rejection("too_large", "an id or the time is over 128 characters")
+    partition = data.get("p")
+    if partition is not None and (
+        isinstance(partition, bool) or not isinstance(partition, int) or not 0 <= partition < 2**15
+    ):
+        return Rejection("schema", "field p must be a partition number", device)
     try:
         when = datetime.fromisoformat(ts)
     except ValueError:
@@ -278,7 +312,7 @@ def read_forwarded(raw: bytes | None, key: bytes | None = None) -> Forwarded | R
         return Rejection("nan_value", f"v is {number}", device)
     if key is not None and key != asset.encode():
         return Rejection("asset_mismatch", f"keyed {key[:MAX_ID_CHARS]!r}, names {asset!r}", device)
-    return Forwarded(asset, device, when, number)
+    return Forwarded(asset, device, when, number, partition)
 
 
 def result_rows(district: DistrictLeaks, result: StepResult):

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import time
-from datetime import UTC, datetime, timedelta
-
-import pytest
+from datetime import UTC, datetime
 
 from ingest.network_sim import NetworkSimOptions, messages, parse_leak, simulate
 from networks.assets import network_spec
@@ -107,82 +104,6 @@ def test_unsupported_layout_is_skipped(leakdb_dir):
     assert build_district("hanoi.all", layout) is None
     layout["inp_file"] = "/nonexistent.inp"
     assert build_district("hanoi.all", layout) is None
-
-
-@pytest.mark.stack
-def test_worker_raises_a_leak_alert_with_candidates(
-    db, conn, isolated, trained_models, leakdb_dir, tmp_path, monkeypatch
-):
-    from citywatch.network_runs import run_network
-    from streams.topics import ensure_topics
-    from tests.pipeline_helpers import Worker
-
-    # The simulated weeks are streamed in seconds, stamped in the past.
-    monkeypatch.setenv("CITYWATCH_MAX_READING_AGE_DAYS", "0")
-    db.execute("TRUNCATE water_networks CASCADE")
-    db.execute("TRUNCATE network_leaks, leak_candidates")
-    ensure_topics(conn.kafka, isolated)
-    worker = Worker(isolated, conn, tmp_path / "worker.log").start()
-    try:
-        # 23 days in about 40 s: paced, as a live network is, so the partitions
-        # the district's sensors come from stay within a day of each other.
-        options = NetworkSimOptions(
-            days=23, leaks=(parse_leak("21:0.05:480"),), seed=2, speed=50_000
-        )
-        run = run_network(
-            isolated,
-            conn,
-            leakdb_dir / "Hanoi_CMH.inp",
-            "hanoi",
-            options,
-            origin=(21.0285, 105.8542),
-            progress=False,
-        )
-        leak_at = run.start + timedelta(hours=480)
-        deadline = time.monotonic() + 180
-        opened = None
-        while opened is None and time.monotonic() < deadline:
-            opened = db.execute(
-                "SELECT opened_at FROM alerts WHERE asset_id = 'hanoi.all' AND status = 'open'"
-            ).fetchone()
-            time.sleep(1)
-        assert opened is not None, (tmp_path / "worker.log").read_text()[-3000:]
-        assert opened[0] >= leak_at
-        stored = 0
-        while stored < run.readings and time.monotonic() < deadline + 60:
-            stored = db.execute(
-                "SELECT count(*) FROM readings WHERE asset_id = 'hanoi.all'"
-            ).fetchone()[0]
-            time.sleep(0.5)
-        assert stored == run.readings
-        top = db.execute(
-            "SELECT node, lat, lon FROM leak_candidates WHERE asset_id = 'hanoi.all'"
-            " AND ts = (SELECT min(ts) FROM leak_candidates WHERE ts >= %s) ORDER BY rank"
-            " LIMIT 3",
-            (leak_at,),
-        ).fetchall()
-        assert "21" in [node for node, _, _ in top] and top[0][1] is not None
-        scores = db.execute(
-            "SELECT count(*) FROM scores WHERE asset_id = 'hanoi.all' AND ts < %s AND risk >= 0.5",
-            (leak_at,),
-        ).fetchone()[0]
-        assert scores == 0  # no leak statistic above threshold before the leak
-        # Every panel of the networks dashboard returns rows from this run, its SQL
-        # expanded as Grafana would.
-        from dashboards import networks
-        from dashboards.catalog import queries
-        from dashboards.check import run_query
-        from dashboards.macros import Context
-        from dashboards.sdk import dump
-
-        board = json.loads(dump(networks.build()))
-        ctx = Context(start=run.start, end=datetime.now(UTC) + timedelta(minutes=1))
-        panels = {q.title: run_query(db, q, ctx) for q in queries(board)}
-        assert len(panels) == 5
-        for title, result in panels.items():
-            assert result.error is None and result.rows_with_data > 0, (title, result.error)
-    finally:
-        worker.stop()
 
 
 def test_net1_district_reads_its_tank_level_with_net1s_configuration(leakdb_dir):
