@@ -18,9 +18,10 @@ Dataflow (wired in streams.leak_agent)::
 whole district (detector, partial steps, counters) through the ``leak-state``
 table (streams.leak_state), so a restarted worker carries on where it was.
 
-Supported layout: a district whose pressure sensors cover every junction of its
-network's model and whose inlet flows are metered (the default of
-``citywatch networks register``). Other layouts are logged and skipped.
+Supported layout: a district metered on every link where water enters its
+network, with every tank's level and pressure sensors on some or all junctions
+(``citywatch networks register``; ``--pressure-nodes`` for a subset). Other
+layouts (a district inside a larger network) are logged and skipped.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from networks.assets import map_placer
 from networks.detector import DetectorConfig, ResidualLeakDetector, state_fingerprint
 from networks.hydraulics import STEP_S, load_network, source_links
 from networks.leakdb_bench import chosen_for
@@ -206,34 +208,45 @@ def build_district(
     model = network_model(inp)
     wn = load_network(inp)
     signs = dict(source_links(wn))
-    pressure_device, inlet_sign, coords, level_of = {}, {}, {}, {}
-    for device, kind, element, metric, lat, lon in layout["sensors"]:
+    metered, inlet_sign, level_of = {}, {}, {}
+    for device, kind, element, metric, _lat, _lon in layout["sensors"]:
         if kind == "node" and metric == "pressure" and element in model.junctions:
-            pressure_device[device] = model.junctions.index(element)
-            x, y = wn.get_node(element).coordinates
-            coords[element] = (lat, lon, float(x), float(y))
+            metered[element] = device
         elif kind == "link" and metric == "flow":
             inlet_sign[device] = signs.get(element, 1)
         elif kind == "node" and metric == "level":
             level_of[element] = device
+    inlets = {e for d, k, e, m, *_ in layout["sensors"] if k == "link" and m == "flow"}
     missing_tanks = [t for t in model.tank_names if t not in level_of]
-    if len(pressure_device) != len(model.junctions) or not inlet_sign or missing_tanks:
+    # The model predicts from the whole network's inflow: the district must be metered
+    # where water enters the network, and see every tank's level.
+    if not metered or inlets != set(signs) or missing_tanks:
         log.warning(
-            "leaks: %s: %d of %d junctions have pressure sensors, %d inlets metered, tanks "
-            "without level %s; the detector needs all of them; district skipped",
+            "leaks: %s: %d pressure sensors, inlets metered %s of %s, tanks without level %s;"
+            " the detector needs a pressure sensor, every inlet and every tank; skipped",
             asset_id,
-            len(pressure_device),
-            len(model.junctions),
-            len(inlet_sign),
+            len(metered),
+            sorted(inlets),
+            sorted(signs),
             missing_tanks,
         )
         return None
+    nodes = [j for j in model.junctions if j in metered]
+    if len(nodes) < len(model.junctions):
+        # Pressure at some junctions only: the detector sees the model through them,
+        # and still ranks every junction.
+        model = model.metered(nodes)
+    place = map_placer(wn, layout.get("origin"), layout.get("metres_per_unit") or 1.0)
+    coords = {}
+    for node in model.candidates:
+        x, y = (float(c) for c in wn.get_node(node).coordinates)
+        coords[node] = (*place(x, y), x, y)
     # The configuration fixed for the network on its benchmark scenarios 1-500.
     config = config or chosen_for(str(layout.get("network_id", "")))
     return DistrictLeaks(
         asset_id=asset_id,
         junctions=model.junctions,
-        pressure_device=pressure_device,
+        pressure_device={metered[node]: col for col, node in enumerate(nodes)},
         inlet_sign=inlet_sign,
         inlet_device=sorted(inlet_sign)[0],
         level_devices=tuple(level_of[t] for t in model.tank_names),

@@ -20,6 +20,7 @@ import pytest
 from ingest.network_sim import NetworkSimOptions, messages, parse_leak, simulate
 from networks.assets import network_spec
 from streams.alerting import AlertState, Hysteresis, step
+from tests.networks.layouts import district_layout
 from tests.pipeline_helpers import Worker
 
 pytestmark = pytest.mark.stack
@@ -32,14 +33,7 @@ def _uninterrupted(inp, spec, options, start, settings):
     """Scores and alert opening of one district fed every reading in order, offline."""
     from streams.leaks import build_district
 
-    layout = {
-        "inp_file": spec.inp_file,
-        "sensors": [
-            (s.device_id, s.element_kind, s.element_id, s.metric, s.lat, s.lon)
-            for s in spec.sensors
-        ],
-    }
-    district = build_district("hanoi.all", layout)
+    district = build_district("hanoi.all", district_layout(spec))
     risks = {}
     for _k, key, raw in messages(spec, simulate(inp, spec, options), start):
         reading = json.loads(raw)

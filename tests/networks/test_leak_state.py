@@ -12,18 +12,9 @@ from ingest.network_sim import NetworkSimOptions, messages, parse_leak, simulate
 from networks.assets import network_spec
 from streams.leak_state import LeakStateStore, decode, encode
 from streams.leaks import build_district
+from tests.networks.layouts import district_layout
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-def _layout(spec):
-    return {
-        "inp_file": spec.inp_file,
-        "sensors": [
-            (s.device_id, s.element_kind, s.element_id, s.metric, s.lat, s.lon)
-            for s in spec.sensors
-        ],
-    }
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +28,7 @@ def hanoi(leakdb_dir):
         reading = json.loads(raw)
         value = next(iter(reading["metrics"].values()))
         readings.append((key.decode(), datetime.fromisoformat(reading["ts"]), value))
-    return _layout(spec), readings
+    return district_layout(spec), readings
 
 
 def _feed(district, readings):

@@ -10,22 +10,13 @@ from networks.assets import network_spec
 from storage.sinks import ReadingRow
 from streams.leaks import Forwarded, build_district, forward_value, read_forwarded, result_rows
 from streams.validation import Rejection
-
-
-def _layout(spec):
-    return {
-        "inp_file": spec.inp_file,
-        "sensors": [
-            (s.device_id, s.element_kind, s.element_id, s.metric, s.lat, s.lon)
-            for s in spec.sensors
-        ],
-    }
+from tests.networks.layouts import district_layout
 
 
 def test_district_stream_alarms_after_the_leak_and_names_the_node(leakdb_dir):
     inp = leakdb_dir / "Hanoi_CMH.inp"
     spec = network_spec(inp, "hanoi", origin=(21.0285, 105.8542))
-    district = build_district("hanoi.all", _layout(spec))
+    district = build_district("hanoi.all", district_layout(spec))
     assert district is not None
     leak_day = 20
     sensors = simulate(
@@ -97,11 +88,22 @@ def test_unusable_forwarded_values_are_refused_with_a_reason():
     assert read_forwarded(good, b"other").reason == "asset_mismatch"
 
 
+def test_a_subset_of_pressure_sensors_is_watched_and_ranks_every_junction(leakdb_dir):
+    inp = leakdb_dir / "Hanoi_CMH.inp"
+    spec = network_spec(inp, "hanoi", origin=(21.0285, 105.8542), pressure_nodes=("12", "21"))
+    district = build_district("hanoi.all", district_layout(spec))
+    assert district is not None and district.junctions == ("12", "21")
+    assert len(district.detector.model.candidates) == spec.junctions == 31
+    assert all(district.coords[node][0] is not None for node in district.detector.model.candidates)
+
+
 def test_unsupported_layout_is_skipped(leakdb_dir):
     spec = network_spec(leakdb_dir / "Hanoi_CMH.inp", "hanoi")
-    layout = _layout(spec)
-    layout["sensors"] = layout["sensors"][:5]  # five pressure sensors only
-    assert build_district("hanoi.all", layout) is None
+    layout = district_layout(spec)
+    pressure_only = [s for s in layout["sensors"] if s[3] == "pressure"]
+    assert build_district("hanoi.all", {**layout, "sensors": pressure_only}) is None  # no inflow
+    flows = [s for s in layout["sensors"] if s[3] == "flow"]
+    assert build_district("hanoi.all", {**layout, "sensors": flows}) is None  # no pressure
     layout["inp_file"] = "/nonexistent.inp"
     assert build_district("hanoi.all", layout) is None
 
@@ -109,7 +111,7 @@ def test_unsupported_layout_is_skipped(leakdb_dir):
 def test_net1_district_reads_its_tank_level_with_net1s_configuration(leakdb_dir):
     inp = leakdb_dir / "Net1.inp"
     spec = network_spec(inp, "net1")
-    district = build_district("net1.all", {**_layout(spec), "network_id": "net1"})
+    district = build_district("net1.all", {**district_layout(spec), "network_id": "net1"})
     assert district is not None and len(district.level_devices) == 1
     assert district.detector.config.threshold == 4.0 and district.detector.config.use_inflow
     sensors = simulate(inp, spec, NetworkSimOptions(days=1, seed=3))
