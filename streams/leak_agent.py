@@ -119,6 +119,7 @@ class LeakDetection:
             # district comes back from the table: nothing held is acknowledged.
             self._districts.clear()
             self._held.clear()
+            self._store.forget()
 
         @app.agent(self._topic)
         async def detect_leaks(stream):

@@ -163,6 +163,10 @@ class LeakStateStore:
         self.table = table
         self._manifests: dict[str, tuple[int, dict[str, int]]] = {}  # asset -> seq, parts
 
+    def forget(self) -> None:
+        """After a rebalance another worker may have saved: read manifests from the table."""
+        self._manifests.clear()
+
     @staticmethod
     def _key(asset_id: str, part: str, seq: int) -> bytes:
         return f"{asset_id}#{part}@{seq}".encode()
