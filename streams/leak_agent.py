@@ -137,9 +137,16 @@ class LeakDetection:
 
     async def _process(self, events) -> None:
         event = events[0]
-        reading = read_forwarded(event.message.value, event.message.key)
+        key = event.message.key or b""  # a keyless message names no district: refused
+        reading = read_forwarded(event.message.value, key)
         if isinstance(reading, Rejection):
             await self._refuse(event, reading)
+            return
+        home = self._partition_of(key, self._partitions)
+        if event.message.partition != home:
+            # The district's state lives in its key's partition: elsewhere it would split.
+            detail = f"arrived on partition {event.message.partition}, its key's is {home}"
+            await self._refuse(event, Rejection("asset_mismatch", detail, reading.device_id))
             return
         district = await self._district(reading.asset_id)
         if isinstance(district, Rejection):

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from kafka import KafkaProducer
 
 from streams.leaks import read_forwarded
+from streams.pipeline import partition_of
 from streams.topics import NETWORK_READINGS, ensure_topics
 from streams.validation import REASONS, Rejection
 from tests.pipeline_helpers import Worker
@@ -106,12 +107,18 @@ def test_arbitrary_bytes_on_the_district_topic_are_dead_lettered(hostile_leaks, 
         value = json.dumps({"a": "hanoi.all", "d": device, "t": ts.isoformat(), "v": 1.0})
         meta = run.producer.send(run.topic, key=DISTRICT, value=value.encode()).get(timeout=30)
         sent[(meta.partition, meta.offset)] = (run.topic, DISTRICT, reason)
+    # A good reading on a partition its key does not hash to (its state would split).
+    value = json.dumps({"a": "hanoi.all", "d": "hanoi-p-2", "t": now.isoformat(), "v": 1.0})
+    wrong = 1 - partition_of(DISTRICT, 2)
+    meta = run.producer.send(run.topic, key=DISTRICT, value=value.encode(), partition=wrong)
+    meta = meta.get(timeout=30)
+    sent[(meta.partition, meta.offset)] = (run.topic, DISTRICT, "asset_mismatch")
     # Whatever read_forwarded refuses must come back as that dead letter.
     expected = {p: v[2] for p, v in sent.items() if isinstance(v[2], str)}
     for position, (_, key, value) in sent.items():
         if isinstance(value, str):
             continue
-        refused = read_forwarded(value, key)
+        refused = read_forwarded(value, key or b"")
         if isinstance(refused, Rejection):
             expected[position] = refused.reason
     deadline = time.monotonic() + 60
