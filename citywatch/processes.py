@@ -28,6 +28,8 @@ def start_worker(settings: Settings, conn: Connection, log_path: Path) -> subpro
         "CITYWATCH_DATABASE_URL": conn.database_url,
         "CITYWATCH_BROKER_FLAVOR": "tansu" if conn.tansu else "kafka",
         "CITYWATCH_HOME": str(settings.home),
+        "CITYWATCH_FAUST_DATADIR": str(settings.faust_path),
+        "CITYWATCH_TABLE_STORE": settings.table_store,
         "CITYWATCH_MODEL_DIR": str(settings.models_path),
         "CITYWATCH_PARTITIONS": str(settings.partitions),
         "CITYWATCH_TOPIC_PREFIX": settings.topic_prefix,

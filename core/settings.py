@@ -7,6 +7,7 @@ reads the environment.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -54,6 +55,12 @@ class Settings(BaseSettings):
         None,
         description="Faust's data directory. Unset: <home>/faust (never the working "
         "directory, which is read-only in the image).",
+    )
+    table_store: Literal["rocksdb", "memory"] = Field(
+        "rocksdb",
+        description="Where the worker keeps its Faust tables: 'rocksdb' on the datadir's "
+        "volume (a restart reads only the changelog's tail), or 'memory' (a restart reads "
+        "the whole changelog back).",
     )
 
     batch_size: int = Field(500, ge=1, description="Readings per take() batch.")

@@ -32,6 +32,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import faust
 import numpy as np
@@ -60,7 +61,8 @@ from .devices import DeviceDirectory
 from .ordering import OffsetGuard, fetch_hole
 from .pipeline import DeviceStates, ExplainPolicy, Limits, plan_alerts, plan_readings
 from .records import AlertEvent, encode_score_batch
-from .tansu import install_faust_highwater_fix
+from .table_store import SCHEME, claim_datadir, discard_stale_partitions
+from .tansu import install_faust_fetch_wait_fix, install_faust_highwater_fix
 
 log = logging.getLogger("citywatch.worker")
 
@@ -129,16 +131,18 @@ def create_app(
     *,
     tansu: bool,
     models: ActiveBundles | None = None,
+    datadir: Path | None = None,
 ) -> faust.App:
     """Build the Faust app with its topics, tables and agents."""
     if tansu:
         install_faust_highwater_fix(kafka)
+        install_faust_fetch_wait_fix()
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{kafka}",
-        store="memory://",
+        store=f"{SCHEME}://" if settings.table_store == "rocksdb" else "memory://",
         # Faust's default is "{id}-data" in the CWD: /app in the image, not writable by uid 10001.
-        datadir=str(settings.faust_path),
+        datadir=str(datadir if datadir is not None else settings.faust_path),
         topic_partitions=settings.partitions,
         topic_replication_factor=1,
         consumer_auto_offset_reset="earliest",
@@ -458,6 +462,12 @@ def consumer_lag(app: faust.App, last_offsets: dict) -> int | None:
 def run_worker(settings: Settings, kafka: str, database_url: str, *, tansu: bool) -> None:
     """Run the worker until SIGINT/SIGTERM (blocking)."""
     topics.ensure_topics(kafka, settings)
-    app = create_app(settings, kafka, database_url, tansu=tansu)
+    # Each worker process its own slot of the volume: RocksDB locks a table's files.
+    rocksdb = settings.table_store == "rocksdb"
+    # Tables of different apps (consumer groups) must not share files: table names repeat.
+    datadir = claim_datadir(settings.faust_path / settings.app_id) if rocksdb else None
+    app = create_app(settings, kafka, database_url, tansu=tansu, datadir=datadir)
+    if rocksdb:
+        discard_stale_partitions(app, kafka, tansu=tansu)
     worker = faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True)
     worker.execute_from_commandline()

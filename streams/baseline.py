@@ -15,7 +15,7 @@ import uuid
 
 import faust
 
-from .tansu import install_faust_highwater_fix
+from .tansu import install_faust_fetch_wait_fix, install_faust_highwater_fix
 
 
 def main() -> None:
@@ -25,7 +25,9 @@ def main() -> None:
         int(sys.argv[3]),
         sys.argv[4],
     )
+    # The worker's own consumer settings on Tansu, so the ratio compares like with like.
     install_faust_highwater_fix(bootstrap)
+    install_faust_fetch_wait_fix()
     app = faust.App(
         f"baseline-{uuid.uuid4().hex[:8]}",
         broker=f"kafka://{bootstrap}",

@@ -195,11 +195,13 @@ def _state_format() -> int:
 class StateCache:
     """Live feature objects for devices whose table value we wrote ourselves.
 
-    The Faust memory store keeps the exact bytes object we set, so ``saved is
-    cached_bytes`` proves the table still holds our last write: the object can
-    be reused without decoding. After a rebalance or recovery the table holds
-    other bytes objects and the cache misses. Call :meth:`clear` when a batch
-    fails, because its objects moved ahead of the table.
+    ``saved == cached_bytes`` proves the table still holds our last write (the
+    packed bytes encode the whole state), so the object can be reused without
+    decoding. Equality, not identity: the RocksDB store hands back a new bytes
+    object on every read (the memory store the same one, which ``==`` checks
+    first). After a rebalance or recovery the table may hold other bytes and
+    the cache misses. Call :meth:`clear` when a batch fails, because its
+    objects moved ahead of the table.
     """
 
     def __init__(self) -> None:
@@ -207,7 +209,7 @@ class StateCache:
 
     def get(self, key: bytes, saved: bytes | None) -> DeviceState | None:
         entry = self._entries.get(key)
-        if entry is not None and saved is not None and entry[0] is saved:
+        if entry is not None and saved is not None and entry[0] == saved:
             return entry[1]
         return None
 

@@ -169,7 +169,10 @@ def test_killed_worker_restarts_without_loss_or_duplicates_and_restores_state(
             50, readings[-1].ts + pd.Timedelta(seconds=1), pd.Timedelta(seconds=1)
         )
         assert any(r.repaired for r in more)
+        restarted_at = log.stat().st_size
         worker = Worker(isolated, conn, log).start()
+        # The tables' local store holds everything the changelog has: nothing to read back.
+        assert "Restoring state from changelog" not in log.read_text()[restarted_at:]
         produce(conn, isolated, as_messages(more, seq0=len(readings), maintenance=True))
         expected += len(more) + sum(r.repaired for r in more)
         assert wait_for_total(conn, expected) == expected
