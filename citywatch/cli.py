@@ -14,6 +14,7 @@ import click
 
 from citywatch.stack import EmbeddedStack, StackError
 from core.settings import Settings
+from services.errors import ServiceError
 
 
 def _setup_logging(level: str) -> None:
@@ -27,7 +28,17 @@ def _setup_logging(level: str) -> None:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Main(click.Group):
+    """The command group; a service's ``ServiceError`` is printed like a click error."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except ServiceError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--log-level", envvar="CITYWATCH_LOG_LEVEL", default="info", show_default=True)
 @click.pass_context
 def main(ctx: click.Context, log_level: str) -> None:
@@ -149,12 +160,15 @@ def _register_commands() -> None:
         assets,
         bench,
         bench_alerts,
+        bench_faults,
         bench_ingest,
         bench_leaks,
         bench_model,
         bench_pipeline,
         bench_scoring,
         bench_sink,
+        bench_water_quality,
+        bench_water_quality_replay,
         bench_worker,
         dashboards,
         demo,
@@ -207,6 +221,9 @@ def _register_commands() -> None:
         bench_scoring.bench_scoring,
         bench_ingest.bench_ingest,
         bench_leaks.bench_leaks,
+        bench_faults.bench_faults,
+        bench_water_quality.bench_water_quality,
+        bench_water_quality_replay.bench_water_quality_replay,
     ):
         bench.bench.add_command(subcommand)
 

@@ -1,18 +1,18 @@
-"""Resolve where the broker and database are, starting the embedded ones if asked."""
+"""Resolve where the broker and database are, starting the embedded ones if asked.
+
+The CLI's side of a run: it owns the embedded stack, so it turns settings into
+the ``Connection`` the services work with.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import uuid
+
+import click
 
 from citywatch.stack import EmbeddedStack
 from core.settings import Settings
-
-
-@dataclass(frozen=True)
-class Connection:
-    kafka: str
-    database_url: str
-    tansu: bool  # apply the Tansu work-arounds
+from services.connection import Connection
 
 
 def connect(settings: Settings, *, start_embedded: bool = True, migrate: bool = True) -> Connection:
@@ -30,3 +30,36 @@ def connect(settings: Settings, *, start_embedded: bool = True, migrate: bool = 
 
         run_migrations(database_url)
     return Connection(kafka, database_url, tansu)
+
+
+def database_url(settings: Settings, *, migrate: bool) -> str:
+    """The database to work on, for commands that need no broker."""
+    stack = EmbeddedStack(settings)
+    info = stack.status().get("postgres")
+    if not info or not info["running"]:
+        raise click.ClickException(
+            "no database: set CITYWATCH_DATABASE_URL or run `citywatch stack up`"
+        )
+    if migrate:
+        from storage.schema import migrate as run_migrations
+
+        run_migrations(info["url"])
+    return info["url"]
+
+
+def bench_run(settings: Settings, *, progress: bool) -> tuple[Settings, Connection, str]:
+    """Settings, connection and id of one benchmark run: topics and consumer group of
+    its own on the stack (started if needed), and a champion model (trained if none)."""
+    from models.bundle_store import load_champion
+    from services.training import train_synthetic
+    from streams.topics import ensure_topics
+
+    run_id = uuid.uuid4().hex[:8]
+    settings = settings.model_copy(
+        update={"topic_prefix": f"bench-{run_id}-", "app_id": f"citywatch-bench-{run_id}"}
+    )
+    conn = connect(settings)
+    if load_champion(settings.models_path) is None:
+        train_synthetic(settings, progress=progress)
+    ensure_topics(conn.kafka, settings)
+    return settings, conn, run_id

@@ -20,7 +20,7 @@ import numpy as np
 
 from core.assets import ASSET_TYPES
 
-from .simulator import SimReading
+from .sim_records import SimReading
 
 __all__ = ["ALL_KINDS", "FaultInjector"]
 
@@ -85,7 +85,7 @@ class FaultInjector:
         Parameters
         ----------
         raw : bytes
-            The valid encoding of ``reading`` (see :func:`ingest.simulator.reading_bytes`).
+            The valid encoding of ``reading`` (see :func:`ingest.sim_records.reading_bytes`).
         reading : SimReading
             The reading ``raw`` encodes.
 

@@ -22,7 +22,8 @@ from kafka import KafkaProducer
 from tqdm import tqdm
 
 from .faults import FaultInjector
-from .simulator import FailureEvent, FleetSimulator, maintenance_bytes, reading_bytes
+from .sim_records import FailureEvent, maintenance_bytes, reading_bytes
+from .simulator import FleetSimulator
 
 __all__ = ["ReadingProducer", "SimulationStats", "run_simulation"]
 
@@ -222,7 +223,7 @@ def run_simulation(
     should_stop : callable, optional
         Polled between ticks (at least every 0.5 s); returning True ends the run early.
     maintenance : bool, default=True
-        Send a maintenance event (:func:`~ingest.simulator.maintenance_bytes`)
+        Send a maintenance event (:func:`~ingest.sim_records.maintenance_bytes`)
         through ``send``, keyed by the device, right before each device's first
         reading after a repair, so the worker resets its features there. Off
         when ``send`` cannot carry it (MQTT uplinks).

@@ -1,17 +1,17 @@
 """Features and failure-risk models.
 
-``features`` computes per-device features one reading at a time (the worker)
-or over a whole history (training), with identical results. ``risk`` holds the
-scikit-learn-style estimators, ``registry`` the file-based model store and
-``training`` builds a :class:`RiskModelBundle` from history and failures,
-``catalog`` is the database registry (cards, champion, challenger) and ``drift``
-the feature-drift monitor.
+``feature_spec`` says which features a device gets and ``features`` computes
+them one reading at a time (the worker) or over a whole history (training),
+with identical results. ``risk`` holds the scikit-learn-style estimators and
+``calibration`` their held-out calibration and threshold; ``bundle`` is one
+model version in memory, ``bundle_store`` the file-based store of versions,
+``catalog`` the database's catalogue of them (cards, champion, challenger);
+``training`` builds a bundle from history and failures and ``drift`` is the
+feature-drift monitor.
 """
 
-from models.catalog import ActiveBundles, ActiveModels, ModelRegistry, RegistryError
-from models.features import DeviceFeatureState, FeatureSpec, compute_features
-from models.registry import (
-    RiskModelBundle,
+from models.bundle import RiskModelBundle
+from models.bundle_store import (
     list_versions,
     load_bundle,
     load_champion,
@@ -19,17 +19,20 @@ from models.registry import (
     read_champion,
     save_bundle,
 )
+from models.catalog import ActiveBundles, ActiveModels, CatalogError, ModelCatalog
+from models.feature_spec import FeatureSpec
+from models.features import DeviceFeatureState, compute_features
 from models.risk import FailureRiskClassifier, RemainingLifeRegressor
 from models.training import train_risk_bundle
 
 __all__ = [
     "ActiveBundles",
     "ActiveModels",
+    "CatalogError",
     "DeviceFeatureState",
     "FailureRiskClassifier",
     "FeatureSpec",
-    "ModelRegistry",
-    "RegistryError",
+    "ModelCatalog",
     "RemainingLifeRegressor",
     "RiskModelBundle",
     "compute_features",

@@ -1,14 +1,15 @@
-"""The model registry in the database: versions, cards, champion and challenger.
+"""The model catalog in the database (the `model_registry` table): versions, cards,
+champion and challenger.
 
-Model files stay where :mod:`models.registry` saves them
+Model files stay where :mod:`models.bundle_store` saves them
 (``models_path/<version>/``); the database holds each version's model card
 (``model_registry``) and an append-only log of who made which version champion
 or challenger and when (``model_promotions``). The worker polls
-:meth:`ModelRegistry.active` (one indexed query) and loads a version with
-:meth:`ModelRegistry.load` when it changes, so a promotion takes effect without
+:meth:`ModelCatalog.active` (one indexed query) and loads a version with
+:meth:`ModelCatalog.load` when it changes, so a promotion takes effect without
 stopping the stream.
 
-Until every worker reads :meth:`ModelRegistry.active`, :meth:`promote` and
+Until every worker reads :meth:`ModelCatalog.active`, :meth:`promote` and
 :meth:`rollback` also rewrite the file store's ``CHAMPION`` pointer.
 """
 
@@ -25,29 +26,28 @@ from typing import Any
 
 import psycopg
 
-from models.registry import (
+from models.bundle import RiskModelBundle, check_version
+from models.bundle_store import (
     CARD_FILE,
     BundleError,
-    RiskModelBundle,
-    _check_version,
     file_checksums,
     load_bundle,
     read_champion,
     smoke_test,
 )
-from models.registry import promote as write_champion_file
+from models.bundle_store import promote as write_champion_file
 from storage import model_registry as sql
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ActiveBundles", "ActiveModels", "BundleError", "ModelRegistry", "RegistryError"]
+__all__ = ["ActiveBundles", "ActiveModels", "BundleError", "CatalogError", "ModelCatalog"]
 
 # Who reports a load failure: several workers may share one registry.
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 
 
-class RegistryError(LookupError):
-    """A registry request that cannot be carried out (unknown version, nothing to roll back)."""
+class CatalogError(LookupError):
+    """A catalog request that cannot be carried out (unknown version, nothing to roll back)."""
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ class ActiveModels:
     challenger: str | None
 
 
-class ModelRegistry:
+class ModelCatalog:
     """Registered model versions and which of them are champion and challenger.
 
     Parameters
@@ -120,9 +120,9 @@ class ModelRegistry:
             )
 
     def _require(self, conn: psycopg.Connection, version: str) -> None:
-        _check_version(version)
+        check_version(version)
         if sql.fetch_model(conn, version) is None:
-            raise RegistryError(
+            raise CatalogError(
                 f"model {version} is not registered (run `citywatch model register {version}`)"
             )
 
@@ -138,7 +138,7 @@ class ModelRegistry:
 
         Raises
         ------
-        RegistryError
+        CatalogError
             If the version is not registered, or its bundle fails to load.
         """
         self._check_before_activating(version, "champion", actor)
@@ -171,7 +171,7 @@ class ModelRegistry:
 
         Raises
         ------
-        RegistryError
+        CatalogError
             If the version is not registered, is the champion, or fails to load.
         """
         if version is not None:
@@ -182,7 +182,7 @@ class ModelRegistry:
             if version is not None:
                 self._require(conn, version)
                 if version == active["champion"]:
-                    raise RegistryError(f"model {version} is the champion; it cannot also shadow")
+                    raise CatalogError(f"model {version} is the champion; it cannot also shadow")
             if version == active["challenger"]:
                 return
             sql.record_promotion(
@@ -202,7 +202,7 @@ class ModelRegistry:
 
         Raises
         ------
-        RegistryError
+        CatalogError
             If there is no earlier champion.
         """
         with self._connect() as conn, conn.transaction():
@@ -214,7 +214,7 @@ class ModelRegistry:
                 else:
                     stack.append(version)
             if len(stack) < 2:
-                raise RegistryError("no earlier champion to roll back to")
+                raise CatalogError("no earlier champion to roll back to")
             current, target = stack[-1], stack[-2]
             sql.record_promotion(
                 conn,
@@ -238,14 +238,14 @@ class ModelRegistry:
         return target
 
     def _check_before_activating(self, version: str, role: str, actor: str) -> None:
-        _check_version(version)
+        check_version(version)
         if not (self.models_path / version / CARD_FILE).is_file():
             # Registered from another machine's store: the workers' store is checked on load.
             log.warning("model %s has no files in %s; not checked here", version, self.models_path)
             return
         try:
             self.load(version)
-        except RegistryError as exc:
+        except CatalogError as exc:
             if "not registered" in str(exc):
                 raise
             reason = str(exc)
@@ -255,7 +255,7 @@ class ModelRegistry:
             return
         current = getattr(self.active(), role)
         self.record_load_failure(version, role, "promote", reason, kept=current, worker=actor)
-        raise RegistryError(
+        raise CatalogError(
             f"refused: model {version} cannot be {role}: {reason}. "
             f"The {role} stays {current or 'unset'}."
         )
@@ -302,7 +302,7 @@ class ModelRegistry:
 
         Raises
         ------
-        RegistryError
+        CatalogError
             If the version is not registered, or its files are not the
             registered ones (training-data hash differs).
         BundleError
@@ -312,13 +312,13 @@ class ModelRegistry:
             If the files are missing from ``models_path``.
         """
         with self._connect() as conn:
-            row = sql.fetch_model(conn, _check_version(version))
+            row = sql.fetch_model(conn, check_version(version))
         if row is None:
-            raise RegistryError(f"model {version} is not registered")
+            raise CatalogError(f"model {version} is not registered")
         bundle = load_bundle(self.models_path, version, checksums=row.get("file_sha256"))
         on_disk = (bundle.card.get("training_data") or {}).get("sha256") or ""
         if on_disk != row["data_sha256"]:
-            raise RegistryError(
+            raise CatalogError(
                 f"model {version} in {self.models_path} is not the registered one "
                 f"(training data {on_disk[:12]} != {row['data_sha256'][:12]})"
             )
@@ -335,13 +335,13 @@ class ModelRegistry:
 
         Raises
         ------
-        RegistryError
+        CatalogError
             If the version is not registered.
         """
         with self._connect() as conn:
-            row = sql.fetch_model(conn, _check_version(version))
+            row = sql.fetch_model(conn, check_version(version))
         if row is None:
-            raise RegistryError(f"model {version} is not registered")
+            raise CatalogError(f"model {version} is not registered")
         return row
 
 
@@ -349,7 +349,7 @@ class ActiveBundles:
     """The champion and challenger bundles, reloaded when the registry changes.
 
     For the worker: call :meth:`current` once per batch. At most every
-    ``check_every_s`` it asks :meth:`ModelRegistry.active` (one indexed query)
+    ``check_every_s`` it asks :meth:`ModelCatalog.active` (one indexed query)
     and loads any version that changed. While the database is unreachable, or
     a new version fails to load, it keeps scoring with what it has and logs
     why. Until anything is promoted in the registry it falls back to the file
@@ -362,13 +362,13 @@ class ActiveBundles:
 
     Parameters
     ----------
-    registry : ModelRegistry
+    registry : ModelCatalog
     check_every_s : float, default=2.0
     retry_failed_s : float, default=30.0
     """
 
     def __init__(
-        self, registry: ModelRegistry, check_every_s: float = 2.0, retry_failed_s: float = 30.0
+        self, registry: ModelCatalog, check_every_s: float = 2.0, retry_failed_s: float = 30.0
     ) -> None:
         self.registry = registry
         self.check_every_s = check_every_s
@@ -396,7 +396,7 @@ class ActiveBundles:
         except Exception as exc:  # any way a bundle fails: keep scoring with what we have
             reason = (
                 str(exc)
-                if isinstance(exc, RegistryError | BundleError)
+                if isinstance(exc, CatalogError | BundleError)
                 else (f"{type(exc).__name__}: {exc}")
             )
         kept = getattr(self, role)

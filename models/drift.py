@@ -119,11 +119,11 @@ class DriftResult:
 
 
 def _resolve_model(database_url: str, models_path: Path, version: str | None):
-    from models.catalog import ModelRegistry
-    from models.registry import load_bundle, read_champion
+    from models.bundle_store import load_bundle, read_champion
+    from models.catalog import ModelCatalog
 
     if version is None:
-        version = ModelRegistry(database_url, models_path).active().champion
+        version = ModelCatalog(database_url, models_path).active().champion
     if version is None:
         version = read_champion(models_path)
     if version is None:

@@ -2,7 +2,7 @@
 
 Both evaluations use the production feature module (:mod:`models.features`)
 and the production estimators (:mod:`models.risk`); only the
-:class:`~models.features.FeatureSpec` parameters are dataset-specific, and they
+:class:`~models.feature_spec.FeatureSpec` parameters are dataset-specific, and they
 are the module constants below.
 
 * C-MAPSS: configuration chosen on a validation split of *training* engines,
@@ -28,10 +28,12 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 from tqdm.auto import tqdm
 
+from models.calibration import group_split
 from models.datasets import CMAPSS_SENSORS, load_cmapss_subset, load_skab
-from models.features import FeatureSpec, compute_features
+from models.feature_spec import FeatureSpec
+from models.features import compute_features
 from models.remaining_life import RemainingLifeInterval, interval_coverage
-from models.risk import FailureRiskClassifier, RemainingLifeRegressor, group_split
+from models.risk import FailureRiskClassifier, RemainingLifeRegressor
 
 __all__ = [
     "CMAPSS_FEATURES",

@@ -139,7 +139,7 @@ def build_entries(
     ----------
     models : sequence of mapping
         Registry rows with ``card`` and ``promotions`` (as
-        :meth:`models.catalog.ModelRegistry.show` returns them); only those
+        :meth:`models.catalog.ModelCatalog.show` returns them); only those
         whose ``role`` is ``champion`` (operational) or ``challenger``
         (evaluation, shadow scoring) become entries.
     organization, department, contact_email, area, website, codebase_url : str

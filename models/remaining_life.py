@@ -21,7 +21,8 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from models.risk import RemainingLifeRegressor, group_split
+from models.calibration import group_split
+from models.risk import RemainingLifeRegressor
 
 __all__ = [
     "RemainingLifeInterval",

@@ -1,4 +1,4 @@
-"""Train a :class:`~models.registry.RiskModelBundle` from reading history and failures.
+"""Train a :class:`~models.bundle.RiskModelBundle` from reading history and failures.
 
 Labels: a reading at tick ``t`` is positive iff the same device fails within
 ``(t, t + horizon]`` ticks. Features come from :func:`models.features.compute_features`,
@@ -22,14 +22,17 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from tqdm.auto import tqdm
 
 from core.assets import ASSET_TYPES
+from models.bundle import RiskModelBundle, make_version
+from models.calibration import group_split
 from models.drift import reference_profile
-from models.features import FeatureSpec, compute_features
+from models.failure_labels import failure_labels, maintenance_resets
+from models.feature_spec import FeatureSpec
+from models.features import compute_features
 from models.health import CITY_HEALTH_WARMUP, HealthSpec, scoring_policy
-from models.registry import RiskModelBundle, make_version
 from models.remaining_life import RemainingLifeInterval, interval_coverage, ticks_to_failure
-from models.risk import FailureRiskClassifier, group_split
+from models.risk import FailureRiskClassifier
 
-__all__ = ["failure_labels", "frame_sha256", "maintenance_resets", "train_risk_bundle"]
+__all__ = ["frame_sha256", "train_risk_bundle"]
 
 # Never features: ids, time, labels, and the simulator's ground-truth "health".
 _ID_COLUMNS = {
@@ -64,69 +67,6 @@ def frame_sha256(*frames: pd.DataFrame) -> str:
         h.update(",".join(map(str, frame.columns)).encode())
         h.update(pd.util.hash_pandas_object(frame, index=True).to_numpy().tobytes())
     return h.hexdigest()
-
-
-def _failure_ticks(failures: pd.DataFrame) -> dict[Any, np.ndarray]:
-    return {
-        dev: np.sort(g.to_numpy(dtype=np.int64))
-        for dev, g in failures.groupby("device_id", sort=False)["failed_tick"]
-    }
-
-
-def failure_labels(history: pd.DataFrame, failures: pd.DataFrame, horizon: int) -> pd.Series:
-    """1 where the reading's device fails within ``(tick, tick + horizon]``, else 0.
-
-    Parameters
-    ----------
-    history : pandas.DataFrame
-        Readings with ``device_id`` and integer ``tick``.
-    failures : pandas.DataFrame
-        ``device_id`` and ``failed_tick`` of every failure.
-    horizon : int
-        Look-ahead in ticks.
-
-    Returns
-    -------
-    pandas.Series of int8, indexed like ``history``.
-    """
-    if horizon < 1:
-        raise ValueError("horizon must be >= 1 tick")
-    labels = np.zeros(len(history), dtype=np.int8)
-    ticks = history["tick"].to_numpy(dtype=np.int64)
-    by_device = _failure_ticks(failures)
-    for dev, pos in history.groupby("device_id", sort=False).indices.items():
-        f = by_device.get(dev)
-        if f is None or len(f) == 0:
-            continue
-        t = ticks[pos]
-        nxt = np.searchsorted(f, t, side="right")  # first failure strictly after t
-        has = nxt < len(f)
-        nxt_tick = np.where(has, f[np.minimum(nxt, len(f) - 1)], np.iinfo(np.int64).max)
-        labels[pos] = (has & (nxt_tick <= t + horizon)).astype(np.int8)
-    return pd.Series(labels, index=history.index, name="label")
-
-
-def maintenance_resets(history: pd.DataFrame, failures: pd.DataFrame) -> pd.Series:
-    """True at each device's first reading after a failure (it was repaired then).
-
-    This is exactly where the worker resets online: the simulator marks that
-    reading ``repaired`` and producers send a maintenance event right before
-    it (:func:`ingest.simulator.maintenance_bytes`); the worker calls
-    :meth:`~models.features.DeviceFeatureState.reset_baseline` on the event,
-    so the reset applies to that reading's features.
-    """
-    resets = np.zeros(len(history), dtype=bool)
-    ticks = history["tick"].to_numpy(dtype=np.int64)
-    by_device = _failure_ticks(failures)
-    for dev, pos in history.groupby("device_id", sort=False).indices.items():
-        f = by_device.get(dev)
-        if f is None or len(f) == 0:
-            continue
-        pos = pos[np.argsort(ticks[pos], kind="stable")]
-        n_before = np.searchsorted(f, ticks[pos], side="left")  # failures strictly before
-        prev = np.concatenate([[0], n_before[:-1]])
-        resets[pos] = n_before > prev
-    return pd.Series(resets, index=history.index, name="reset")
 
 
 def _metrics_for(
@@ -338,7 +278,7 @@ def train_risk_bundle(
         :func:`models.history.maintenance_reset_flags`). Used only with
         ``reset_on_failure``.
     spec_params : mapping, optional
-        Extra :class:`~models.features.FeatureSpec` fields (e.g. ``window``).
+        Extra :class:`~models.feature_spec.FeatureSpec` fields (e.g. ``window``).
     classifier_params : mapping, optional
         Extra :class:`~models.risk.FailureRiskClassifier` parameters.
     intended_use, limits : str

@@ -27,7 +27,8 @@ import numpy as np
 import pandas as pd
 
 from core.dataset_columns import GECCO_COLUMNS
-from models.features import DeviceFeatureState, FeatureSpec
+from models.feature_spec import FeatureSpec
+from models.features import DeviceFeatureState
 
 __all__ = [
     "ASSET_TYPE",

@@ -39,7 +39,7 @@ import numpy as np
 import psycopg
 
 from core.settings import Settings
-from models.catalog import ActiveBundles, ModelRegistry
+from models.catalog import ActiveBundles, ModelCatalog
 from storage.ingest_deadletters import ingest_deadletter_row
 from storage.maintenance import run_maintenance
 from storage.sinks import (
@@ -57,9 +57,11 @@ from .deadletters import (
     deadletter_headers,
     poison_row,
 )
+from .device_states import DeviceStates
 from .devices import DeviceDirectory
+from .explanations import ExplainPolicy
 from .ordering import OffsetGuard, fetch_hole
-from .pipeline import DeviceStates, ExplainPolicy, Limits, plan_alerts, plan_readings
+from .pipeline import Limits, plan_alerts, plan_readings
 from .records import AlertEvent, encode_score_batch
 from .table_store import SCHEME, claim_datadir, discard_stale_partitions
 from .tansu import install_faust_fetch_wait_fix, install_faust_highwater_fix
@@ -193,7 +195,7 @@ def create_app(
     devices = DeviceDirectory(database_url)
     if models is None:
         # The database registry (`citywatch model promote`), polled every 2 s.
-        models = ActiveBundles(ModelRegistry(database_url, settings.models_path))
+        models = ActiveBundles(ModelCatalog(database_url, settings.models_path))
     rule = Hysteresis(
         open_after=settings.alert_open_after,
         close_after=settings.alert_close_after,

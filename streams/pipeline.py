@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Iterable, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -26,7 +26,7 @@ from typing import Any, Protocol
 import numpy as np
 from aiokafka.partitioner import murmur2
 
-from models.features import DeviceFeatureState, FeatureSpec
+from models.feature_spec import FeatureSpec
 from models.remaining_life import time_to_failure_days
 from storage.sinks import (
     AlertRow,
@@ -40,10 +40,11 @@ from storage.sinks import (
 
 from .alerting import AlertState, Hysteresis, step
 from .deadletters import deadletter_row, duplicate_deadletter
-from .health_book import HealthBook, blend, health_spec, outlook, policy_kind
+from .device_states import DeviceStates
+from .explanations import ExplainPolicy
+from .health_book import blend, health_spec, outlook, policy_kind
 from .records import AlertEvent, Maintenance, Reading, decode_score_batch
-from .state import DeviceState, StateCache, decode_offsets, decode_state, encode_state
-from .state import spec_fingerprint as _fingerprint
+from .state import DeviceState
 from .validation import DeviceLookup, Rejection, validate_reading
 
 log = logging.getLogger("citywatch.worker")
@@ -111,99 +112,6 @@ class ReadingsPlan:
 def partition_of(key: bytes, partitions: int) -> int:
     """Kafka's default partitioner (murmur2), as every producer and Faust table uses it."""
     return (murmur2(key) & 0x7FFFFFFF) % partitions
-
-
-# -- per-device state --------------------------------------------------------
-
-
-class DeviceStates:
-    """Each device's state for a batch: the live object when the table still holds our
-    last write, else decoded from the table; written back only after the batch is stored.
-
-    ``table`` is the Faust table ``device-state`` in the worker and a dict in tests.
-    """
-
-    def __init__(self, table: MutableMapping[bytes, Any]) -> None:
-        self.table = table
-        self.cache = StateCache()
-        # Health baselines live in the same table values (one changelog message per device).
-        self.health = HealthBook(table)
-        self._spec_changes_logged: set[tuple[str, str]] = set()
-
-    def load(self, key: bytes, spec: FeatureSpec, model_version: str, asset_type: str):
-        saved = self.table.get(key)
-        cached = self.cache.get(key, saved)
-        if cached is not None and cached.features.spec == spec:
-            return cached
-        if saved is None:
-            return DeviceState(-1, None, DeviceFeatureState(spec))
-        restored = decode_state(saved, spec, _fingerprint(spec))
-        if restored is not None:
-            return restored
-        # The model's features changed: offsets stay, features start afresh.
-        if (model_version, asset_type) not in self._spec_changes_logged:
-            self._spec_changes_logged.add((model_version, asset_type))
-            log.info(
-                "model %s computes other %s features; devices start fresh feature state",
-                model_version,
-                asset_type,
-            )
-        marks = decode_offsets(saved)
-        return DeviceState(
-            marks.last_offset,
-            marks.last_ts,
-            DeviceFeatureState(spec),
-            marks.last_partition,
-            marks.reset_ts,
-            False,  # fresh features: nothing left to reset
-        )
-
-    def save(self, states: dict[bytes, DeviceState]) -> None:
-        for key, state in states.items():
-            packed = self.health.pack(key, encode_state(state, _fingerprint(state.features.spec)))
-            self.table[key] = packed
-            self.cache.put(key, packed, state)
-
-    def forget_live_objects(self) -> None:
-        """After a failed batch: its objects moved ahead of the table."""
-        self.cache.clear()
-        self.health.abort()
-
-
-# -- explanations --------------------------------------------------------------
-
-
-class ExplainPolicy:
-    """Which high scores get a TreeSHAP explanation.
-
-    Explaining costs about seven times a score, and readers (the asset dashboard,
-    the inbox) show a device's latest explanation only. So a device's first high
-    score after a low one is always explained, then at most once per
-    ``interval`` of reading time while it stays high. Remembered in memory only:
-    after a restart a device's next high score is explained again.
-    """
-
-    def __init__(self, interval: timedelta) -> None:
-        self.interval = interval
-        self._last: dict[str, datetime] = {}  # device -> last explained reading time
-
-    def choose(self, readings: Sequence[Reading], high: np.ndarray) -> list[int]:
-        """Indices of the rows to explain; ``high`` marks rows at or above threshold."""
-        if not self.interval:
-            return np.flatnonzero(high).tolist()
-        chosen = []
-        last = self._last
-        for i, is_high in enumerate(high.tolist()):
-            device_id = readings[i].device_id
-            if not is_high:
-                last.pop(device_id, None)  # the next high score starts a new episode
-                continue
-            seen = last.get(device_id)
-            ts = readings[i].ts
-            if seen is None or ts - seen >= self.interval:
-                last[device_id] = ts
-                chosen.append(i)
-        return chosen
 
 
 # -- readings ----------------------------------------------------------------

@@ -22,7 +22,8 @@ from array import array
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from models.features import DeviceFeatureState, FeatureSpec
+from models.feature_spec import FeatureSpec
+from models.features import DeviceFeatureState
 
 _MAGIC = b"CWS2"
 # A table value may carry the device's health baseline after its feature state

@@ -15,9 +15,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from citywatch.runtime import Connection, connect
+from citywatch.runtime import connect
 from citywatch.stack import EmbeddedStack
 from core.settings import Settings
+from services.connection import Connection
 
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = Path(os.environ.get("CITYWATCH_DATASETS", REPO.parent / "shared" / "datasets"))
@@ -78,7 +79,7 @@ def isolated(base_settings) -> Settings:
 @pytest.fixture(scope="session")
 def trained_models(base_settings):
     """A small synthetic model, trained once per session."""
-    from citywatch.commands.train import train_synthetic
+    from services.training import train_synthetic
 
     bundle, _metrics, _ = train_synthetic(
         base_settings, devices=40, ticks=1200, seed=3, progress=False

@@ -11,19 +11,15 @@ import pandas as pd
 import psycopg
 from kafka import KafkaConsumer, KafkaProducer
 
-from citywatch.commands.simulate import register_fleet as register_database_fleet
-from citywatch.processes import start_worker, stop_process, wait_for_log
-from ingest.simulator import (
-    FleetSimulator,
-    failures_frame,
-    history_frame,
-    maintenance_bytes,
-    reading_bytes,
-)
+from ingest.history_tables import failures_frame, history_frame
+from ingest.sim_records import maintenance_bytes, reading_bytes
+from ingest.simulator import FleetSimulator
+from models.failure_labels import maintenance_resets
 from models.features import compute_features
 from models.health import DeviceHealthState
 from models.remaining_life import time_to_failure_days
-from models.training import maintenance_resets
+from services.fleet import register_fleet as register_database_fleet
+from services.processes import start_worker, stop_process, wait_for_log
 from storage.reports import messages_accounted_for
 from streams.health_book import blend, health_spec, policy_kind
 from streams.topics import READINGS, ensure_topics

@@ -22,10 +22,10 @@ from datetime import UTC, datetime, timedelta
 import click
 import psycopg
 
-from citywatch.processes import start_worker, stop_process, wait_for_log
 from core.settings import Settings
 from ingest.hostile import CLASSES, STORED, Hostile, HostileClass, Template, good_value
 from ingest.hostile import make_devices as hostile_devices
+from services.processes import start_worker, stop_process, wait_for_log
 
 STOPPING = "stopping the worker"  # what the worker logs when a bug stops it
 
@@ -252,10 +252,9 @@ def bench_faults(
     """
     from kafka import KafkaProducer
 
+    from citywatch.runtime import bench_run
     from storage.sinks import register_devices
     from streams.topics import READINGS
-
-    from .bench import bench_run  # bench registers this command: import it late
 
     settings, conn, run_id = bench_run(settings, progress=not as_json)
     topic = settings.topic(READINGS)

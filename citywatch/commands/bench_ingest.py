@@ -23,9 +23,9 @@ import click
 import psycopg
 from tqdm import tqdm
 
-from citywatch.processes import start_worker, stop_process, wait_for_log
 from citywatch.runtime import connect
 from core.settings import Settings
+from services.processes import start_worker, stop_process, wait_for_log
 
 
 def _persistent_client(client_id: str):
@@ -148,9 +148,8 @@ def bench_ingest(
     from ingest.lorawan.publisher import KafkaPublisher
     from ingest.lorawan.uplink_sim import UplinkEncoder
     from ingest.simulator import FleetSimulator
+    from services.fleet import register_lorawan_devices
     from streams.topics import DEADLETTER, READINGS, ensure_topics
-
-    from .simulate import register_lorawan_devices
 
     run_id = uuid.uuid4().hex[:8]
     settings = settings.model_copy(
@@ -268,9 +267,8 @@ _DUPLICATE_FRAMES = """
 
 def _store_and_count(settings: Settings, conn, dev_euis: list[str], published: int, quiet: bool):
     """Run the worker over the bench topic; count frames stored more than once."""
-    from models.registry import load_champion
-
-    from .train import train_synthetic
+    from models.bundle_store import load_champion
+    from services.training import train_synthetic
 
     if load_champion(settings.models_path) is None:
         train_synthetic(settings, progress=not quiet)

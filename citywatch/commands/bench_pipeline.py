@@ -38,9 +38,12 @@ def bench_pipeline(
     `bench worker`) is Faust, Kafka and the sink. The baseline is parsing the
     same messages with json.loads, in the same run.
     """
-    from ingest.simulator import FleetSimulator, reading_bytes
-    from models.registry import load_champion
-    from streams.pipeline import DeviceStates, ExplainPolicy, Limits, plan_readings
+    from ingest.sim_records import reading_bytes
+    from ingest.simulator import FleetSimulator
+    from models.bundle_store import load_champion
+    from streams.device_states import DeviceStates
+    from streams.explanations import ExplainPolicy
+    from streams.pipeline import Limits, plan_readings
 
     bundle = load_champion(settings.models_path)
     if bundle is None:

@@ -58,7 +58,7 @@ def scoring_benchmark(
     :meth:`RiskModelBundle.compile_native` (lleaves). Each figure is the best
     of three passes, so one pause of the shared machine does not decide it.
     """
-    from models.registry import RiskModelBundle
+    from models.bundle import RiskModelBundle
 
     one = RiskModelBundle(
         classifiers={asset_type: bundle.classifiers[asset_type]},
@@ -173,13 +173,14 @@ def bench_scoring(
     code. Compiled: null with a reason when lleaves is unavailable. The
     compiled models are cached under <model store>/.native/.
     """
-    from ingest.simulator import FleetSimulator, history_frame
+    from ingest.history_tables import history_frame
+    from ingest.simulator import FleetSimulator
+    from models.bundle_store import load_bundle, read_champion
     from models.features import compute_features
-    from models.registry import load_bundle, read_champion
 
     version = version or read_champion(settings.models_path)
     if version is None:
-        from .train import train_synthetic
+        from services.training import train_synthetic
 
         bundle, _, _ = train_synthetic(settings, progress=not as_json, promote=False)
     else:

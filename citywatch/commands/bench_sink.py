@@ -13,7 +13,7 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 from tqdm import tqdm
 
-from citywatch.commands.storage import database_url
+from citywatch.runtime import database_url
 from core.assets import ASSET_TYPES
 from core.settings import Settings
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from .options import default_datasets
+from citywatch.cli_options import default_datasets
 
 
 @click.command("water-quality")

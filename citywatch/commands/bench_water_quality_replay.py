@@ -55,17 +55,16 @@ def bench_water_quality_replay(
     docs/water-quality.md, the hook): the alarms here are the scorer's on
     the stored readings.
     """
+    from citywatch.runtime import bench_run
     from core.assets import CATALOGUE_ENV, load_catalogue
     from ingest.lorawan.publisher import KafkaPublisher
     from ingest.replay import replay_file
     from models.water_quality import gecco_file, load_gecco
     from models.water_quality_eval import evaluate_water_quality, split_by_time
     from models.water_quality_replay import stored_frame
+    from services.processes import start_worker, stop_process, wait_for_log
     from storage.sinks import register_devices
     from streams.topics import DEADLETTER, READINGS
-
-    from .bench import bench_run  # bench registers this command: import it late
-    from .demo import start_worker, stop_process, wait_for_log
 
     try:
         path = gecco_file(data)

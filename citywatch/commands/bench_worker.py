@@ -24,13 +24,12 @@ import psutil
 import psycopg
 from tqdm import tqdm
 
-from citywatch.processes import log_size, start_worker, stop_process, wait_for_log
+from citywatch.runtime import bench_run
 from core.settings import Settings
 from core.wire import encode_reading
+from services.fleet import register_fleet
+from services.processes import log_size, start_worker, stop_process, wait_for_log
 from storage.reports import messages_accounted_for
-
-from .bench import bench_run
-from .simulate import register_fleet
 
 CITY_DEVICES = 100_000
 
@@ -149,7 +148,7 @@ def bench_worker(
 def _produce_history(kafka: str, settings: Settings, fleet, messages: int, show: bool) -> int:
     """Readings (and maintenance events before repaired readings) in the recent past."""
     from ingest.producer import ReadingProducer
-    from ingest.simulator import maintenance_bytes, reading_bytes
+    from ingest.sim_records import maintenance_bytes, reading_bytes
     from streams.topics import READINGS
 
     ticks = max(1, messages // len(fleet.devices))

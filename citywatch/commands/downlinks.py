@@ -96,8 +96,8 @@ def downlinks_run(
     Every command, sent or refused, is stored with its reason
     (`citywatch downlinks list`).
     """
-    from citywatch.downlink_service import DownlinkService
     from ingest.lorawan.adaptive import SamplingPolicy
+    from services.downlinks import DownlinkService
 
     if not mqtt_url:
         from citywatch.stack import EmbeddedStack
@@ -117,7 +117,7 @@ def downlinks_run(
     )
     tts_http = None
     if tts_api:
-        from citywatch.downlink_service import TtsWebhookApi
+        from services.downlinks import TtsWebhookApi
 
         if settings.tts_api_key is None or not tts_webhook_id:
             raise click.UsageError("--tts-api needs --tts-webhook-id and CITYWATCH_TTS_API_KEY")

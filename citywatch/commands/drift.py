@@ -8,9 +8,8 @@ import time
 
 import click
 
+from citywatch.cli_options import parse_duration, parse_time
 from core.settings import Settings
-
-from .options import parse_duration, parse_time
 
 log = logging.getLogger("citywatch.drift")
 

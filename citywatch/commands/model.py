@@ -15,10 +15,10 @@ from core.settings import Settings
 
 def _registry(settings: Settings):
     from citywatch.runtime import connect
-    from models.catalog import ModelRegistry
+    from models.catalog import ModelCatalog
 
     conn = connect(settings)
-    return ModelRegistry(conn.database_url, settings.models_path), conn
+    return ModelCatalog(conn.database_url, settings.models_path), conn
 
 
 def _fail(exc: Exception) -> click.ClickException:
@@ -91,12 +91,12 @@ def _d(v: datetime | None) -> str:
 @click.pass_obj
 def model_show(settings: Settings, version: str, as_json: bool) -> None:
     """A version's model card and promotion history."""
-    from models.catalog import RegistryError
+    from models.catalog import CatalogError
 
     reg, _ = _registry(settings)
     try:
         row = reg.show(version)
-    except (RegistryError, ValueError) as exc:
+    except (CatalogError, ValueError) as exc:
         raise _fail(exc) from exc
     if as_json:
         _echo_json(row)
@@ -170,12 +170,12 @@ def model_promote(settings: Settings, version: str, actor: str) -> None:
     registration, and smoke-tested (one zero row per asset type) first; a
     bundle that fails is refused and the champion stays as it was.
     """
-    from models.catalog import RegistryError
+    from models.catalog import CatalogError
 
     reg, _ = _registry(settings)
     try:
         reg.promote(version, actor=actor)
-    except (RegistryError, ValueError) as exc:
+    except (CatalogError, ValueError) as exc:
         raise _fail(exc) from exc
     click.echo(f"champion is now {version}")
 
@@ -185,12 +185,12 @@ def model_promote(settings: Settings, version: str, actor: str) -> None:
 @click.pass_obj
 def model_rollback(settings: Settings, actor: str) -> None:
     """Bring back the champion the current one replaced (repeat to go further back)."""
-    from models.catalog import RegistryError
+    from models.catalog import CatalogError
 
     reg, _ = _registry(settings)
     try:
         version = reg.rollback(actor=actor)
-    except RegistryError as exc:
+    except CatalogError as exc:
         raise _fail(exc) from exc
     click.echo(f"rolled back; champion is now {version}")
 
@@ -202,14 +202,14 @@ def model_rollback(settings: Settings, actor: str) -> None:
 @click.pass_obj
 def model_challenger(settings: Settings, version: str | None, clear: bool, actor: str) -> None:
     """Score VERSION in shadow beside the champion (scores with role 'challenger', no alerts)."""
-    from models.catalog import RegistryError
+    from models.catalog import CatalogError
 
     if clear == (version is not None):
         raise click.UsageError("give either a VERSION or --clear")
     reg, _ = _registry(settings)
     try:
         reg.set_challenger(None if clear else version, actor=actor)
-    except (RegistryError, ValueError) as exc:
+    except (CatalogError, ValueError) as exc:
         raise _fail(exc) from exc
     click.echo("challenger cleared" if clear else f"challenger is now {version}")
 

@@ -84,7 +84,7 @@ def publish(
 ) -> None:
     """Write the register of the champion and challenger models to --out."""
     from citywatch.runtime import connect
-    from models.catalog import ModelRegistry
+    from models.catalog import ModelCatalog
     from models.register import build_entries, write_site
 
     if "@" not in contact_email:
@@ -96,7 +96,7 @@ def publish(
         except json.JSONDecodeError as exc:
             raise click.ClickException(f"{path}: not JSON ({exc})") from exc
     conn = connect(settings)
-    registry = ModelRegistry(conn.database_url, settings.models_path)
+    registry = ModelCatalog(conn.database_url, settings.models_path)
     active = [registry.show(r["version"]) for r in registry.list() if r["role"]]
     entries = build_entries(
         active,

@@ -11,25 +11,10 @@ import time
 import click
 import psycopg
 
-from citywatch.stack import EmbeddedStack
+from citywatch.runtime import database_url
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-def database_url(settings: Settings, *, migrate: bool) -> str:
-    """The database to work on; storage commands need no broker."""
-    stack = EmbeddedStack(settings)
-    info = stack.status().get("postgres")
-    if not info or not info["running"]:
-        raise click.ClickException(
-            "no database: set CITYWATCH_DATABASE_URL or run `citywatch stack up`"
-        )
-    if migrate:
-        from storage.schema import migrate as run_migrations
-
-        run_migrations(info["url"])
-    return info["url"]
 
 
 def wait_for_database(url: str, timeout_s: float) -> None:
@@ -113,7 +98,7 @@ def migrate_command(settings: Settings, flavour: str, wait_s: float) -> None:
 def _login_passwords() -> dict[str, str]:
     from pydantic import ValidationError
 
-    from citywatch.db_logins import LoginPasswords
+    from services.db_logins import LoginPasswords
 
     try:
         return LoginPasswords().passwords()

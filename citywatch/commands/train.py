@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import getpass
 import json
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import click
 
+from citywatch.cli_options import parse_time
 from core.settings import Settings
-
-from .options import parse_time
+from services.training import train_from_database, train_synthetic
 
 
 def _classifier_params(
@@ -25,139 +24,6 @@ def _classifier_params(
     if class_weight not in (None, "none"):
         params["class_weight"] = class_weight
     return params
-
-
-def _publish(
-    settings: Settings,
-    bundle,
-    *,
-    database_url: str | None,
-    promote: bool,
-    owner: str | None,
-    actor: str,
-):
-    """Save the bundle, register it in the database (if given) and maybe promote it."""
-    from models.registry import promote as promote_file
-    from models.registry import save_bundle
-
-    path = save_bundle(bundle, settings.models_path)
-    if database_url is not None:
-        from models.catalog import ModelRegistry
-
-        registry = ModelRegistry(database_url, settings.models_path)
-        registry.register(bundle.version, owner=owner)
-        if promote:
-            registry.promote(bundle.version, actor=actor)  # also writes CHAMPION
-    elif promote:
-        promote_file(settings.models_path, bundle.version)
-    return path
-
-
-def train_synthetic(
-    settings: Settings,
-    *,
-    devices: int = 120,
-    ticks: int = 2000,
-    seed: int = 0,
-    horizon: int = 60,
-    progress: bool = True,
-    promote: bool = True,
-    database_url: str | None = None,
-    owner: str | None = None,
-    actor: str = "citywatch train",
-    classifier_params: dict[str, Any] | None = None,
-):
-    """Simulate a fleet's history, train one classifier per asset type, save it.
-
-    With ``database_url`` the version is also registered in the database
-    registry (and promoted there when ``promote``); without it only the file
-    store's ``CHAMPION`` pointer moves.
-    """
-    from ingest.simulator import FleetSimulator, failures_frame, history_frame
-    from models.training import train_risk_bundle
-
-    fleet = FleetSimulator(n_devices=devices, seed=seed)
-    start = datetime(2026, 1, 1, tzinfo=UTC)
-    readings, failures = fleet.history(ticks, start, timedelta(minutes=1))
-    bundle, metrics = train_risk_bundle(
-        history_frame(readings),
-        failures_frame(failures),
-        horizon=horizon,
-        seed=seed,
-        progress=progress,
-        # Resets at each device's first reading after a failure: where the
-        # simulator sends its maintenance event and the worker resets too.
-        reset_on_failure=True,
-        classifier_params=classifier_params,
-        data_notes={"source": f"simulator: {devices} devices x {ticks} readings, seed {seed}"},
-        **({"owner": owner} if owner else {}),
-    )
-    path = _publish(
-        settings, bundle, database_url=database_url, promote=promote, owner=owner, actor=actor
-    )
-    return bundle, metrics, path
-
-
-def train_from_database(
-    settings: Settings,
-    database_url: str,
-    *,
-    horizon: int = 60,
-    seed: int = 0,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    asset_types: list[str] | None = None,
-    test_fraction: float = 0.25,
-    test_time_fraction: float = 0.25,
-    classifier_params: dict[str, Any] | None = None,
-    progress: bool = True,
-    promote: bool = False,
-    owner: str | None = None,
-    actor: str = "citywatch train",
-    created_at: datetime | None = None,
-    include_simulated: bool = False,
-):
-    """Train on the readings and labels stored in the database; save and register the model.
-
-    Raises
-    ------
-    ValueError
-        If the database holds no readings in the range, or no asset type has
-        both failures and enough assets.
-    """
-    from models.history import load_training_data
-    from models.training import train_risk_bundle
-
-    data = load_training_data(
-        database_url,
-        horizon=horizon,
-        since=since,
-        until=until,
-        asset_types=asset_types,
-        include_simulated=include_simulated,
-    )
-    if data.history.empty:
-        raise ValueError("no readings in the database for that range; nothing to train on")
-    bundle, metrics = train_risk_bundle(
-        data.history,
-        data.failures,
-        horizon=horizon,
-        seed=seed,
-        progress=progress,
-        test_fraction=test_fraction,
-        test_time_fraction=test_time_fraction,
-        # Resets where the worker did: at the stored maintenance events.
-        reset_on_failure=True,
-        resets=data.resets,
-        classifier_params=classifier_params,
-        data_notes=data.notes,
-        created_at=created_at,
-        **({"owner": owner} if owner else {}),
-    )
-    path = _publish(
-        settings, bundle, database_url=database_url, promote=promote, owner=owner, actor=actor
-    )
-    return bundle, metrics, path
 
 
 @click.command()
@@ -373,14 +239,14 @@ def train(
 
 def _current_champion(settings: Settings) -> str | None:
     """The champion in the database registry when a database is at hand, else the file store's."""
-    from models.registry import read_champion
+    from models.bundle_store import read_champion
 
     database_url = _database_if_running(settings)
     if database_url is None:
         return read_champion(settings.models_path)
-    from models.catalog import ModelRegistry
+    from models.catalog import ModelCatalog
 
-    return ModelRegistry(database_url, settings.models_path).active().champion
+    return ModelCatalog(database_url, settings.models_path).active().champion
 
 
 def _database_if_running(settings: Settings) -> str | None:

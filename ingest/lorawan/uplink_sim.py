@@ -89,7 +89,7 @@ def uplink_topic(fmt: Format, application_id: str, dev_eui: str, tenant: str = "
 
 
 def sim_registry_rows(devices: list[Any], lpp_share: float = 0.5) -> list[dict[str, Any]]:
-    """Registry rows for simulator devices (``ingest.simulator.Device``), DevEUI = device id.
+    """Registry rows for simulator devices (``ingest.sim_records.Device``), DevEUI = device id.
 
     Every other pump and lift uses Cayenne LPP (``lpp_share`` of them), the rest
     their asset type's binary profile, so both codec families are exercised.

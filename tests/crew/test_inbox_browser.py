@@ -11,7 +11,7 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from crew.routing import add_rule
-from models.features import FeatureSpec
+from models.feature_spec import FeatureSpec
 from storage.sinks import PostgresSink, SinkBatch
 from tests.browser import CHROMIUM, CHROMIUM_ARGS
 

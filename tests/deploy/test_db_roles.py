@@ -110,7 +110,7 @@ def test_a_current_schema_needs_no_ddl_so_services_start_as_their_role(roles_db)
 
 
 def test_worker_stores_a_batch_with_alerts_and_maintains_storage(roles_db, tmp_path):
-    from models.catalog import ModelRegistry
+    from models.catalog import ModelCatalog
     from storage.maintenance import owns, run_maintenance
     from storage.sinks import (
         AlertRow,
@@ -166,7 +166,7 @@ def test_worker_stores_a_batch_with_alerts_and_maintains_storage(roles_db, tmp_p
     for url, owner_or_not in ((owner, True), (urls["worker"], False)):
         with psycopg.connect(url) as c:
             assert owns(c, "readings") is owner_or_not
-    registry = ModelRegistry(urls["worker"], tmp_path)
+    registry = ModelCatalog(urls["worker"], tmp_path)
     assert registry.active().champion is None
     registry.record_load_failure(
         "20260101T000000Z-00000000", "champion", "load", "gone", kept=None, worker="w"
@@ -269,19 +269,19 @@ def test_ingest_and_simulator_keep_the_device_registry_and_ground_truth(roles_db
 
 
 def test_trainer_registers_and_promotes_but_the_worker_cannot(roles_db, trained_models, tmp_path):
-    from models.catalog import ModelRegistry, RegistryError
-    from models.registry import save_bundle
+    from models.bundle_store import save_bundle
+    from models.catalog import CatalogError, ModelCatalog
 
     _owner, urls = roles_db
     save_bundle(trained_models, tmp_path)
-    trainer = ModelRegistry(urls["trainer"], tmp_path)
+    trainer = ModelCatalog(urls["trainer"], tmp_path)
     trainer.register(trained_models.version)
     trainer.promote(trained_models.version, actor="test")
-    assert ModelRegistry(urls["worker"], tmp_path).active().champion == trained_models.version
+    assert ModelCatalog(urls["worker"], tmp_path).active().champion == trained_models.version
     with psycopg.connect(_owner) as c:
         before = c.execute("SELECT count(*) FROM model_promotions").fetchone()[0]
-    with pytest.raises((RegistryError, psycopg.errors.InsufficientPrivilege)):
-        ModelRegistry(urls["worker"], tmp_path).set_challenger(trained_models.version, actor="w")
+    with pytest.raises((CatalogError, psycopg.errors.InsufficientPrivilege)):
+        ModelCatalog(urls["worker"], tmp_path).set_challenger(trained_models.version, actor="w")
     with psycopg.connect(_owner) as c:
         assert c.execute("SELECT count(*) FROM model_promotions").fetchone()[0] == before
 

@@ -11,7 +11,8 @@ import pytest
 
 from core.assets import ASSET_TYPES
 from ingest.faults import ALL_KINDS, FaultInjector
-from ingest.simulator import FleetSimulator, SimReading, reading_bytes
+from ingest.sim_records import SimReading, reading_bytes
+from ingest.simulator import FleetSimulator
 
 START = datetime(2026, 3, 2, tzinfo=UTC)
 

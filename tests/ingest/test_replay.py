@@ -306,9 +306,9 @@ def test_replay_through_the_real_worker(conn, db, isolated, trained_models, tmp_
     assert (incident[3] - incident[2]).total_seconds() == 17 * 60  # rows 16265..16282
 
     # What the worker stored scores as the file does offline (the demo's leg does this).
-    from citywatch.commands.demo_water_quality import score_stored
     from models.water_quality import load_gecco, station_features
     from models.water_quality_model import fit_water_quality
+    from services.water_quality_demo import score_stored
 
     db.execute("TRUNCATE station_outlook")
     clean = tmp_path / "clean.csv"

@@ -14,20 +14,12 @@ import pytest
 
 from core.assets import ASSET_TYPES
 from core.wire import READING_FIELDS
+from ingest.asset_signals import FAILURE_MODES, KEY_METRICS, SIMULATED_TYPES
 from ingest.faults import ALL_KINDS, FaultInjector
+from ingest.history_tables import METRIC_COLUMNS, failures_frame, history_frame
 from ingest.producer import ReadingProducer, SimulationStats, run_simulation
-from ingest.simulator import (
-    FAILURE_MODES,
-    KEY_METRICS,
-    METRIC_COLUMNS,
-    SIMULATED_TYPES,
-    FailureEvent,
-    FleetSimulator,
-    SimReading,
-    failures_frame,
-    history_frame,
-    reading_bytes,
-)
+from ingest.sim_records import FailureEvent, SimReading, reading_bytes
+from ingest.simulator import FleetSimulator
 
 START = datetime(2026, 3, 2, tzinfo=UTC)
 PERIOD = timedelta(minutes=5)

@@ -10,8 +10,9 @@ from datetime import UTC, datetime
 import psycopg
 import pytest
 
-from models.catalog import ActiveModels, BundleError, ModelRegistry, RegistryError
-from models.registry import RiskModelBundle, read_champion, save_bundle
+from models.bundle import RiskModelBundle
+from models.bundle_store import read_champion, save_bundle
+from models.catalog import ActiveModels, BundleError, CatalogError, ModelCatalog
 
 pytestmark = pytest.mark.stack
 
@@ -37,7 +38,7 @@ def _save_versions(bundle: RiskModelBundle, path, n: int) -> list[str]:
 
 def test_register_is_idempotent_and_keeps_the_card(tmp_path, registry_db, bundle) -> None:
     (v,) = _save_versions(bundle, tmp_path, 1)
-    reg = ModelRegistry(registry_db, tmp_path)
+    reg = ModelCatalog(registry_db, tmp_path)
     reg.register(v)
     reg.register(v)
     reg.register(v, owner="asset-analytics@city.example")
@@ -65,23 +66,23 @@ def test_register_is_idempotent_and_keeps_the_card(tmp_path, registry_db, bundle
 
 
 def test_register_rejects_missing_or_unregistered(tmp_path, registry_db) -> None:
-    reg = ModelRegistry(registry_db, tmp_path)
+    reg = ModelCatalog(registry_db, tmp_path)
     with pytest.raises(FileNotFoundError):
         reg.register("20000101T000000Z-deadbeef")
-    with pytest.raises(RegistryError, match="not registered"):
+    with pytest.raises(CatalogError, match="not registered"):
         reg.promote("20000101T000000Z-deadbeef", actor="t")
-    with pytest.raises(RegistryError, match="not registered"):
+    with pytest.raises(CatalogError, match="not registered"):
         reg.show("20000101T000000Z-deadbeef")
     with pytest.raises(ValueError, match="invalid model version"):
         reg.promote("../etc", actor="t")
-    with pytest.raises(RegistryError, match="no earlier champion"):
+    with pytest.raises(CatalogError, match="no earlier champion"):
         reg.rollback(actor="t")
     assert reg.active() == ActiveModels(champion=None, challenger=None)
 
 
 def test_promote_challenger_rollback(tmp_path, registry_db, bundle) -> None:
     a, b, c = _save_versions(bundle, tmp_path, 3)
-    reg = ModelRegistry(registry_db, tmp_path)
+    reg = ModelCatalog(registry_db, tmp_path)
     for v in (a, b, c):
         reg.register(v)
 
@@ -92,7 +93,7 @@ def test_promote_challenger_rollback(tmp_path, registry_db, bundle) -> None:
 
     reg.set_challenger(b, actor="bob")
     assert reg.active() == ActiveModels(a, b)
-    with pytest.raises(RegistryError, match="is the champion"):
+    with pytest.raises(CatalogError, match="is the champion"):
         reg.set_challenger(a, actor="bob")
     assert [r["role"] for r in reg.list() if r["version"] in (a, b)] == ["challenger", "champion"]
 
@@ -107,7 +108,7 @@ def test_promote_challenger_rollback(tmp_path, registry_db, bundle) -> None:
     assert reg.rollback(actor="dave") == b
     assert reg.active().champion == b and read_champion(tmp_path) == b
     assert reg.rollback(actor="dave") == a
-    with pytest.raises(RegistryError, match="no earlier champion"):
+    with pytest.raises(CatalogError, match="no earlier champion"):
         reg.rollback(actor="dave")
     assert reg.active().champion == a
 
@@ -124,8 +125,8 @@ def test_promote_challenger_rollback(tmp_path, registry_db, bundle) -> None:
 
 def test_load_checks_the_files_are_the_registered_ones(tmp_path, registry_db, bundle) -> None:
     (v,) = _save_versions(bundle, tmp_path, 1)
-    reg = ModelRegistry(registry_db, tmp_path)
-    with pytest.raises(RegistryError, match="not registered"):
+    reg = ModelCatalog(registry_db, tmp_path)
+    with pytest.raises(CatalogError, match="not registered"):
         reg.load(v)
     reg.register(v)
     loaded = reg.load(v)
@@ -142,7 +143,7 @@ def test_load_checks_the_files_are_the_registered_ones(tmp_path, registry_db, bu
 
 def test_concurrent_promotions_serialise(tmp_path, registry_db, bundle) -> None:
     versions = _save_versions(bundle, tmp_path, 4)
-    reg = ModelRegistry(registry_db, tmp_path)
+    reg = ModelCatalog(registry_db, tmp_path)
     for v in versions:
         reg.register(v)
     reg.promote(versions[0], actor="seed")
@@ -212,11 +213,11 @@ def test_model_cli(tmp_path, registry_db, bundle, base_settings) -> None:
 
 
 def test_active_bundles_follow_the_registry(tmp_path, registry_db, bundle, caplog) -> None:
+    from models.bundle_store import promote as promote_file
     from models.catalog import ActiveBundles
-    from models.registry import promote as promote_file
 
     a, b = _save_versions(bundle, tmp_path, 2)
-    reg = ModelRegistry(registry_db, tmp_path)
+    reg = ModelCatalog(registry_db, tmp_path)
     watcher = ActiveBundles(reg, check_every_s=0.0)
     with pytest.raises(RuntimeError, match="no champion model"):
         watcher.current()
@@ -246,7 +247,7 @@ def test_active_bundles_follow_the_registry(tmp_path, registry_db, bundle, caplo
     assert watcher.current()[0].version == b
 
     # Database gone: keep scoring with what is loaded.
-    watcher.registry = ModelRegistry("postgresql://nobody@127.0.0.1:1/none", tmp_path)
+    watcher.registry = ModelCatalog("postgresql://nobody@127.0.0.1:1/none", tmp_path)
     assert watcher.current()[0].version == b
     assert "registry unreachable" in caplog.text
 

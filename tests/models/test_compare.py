@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from citywatch.cli import main
-from models.catalog import ModelRegistry
+from models.catalog import ModelCatalog
 from storage.model_registry import upsert_model
 
 pytestmark = pytest.mark.stack
@@ -60,8 +60,8 @@ def test_compare_matches_a_direct_computation(db, registry_db, base_settings, tm
         )
         _register(cur.connection, "A")
         _register(cur.connection, "B")
-    ModelRegistry(registry_db, tmp_path).promote("A", actor="t")
-    ModelRegistry(registry_db, tmp_path).set_challenger("B", actor="t")
+    ModelCatalog(registry_db, tmp_path).promote("A", actor="t")
+    ModelCatalog(registry_db, tmp_path).set_challenger("B", actor="t")
 
     env = {"CITYWATCH_HOME": str(base_settings.home), "CITYWATCH_MODEL_DIR": str(tmp_path)}
     out = CliRunner().invoke(main, ["model", "compare", "--json"], env=env)
@@ -85,6 +85,6 @@ def test_compare_matches_a_direct_computation(db, registry_db, base_settings, tm
 
     text = CliRunner().invoke(main, ["model", "compare"], env=env).output
     assert f"{n_dev * n_ticks} readings scored by both" in text
-    ModelRegistry(registry_db, tmp_path).set_challenger(None, actor="t")
+    ModelCatalog(registry_db, tmp_path).set_challenger(None, actor="t")
     none = CliRunner().invoke(main, ["model", "compare"], env=env)
     assert none.exit_code != 0 and "need two versions" in none.output

@@ -12,9 +12,9 @@ import pytest
 from click.testing import CliRunner
 
 from citywatch.cli import main
-from models.catalog import ModelRegistry
+from models.bundle_store import save_bundle
+from models.catalog import ModelCatalog
 from models.drift import compute_drift, feature_reference, psi
-from models.registry import save_bundle
 from models.training import train_risk_bundle
 
 from .conftest import make_fleet, store_history
@@ -57,7 +57,7 @@ def champion(big_fleet, registry_db, tmp_path):
         classifier_params={"n_estimators": 10},
     )
     save_bundle(bundle, tmp_path)
-    registry = ModelRegistry(registry_db, tmp_path)
+    registry = ModelCatalog(registry_db, tmp_path)
     registry.register(bundle.version)
     registry.promote(bundle.version, actor="test")
     return bundle

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.features import DeviceFeatureState, FeatureSpec, compute_features
+from models.feature_spec import FeatureSpec
+from models.features import DeviceFeatureState, compute_features
 
 SPEC = FeatureSpec(
     metrics=("vibration_rms", "bearing_temp"),

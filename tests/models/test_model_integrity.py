@@ -15,8 +15,9 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 
-from models.catalog import ActiveBundles, BundleError, ModelRegistry, RegistryError
-from models.registry import RiskModelBundle, file_checksums, save_bundle
+from models.bundle import RiskModelBundle
+from models.bundle_store import file_checksums, save_bundle
+from models.catalog import ActiveBundles, BundleError, CatalogError, ModelCatalog
 from streams.app import ModelsUnavailableError, current_models
 
 pytestmark = pytest.mark.stack
@@ -50,7 +51,7 @@ def test_registration_records_checksums_and_every_load_checks_them(
     tmp_path, registry_db, bundle
 ) -> None:
     (v,) = _save(bundle, tmp_path, "A")
-    reg = ModelRegistry(registry_db, tmp_path)
+    reg = ModelCatalog(registry_db, tmp_path)
     reg.register(v)
     stored = reg.show(v)["file_sha256"]
     expected = {"card.json"} | {
@@ -82,7 +83,7 @@ def test_a_broken_bundle_is_refused_at_registration_and_promotion(
     from citywatch.cli import main
 
     a, b, c = _save(bundle, tmp_path, "A", "B", "C")
-    reg = ModelRegistry(registry_db, tmp_path)
+    reg = ModelCatalog(registry_db, tmp_path)
     for v in (a, b, c):
         reg.register(v)
     reg.promote(a, actor="ops")
@@ -111,9 +112,9 @@ def test_a_broken_bundle_is_refused_at_registration_and_promotion(
     meta = json.loads(meta_path.read_text())
     meta["calibrator"].update(a=math.nan, b=math.nan, y=[math.nan] * len(meta["calibrator"]["y"]))
     meta_path.write_text(json.dumps(meta))
-    with pytest.raises(RegistryError, match=f"{kind} scored a zero row as .*nan"):
+    with pytest.raises(CatalogError, match=f"{kind} scored a zero row as .*nan"):
         reg.promote(c, actor="ops")
-    with pytest.raises(RegistryError, match="refused"):
+    with pytest.raises(CatalogError, match="refused"):
         reg.set_challenger(c, actor="ops")
     assert reg.active().champion == a and reg.active().challenger is None
 
@@ -141,7 +142,7 @@ def test_the_worker_keeps_the_last_good_champion_and_records_why(
     tmp_path, registry_db, bundle
 ) -> None:
     a, b = _save(bundle, tmp_path, "A", "B")
-    reg = ModelRegistry(registry_db, tmp_path)
+    reg = ModelCatalog(registry_db, tmp_path)
     reg.register(a)
     reg.register(b)
     reg.promote(a, actor="ops")
@@ -174,7 +175,7 @@ def test_the_worker_keeps_the_last_good_champion_and_records_why(
 
 def test_a_worker_starting_without_a_loadable_champion_waits(tmp_path, registry_db, bundle) -> None:
     (a,) = _save(bundle, tmp_path, "A")
-    reg = ModelRegistry(registry_db, tmp_path)
+    reg = ModelCatalog(registry_db, tmp_path)
     reg.register(a)
     reg.promote(a, actor="ops")
     (tmp_path / a / "card.json").unlink()
@@ -190,7 +191,7 @@ def test_a_worker_starting_without_a_loadable_champion_waits(tmp_path, registry_
 def test_a_model_file_cut_anywhere_is_refused_not_a_crash(tmp_path, bundle) -> None:
     """Without checksums (CHAMPION-file installs, versions registered before them),
     LightGBM itself would abort or segfault on a model cut mid-tree or mid-parameters."""
-    from models.registry import load_bundle, smoke_test
+    from models.bundle_store import load_bundle, smoke_test
 
     (v,) = _save(bundle, tmp_path, "A")
     model = tmp_path / v / f"{bundle.asset_types[0]}.model.txt"

@@ -11,9 +11,10 @@ import pytest
 from click.testing import CliRunner
 
 from citywatch.cli import main
-from models.catalog import ModelRegistry
+from models.bundle import RiskModelBundle
+from models.bundle_store import save_bundle
+from models.catalog import ModelCatalog
 from models.register import build_entries
-from models.registry import RiskModelBundle, save_bundle
 from tests.browser import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = pytest.mark.stack
@@ -78,7 +79,7 @@ def test_publish_renders_in_chromium(tmp_path, registry_db, base_settings, small
 
     models = tmp_path / "models"
     old, new = _two_versions(small_bundle, models)
-    registry = ModelRegistry(registry_db, models)
+    registry = ModelCatalog(registry_db, models)
     for v in (old, new):
         registry.register(v, owner="asset-analytics@city.example")
     registry.promote(old, actor="ana")

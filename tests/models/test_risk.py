@@ -8,7 +8,8 @@ import pytest
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from models.risk import FailureRiskClassifier, RemainingLifeRegressor, group_split
+from models.calibration import group_split
+from models.risk import FailureRiskClassifier, RemainingLifeRegressor
 
 # check_class_weight_classifiers expects class_weight={0: 1000, 1: 1e-4} to push
 # almost every prediction to class 0. Here class_weight only reweights the boosting

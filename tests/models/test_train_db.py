@@ -7,11 +7,11 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from citywatch.commands.train import train_from_database
-from models.catalog import ModelRegistry
+from models.catalog import ModelCatalog
 from models.features import compute_features
 from models.history import load_training_data
 from models.training import train_risk_bundle
+from services.training import train_from_database
 
 from .conftest import store_history
 
@@ -64,7 +64,7 @@ def test_database_history_trains_the_same_model_as_the_frames(
             from_db.predict_proba(asset_type, X), direct.predict_proba(asset_type, X)
         )
     # Registered (not promoted) with its card in the database.
-    registry = ModelRegistry(conn.database_url, tmp_path)
+    registry = ModelCatalog(conn.database_url, tmp_path)
     assert [r["version"] for r in registry.list()] == [from_db.version]
     assert registry.active().champion is None
     card = registry.show(from_db.version)["card"]
@@ -123,7 +123,7 @@ def test_time_split_labels_budget_and_same_seed_same_model(
         "alert_budget": 0.05,
         "meaning": "share of readings allowed to alert",
     }
-    assert ModelRegistry(conn.database_url, tmp_path).active().champion == b.version
+    assert ModelCatalog(conn.database_url, tmp_path).active().champion == b.version
 
 
 def test_empty_database_is_a_clear_error(db, registry_db, conn, base_settings, tmp_path) -> None:
@@ -172,7 +172,7 @@ def test_train_cli_from_database(stored_fleet, conn, base_settings, tmp_path) ->
     )
     assert out.exit_code == 0, out.output
     version = json.loads(out.output)["version"]
-    shown = ModelRegistry(conn.database_url, tmp_path).show(version)
+    shown = ModelCatalog(conn.database_url, tmp_path).show(version)
     assert shown["role"] == "champion" and shown["owner"] == "reliability-team"
     assert shown["data_from"] >= since.to_pydatetime()
     assert shown["card"]["model"]["seed"] == 2
@@ -187,7 +187,7 @@ def test_stored_maintenance_events_reset_training_where_the_worker_did(
     """train_from_database resets at maintenance_events, as the worker did online."""
     import psycopg
 
-    from models.training import maintenance_resets
+    from models.failure_labels import maintenance_resets
 
     history, failures = stored_fleet
     # The events the simulator sends: each at the ts of the first reading after a failure.

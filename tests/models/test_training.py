@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from models.failure_labels import failure_labels, maintenance_resets
 from models.features import compute_features
-from models.training import failure_labels, maintenance_resets, train_risk_bundle
+from models.training import train_risk_bundle
 
 
 def test_labels_look_ahead_within_horizon() -> None:
@@ -48,8 +49,10 @@ def test_offline_resets_are_where_the_worker_resets_online() -> None:
     """Training resets at the reading the simulator sends a maintenance event before."""
     from datetime import UTC, datetime, timedelta
 
-    from ingest.simulator import FleetSimulator, failures_frame, history_frame
-    from models.features import DeviceFeatureState, FeatureSpec
+    from ingest.history_tables import failures_frame, history_frame
+    from ingest.simulator import FleetSimulator
+    from models.feature_spec import FeatureSpec
+    from models.features import DeviceFeatureState
     from models.history import maintenance_reset_flags
 
     sim = FleetSimulator(n_devices=12, seed=4, initial_degrading_fraction=0.5)

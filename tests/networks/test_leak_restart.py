@@ -67,7 +67,7 @@ def _wait(check, what: str, timeout_s: float, log_path) -> None:
 def test_killed_worker_keeps_detecting_without_warming_up_again(
     db, conn, isolated, trained_models, leakdb_dir, tmp_path, monkeypatch
 ):
-    from citywatch.network_runs import run_network
+    from services.network_runs import run_network
     from streams.topics import ensure_topics
 
     monkeypatch.setenv("CITYWATCH_MAX_READING_AGE_DAYS", "0")  # weeks streamed in seconds

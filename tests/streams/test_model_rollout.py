@@ -9,10 +9,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from citywatch.commands.train import train_synthetic
-from ingest.simulator import FleetSimulator, reading_bytes
-from models.catalog import ModelRegistry
-from models.registry import save_bundle
+from ingest.sim_records import reading_bytes
+from ingest.simulator import FleetSimulator
+from models.bundle_store import save_bundle
+from models.catalog import ModelCatalog
+from services.training import train_synthetic
 from tests.pipeline_helpers import Worker, produce, register_fleet
 
 pytestmark = pytest.mark.stack
@@ -66,7 +67,7 @@ def two_models(conn, db, isolated, trained_models, tmp_path):
         settings, devices=24, ticks=700, seed=9, progress=False, promote=False
     )
     assert other.version != trained_models.version
-    registry = ModelRegistry(conn.database_url, settings.models_path)
+    registry = ModelCatalog(conn.database_url, settings.models_path)
     for version in (trained_models.version, other.version):
         registry.register(version, owner="tests")
     registry.promote(trained_models.version, actor="tests")
@@ -146,7 +147,7 @@ def test_promotion_reaches_a_running_worker_and_challenger_scores_in_shadow(
     assert challenger_only == 0, alert_models
 
     # Every champion score at or above its threshold has an explanation of its
-    # device no older than the explain interval (streams.pipeline.ExplainPolicy).
+    # device no older than the explain interval (streams.explanations.ExplainPolicy).
     high, explained = db.execute(
         """
         SELECT count(*), count(*) FILTER (WHERE EXISTS (

@@ -16,9 +16,11 @@ import pandas as pd
 import pytest
 
 from ingest.simulator import FleetSimulator
-from models.features import FeatureSpec
+from models.feature_spec import FeatureSpec
 from streams.alerting import Hysteresis
-from streams.pipeline import DeviceStates, ExplainPolicy, Limits, plan_alerts, plan_readings
+from streams.device_states import DeviceStates
+from streams.explanations import ExplainPolicy
+from streams.pipeline import Limits, plan_alerts, plan_readings
 from streams.records import encode_score_batch
 from streams.state import decode_offsets
 from tests.pipeline_helpers import as_messages, offline_scores

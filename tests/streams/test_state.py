@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.features import DeviceFeatureState, FeatureSpec
+from models.feature_spec import FeatureSpec
+from models.features import DeviceFeatureState
 from streams.state import (
     DeviceState,
     StateCache,

@@ -12,8 +12,9 @@ import pandas as pd
 import pytest
 from kafka import KafkaProducer
 
-from ingest.simulator import FleetSimulator, maintenance_bytes
-from models.registry import load_champion
+from ingest.sim_records import maintenance_bytes
+from ingest.simulator import FleetSimulator
+from models.bundle_store import load_champion
 from streams.topics import DEADLETTER
 from tests.pipeline_helpers import (
     Worker,

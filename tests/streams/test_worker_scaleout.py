@@ -19,7 +19,7 @@ import pytest
 from kafka import KafkaProducer
 
 from ingest.simulator import FleetSimulator
-from models.registry import load_champion
+from models.bundle_store import load_champion
 from streams.pipeline import partition_of
 from streams.topics import READINGS, ensure_topics
 from tests.pipeline_helpers import (

@@ -12,12 +12,8 @@ from ingest.lorawan.codecs._registry import (
     get_codec,
 )
 from ingest.lorawan.codecs.base import Codec, DecodeResult
-from ingest.lorawan.codecs.binary import (
-    BinaryProfile,
-    BinaryProfileCodec,
-    ProfileError,
-    load_profile,
-)
+from ingest.lorawan.codecs.binary import BinaryProfileCodec
+from ingest.lorawan.codecs.binary_profile import BinaryProfile, ProfileError, load_profile
 from ingest.lorawan.codecs.cayenne_lpp import CayenneLppCodec, encode_lpp
 from ingest.lorawan.codecs.passthrough import PassthroughCodec
 

@@ -8,7 +8,8 @@ from functools import lru_cache
 from pathlib import Path
 
 from ingest.lorawan.codecs.base import Codec
-from ingest.lorawan.codecs.binary import BinaryProfileCodec, load_profile, profile_names
+from ingest.lorawan.codecs.binary import BinaryProfileCodec
+from ingest.lorawan.codecs.binary_profile import load_profile, profile_names
 from ingest.lorawan.codecs.cayenne_lpp import CayenneLppCodec
 from ingest.lorawan.codecs.passthrough import PassthroughCodec
 

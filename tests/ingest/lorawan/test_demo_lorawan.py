@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
-from citywatch.commands.demo_lorawan import LorawanLeg
 from ingest.faults import FaultInjector
-from ingest.simulator import FleetSimulator, reading_bytes
+from ingest.sim_records import reading_bytes
+from ingest.simulator import FleetSimulator
+from services.lorawan_demo import LorawanLeg
 
 # Corruptions that must reach the worker as the bytes they are (never re-encoded).
 WORKER_FAULTS = {"malformed_json", "schema", "nan_value", "out_of_range", "unknown_device"}

@@ -17,10 +17,10 @@ import pytest
 from kafka import KafkaProducer
 from psycopg.types.json import Jsonb
 
-from citywatch.downlink_service import DownlinkService
 from ingest.lorawan.adaptive import SamplingPolicy
 from ingest.lorawan.registry import parse_registry
 from ingest.lorawan.sim_devices import SimulatedRadios
+from services.downlinks import DownlinkService
 from storage.device_registry import store_registry
 from storage.downlink_store import commands_for_asset, request_reading
 from streams.records import Score, encode_score_batch
@@ -134,7 +134,7 @@ def test_tts_downlinks_through_the_webhook_api(conn, isolated, mqtt_url, fleet, 
     import httpx
     from pydantic import SecretStr
 
-    from citywatch.downlink_service import TtsWebhookApi
+    from services.downlinks import TtsWebhookApi
 
     # The Things Stack cannot run here: a transport answering as its documented API does
     # (lorawan-stack-docs webhooks/scheduling-downlinks.md), first a 503, then 200.

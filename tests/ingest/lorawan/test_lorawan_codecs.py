@@ -23,7 +23,7 @@ from ingest.lorawan.codecs import (
     get_codec,
     load_profile,
 )
-from ingest.lorawan.codecs.binary import parse_profile
+from ingest.lorawan.codecs.binary_profile import parse_profile
 from ingest.lorawan.codecs.cayenne_lpp import LPP_TYPES, encode_lpp
 
 # --------------------------------------------------------------------------- registry

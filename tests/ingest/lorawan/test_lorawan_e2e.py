@@ -14,13 +14,13 @@ import time
 from collections import Counter
 from datetime import UTC, datetime
 
-from citywatch.commands.ingest import DatabaseRegistry
-from citywatch.commands.simulate import register_lorawan_devices
 from ingest.lorawan.bridge import MqttBridge, UplinkProcessor, default_client_id
 from ingest.lorawan.dedup import FrameDeduplicator
 from ingest.lorawan.publisher import KafkaPublisher
 from ingest.lorawan.uplink_sim import UplinkEncoder
 from ingest.simulator import FleetSimulator
+from services.fleet import register_lorawan_devices
+from services.lorawan_ingest import DatabaseRegistry
 from streams.topics import DEADLETTER, READINGS, ensure_topics
 from tests.ingest.conftest import read_topic
 from tests.ingest.lorawan.test_bridge import publish_all

@@ -21,7 +21,6 @@ import uvicorn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from citywatch.commands.ingest import DatabaseRegistry
 from citywatch.stack import free_port
 from ingest.lorawan.bridge import UplinkProcessor
 from ingest.lorawan.dedup import FrameDeduplicator
@@ -30,6 +29,7 @@ from ingest.lorawan.registry import entry_to_row, parse_registry
 from ingest.lorawan.uplink_sim import UplinkEncoder, sim_registry_rows
 from ingest.lorawan.webhook import SECRET_HEADER, create_webhook_app
 from ingest.simulator import FleetSimulator
+from services.lorawan_ingest import DatabaseRegistry
 from storage.device_registry import store_registry
 from streams.topics import DEADLETTER, READINGS, ensure_topics
 from tests.ingest.conftest import read_topic

@@ -17,9 +17,9 @@ from typing import Any
 
 import psycopg
 
-from citywatch.runtime import Connection
 from core.assets import CATALOGUE_ENV, OPTIONAL_CATALOGUES, load_catalogue
 from core.settings import Settings
+from services.connection import Connection
 
 CATALOGUE = OPTIONAL_CATALOGUES / "water_quality_station.toml"
 DEVICE = "wq-demo-01"

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import psycopg
 
-from citywatch.network_runs import run_network
-from citywatch.processes import log_size, start_worker, stop_process, wait_for_log
-from citywatch.runtime import Connection
 from core.settings import Settings
+from services.connection import Connection
+from services.network_runs import run_network
+from services.processes import log_size, start_worker, stop_process, wait_for_log
 
 # Map placement of the demo networks (their models have plain metre coordinates).
 ORIGINS = {"hanoi": (21.0285, 105.8542), "net1": (40.7128, -74.0060)}

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from citywatch.runtime import Connection
 from core.settings import Settings
+from services.connection import Connection
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Child processes of the CLI: the worker started as it runs in production, and waits on it.
+"""Child processes of a run: the worker started as it runs in production, and waits on it.
 
 Used by the demo, the benchmarks and the tests, so they all start the worker
 the same way.
@@ -13,10 +13,9 @@ import sys
 import time
 from pathlib import Path
 
-import click
-
-from citywatch.runtime import Connection
 from core.settings import Settings
+from services.connection import Connection
+from services.errors import ServiceError
 from storage.reports import messages_accounted_for
 
 
@@ -62,11 +61,11 @@ def wait_for_log(
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise click.ClickException(f"worker exited early; see {path}")
+            raise ServiceError(f"worker exited early; see {path}")
         if path.exists() and needle in path.read_bytes()[after:].decode(errors="replace"):
             return
         time.sleep(0.2)
-    raise click.ClickException(f"worker not ready after {timeout_s:.0f}s; see {path}")
+    raise ServiceError(f"worker not ready after {timeout_s:.0f}s; see {path}")
 
 
 def wait_for_drain(database_url: str, expected: int, timeout_s: float) -> int:

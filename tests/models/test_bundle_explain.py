@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
-from ingest.simulator import FleetSimulator, history_frame
+from ingest.history_tables import history_frame
+from ingest.simulator import FleetSimulator
 from models.features import compute_features
 
 

@@ -31,7 +31,6 @@ from typing import Any
 import psycopg
 from pydantic import SecretStr
 
-from citywatch.runtime import Connection
 from core.settings import Settings
 from ingest.lorawan.adaptive import AdaptiveSampler, Decision, SamplingPolicy
 from ingest.lorawan.codecs.downlink import DownlinkError, downlink_encoder
@@ -42,6 +41,7 @@ from ingest.lorawan.downlink import (
     tts_downlink,
     tts_webhook_push,
 )
+from services.connection import Connection
 from storage import downlink_store as store
 from storage.downlink_store import CommandRow
 from streams.records import decode_score_batch

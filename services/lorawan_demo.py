@@ -7,7 +7,7 @@ few frames corrupted. Two bridges (one per format) run in threads and publish
 to the same Kafka topics as the rest of the fleet.
 
 The loop: simulated sensors (``ingest.lorawan.sim_devices``) obey downlinks,
-and a downlink service (``citywatch.downlink_service``) reads the worker's
+and a downlink service (``services.downlinks``) reads the worker's
 scores and alerts and sends them reporting-interval commands. A sensor reports
 every ``normal_interval_s`` (simulated seconds; a tick is 5 simulated minutes)
 until its asset is at risk, then every ``fast_interval_s``, and back after the
@@ -32,9 +32,9 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from citywatch.runtime import Connection
 from core.assets import ASSET_TYPES
 from core.settings import Settings
+from services.connection import Connection
 
 FORMATS = ("chirpstack", "tts")
 
@@ -96,8 +96,7 @@ class LorawanLeg:
         """``run_fleet``'s ``wrap_send``: start the bridges, return the routing ``send``."""
         from ingest.lorawan.mqtt_out import UplinkPublisher
         from ingest.lorawan.uplink_sim import UplinkEncoder
-
-        from .simulate import register_lorawan_devices
+        from services.fleet import register_lorawan_devices
 
         step = max(1, round(1 / self.share))
         # Devices cycle through the asset types, so i // 4 picks every type alike.
@@ -132,9 +131,9 @@ class LorawanLeg:
         return send
 
     def _start_loop(self, fleet, registry) -> None:
-        from citywatch.downlink_service import DownlinkService
         from ingest.lorawan.adaptive import SamplingPolicy
         from ingest.lorawan.sim_devices import SimulatedRadios
+        from services.downlinks import DownlinkService
 
         # Reading times are wall clock, a tick apart; a tick is 5 simulated minutes.
         tick_s = len(fleet.devices) / max(self.rate, 1e-9)
@@ -150,7 +149,7 @@ class LorawanLeg:
         )
         self.service = DownlinkService(self.settings, self.conn, self.mqtt_url, policy)
         # One line per command is for the service's own log, not the demo's screen.
-        logging.getLogger("citywatch.downlink_service").setLevel(logging.WARNING)
+        logging.getLogger("services.downlinks").setLevel(logging.WARNING)
         self._service_thread = threading.Thread(
             target=self.service.run, args=(self._service_stop.is_set,), daemon=True
         )
@@ -181,8 +180,7 @@ class LorawanLeg:
 
     def _start_bridge(self, fmt: str):
         from ingest.lorawan.bridge import MqttBridge, default_client_id
-
-        from .ingest import build_processor
+        from services.lorawan_ingest import build_processor
 
         processor = build_processor(
             self.settings,
@@ -254,20 +252,3 @@ class LorawanLeg:
             "interval_loops": self.radios.loops(),
             "interval_normal_s": self.normal_interval_s,
         }
-
-
-def loop_lines(s: dict) -> list[str]:
-    """Summary lines of the adaptive-sampling loop (empty when it did not run)."""
-    if "downlinks_sent" not in s:
-        return []
-    lines = [
-        f"  downlinks sent    {s['downlinks_sent']:>8}   ({s['downlinks_obeyed']} obeyed, "
-        f"{s['downlinks_refused']} refused; {s['readings_not_transmitted']} readings not "
-        "transmitted between reports)"
-    ]
-    for loop in s["interval_loops"][:3]:
-        path = " -> ".join(f"{v // 60} min" for v in loop["intervals_s"])
-        lines.append(f"  interval with risk  {loop['device']}: {path}")
-    if not s["interval_loops"]:
-        lines.append("  interval with risk  no sensor was sped up and restored in this run")
-    return lines

@@ -8,18 +8,17 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from models.features import compute_features
-from models.registry import (
-    RiskModelBundle,
+from models.bundle import RiskModelBundle, make_version
+from models.bundle_store import (
     card_summary,
     list_versions,
     load_bundle,
     load_champion,
-    make_version,
     promote,
     read_champion,
     save_bundle,
 )
+from models.features import compute_features
 from models.training import train_risk_bundle
 
 

@@ -1,0 +1,70 @@
+"""Each device's state for a batch, backed by the worker's ``device-state`` table."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import MutableMapping
+from typing import Any
+
+from models.feature_spec import FeatureSpec
+from models.features import DeviceFeatureState
+
+from .health_book import HealthBook
+from .state import DeviceState, StateCache, decode_offsets, decode_state, encode_state
+from .state import spec_fingerprint as _fingerprint
+
+log = logging.getLogger("citywatch.worker")
+
+
+class DeviceStates:
+    """Each device's state for a batch: the live object when the table still holds our
+    last write, else decoded from the table; written back only after the batch is stored.
+
+    ``table`` is the Faust table ``device-state`` in the worker and a dict in tests.
+    """
+
+    def __init__(self, table: MutableMapping[bytes, Any]) -> None:
+        self.table = table
+        self.cache = StateCache()
+        # Health baselines live in the same table values (one changelog message per device).
+        self.health = HealthBook(table)
+        self._spec_changes_logged: set[tuple[str, str]] = set()
+
+    def load(self, key: bytes, spec: FeatureSpec, model_version: str, asset_type: str):
+        saved = self.table.get(key)
+        cached = self.cache.get(key, saved)
+        if cached is not None and cached.features.spec == spec:
+            return cached
+        if saved is None:
+            return DeviceState(-1, None, DeviceFeatureState(spec))
+        restored = decode_state(saved, spec, _fingerprint(spec))
+        if restored is not None:
+            return restored
+        # The model's features changed: offsets stay, features start afresh.
+        if (model_version, asset_type) not in self._spec_changes_logged:
+            self._spec_changes_logged.add((model_version, asset_type))
+            log.info(
+                "model %s computes other %s features; devices start fresh feature state",
+                model_version,
+                asset_type,
+            )
+        marks = decode_offsets(saved)
+        return DeviceState(
+            marks.last_offset,
+            marks.last_ts,
+            DeviceFeatureState(spec),
+            marks.last_partition,
+            marks.reset_ts,
+            False,  # fresh features: nothing left to reset
+        )
+
+    def save(self, states: dict[bytes, DeviceState]) -> None:
+        for key, state in states.items():
+            packed = self.health.pack(key, encode_state(state, _fingerprint(state.features.spec)))
+            self.table[key] = packed
+            self.cache.put(key, packed, state)
+
+    def forget_live_objects(self) -> None:
+        """After a failed batch: its objects moved ahead of the table."""
+        self.cache.clear()
+        self.health.abort()
