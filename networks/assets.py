@@ -23,6 +23,7 @@ import hashlib
 import math
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,6 +109,26 @@ def _read_districts(path: Path, wn) -> list[DistrictSpec]:
     return out
 
 
+def map_placer(
+    wn, origin: tuple[float, float] | None, metres_per_unit: float = 1.0
+) -> Callable[[float, float], tuple[float | None, float | None]]:
+    """Model coordinates -> (latitude, longitude), the model's centre at ``origin``;
+    (None, None) without an origin."""
+    xs = [wn.get_node(n).coordinates[0] for n in wn.node_name_list]
+    ys = [wn.get_node(n).coordinates[1] for n in wn.node_name_list]
+    cx, cy = (min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2
+
+    def place(x: float, y: float) -> tuple[float | None, float | None]:
+        if origin is None:
+            return None, None
+        lat0, lon0 = origin
+        lat = lat0 + (y - cy) * metres_per_unit / METRES_PER_DEGREE
+        lon = lon0 + (x - cx) * metres_per_unit / (METRES_PER_DEGREE * math.cos(math.radians(lat0)))
+        return round(lat, 7), round(lon, 7)
+
+    return place
+
+
 def network_spec(
     inp: Path,
     network_id: str,
@@ -137,17 +158,7 @@ def network_spec(
         if unknown:
             raise NetworkSpecError(f"pressure nodes not in the model: {sorted(unknown)}")
 
-    xs = [wn.get_node(n).coordinates[0] for n in wn.node_name_list]
-    ys = [wn.get_node(n).coordinates[1] for n in wn.node_name_list]
-    cx, cy = (min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2
-
-    def place(x: float, y: float) -> tuple[float | None, float | None]:
-        if origin is None:
-            return None, None
-        lat0, lon0 = origin
-        lat = lat0 + (y - cy) * metres_per_unit / METRES_PER_DEGREE
-        lon = lon0 + (x - cx) * metres_per_unit / (METRES_PER_DEGREE * math.cos(math.radians(lat0)))
-        return round(lat, 7), round(lon, 7)
+    place = map_placer(wn, origin, metres_per_unit)
 
     def sensor(kind, asset_type, metric, element, district, xy) -> SensorSpec:
         tag = {"network_pressure": "p", "network_flow": "q", "network_level": "l"}[asset_type]

@@ -23,7 +23,9 @@ The candidates, ranked by their statistic, localise the leak.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -241,6 +243,59 @@ class ResidualLeakDetector:
         s.alarm = False
         s.streak = 0
 
+    def to_state(self) -> dict[str, Any]:
+        """Everything the detector learnt, as copies: arrays, numbers, flags and None.
+
+        :meth:`restore` on a detector of the same model and configuration makes it
+        continue bit for bit; :func:`state_fingerprint` tells whether it may.
+        """
+        s = self._state
+        values = {
+            "t": s.t,
+            "weight": s.weight,
+            "history": s.history,
+            "alarm": s.alarm,
+            "streak": s.streak,
+            "buffer": s.buffer,
+            "running": s.running,
+            "slots": s.slots,
+            "slot_count": s.slot_count,
+            "cov": s.cov,
+            "inv": s.inv,
+            "last_scores": s.last_scores,
+            "energy": getattr(self, "_energy", None),
+            "mom": self._mom,
+            "mom_r": self._mom_r,
+            "slope": self._slope,
+            "slopes": self._slopes,
+            **{f"mx{i}": m for i, m in enumerate(self._mx)},
+        }
+        return {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in values.items()}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`to_state`'s output (of a detector of the same model and
+        configuration). Raises ValueError, leaving the detector as it was, when the
+        state's arrays do not fit this detector."""
+        fresh = self.to_state()
+        for name, value in fresh.items():
+            if name not in state:
+                raise ValueError(f"detector state lacks {name!r}")
+            if isinstance(value, np.ndarray) and np.shape(state[name]) != value.shape:
+                raise ValueError(f"detector state {name!r}: shape {np.shape(state[name])}")
+        s = self._state
+        s.t, s.weight, s.history = int(state["t"]), float(state["weight"]), int(state["history"])
+        s.alarm, s.streak = bool(state["alarm"]), int(state["streak"])
+        for name in ("buffer", "running", "slots", "slot_count", "cov", "inv", "last_scores"):
+            setattr(s, name, _copy(state[name]))
+        if state["energy"] is not None:
+            self._energy = _copy(state["energy"])
+        self._mom, self._mom_r = _copy(state["mom"]), _copy(state["mom_r"])
+        self._slope, self._slopes = _copy(state["slope"]), _copy(state["slopes"])
+        self._mx = [
+            float(state["mx0"]) if np.ndim(state["mx0"]) == 0 else _copy(state["mx0"]),
+            *(_copy(state[f"mx{i}"]) for i in range(1, len(self._mx))),
+        ]
+
     def ranking(self) -> list[tuple[str, float]]:
         """Candidate nodes, most likely first, with their statistic (empty before any)."""
         scores = self._state.last_scores
@@ -248,6 +303,21 @@ class ResidualLeakDetector:
             return []
         order = np.argsort(-scores)
         return [(self.model.candidates[i], float(scores[i])) for i in order]
+
+
+def _copy(value: Any) -> Any:
+    return None if value is None else np.array(value, copy=True)
+
+
+def state_fingerprint(model: NetworkModel, config: DetectorConfig) -> str:
+    """Changes whenever a saved detector state would no longer fit: another model
+    (sensors, signatures, predictions) or another configuration."""
+    digest = hashlib.blake2b(digest_size=12)
+    digest.update(repr(config).encode())
+    digest.update(repr((model.junctions, model.candidates, model.tank_names)).encode())
+    for array in (model.grid_inflow, model.grid_pressure, model.signatures):
+        digest.update(np.ascontiguousarray(array, dtype=float).tobytes())
+    return digest.hexdigest()
 
 
 @dataclass(slots=True)

@@ -100,24 +100,32 @@ def localise(scenario: Scenario, rankings: dict[int, list[str]], sites: list[str
     return out
 
 
-def evaluate(folder: Path, scenario: Scenario, configs: list[DetectorConfig]) -> Outcome:
-    """Regenerate ``scenario`` once; score every config and the MNF baseline on it."""
+def evaluate(
+    folder: Path, scenario: Scenario, configs: list[DetectorConfig], sensors: int | None = None
+) -> Outcome:
+    """Regenerate ``scenario`` once; score every config and the MNF baseline on it. With
+    ``sensors``, only that many junctions carry a pressure sensor (``place_sensors``)."""
     from .hydraulics import load_network
-    from .model import leak_site
+    from .model import leak_site, place_sensors
 
-    sensors = regenerate(folder, scenario)
-    labels = scenario.labels(len(sensors.inflow))
+    readings = regenerate(folder, scenario)
+    labels = scenario.labels(len(readings.inflow))
     model = network_model(folder / NETWORK_FILES[scenario.network])
+    pressure = readings.pressure
+    if sensors is not None:
+        nodes = place_sensors(model, sensors)
+        pressure = pressure[:, [model.junctions.index(node) for node in nodes]]
+        model = model.metered(nodes)
     wn = load_network(folder / NETWORK_FILES[scenario.network])
     sites = [leak_site(wn, leak.node) for leak in scenario.leaks]
     outcome = Outcome()
     for config in configs:
-        result = detect(model, sensors.pressure, sensors.inflow, config, levels=sensors.level)
+        result = detect(model, pressure, readings.inflow, config, levels=readings.level)
         counts = Counts()
         counts.add(labels, result.alarms)
         outcome.detector.append(counts)
         outcome.localisation.append(localise(scenario, result.rankings, sites))
-    outcome.baseline.add(labels, mnf_alarms(sensors.inflow, MNF_GAMMA))
+    outcome.baseline.add(labels, mnf_alarms(readings.inflow, MNF_GAMMA))
     return outcome
 
 

@@ -12,7 +12,8 @@ Two things a detector needs from the model:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 
@@ -56,6 +57,19 @@ class NetworkModel:
         out = (1 - w) * self.grid_pressure[hi - 1] + w * self.grid_pressure[hi]
         return out
 
+    def metered(self, nodes: Sequence[str]) -> NetworkModel:
+        """The model seen through pressure sensors on ``nodes`` only (in that order):
+        predictions and signatures at those nodes and the inflow. The candidates stay
+        every junction, so a leak between sensors is still ranked, more coarsely."""
+        cols = [self.junctions.index(node) for node in nodes]
+        return replace(
+            self,
+            junctions=tuple(nodes),
+            coordinates=tuple(self.coordinates[c] for c in cols),
+            grid_pressure=self.grid_pressure[:, cols],
+            signatures=self.signatures[[*cols, len(self.junctions)]],
+        )
+
     def residuals(self, pressure: np.ndarray, inflow: np.ndarray) -> np.ndarray:
         """(steps, junctions + 1): pressure minus expected, then the inflow itself."""
         return np.column_stack([pressure - self.expected_pressure(inflow), inflow])
@@ -92,6 +106,40 @@ def network_model(inp: Path) -> NetworkModel:
         delta = model.residuals(leaky.pressure, leaky.inflow) - free_resid
         model.signatures[:, c] = (delta / leaky.leak_flow[:, None]).mean(axis=0)
     return model
+
+
+def place_sensors(model: NetworkModel, count: int) -> tuple[str, ...]:
+    """``count`` junctions for pressure sensors, in the model's order, chosen greedily so
+    the worst-seen candidate is seen best: each pick maximises, over candidate leak
+    nodes, the smallest norm of the leak's signature on the sensors picked so far
+    (ties: the largest total). Uses the model alone, no scenario."""
+    if not 0 < count <= len(model.junctions):
+        raise ValueError(f"between 1 and {len(model.junctions)} pressure sensors, not {count}")
+    pressure = model.signatures[: len(model.junctions)] ** 2  # (nodes, candidates)
+    seen = np.zeros(pressure.shape[1])
+    chosen: list[int] = []
+    for _ in range(count):
+        best, best_key = -1, (-np.inf, -np.inf)
+        for node in range(len(model.junctions)):
+            if node in chosen:
+                continue
+            cover = seen + pressure[node]
+            key = (float(cover.min()), float(cover.sum()))
+            if key > best_key:
+                best, best_key = node, key
+        chosen.append(best)
+        seen += pressure[best]
+    return tuple(model.junctions[i] for i in sorted(chosen))
+
+
+def pressure_nodes(inp: Path, text: str | None) -> tuple[str, ...] | None:
+    """The ``--pressure-nodes`` option: a count (placed by :func:`place_sensors`), a
+    comma-separated list of junctions, or None (every junction)."""
+    if not text:
+        return None
+    if text.strip().isdigit():
+        return place_sensors(network_model(inp), int(text))
+    return tuple(node.strip() for node in text.split(",") if node.strip())
 
 
 def _fixed_tanks(wn):

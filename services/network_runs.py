@@ -38,6 +38,7 @@ def run_network(
     *,
     origin: tuple[float, float] | None = None,
     metres_per_unit: float = 1.0,
+    pressure_nodes: tuple[str, ...] | None = None,
     end: datetime | None = None,
     progress: bool = True,
     should_stop=lambda: False,
@@ -53,7 +54,13 @@ def run_network(
     from storage.water_networks import record_leaks, store_network
     from streams.topics import READINGS
 
-    spec = network_spec(inp, network_id, origin=origin, metres_per_unit=metres_per_unit)
+    spec = network_spec(
+        inp,
+        network_id,
+        origin=origin,
+        metres_per_unit=metres_per_unit,
+        pressure_nodes=pressure_nodes,
+    )
     store_network(conn.database_url, spec)
     sensors = simulate(inp, spec, options)
     steps = len(sensors.inflow)

@@ -23,10 +23,8 @@ messages and outages is streams.containment's job (docs/delivery.md).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
-import signal
 import socket
 import time
 from collections import Counter
@@ -53,7 +51,7 @@ from storage.sinks import (
 
 from . import topics
 from .alerting import Hysteresis
-from .containment import Containment, hold, release, retry_until_done
+from .containment import Containment, fail_fast, hold, release, retry_until_done
 from .deadletters import (
     MAX_REPUBLISHED_RAW,
     deadletter_headers,
@@ -102,28 +100,6 @@ def current_models(models: ActiveBundles):
         return models.current()
     except RuntimeError as exc:
         raise ModelsUnavailableError(str(exc)) from exc
-
-
-@contextlib.asynccontextmanager
-async def fail_fast(app: faust.App, step_name: str):
-    """Stop the whole worker if containment itself fails, instead of a dead agent.
-
-    Containment settles or holds every message, so this only catches a bug in
-    it. Faust restarts a crashed agent a few times and then gives up while the
-    process stays up, which looks healthy but processes nothing. Stopping lets
-    the supervisor restart the worker; the held batch was never acknowledged,
-    so it is delivered again.
-    """
-    try:
-        yield
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        log.exception(
-            "%s failed; stopping the worker so it restarts from committed offsets", step_name
-        )
-        os.kill(os.getpid(), signal.SIGTERM)
-        raise
 
 
 # -- the app ---------------------------------------------------------------
@@ -222,9 +198,9 @@ def create_app(
     worker_id = f"{socket.gethostname()}:{os.getpid()}"
     # Water networks: stored network readings, re-keyed by district, feed a district's
     # leak statistic and candidates (streams/leaks.py).
-    from .leaks import LeakDetection
+    from .leak_agent import LeakDetection
 
-    leaks = LeakDetection(app, settings, database_url, scores_topic)
+    leaks = LeakDetection(app, settings, database_url, scores_topic, stats.deadletters)
     # Water-quality stations: incident probability and 1-48 h outlook (streams/water_quality.py).
     water_quality = WaterQualityHook(app, settings)
 
@@ -329,7 +305,7 @@ def create_app(
         plan.conflicts_stored(written.conflicts)
         for partition, part in plan.scores_by_partition(settings.partitions).items():
             await scores_topic.send(value=encode_score_batch(part), partition=partition)
-        await leaks.forward(plan.batch.readings)
+        await leaks.forward(plan.batch.readings, plan.batch.reading_positions)
         for key, raw, reason in plan.republish:
             await deadletter_topic.send(
                 key=key,

@@ -19,11 +19,15 @@ Settled means stored, or stored as a dead letter. Two facts shape this module:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import signal
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+import faust
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 from faust.types import EventT
 
@@ -179,3 +183,25 @@ async def retry_until_done(
             log.warning("%s (%s); retrying in %.1fs", what, describe(err, 300), delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
+
+
+@contextlib.asynccontextmanager
+async def fail_fast(app: faust.App, step_name: str):
+    """Stop the whole worker if containment itself fails, instead of a dead agent.
+
+    Containment settles or holds every message, so this only catches a bug in
+    it. Faust restarts a crashed agent a few times and then gives up while the
+    process stays up, which looks healthy but processes nothing. Stopping lets
+    the supervisor restart the worker; the held batch was never acknowledged,
+    so it is delivered again.
+    """
+    try:
+        yield
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception(
+            "%s failed; stopping the worker so it restarts from committed offsets", step_name
+        )
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise

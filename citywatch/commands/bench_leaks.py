@@ -79,10 +79,18 @@ def _parse_range(text: str) -> tuple[int, int]:
     is_flag=True,
     help="Score every configuration of the grid (use on 1-500 only) instead of the chosen one.",
 )
+@click.option(
+    "--sensors",
+    type=click.IntRange(min=1),
+    default=None,
+    envvar="CITYWATCH_BENCH_SENSORS",
+    help="Pressure sensors on this many junctions only (placed by networks.model."
+    "place_sensors); default: every junction, as LeakDB's data.",
+)
 @click.option("--workers", type=int, default=1, show_default=True, envvar="CITYWATCH_BENCH_WORKERS")
 @click.option("--json", "as_json", is_flag=True, help="Print every figure as JSON.")
 def bench_leaks(
-    dataset, data, networks, scenarios, leaks_file, every, select, workers, as_json
+    dataset, data, networks, scenarios, leaks_file, every, select, sensors, workers, as_json
 ) -> None:
     """Detect and localise leaks, against LeakDB's minimum-night-flow detector
     (λ = 20 %) run on the same readings.
@@ -141,7 +149,7 @@ def bench_leaks(
             raise click.ClickException(f"{network}: no scenario in {scenarios}")
         total = Outcome()
         configs = GRID if select else [chosen_for(network)]
-        run = partial(evaluate, data, configs=configs)
+        run = partial(evaluate, data, configs=configs, sensors=sensors)
         bar = tqdm(
             total=len(chosen), desc=network, unit="scenario", disable=None if not as_json else True
         )
@@ -158,12 +166,15 @@ def bench_leaks(
         if select:
             figures[network] = {
                 "scenarios": len(chosen),
+                "pressure_sensors": sensors,
                 "configs": [
                     {"config": repr(c), **summary(total, i)} for i, c in enumerate(configs)
                 ],
             }
         else:
             figures[network] = {**summary(total), "scenarios": len(chosen)}
+            if sensors is not None:
+                figures[network]["pressure_sensors"] = sensors
             if network == "hanoi":
                 figures[network]["paper_mnf"] = PAPER_MNF_HANOI
                 figures[network]["paper_random_f1"] = PAPER_RANDOM_HANOI_F1

@@ -22,6 +22,12 @@ def _origin(_ctx, _param, value: str | None) -> tuple[float, float] | None:
     return lat, lon
 
 
+PRESSURE_NODES_HELP = (
+    "Pressure sensors on these junctions only: a count (placed to see every junction's "
+    "leak best, networks.model.place_sensors) or a comma-separated list. Default: all."
+)
+
+
 @click.group()
 def networks() -> None:
     """Water networks: an EPANET model, its district metered areas and their sensors."""
@@ -46,15 +52,17 @@ def networks() -> None:
     show_default=True,
     help="Metres per unit of the model's coordinates.",
 )
+@click.option("--pressure-nodes", default=None, help=PRESSURE_NODES_HELP)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def networks_register(
-    settings: Settings, inp, network_id, districts, origin, metres_per_unit, as_json
+    settings: Settings, inp, network_id, districts, origin, metres_per_unit, pressure_nodes, as_json
 ) -> None:
     """Register INP as a network: districts, and a device per pressure, flow and level
     sensor placed on its nodes and pipes (idempotent; registering again updates)."""
     from citywatch.runtime import connect
     from networks.assets import NetworkSpecError, network_spec
+    from networks.model import pressure_nodes as chosen_nodes
     from storage.water_networks import store_network
 
     try:
@@ -64,8 +72,9 @@ def networks_register(
             districts_file=districts,
             origin=origin,
             metres_per_unit=metres_per_unit,
+            pressure_nodes=chosen_nodes(inp, pressure_nodes),
         )
-    except NetworkSpecError as exc:
+    except (NetworkSpecError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     counts = store_network(connect(settings).database_url, spec)
     result = {"network": network_id, **counts}

@@ -101,6 +101,11 @@ log = logging.getLogger(__name__)
 @click.option(
     "--origin", default=None, help="Network mode: LAT,LON of the network's centre on the map."
 )
+@click.option(
+    "--pressure-nodes",
+    default=None,
+    help="Network mode: pressure sensors on these junctions only: a count or a list.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the run's figures as JSON.")
 @click.pass_obj
 def simulate(
@@ -121,6 +126,7 @@ def simulate(
     days,
     speed,
     origin,
+    pressure_nodes,
     as_json,
 ):
     """Stream simulated pumps, bridges, lifts and streetlights into Kafka (or MQTT).
@@ -131,7 +137,8 @@ def simulate(
     as ChirpStack or The Things Stack uplinks, encoded with each device's codec.
     """
     if network:
-        _simulate_network(settings, network, inp, leaks, days, speed, origin, seed, as_json)
+        options = (leaks, days, speed, origin, seed, pressure_nodes)
+        _simulate_network(settings, network, inp, options, as_json)
         return
     conn = connect(settings)
     options = SimulationOptions(
@@ -178,10 +185,13 @@ def simulate(
         )
 
 
-def _simulate_network(settings, network, inp, leaks, days, speed, origin, seed, as_json) -> None:
+def _simulate_network(settings, network, inp, options, as_json) -> None:
     """Network mode of ``simulate``: WNTR hydraulics as sensor readings, leaks as truth."""
     from ingest.network_sim import NetworkSimOptions, parse_leak
+    from networks.model import pressure_nodes as chosen_nodes
     from services.network_runs import run_network
+
+    leaks, days, speed, origin, seed, pressure_nodes = options
 
     if inp is None:
         raise click.UsageError("--network needs --inp (the EPANET model)")
@@ -201,6 +211,7 @@ def _simulate_network(settings, network, inp, leaks, days, speed, origin, seed, 
             network,
             options,
             origin=centre,
+            pressure_nodes=chosen_nodes(inp, pressure_nodes),
             progress=not as_json,
         )
     except ValueError as exc:

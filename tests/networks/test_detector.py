@@ -51,3 +51,28 @@ def test_detector_finds_and_localises_a_leak_and_stays_quiet_before(leakdb_dir):
     assert result.alarms[start : start + 2 * 48].any()
     onset = int(np.flatnonzero(result.alarms)[0])
     assert "21" in result.rankings[onset][:3]
+
+
+def test_eight_pressure_sensors_still_find_the_leak_and_rank_every_junction(leakdb_dir):
+    from networks.model import place_sensors
+
+    inp = leakdb_dir / "Hanoi_CMH.inp"
+    full = network_model(inp)
+    nodes = place_sensors(full, 8)
+    assert len(set(nodes)) == 8 and place_sensors(full, 8) == nodes  # the model alone decides
+    model = full.metered(nodes)
+    assert model.signatures.shape == (9, 31) and model.candidates == full.candidates
+    cols = [full.junctions.index(n) for n in nodes]
+    assert np.array_equal(model.expected_pressure(900.0), full.expected_pressure(900.0)[cols])
+    rng = np.random.default_rng(3)
+    wn = load_network(inp)
+    perturb_network(wn, rng)
+    days, start = 45, 30 * 48
+    patterns = demand_patterns(len(wn.junction_name_list), rng, days * 48)
+    sensors = run(wn, patterns, [Leak("21", 0.04, start, start, days * 48)])
+    config = DetectorConfig(threshold=5.0, stride=1, halflife=10**9, use_inflow=False)
+    result = detect(model, sensors.pressure[:, cols], sensors.inflow, config)
+    assert not result.alarms[:start].any()
+    assert result.alarms[start : start + 2 * 48].any()
+    onset = int(np.flatnonzero(result.alarms)[0])
+    assert len(result.rankings[onset]) == 31 and "21" in result.rankings[onset][:3]

@@ -3,31 +3,20 @@
 from __future__ import annotations
 
 import json
-import time
-from datetime import UTC, datetime, timedelta
-
-import pytest
+from datetime import UTC, datetime
 
 from core.records import Reading
+from core.wire import Rejection
 from ingest.network_sim import NetworkSimOptions, messages, parse_leak, simulate
 from networks.assets import network_spec
-from streams.leaks import build_district, forward_value, parse_forwarded, result_rows
-
-
-def _layout(spec):
-    return {
-        "inp_file": spec.inp_file,
-        "sensors": [
-            (s.device_id, s.element_kind, s.element_id, s.metric, s.lat, s.lon)
-            for s in spec.sensors
-        ],
-    }
+from streams.leaks import Forwarded, build_district, forward_value, read_forwarded, result_rows
+from tests.networks.layouts import district_layout
 
 
 def test_district_stream_alarms_after_the_leak_and_names_the_node(leakdb_dir):
     inp = leakdb_dir / "Hanoi_CMH.inp"
     spec = network_spec(inp, "hanoi", origin=(21.0285, 105.8542))
-    district = build_district("hanoi.all", _layout(spec))
+    district = build_district("hanoi.all", district_layout(spec))
     assert district is not None
     leak_day = 20
     sensors = simulate(
@@ -57,9 +46,9 @@ def test_district_stream_alarms_after_the_leak_and_names_the_node(leakdb_dir):
             metrics=reading["metrics"],
             source={},
         )
-        asset, device, ts, value = parse_forwarded(forward_value(row))  # the district topic
-        assert asset == "hanoi.all"
-        results += district.add(device, ts, value)
+        forwarded = read_forwarded(forward_value(row), b"hanoi.all")  # the district topic
+        assert isinstance(forwarded, Forwarded) and forwarded.asset_id == "hanoi.all"
+        results += district.add(forwarded.device_id, forwarded.ts, forwarded.value)
     assert district.incomplete == 0 and district.late == 0
     assert len(results) == len(sensors.inflow)  # a step is decided once all its sensors are in
     before = [r for r in results if (r.ts - start).days < leak_day]
@@ -73,100 +62,56 @@ def test_district_stream_alarms_after_the_leak_and_names_the_node(leakdb_dir):
     assert candidates[0][2] == 1 and candidates[0][5] is not None  # rank 1 with a latitude
 
 
-def test_unusable_forwarded_values_are_refused():
-    for raw in (None, b"", b"{", b'{"a": "x"}', b'{"a":"x","d":"y","t":"nope","v":1}', b"[1]"):
-        assert parse_forwarded(raw) is None
+def test_unusable_forwarded_values_are_refused_with_a_reason():
+    good = b'{"a":"x","d":"y","t":"2026-01-01T00:00:00+00:00","v":1.5}'
+    assert read_forwarded(good, b"x") == Forwarded("x", "y", datetime(2026, 1, 1, tzinfo=UTC), 1.5)
+    cases = {
+        None: "schema",
+        b"": "schema",
+        b"{": "malformed_json",
+        b"\xff\xfe": "malformed_json",
+        b"[1]": "schema",
+        b'{"a": "x"}': "schema",
+        b'{"a":"x","d":"y","t":"nope","v":1}': "schema",
+        b'{"a":"x","d":"y","t":"2026-01-01T00:00:00","v":1}': "schema",  # no timezone
+        b'{"a":"x","d":"y","t":"2026-01-01T00:00:00+00:00","v":true}': "schema",
+        b'{"a":"x","d":"y","t":"2026-01-01T00:00:00+00:00","v":NaN}': "nan_value",
+        b'{"a":"x","d":"y","t":"2026-01-01T00:00:00+00:00","v":1e999}': "nan_value",
+        b'{"a":"x","d":"y","t":"2026-01-01T00:00:00+00:00","v":'
+        + b"9" * 400
+        + b"}": "out_of_range",
+        b" " * 2000: "too_large",
+    }
+    for raw, reason in cases.items():
+        refused = read_forwarded(raw, b"x")
+        assert isinstance(refused, Rejection) and refused.reason == reason, (raw, refused)
+    assert read_forwarded(good, b"other").reason == "asset_mismatch"
+
+
+def test_a_subset_of_pressure_sensors_is_watched_and_ranks_every_junction(leakdb_dir):
+    inp = leakdb_dir / "Hanoi_CMH.inp"
+    spec = network_spec(inp, "hanoi", origin=(21.0285, 105.8542), pressure_nodes=("12", "21"))
+    district = build_district("hanoi.all", district_layout(spec))
+    assert district is not None and district.junctions == ("12", "21")
+    assert len(district.detector.model.candidates) == spec.junctions == 31
+    assert all(district.coords[node][0] is not None for node in district.detector.model.candidates)
 
 
 def test_unsupported_layout_is_skipped(leakdb_dir):
     spec = network_spec(leakdb_dir / "Hanoi_CMH.inp", "hanoi")
-    layout = _layout(spec)
-    layout["sensors"] = layout["sensors"][:5]  # five pressure sensors only
-    assert build_district("hanoi.all", layout) is None
+    layout = district_layout(spec)
+    pressure_only = [s for s in layout["sensors"] if s[3] == "pressure"]
+    assert build_district("hanoi.all", {**layout, "sensors": pressure_only}) is None  # no inflow
+    flows = [s for s in layout["sensors"] if s[3] == "flow"]
+    assert build_district("hanoi.all", {**layout, "sensors": flows}) is None  # no pressure
     layout["inp_file"] = "/nonexistent.inp"
     assert build_district("hanoi.all", layout) is None
-
-
-@pytest.mark.stack
-def test_worker_raises_a_leak_alert_with_candidates(
-    db, conn, isolated, trained_models, leakdb_dir, tmp_path, monkeypatch
-):
-    from services.network_runs import run_network
-    from streams.topics import ensure_topics
-    from tests.pipeline_helpers import Worker
-
-    # The simulated weeks are streamed in seconds, stamped in the past.
-    monkeypatch.setenv("CITYWATCH_MAX_READING_AGE_DAYS", "0")
-    db.execute("TRUNCATE water_networks CASCADE")
-    db.execute("TRUNCATE network_leaks, leak_candidates")
-    ensure_topics(conn.kafka, isolated)
-    worker = Worker(isolated, conn, tmp_path / "worker.log").start()
-    try:
-        # 23 days in about 40 s: paced, as a live network is, so the partitions
-        # the district's sensors come from stay within a day of each other.
-        options = NetworkSimOptions(
-            days=23, leaks=(parse_leak("21:0.05:480"),), seed=2, speed=50_000
-        )
-        run = run_network(
-            isolated,
-            conn,
-            leakdb_dir / "Hanoi_CMH.inp",
-            "hanoi",
-            options,
-            origin=(21.0285, 105.8542),
-            progress=False,
-        )
-        leak_at = run.start + timedelta(hours=480)
-        deadline = time.monotonic() + 180
-        opened = None
-        while opened is None and time.monotonic() < deadline:
-            opened = db.execute(
-                "SELECT opened_at FROM alerts WHERE asset_id = 'hanoi.all' AND status = 'open'"
-            ).fetchone()
-            time.sleep(1)
-        assert opened is not None, (tmp_path / "worker.log").read_text()[-3000:]
-        assert opened[0] >= leak_at
-        stored = 0
-        while stored < run.readings and time.monotonic() < deadline + 60:
-            stored = db.execute(
-                "SELECT count(*) FROM readings WHERE asset_id = 'hanoi.all'"
-            ).fetchone()[0]
-            time.sleep(0.5)
-        assert stored == run.readings
-        top = db.execute(
-            "SELECT node, lat, lon FROM leak_candidates WHERE asset_id = 'hanoi.all'"
-            " AND ts = (SELECT min(ts) FROM leak_candidates WHERE ts >= %s) ORDER BY rank"
-            " LIMIT 3",
-            (leak_at,),
-        ).fetchall()
-        assert "21" in [node for node, _, _ in top] and top[0][1] is not None
-        scores = db.execute(
-            "SELECT count(*) FROM scores WHERE asset_id = 'hanoi.all' AND ts < %s AND risk >= 0.5",
-            (leak_at,),
-        ).fetchone()[0]
-        assert scores == 0  # no leak statistic above threshold before the leak
-        # Every panel of the networks dashboard returns rows from this run, its SQL
-        # expanded as Grafana would.
-        from dashboards import networks
-        from dashboards.catalog import queries
-        from dashboards.check import run_query
-        from dashboards.macros import Context
-        from dashboards.sdk import dump
-
-        board = json.loads(dump(networks.build()))
-        ctx = Context(start=run.start, end=datetime.now(UTC) + timedelta(minutes=1))
-        panels = {q.title: run_query(db, q, ctx) for q in queries(board)}
-        assert len(panels) == 5
-        for title, result in panels.items():
-            assert result.error is None and result.rows_with_data > 0, (title, result.error)
-    finally:
-        worker.stop()
 
 
 def test_net1_district_reads_its_tank_level_with_net1s_configuration(leakdb_dir):
     inp = leakdb_dir / "Net1.inp"
     spec = network_spec(inp, "net1")
-    district = build_district("net1.all", {**_layout(spec), "network_id": "net1"})
+    district = build_district("net1.all", {**district_layout(spec), "network_id": "net1"})
     assert district is not None and len(district.level_devices) == 1
     assert district.detector.config.threshold == 4.0 and district.detector.config.use_inflow
     sensors = simulate(inp, spec, NetworkSimOptions(days=1, seed=3))
