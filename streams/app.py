@@ -296,6 +296,7 @@ def create_app(
             champion=champion,
             challenger=challenger,
             explain=explain,
+            scored_elsewhere=water_quality.asset_types,
         )
         stations = water_quality.plan(plan)
         # Store, then publish, then move state forward (crash-safe order).

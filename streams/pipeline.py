@@ -121,11 +121,16 @@ def plan_readings(
     champion: Any,
     challenger: Any | None,
     explain: ExplainPolicy,
+    scored_elsewhere: frozenset[str] = frozenset(),
 ) -> ReadingsPlan:
-    """The whole readings step for one batch, in order."""
+    """The whole readings step for one batch, in order.
+
+    ``scored_elsewhere``: asset types another scorer of the worker handles (water-quality
+    stations), so the champion lacking them is not news.
+    """
     plan = ReadingsPlan()
     by_device = validate(messages, plan, lookup, limits, now)
-    to_score = advance_devices(by_device, plan, states, champion, now)
+    to_score = advance_devices(by_device, plan, states, champion, now, scored_elsewhere)
     score(to_score, plan, champion, challenger, explain)
     plan.batch.reading_positions = [(m.topic, m.partition, m.offset) for m in plan.reading_messages]
     return plan
@@ -163,6 +168,7 @@ def advance_devices(
     states: DeviceStates,
     champion: Any,
     now: datetime,
+    scored_elsewhere: frozenset[str] = frozenset(),
 ) -> dict[str, list[tuple[Reading, list[float]]]]:
     """2. Per device, in offset order: skip replays, refuse duplicates, store readings,
     apply maintenance resets, and move features forward. Returns the rows to score."""
@@ -215,7 +221,7 @@ def advance_devices(
             if scored:
                 to_score[asset_type].append((reading, features))
                 plan.health[asset_type].append(states.health.update(key, hspec, reading.metrics))
-            else:
+            elif asset_type not in scored_elsewhere:
                 plan.unscored += 1
                 _warn_unscored(asset_type, champion.version)
     return to_score

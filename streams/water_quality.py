@@ -231,6 +231,7 @@ class WaterQualityHook:
         # No station type in the catalogue: no station can pass validation, so
         # no table (each table costs every rebalance a changelog recovery).
         self.enabled = ASSET_TYPE in ASSET_TYPES
+        self.asset_types = frozenset({ASSET_TYPE}) if self.enabled else frozenset()
         if not self.enabled:
             return
         self.scorer = station_scorer(settings.water_quality_model)

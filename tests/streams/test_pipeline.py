@@ -68,7 +68,16 @@ def _directory(fleet):
     return known.get
 
 
-def _run(messages, fleet, states, champion, challenger=None, batch_size=200, explain=None):
+def _run(
+    messages,
+    fleet,
+    states,
+    champion,
+    challenger=None,
+    batch_size=200,
+    explain=None,
+    scored_elsewhere=frozenset(),
+):
     explain = explain or ExplainPolicy(timedelta(0))
     plans = []
     for i in range(0, len(messages), batch_size):
@@ -81,6 +90,7 @@ def _run(messages, fleet, states, champion, challenger=None, batch_size=200, exp
             champion=champion,
             challenger=challenger,
             explain=explain,
+            scored_elsewhere=scored_elsewhere,
         )
         states.save(plan.states)  # what the worker does once the batch is stored
         plans.append(plan)
@@ -263,6 +273,16 @@ def test_a_type_without_a_model_is_stored_and_counted_unscored(fleet, trained_mo
     value = _reading(lift, NOW - timedelta(minutes=1), _mid_metrics(lift.asset_type))
     plan = _run(Partition().messages([(b"k", value)]), fleet, DeviceStates({}), OnlyPumps())[0]
     assert len(plan.batch.readings) == 1 and plan.unscored == 1 and not plan.champion_scores
+    # A type another scorer of the worker handles (water-quality stations) is not "unscored".
+    elsewhere = frozenset({lift.asset_type})
+    plans = _run(
+        Partition().messages([(b"k", value)]),
+        fleet,
+        DeviceStates({}),
+        OnlyPumps(),
+        scored_elsewhere=elsewhere,
+    )
+    assert len(plans[0].batch.readings) == 1 and plans[0].unscored == 0
 
 
 def test_high_scores_are_explained_once_per_episode_and_interval(trained_models):
