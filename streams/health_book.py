@@ -126,8 +126,9 @@ class HealthBook:
 
     def __init__(self, table: Mapping[bytes, Any]) -> None:
         self._table = table
-        # Live objects for keys whose table value we packed (identity-checked, as in
-        # streams.state.StateCache): no decode per batch.
+        # Live objects for keys whose table value we packed: no decode per batch. Equal
+        # bytes, not the same object, prove it (as in streams.state.StateCache): the
+        # RocksDB store returns a new bytes object on every read.
         self._cache: dict[bytes, tuple[bytes, DeviceHealthState]] = {}
         self._touched: dict[bytes, DeviceHealthState] = {}
 
@@ -137,7 +138,7 @@ class HealthBook:
             return st
         saved = self._table.get(key)
         entry = self._cache.get(key)
-        if entry is not None and saved is not None and entry[0] is saved and entry[1].spec == spec:
+        if entry is not None and saved is not None and entry[0] == saved and entry[1].spec == spec:
             st = entry[1]
         else:
             health = split_state(saved)[1] if saved is not None else None

@@ -75,6 +75,33 @@ def test_book_packs_with_the_device_state_and_forgets_on_abort() -> None:
     assert split_state(table[b"dev"]) == (b"CWS2-other", health_before)
 
 
+class CopyingTable(dict):
+    """Like Faust's RocksDB store: every read returns a new bytes object."""
+
+    def get(self, key, default=None):
+        value = super().get(key, default)
+        return bytes(bytearray(value)) if isinstance(value, bytes) else value
+
+
+def test_book_reuses_its_live_state_when_the_table_returns_equal_bytes(monkeypatch) -> None:
+    table = CopyingTable()
+    book = HealthBook(table)
+    for r in _readings(25):
+        book.update(b"dev", SPEC, r)
+    _commit(book, table, b"dev")
+    decodes = []
+    monkeypatch.setattr(
+        "streams.health_book.decode_health", lambda *a: decodes.append(a) or None
+    )
+    book.update(b"dev", SPEC, _readings(1, seed=2)[0])
+    assert decodes == []  # the packed bytes are equal: the live state is reused
+    # Other bytes (another worker moved the device on) are decoded.
+    _commit(book, table, b"dev")
+    table[b"dev"] = join_state(b"CWS2-state", encode_health(DeviceHealthState(SPEC)))
+    book.update(b"dev", SPEC, _readings(1, seed=3)[0])
+    assert len(decodes) == 1
+
+
 def test_values_from_before_the_health_model_still_split() -> None:
     assert split_state(b"CWS2 old value") == (b"CWS2 old value", None)
     assert join_state(b"CWS2 x", None) == b"CWS2 x"
