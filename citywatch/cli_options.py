@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import click
 
@@ -36,3 +37,15 @@ def parse_time(_ctx, _param, value: str | None) -> datetime | None:
 def default_datasets() -> str:
     """The shared datasets folder: ``$CITYWATCH_DATASETS`` or ``../shared/datasets``."""
     return os.environ.get("CITYWATCH_DATASETS", "../shared/datasets")
+
+
+def datasets_option(help: str):
+    """``--data``: a folder of recorded data, by default the shared datasets folder."""
+    return click.option(
+        "--data",
+        type=click.Path(exists=True, file_okay=False, path_type=Path),
+        default=default_datasets,
+        show_default="$CITYWATCH_DATASETS or ../shared/datasets",
+        envvar="CITYWATCH_BENCH_DATA",
+        help=help,
+    )

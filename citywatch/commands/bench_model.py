@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from citywatch.cli_options import default_datasets
+from citywatch.cli_options import datasets_option
 
 
 @click.command("model")
@@ -19,14 +19,7 @@ from citywatch.cli_options import default_datasets
     envvar="CITYWATCH_BENCH_DATASET",
     help="cmapss: RUL regression + fails-within-30-cycles classifier; skab: anomaly detection.",
 )
-@click.option(
-    "--data",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    default=default_datasets,
-    show_default="$CITYWATCH_DATASETS or ../shared/datasets",
-    envvar="CITYWATCH_BENCH_DATA",
-    help="Folder with the files (or its parent holding cmapss/ or skab/).",
-)
+@datasets_option("Folder with the files (or its parent holding cmapss/ or skab/).")
 @click.option(
     "--subset",
     default="FD001",

@@ -8,18 +8,11 @@ from pathlib import Path
 
 import click
 
-from citywatch.cli_options import default_datasets
+from citywatch.cli_options import datasets_option
 
 
 @click.command("water-quality")
-@click.option(
-    "--data",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    default=default_datasets,
-    show_default="$CITYWATCH_DATASETS or ../shared/datasets",
-    envvar="CITYWATCH_BENCH_DATA",
-    help="Folder with train.csv (or its parent holding gecco2018/); split by time.",
-)
+@datasets_option("Folder with train.csv (or its parent holding gecco2018/); split by time.")
 @click.option(
     "--train",
     "train_file",

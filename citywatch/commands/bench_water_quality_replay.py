@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 import psycopg
 
-from citywatch.cli_options import default_datasets
+from citywatch.cli_options import datasets_option
 from core.assets import OPTIONAL_CATALOGUES
 from core.settings import Settings
 
@@ -57,14 +57,7 @@ def _wait_stored(database_url: str, device: str, expected: int, timeout: float) 
 
 
 @click.command("water-quality-replay")
-@click.option(
-    "--data",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    default=default_datasets,
-    show_default="$CITYWATCH_DATASETS or ../shared/datasets",
-    envvar="CITYWATCH_BENCH_DATA",
-    help="Folder with train.csv (or its parent holding gecco2018/).",
-)
+@datasets_option("Folder with train.csv (or its parent holding gecco2018/).")
 @click.option("--timeout", type=float, default=1800.0, show_default=True, help="Seconds to drain.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
