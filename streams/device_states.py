@@ -25,7 +25,7 @@ class DeviceStates:
 
     def __init__(self, table: MutableMapping[bytes, Any]) -> None:
         self.table = table
-        self.cache = StateCache()
+        self.cache: StateCache[DeviceState] = StateCache()
         # Health baselines live in the same table values (one changelog message per device).
         self.health = HealthBook(table)
         self._spec_changes_logged: set[tuple[str, str]] = set()

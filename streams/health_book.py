@@ -30,7 +30,7 @@ from models.health import (
 )
 from models.remaining_life import format_time_to_failure
 
-from .state import join_state, split_state
+from .state import StateCache, join_state, split_state
 
 __all__ = [
     "HealthBook",
@@ -126,10 +126,8 @@ class HealthBook:
 
     def __init__(self, table: Mapping[bytes, Any]) -> None:
         self._table = table
-        # Live objects for keys whose table value we packed: no decode per batch. Equal
-        # bytes, not the same object, prove it (as in streams.state.StateCache): the
-        # RocksDB store returns a new bytes object on every read.
-        self._cache: dict[bytes, tuple[bytes, DeviceHealthState]] = {}
+        # Live objects for keys whose table value we packed: no decode per batch.
+        self._cache: StateCache[DeviceHealthState] = StateCache()
         self._touched: dict[bytes, DeviceHealthState] = {}
 
     def _state(self, key: bytes, spec: HealthSpec) -> DeviceHealthState:
@@ -137,9 +135,9 @@ class HealthBook:
         if st is not None and st.spec == spec:
             return st
         saved = self._table.get(key)
-        entry = self._cache.get(key)
-        if entry is not None and saved is not None and entry[0] == saved and entry[1].spec == spec:
-            st = entry[1]
+        cached = self._cache.get(key, saved)
+        if cached is not None and cached.spec == spec:
+            st = cached
         else:
             health = split_state(saved)[1] if saved is not None else None
             st = (decode_health(health, spec) if health else None) or DeviceHealthState(spec)
@@ -163,7 +161,7 @@ class HealthBook:
             saved = self._table.get(key)
             return join_state(state, split_state(saved)[1] if saved is not None else None)
         value = join_state(state, encode_health(st))
-        self._cache[key] = (value, st)
+        self._cache.put(key, value, st)
         return value
 
     def abort(self) -> None:

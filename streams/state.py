@@ -21,6 +21,7 @@ import struct
 from array import array
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Generic, TypeVar
 
 from models.feature_spec import FeatureSpec
 from models.features import DeviceFeatureState
@@ -193,8 +194,11 @@ def _state_format() -> int:
     return DeviceFeatureState(FeatureSpec(metrics=("x",))).to_dict()["format"]
 
 
-class StateCache:
-    """Live feature objects for devices whose table value we wrote ourselves.
+LiveState = TypeVar("LiveState")
+
+
+class StateCache(Generic[LiveState]):
+    """Live state objects for devices whose table value we wrote ourselves.
 
     ``saved == cached_bytes`` proves the table still holds our last write (the
     packed bytes encode the whole state), so the object can be reused without
@@ -206,15 +210,15 @@ class StateCache:
     """
 
     def __init__(self) -> None:
-        self._entries: dict[bytes, tuple[bytes, DeviceState]] = {}
+        self._entries: dict[bytes, tuple[bytes, LiveState]] = {}
 
-    def get(self, key: bytes, saved: bytes | None) -> DeviceState | None:
+    def get(self, key: bytes, saved: bytes | None) -> LiveState | None:
         entry = self._entries.get(key)
         if entry is not None and saved is not None and entry[0] == saved:
             return entry[1]
         return None
 
-    def put(self, key: bytes, saved: bytes, state: DeviceState) -> None:
+    def put(self, key: bytes, saved: bytes, state: LiveState) -> None:
         self._entries[key] = (saved, state)
 
     def clear(self) -> None:
