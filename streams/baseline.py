@@ -1,8 +1,15 @@
-"""The benchmark baseline: a trivial Faust agent that only counts messages.
+"""The benchmark baselines: Faust agents that do none of the worker's work.
 
-Run as ``python -m streams.baseline BOOTSTRAP TOPIC N RESULT_FILE``; it writes
-``{"messages": N, "seconds": t}`` (first to N-th message). The caller stops the
-process once the file exists: an agent that stops its own app waits on itself.
+Run as ``python -m streams.baseline BOOTSTRAP TOPIC N RESULT_FILE [--batch=SIZE:WITHIN]``;
+it writes ``{"messages": m, "seconds": t}``. The caller stops the process once
+the file exists: an agent that stops its own app waits on itself.
+
+Without ``--batch``, the trivial agent: ``async for`` over the stream, counting
+(``m`` = N, first to N-th message). With ``--batch``, the floor of the worker's
+batch path: ``take_events(SIZE, within=WITHIN)``, ``json.loads`` of every value
+(the worker parses every reading), and take_events' own acknowledgement of each
+event after the batch; from the first message to the last full batch (``m``
+its messages), since a short last batch only waits out ``within``.
 """
 
 from __future__ import annotations
@@ -18,6 +25,19 @@ import faust
 from .tansu import install_faust_fetch_wait_fix, install_faust_highwater_fix
 
 
+def parse_batch(arg: str) -> tuple[int, float]:
+    """``--batch=500:0.5`` -> ``(500, 0.5)``."""
+    size, _, within = arg.removeprefix("--batch=").partition(":")
+    return int(size), float(within or 0.5)
+
+
+def _write(result_file: str, messages: int, seconds: float) -> None:
+    tmp = result_file + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump({"messages": messages, "seconds": seconds}, fh)
+    os.replace(tmp, result_file)
+
+
 def main() -> None:
     bootstrap, topic_name, expected, result_file = (
         sys.argv[1],
@@ -25,9 +45,11 @@ def main() -> None:
         int(sys.argv[3]),
         sys.argv[4],
     )
+    batch = parse_batch(sys.argv[5]) if len(sys.argv) > 5 else None
     # The worker's own consumer settings on Tansu, so the ratio compares like with like.
     install_faust_highwater_fix(bootstrap)
     install_faust_fetch_wait_fix()
+    extra = {} if batch is None else {"stream_buffer_maxsize": 8 * batch[0]}  # as the worker
     app = faust.App(
         f"baseline-{uuid.uuid4().hex[:8]}",
         broker=f"kafka://{bootstrap}",
@@ -36,23 +58,43 @@ def main() -> None:
         web_enabled=False,
         broker_session_timeout=6.0,
         broker_heartbeat_interval=1.0,
+        **extra,
     )
     topic = app.topic(topic_name, key_serializer="raw", value_serializer="raw")
     state = {"count": 0, "first": None}
 
-    @app.agent(topic)
     async def count(stream):
         async for _ in stream:
             if state["first"] is None:
                 state["first"] = time.perf_counter()
             state["count"] += 1
             if state["count"] >= expected:
-                elapsed = time.perf_counter() - state["first"]
-                tmp = result_file + ".tmp"
-                with open(tmp, "w") as fh:
-                    json.dump({"messages": state["count"], "seconds": elapsed}, fh)
-                os.replace(tmp, result_file)
+                _write(result_file, state["count"], time.perf_counter() - state["first"])
 
+    async def count_batches(stream):
+        size, within = batch
+
+        def stamp(value):  # runs as each message enters take_events' buffer
+            if state["first"] is None:
+                state["first"] = time.perf_counter()
+            return value
+
+        stream.add_processor(stamp)
+        full = (0, 0.0)  # messages through the last full batch, and when it was yielded
+        async for events in stream.take_events(size, within=within):
+            for event in events:
+                json.loads(event.value)
+            state["count"] += len(events)
+            now = time.perf_counter() - state["first"]
+            if len(events) >= size:
+                full = (state["count"], now)
+            if state["count"] >= expected:
+                # A short last batch waited ``within`` for messages that never
+                # come: the clock stops at the last full batch when there is one.
+                messages, seconds = full if full[0] else (state["count"], now)
+                _write(result_file, messages, seconds)
+
+    app.agent(topic, name="count")(count if batch is None else count_batches)
     faust.Worker(app, loglevel="WARNING", quiet=True).execute_from_commandline()
 
 

@@ -2,7 +2,8 @@
 
 Phases, all on the same broker and database in one run:
 1. throughput: pre-produced readings, consumed by the trivial agent (baseline),
-   then by N workers in one consumer group;
+   by the batch agent (the floor of Faust's batch path: take_events, JSON parse,
+   ack), then by N workers in one consumer group;
 2. latency: readings produced at half the measured throughput, each stamped
    with its send time; p50/p99 from reading time to stored score;
 3. restart: the time a restarted worker takes to be ready over the device
@@ -75,11 +76,13 @@ def bench_worker(
     restart: bool,
     as_json: bool,
 ) -> None:
-    """End-to-end worker readings/s against a trivial Faust agent on the same broker.
+    """End-to-end worker readings/s against two baseline Faust agents on the same broker.
 
     Both consume the same pre-produced readings from a fresh topic. The worker
     figure covers validation, features, LightGBM scoring, the scores topic and
-    the PostgreSQL writes; the baseline only counts messages. Then: p50/p99
+    the PostgreSQL writes; the trivial agent only counts messages, and the
+    batch agent is the floor of Faust's batch path (take_events with the
+    worker's batch size, JSON parse, ack) with none of the worker's work. Then: p50/p99
     latency at half the measured capacity, the worker's CPU µs per reading,
     its resident memory, and the time a restarted worker takes to be ready.
     """
@@ -95,7 +98,10 @@ def bench_worker(
     fleet = FleetSimulator(n_devices=devices, seed=11)
     register_fleet(conn.database_url, fleet)
     total = _produce_history(conn.kafka, settings, fleet, messages, show)
-    baseline = _trivial_agent(conn.kafka, settings, total)
+    baseline = _baseline_agent(conn.kafka, settings, total)
+    batch_floor = _baseline_agent(
+        conn.kafka, settings, total, f"--batch={settings.batch_size}:{settings.batch_within_s}"
+    )
 
     home = settings.home.resolve()
     procs, logs = [], []
@@ -139,6 +145,12 @@ def bench_worker(
     figures["worker_vs_baseline"] = round(
         figures["worker_readings_per_s"] / figures["baseline_trivial_agent_per_s"], 3
     )
+    figures["baseline_batch_agent_per_s"] = round(
+        batch_floor["messages"] / batch_floor["seconds"], 1
+    )
+    figures["worker_vs_batch_agent"] = round(
+        figures["worker_readings_per_s"] / figures["baseline_batch_agent_per_s"], 3
+    )
     if as_json:
         click.echo(json.dumps(figures, indent=2))
         return
@@ -165,8 +177,12 @@ def _produce_history(kafka: str, settings: Settings, fleet, messages: int, show:
     return producer.sent
 
 
-def _trivial_agent(kafka: str, settings: Settings, total: int) -> dict:
-    """The baseline: a Faust agent that only counts the same topic's messages."""
+def _baseline_agent(kafka: str, settings: Settings, total: int, *mode: str) -> dict:
+    """A baseline Faust agent (streams.baseline) over the same topic, in its own group.
+
+    No ``mode``: the trivial agent, which only counts. ``--batch=N:WITHIN``: the
+    batch agent, which takes events as the worker does, parses each and counts.
+    """
     from streams.topics import READINGS
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -180,6 +196,7 @@ def _trivial_agent(kafka: str, settings: Settings, total: int) -> dict:
                 settings.topic(READINGS),
                 str(total),
                 str(result),
+                *mode,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -191,7 +208,8 @@ def _trivial_agent(kafka: str, settings: Settings, total: int) -> dict:
             time.sleep(0.2)
         stop_process(proc)
         if not result.exists():
-            raise click.ClickException(f"baseline failed: {proc.stderr.read().decode()[-2000:]}")
+            err = proc.stderr.read().decode()[-2000:]
+            raise click.ClickException(f"baseline {' '.join(mode) or 'trivial'} failed: {err}")
         return json.loads(result.read_text())
 
 
@@ -300,8 +318,11 @@ def _print(f: dict) -> None:
         f"{f['workers']} worker(s), {f['partitions']} partitions",
         f"worker end to end  : {f['worker_readings_per_s']:>10,.0f} readings/s "
         f"({f['worker_stored']} stored)",
-        f"trivial Faust agent: {f['baseline_trivial_agent_per_s']:>10,.0f} msg/s",
-        f"ratio              : {f['worker_vs_baseline']:.2f}",
+        f"trivial Faust agent: {f['baseline_trivial_agent_per_s']:>10,.0f} msg/s "
+        f"(ratio {f['worker_vs_baseline']:.2f}): async for, count",
+        f"Faust batch agent  : {f['baseline_batch_agent_per_s']:>10,.0f} msg/s "
+        f"(ratio {f['worker_vs_batch_agent']:.2f}): the floor of Faust's batch path "
+        f"(take_events({f['batch_size']}) + JSON parse + ack), none of the worker's work",
         f"worker CPU         : {f['worker_cpu_us_per_reading']:,.0f} µs per reading",
     ]
     if "latency_p99_s" in f:

@@ -36,6 +36,12 @@ def test_bench_worker_reports_throughput_latency_cpu_memory_and_restart(
     assert figures["worker_stored"] == figures["messages"]  # simulator readings are all valid
     assert figures["worker_readings_per_s"] > 0
     assert figures["baseline_trivial_agent_per_s"] > 0
+    # The batch agent: take_events at the worker's batch size, JSON parse, ack.
+    assert figures["baseline_batch_agent_per_s"] > 0
+    assert figures["worker_vs_batch_agent"] > 0
+    assert figures["worker_vs_batch_agent"] == pytest.approx(
+        figures["worker_readings_per_s"] / figures["baseline_batch_agent_per_s"], rel=0.01
+    )
     assert figures["worker_cpu_us_per_reading"] > 0
     assert figures["worker_rss_mb"] > 50
     assert figures["restart_ready_s"] > 0
