@@ -318,11 +318,12 @@ def _print(f: dict) -> None:
         f"{f['workers']} worker(s), {f['partitions']} partitions",
         f"worker end to end  : {f['worker_readings_per_s']:>10,.0f} readings/s "
         f"({f['worker_stored']} stored)",
-        f"trivial Faust agent: {f['baseline_trivial_agent_per_s']:>10,.0f} msg/s "
-        f"(ratio {f['worker_vs_baseline']:.2f}): async for, count",
-        f"Faust batch agent  : {f['baseline_batch_agent_per_s']:>10,.0f} msg/s "
-        f"(ratio {f['worker_vs_batch_agent']:.2f}): the floor of Faust's batch path "
-        f"(take_events({f['batch_size']}) + JSON parse + ack), none of the worker's work",
+        f"trivial Faust agent: {f['baseline_trivial_agent_per_s']:>10,.0f} msg/s, "
+        f"worker ratio {f['worker_vs_baseline']:.2f} (async for + count)",
+        f"Faust batch agent  : {f['baseline_batch_agent_per_s']:>10,.0f} msg/s, "
+        f"worker ratio {f['worker_vs_batch_agent']:.2f}",
+        f"                     the floor of Faust's batch path: take_events({f['batch_size']})"
+        " + JSON parse + ack, none of the worker's work",
         f"worker CPU         : {f['worker_cpu_us_per_reading']:,.0f} µs per reading",
     ]
     if "latency_p99_s" in f:
