@@ -31,6 +31,7 @@ the same :meth:`DeviceHealthState.update` over a frame, for evaluation.
 from __future__ import annotations
 
 import math
+from array import array
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
@@ -167,7 +168,9 @@ class DeviceHealthState:
         """Relearn the baseline from the next readings (after maintenance)."""
         k = len(self.spec.metrics)
         self._ewm: list[float] = [_NAN] * k
-        self._buf: list[list[float]] = []
+        # Warm-up rows, flat (row after row): packing a worker's state each batch is
+        # then one memcpy instead of a Python loop over up to warmup x k floats.
+        self._buf = array("d")
         self._mu: list[float] = []
         self._sd: list[float] = []
         self._prec: list[list[float]] = []
@@ -208,8 +211,8 @@ class DeviceHealthState:
         if any(e != e for e in ewm):  # a metric never seen yet
             return HealthScore(_NAN, _NAN, False, True)
         if not self._mu:
-            self._buf.append(list(ewm))
-            if len(self._buf) >= self.spec.warmup:
+            self._buf.extend(ewm)
+            if len(self._buf) >= self.spec.warmup * len(ewm):
                 self._fit()
             return HealthScore(_NAN, _NAN, False, True)
         d = self._distance(ewm)
@@ -219,7 +222,7 @@ class DeviceHealthState:
 
     def _fit(self) -> None:
         spec = self.spec
-        X = np.asarray(self._buf, dtype=float)
+        X = np.frombuffer(self._buf, dtype=float).reshape(-1, len(spec.metrics))
         mu = X.mean(axis=0)
         sd = X.std(axis=0)
         # A metric constant during warm-up: any change from it is a large z.
@@ -231,10 +234,10 @@ class DeviceHealthState:
         self._mu = mu.tolist()
         self._sd = sd.tolist()
         self._prec = np.linalg.pinv(corr).tolist()
-        d = np.asarray([self._distance(row) for row in self._buf])
+        d = np.asarray([self._distance(row) for row in X.tolist()])
         limit = float(np.quantile(d, spec.quantile)) * spec.factor
         self._ucl = max(limit, 1e-9)
-        self._buf = []
+        self._buf = array("d")
 
     def _distance(self, x: Sequence[float]) -> float:
         z = [(v - m) / s for v, m, s in zip(x, self._mu, self._sd, strict=True)]
@@ -248,13 +251,16 @@ class DeviceHealthState:
             for zi, row in zip(z, self._prec, strict=True)
         )
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe state (NaN as None), restorable with :meth:`from_dict`."""
-        return {
+    def to_dict(self, *, with_buffer: bool = True) -> dict[str, Any]:
+        """JSON-safe state (NaN as None), restorable with :meth:`from_dict`.
+
+        ``with_buffer=False`` leaves out the warm-up rows ("buf"); a caller that
+        stores them itself passes :meth:`warmup_buffer` back to ``from_dict``.
+        """
+        d = {
             "format": _STATE_FORMAT,
             "spec": self.spec.to_dict(),
             "ewm": [None if e != e else e for e in self._ewm],
-            "buf": self._buf,
             "mu": self._mu,
             "sd": self._sd,
             "prec": self._prec,
@@ -262,10 +268,19 @@ class DeviceHealthState:
             "run": self._run,
             "n": self.n_readings,
         }
+        if with_buffer:
+            k = len(self.spec.metrics)
+            d["buf"] = [self._buf[i : i + k].tolist() for i in range(0, len(self._buf), k)]
+        return d
+
+    def warmup_buffer(self) -> array:
+        """The warm-up rows so far, flat float64 (row after row); empty once learned."""
+        return self._buf
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> DeviceHealthState:
-        """Inverse of :meth:`to_dict`.
+    def from_dict(cls, d: Mapping[str, Any], buffer: array | None = None) -> DeviceHealthState:
+        """Inverse of :meth:`to_dict`; ``buffer`` is :meth:`warmup_buffer`'s value when
+        the dict was made without it.
 
         Raises
         ------
@@ -276,7 +291,10 @@ class DeviceHealthState:
             raise ValueError(f"unknown health state format {d.get('format')!r}")
         st = cls(HealthSpec.from_dict(d["spec"]))
         st._ewm = [_NAN if e is None else float(e) for e in d["ewm"]]
-        st._buf = [list(map(float, r)) for r in d["buf"]]
+        if buffer is not None:
+            st._buf = array("d", buffer)
+        else:
+            st._buf = array("d", [float(v) for row in d["buf"] for v in row])
         st._mu = [float(v) for v in d["mu"]]
         st._sd = [float(v) for v in d["sd"]]
         st._prec = [list(map(float, r)) for r in d["prec"]]

@@ -299,13 +299,25 @@ def create_app(
             scored_elsewhere=water_quality.asset_types,
         )
         stations = water_quality.plan(plan)
-        # Store, then publish, then move state forward (crash-safe order).
-        written, _ = await asyncio.to_thread(
-            reading_sink.write_with_outlook, plan.batch, stations.outlook
+        # Store, then publish, then move state forward (crash-safe order). While the
+        # sink thread stores (PostgreSQL works on the other core), this thread packs
+        # the states and encodes the score batches: nothing of it leaves the process
+        # before the batch is stored.
+        # run_in_executor submits now; a to_thread task would start only at the next await.
+        storing = asyncio.get_running_loop().run_in_executor(
+            None, reading_sink.write_with_outlook, plan.batch, stations.outlook
         )
+        try:
+            packed = device_states.pack(plan.states)
+            score_batches = [
+                (partition, encode_score_batch(part))
+                for partition, part in plan.scores_by_partition(settings.partitions).items()
+            ]
+        finally:
+            written, _ = await storing
         plan.conflicts_stored(written.conflicts)
-        for partition, part in plan.scores_by_partition(settings.partitions).items():
-            await scores_topic.send(value=encode_score_batch(part), partition=partition)
+        for partition, value in score_batches:
+            await scores_topic.send(value=value, partition=partition)
         await leaks.forward(plan.batch.readings, plan.batch.reading_positions)
         for key, raw, reason in plan.republish:
             await deadletter_topic.send(
@@ -315,7 +327,7 @@ def create_app(
             )
         await app.producer.flush()
         await water_quality.save(stations)  # durable before the device states move
-        device_states.save(plan.states)
+        device_states.write(packed)
 
         stats.processed += len(events)
         stats.stored += len(plan.batch.readings) - len(written.conflicts)

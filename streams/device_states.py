@@ -58,11 +58,27 @@ class DeviceStates:
             False,  # fresh features: nothing left to reset
         )
 
-    def save(self, states: dict[bytes, DeviceState]) -> None:
+    def pack(self, states: dict[bytes, DeviceState]) -> dict[bytes, bytes]:
+        """The table values of ``states`` as they are now (features, offsets and health).
+
+        The worker packs while the batch is being stored, so the bytes must be
+        taken before anything moves the live objects on.
+        """
+        packed = {}
         for key, state in states.items():
-            packed = self.health.pack(key, encode_state(state, _fingerprint(state.features.spec)))
-            self.table[key] = packed
-            self.cache.put(key, packed, state)
+            value = self.health.pack(key, encode_state(state, _fingerprint(state.features.spec)))
+            packed[key] = value
+            self.cache.put(key, value, state)
+        return packed
+
+    def write(self, packed: dict[bytes, bytes]) -> None:
+        """Move the table forward: only once the batch these values include is stored."""
+        for key, value in packed.items():
+            self.table[key] = value
+
+    def save(self, states: dict[bytes, DeviceState]) -> None:
+        """:meth:`pack` then :meth:`write`, for a caller with nothing to overlap."""
+        self.write(self.pack(states))
 
     def forget_live_objects(self) -> None:
         """After a failed batch: its objects moved ahead of the table."""

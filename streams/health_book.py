@@ -50,12 +50,9 @@ _LEN = struct.Struct("<I")
 
 def encode_health(state: DeviceHealthState) -> bytes:
     """Pack a health state: small JSON head, then the warm-up buffer as float64."""
-    d = state.to_dict()
-    buf = d.pop("buf")
-    d["buf_rows"] = len(buf)
+    d = state.to_dict(with_buffer=False)
     head = json.dumps(d, separators=(",", ":")).encode()
-    flat = array("d", [v for row in buf for v in row])
-    return _MAGIC + _LEN.pack(len(head)) + head + flat.tobytes()
+    return _MAGIC + _LEN.pack(len(head)) + head + state.warmup_buffer().tobytes()
 
 
 def decode_health(data: bytes, spec: HealthSpec) -> DeviceHealthState | None:
@@ -70,9 +67,9 @@ def decode_health(data: bytes, spec: HealthSpec) -> DeviceHealthState | None:
         return None
     flat = array("d")
     flat.frombytes(data[start + n :])
-    k = len(spec.metrics)
-    d["buf"] = [flat[i * k : (i + 1) * k].tolist() for i in range(d.pop("buf_rows"))]
-    return DeviceHealthState.from_dict(d)
+    if "buf_rows" in d:  # written before the buffer was kept flat: same bytes, one more key
+        d.pop("buf_rows")
+    return DeviceHealthState.from_dict(d, buffer=flat)
 
 
 def health_spec(card: dict[str, Any], asset_type: str, metrics: Sequence[str]) -> HealthSpec:

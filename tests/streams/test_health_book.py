@@ -90,9 +90,7 @@ def test_book_reuses_its_live_state_when_the_table_returns_equal_bytes(monkeypat
         book.update(b"dev", SPEC, r)
     _commit(book, table, b"dev")
     decodes = []
-    monkeypatch.setattr(
-        "streams.health_book.decode_health", lambda *a: decodes.append(a) or None
-    )
+    monkeypatch.setattr("streams.health_book.decode_health", lambda *a: decodes.append(a) or None)
     book.update(b"dev", SPEC, _readings(1, seed=2)[0])
     assert decodes == []  # the packed bytes are equal: the live state is reused
     # Other bytes (another worker moved the device on) are decoded.
