@@ -114,6 +114,12 @@ class Settings(BaseSettings):
         description="Water-quality model file (citywatch water-quality train);"
         " unset: stations get the unsupervised score.",
     )
+    water_quality_reload_s: float = Field(
+        30.0,
+        ge=0,
+        description="Check the water-quality model file for a new version (replaced"
+        " atomically) at most this often, between batches; 0 checks before every batch.",
+    )
     log_level: str = Field("info", description="debug, info, warning or error.")
 
     @field_validator("database_url")

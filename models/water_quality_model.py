@@ -12,9 +12,12 @@ with a few lines (see :class:`StationScorer`). Features come only from
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
+import os
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -40,6 +43,7 @@ __all__ = [
     "fit_water_quality",
     "load_water_quality_model",
     "outlook_row",
+    "parse_water_quality_model",
     "save_water_quality_model",
     "unsupervised_probability",
 ]
@@ -154,10 +158,32 @@ def _dumps(model: WaterQualityModel) -> str:
 
 
 def save_water_quality_model(model: WaterQualityModel, path: str) -> str:
-    """Write ``model`` as JSON (LightGBM's text format inside, no pickle); returns its version."""
+    """Write ``model`` as JSON (LightGBM's text format inside, no pickle); returns its version.
+
+    Atomic: the JSON goes to a temporary file in the same directory, is flushed
+    to disk, then renamed over ``path`` (``os.replace``). A worker reloading the
+    file (``streams.water_quality``) therefore sees the old file or the new one,
+    never half of it.
+    """
     text = _dumps(model)
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
+    target = os.path.abspath(path)
+    folder, name = os.path.split(target)
+    try:  # keep the permissions of the file being replaced (the worker must read it)
+        mode = os.stat(target).st_mode & 0o777
+    except FileNotFoundError:
+        mode = 0o644
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
     return model.version
 
 
@@ -165,11 +191,22 @@ def load_water_quality_model(path: str) -> WaterQualityModel:
     """Read a model written by :func:`save_water_quality_model`.
 
     Raises ``ValueError`` for a file of another format; nothing in it is executed.
+    LightGBM's own parser can abort the process on damaged tree text: a running
+    worker checks a new file in a child process first (``models.water_quality_watch``).
     """
     try:
-        with open(path, encoding="utf-8") as f:
-            doc = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as exc:
+        raise ValueError(f"{path}: not a citywatch water-quality model ({exc})") from None
+    return parse_water_quality_model(raw, path)
+
+
+def parse_water_quality_model(raw: bytes, path: str = "<model>") -> WaterQualityModel:
+    """The model in ``raw`` (a file's bytes); see :func:`load_water_quality_model`."""
+    try:
+        doc = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise ValueError(f"{path}: not a citywatch water-quality model ({exc})") from None
     if not isinstance(doc, dict) or doc.get("format") != _FORMAT:
         raise ValueError(f"{path}: not a citywatch water-quality model")

@@ -19,14 +19,22 @@ scored again from the same state, so it gives the same rows, which the primary
 keys ((device_id, ts) for the outlook) store once. The station state is made
 durable before the device state, so it is never behind the offsets
 ``streams.pipeline`` skips.
+
+Model reload: :class:`models.water_quality_watch.ModelWatch` stats the model file at most every
+``water_quality_reload_s`` seconds, before a batch is planned (never inside
+one). A new file that loads and fits the stream's features replaces the model
+from that batch on; the stations' feature states go on as they are (they are
+computed by :class:`StationState`, not by the model). A file that does not
+load is reported once and the old model keeps scoring.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 import zlib
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -40,6 +48,7 @@ from models.water_quality_model import (
     load_water_quality_model,
     outlook_row,
 )
+from models.water_quality_watch import ModelWatch, serving_problem
 from storage.outlook import OutlookRow
 
 from .alerting import AlertState, Hysteresis, step
@@ -71,6 +80,9 @@ def station_scorer(model_file: Path | None) -> StationScorer:
         log.info("water quality: no model file set; stations get the unsupervised score")
         return StationScorer(None)
     model = load_water_quality_model(str(model_file))
+    problem = serving_problem(model)
+    if problem is not None:
+        raise ValueError(f"{model_file}: {problem}")
     log.info("water quality: model %s from %s", model.version, model_file)
     return StationScorer(model)
 
@@ -226,14 +238,21 @@ class WaterQualityHook:
     :meth:`save` after publishing and before the device states.
     """
 
-    def __init__(self, app, settings) -> None:
+    def __init__(self, app, settings, clock: Callable[[], float] = time.monotonic) -> None:
         self._app = app
+        # True after a failed batch until one succeeds: the retry of a batch must
+        # score with the model that scored it first (the scores' key holds the version).
+        self._retrying = False
         # No station type in the catalogue: no station can pass validation, so
         # no table (each table costs every rebalance a changelog recovery).
         self.enabled = ASSET_TYPE in ASSET_TYPES
         self.asset_types = frozenset({ASSET_TYPE}) if self.enabled else frozenset()
         if not self.enabled:
             return
+        self.watch = ModelWatch(
+            settings.water_quality_model, settings.water_quality_reload_s, clock
+        )
+        self.watch.started()
         self.scorer = station_scorer(settings.water_quality_model)
         self.states = StationStates(
             app.Table(
@@ -250,6 +269,8 @@ class WaterQualityHook:
         """Score the stations of one batch; their scores join the champion's."""
         if not self.enabled:
             return StationPlan()
+        if not self._retrying:  # between batches: the whole batch scores with one model
+            self.scorer = self.watch.check(self.scorer) or self.scorer
         batch = readings_plan.batch
         plan = plan_stations(
             batch.readings, batch.reading_positions or [], self.states, self.scorer
@@ -264,10 +285,12 @@ class WaterQualityHook:
         if plan.marks:
             self.states.save(plan.marks)
             await self._app.producer.flush()
+        self._retrying = False
 
     def forget(self) -> None:
         if self.enabled:
             self.states.forget_live_objects()
+            self._retrying = True
 
 
 def alert_spans(
