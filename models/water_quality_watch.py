@@ -11,11 +11,13 @@ the model already running keeps scoring.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,7 +31,7 @@ from models.water_quality_model import (
     parse_water_quality_model,
 )
 
-__all__ = ["MAX_MODEL_BYTES", "ModelWatch", "check_in_child", "serving_problem"]
+__all__ = ["MAX_MODEL_BYTES", "ModelWatch", "serving_problem"]
 
 log = logging.getLogger("citywatch.worker")
 
@@ -67,6 +69,11 @@ def serving_problem(model: WaterQualityModel) -> str | None:
 MAX_MODEL_BYTES = 256 * 1024 * 1024
 
 
+#: Seconds the child process may take to check a model file (about 2 s: Python,
+#: LightGBM and the parse).
+CHILD_TIMEOUT_S = 120.0
+
+
 def _stamp(path: Path) -> tuple[int, int, int, int] | None:
     """What tells a replaced file apart: device, inode, size, mtime (None: no file)."""
     try:
@@ -74,6 +81,44 @@ def _stamp(path: Path) -> tuple[int, int, int, int] | None:
     except OSError:
         return None
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+class _Check:
+    """A new file's bytes being checked by a child process."""
+
+    def __init__(self, stamp: tuple[int, int, int, int], raw: bytes, clock: float) -> None:
+        self.stamp, self.raw, self.started = stamp, raw, clock
+        # The bytes go to the child through a private file: a pipe would block
+        # this thread once its buffer is full.
+        fd, self.snapshot = tempfile.mkstemp(prefix="citywatch-wq-check-", suffix=".json")
+        with os.fdopen(fd, "wb") as f:
+            f.write(raw)
+        # Its output to a file too: a chatty parser must not fill a pipe and stall.
+        self.out = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "models.water_quality_watch", self.snapshot],
+            stdin=subprocess.DEVNULL, stdout=self.out, stderr=subprocess.DEVNULL,
+            env=_child_env(),
+        )  # fmt: skip
+
+    def verdict(self, now: float, timeout_s: float) -> tuple[bool, str | None]:
+        """``(done, problem)``: not done yet, or done with None (fine) or the reason."""
+        if self.proc.poll() is None:
+            if now - self.started < timeout_s:
+                return False, None
+            self.proc.kill()
+            self.proc.wait()
+            self.close()
+            return True, f"checking it took more than {timeout_s:.0f} s"
+        self.out.seek(0)
+        out = self.out.read(1 << 20)
+        self.close()
+        return True, _problem(self.proc.returncode, out)
+
+    def close(self) -> None:
+        self.out.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self.snapshot)
 
 
 class ModelWatch:
@@ -89,10 +134,14 @@ class ModelWatch:
         Monotonic seconds; tests pass their own.
 
     Call :meth:`started` right before the start-up load, then :meth:`check`
-    between batches. The file must be replaced atomically (written elsewhere,
-    then ``os.replace``), as ``save_water_quality_model`` does: a file written in
-    place can be caught half-written, which only costs a warning and a retry
-    when the writer finishes (its stamp changes again).
+    between batches. A changed file is read once and checked by a child process
+    (LightGBM's parser can abort a process on damaged input), which runs while
+    the worker goes on scoring with the old model; a later :meth:`check` takes
+    the verdict and, if good, parses the same bytes in-process. The file must
+    be replaced atomically (written elsewhere, then ``os.replace``), as
+    ``save_water_quality_model`` does: a file written in place can be caught
+    half-written, which costs a warning and a second look once the writer is
+    done (its stamp changes again).
     """
 
     def __init__(
@@ -101,6 +150,7 @@ class ModelWatch:
         self.path, self.every_s, self._clock = path, every_s, clock
         self._stamp: tuple[int, int, int, int] | None = None
         self._refused: tuple[int, int, int, int] | None = None
+        self._check: _Check | None = None
         self._due = 0.0
 
     def started(self) -> None:
@@ -110,31 +160,64 @@ class ModelWatch:
             self._stamp = _stamp(self.path)
         self._due = self._clock() + self.every_s
 
+    @property
+    def checking(self) -> bool:
+        """A new file is being checked in a child process."""
+        return self._check is not None
+
     def check(self, current: StationScorer) -> StationScorer | None:
-        """A scorer with the file's new model, or None (unchanged, not due, or refused)."""
-        if self.path is None or self._clock() < self._due:
+        """A scorer with the file's new model, or None (unchanged, not due, being
+        checked, or refused). Never waits for the child process."""
+        if self.path is None:
+            return None
+        if self._check is not None:
+            return self._finish(current)
+        if self._clock() < self._due:
             return None
         self._due = self._clock() + self.every_s
         stamp = _stamp(self.path)
         if stamp == self._stamp or stamp == self._refused:
             return None
         if stamp is None:
-            self._refused = None
+            self._stamp = self._refused = None
             log.warning(
                 "water quality: model file %s is gone; model %s keeps scoring",
                 self.path, current.version,
             )  # fmt: skip
-            self._stamp = None
             return None
-        model, problem = self._load(stamp)
-        if model is None:
-            self._refused = stamp  # warned once per file version
-            log.warning(
-                "water quality: new model file %s refused (%s); model %s keeps scoring",
-                self.path, problem, current.version,
-            )  # fmt: skip
+        raw, problem = self._read(stamp)
+        if raw is None:
+            self._refuse(stamp, problem, current)
             return None
-        self._stamp, self._refused = stamp, None
+        self._check = _Check(stamp, raw, self._clock())
+        log.info("water quality: %s changed; checking it", self.path)
+        return None
+
+    def wait(self, timeout_s: float = CHILD_TIMEOUT_S) -> None:
+        """Block until the child's check is over (tests, and the bench)."""
+        if self._check is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._check.proc.wait(timeout_s)
+
+    def _finish(self, current: StationScorer) -> StationScorer | None:
+        check = self._check
+        assert check is not None
+        done, problem = check.verdict(self._clock(), CHILD_TIMEOUT_S)
+        if not done:
+            return None
+        self._check = None
+        model = None
+        if problem is None:
+            try:
+                model = parse_water_quality_model(check.raw, str(self.path))
+            except Exception as exc:  # an untrusted file must not stop the worker
+                problem = f"{type(exc).__name__}: {exc}"
+            else:
+                problem = serving_problem(model)
+        if model is None or problem is not None:
+            self._refuse(check.stamp, problem or "", current)
+            return None
+        self._stamp, self._refused = check.stamp, None
         if model.version == current.version:
             log.info("water quality: %s rewritten, model %s unchanged", self.path, model.version)
             return None
@@ -146,7 +229,14 @@ class ModelWatch:
         scorer.states = current.states  # the feature states do not depend on the model
         return scorer
 
-    def _load(self, stamp: tuple[int, int, int, int]) -> tuple[WaterQualityModel | None, str]:
+    def _refuse(self, stamp: tuple[int, int, int, int], problem: str, current) -> None:
+        self._refused = stamp  # warned once per file version
+        log.warning(
+            "water quality: new model file %s refused (%s); model %s keeps scoring",
+            self.path, problem, current.version,
+        )  # fmt: skip
+
+    def _read(self, stamp: tuple[int, int, int, int]) -> tuple[bytes | None, str]:
         if stamp[2] > MAX_MODEL_BYTES:
             return None, f"{stamp[2]} bytes, more than {MAX_MODEL_BYTES}"
         try:
@@ -156,59 +246,36 @@ class ModelWatch:
             return None, f"unreadable: {exc}"
         if len(raw) > MAX_MODEL_BYTES:
             return None, f"more than {MAX_MODEL_BYTES} bytes"
-        # LightGBM's parser aborts the whole process on some damaged tree text
-        # (a C++ abort, not an exception): the same bytes go through a child first.
-        problem = check_in_child(raw)
-        if problem is not None:
-            return None, problem
-        try:
-            model = parse_water_quality_model(raw, str(self.path))
-        except Exception as exc:  # an untrusted file must not stop the worker
-            return None, f"{type(exc).__name__}: {exc}"
-        problem = serving_problem(model)
-        return (None, problem) if problem is not None else (model, "")
+        return raw, ""
 
 
-#: Seconds the child process may take to check a model file (about 2 s: Python,
-#: LightGBM and the parse).
-CHILD_TIMEOUT_S = 120.0
-
-
-def check_in_child(raw: bytes) -> str | None:
-    """Why the model in ``raw`` cannot serve (None: it can), decided by a child
-    process, so that a file that crashes the parser crashes only the child."""
+def _child_env() -> dict[str, str]:
+    # The child imports this package from where the worker does.
     root = str(Path(__file__).resolve().parents[1])
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])),
-    }
-    try:
-        done = subprocess.run(
-            [sys.executable, "-m", "models.water_quality_watch"],
-            input=raw, capture_output=True, timeout=CHILD_TIMEOUT_S, env=env, check=False,
-        )  # fmt: skip
-    except subprocess.TimeoutExpired:
-        return f"checking it took more than {CHILD_TIMEOUT_S:.0f} s"
-    except OSError as exc:
-        return f"could not start the check ({exc})"
-    if done.returncode == 0:
-        return None
-    lines = done.stdout.decode(errors="replace").splitlines()
+    path = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path}
+
+
+def _problem(returncode: int, out: bytes) -> str | None:
+    lines = out.decode(errors="replace").splitlines()
     said = [line[len(_VERDICT) :] for line in lines if line.startswith(_VERDICT)]
+    if returncode == 0 and not said:
+        return None
     if said:
         return said[-1][:500]
     last = (lines or ["no output"])[-1][:300]  # LightGBM prints its complaint first
-    return f"the model parser crashed (exit status {done.returncode}: {last})"
+    return f"the model parser crashed (exit status {returncode}: {last})"
 
 
 _VERDICT = "verdict: "
 
 
-def _check_stdin() -> int:
-    """The child of :func:`check_in_child`: the model's bytes on stdin, the verdict
-    as the exit status and one line on stdout."""
+def _check_file(path: str) -> int:
+    """The child process: check the model in ``path``; the verdict as the exit
+    status and a ``verdict:`` line on stdout."""
     try:
-        model = parse_water_quality_model(sys.stdin.buffer.read(MAX_MODEL_BYTES + 1))
+        with open(path, "rb") as f:
+            model = parse_water_quality_model(f.read())
     except Exception as exc:
         print(f"{_VERDICT}{type(exc).__name__}: {exc}")
         return 1
@@ -220,4 +287,4 @@ def _check_stdin() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(_check_stdin())
+    sys.exit(_check_file(sys.argv[1]))

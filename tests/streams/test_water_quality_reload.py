@@ -123,6 +123,8 @@ def test_a_new_file_scores_from_the_next_due_batch_on_the_live_state(
     clock.now += 29  # not due yet: no look at the file
     assert stream.batch() == [v1.version]
     clock.now += 1
+    assert stream.batch() == [v1.version]  # due: the new file is being checked meanwhile
+    stream.hook.watch.wait()
     assert stream.batch() == [v2.version]
     assert _reloads(caplog) == [
         f"water quality: model {v2.version} from {path} replaces {v1.version}"
@@ -132,14 +134,14 @@ def test_a_new_file_scores_from_the_next_due_batch_on_the_live_state(
     assert len(_reloads(caplog)) == 1
 
     # The stations' feature state went on through the switch: the same readings
-    # through one offline scorer whose model changes after two batches, bit for bit.
+    # through one offline scorer whose model changes after three batches, bit for bit.
     offline = StationScorer(v1)
     feed = [(r.device_id, r.ts, r.metrics, bool(r.source["label"])) for r in stream.readings]
-    expect = offline.score_batch(feed[: 2 * BATCH])
+    expect = offline.score_batch(feed[: 3 * BATCH])
     switched = StationScorer(v2)
     switched.states = offline.states
-    expect += switched.score_batch(feed[2 * BATCH : 4 * BATCH])
-    assert len(stream.outlook) == len(expect) == 4 * BATCH
+    expect += switched.score_batch(feed[3 * BATCH : 5 * BATCH])
+    assert len(stream.outlook) == len(expect) == 5 * BATCH
     for row, res in zip(stream.outlook, expect, strict=True):
         assert (row.model_version, row.p_6h) == (res["model_version"], res["horizons"][6])
     np.testing.assert_array_equal(
@@ -174,7 +176,9 @@ def test_bad_files_keep_the_old_model_with_one_warning_each(models, station_type
     for name, text in bad.items():
         caplog.clear()
         _replace(path, text)
-        assert stream.batch() == [v1.version], name
+        assert stream.batch() == [v1.version], name  # noticed; a child process checks it
+        stream.hook.watch.wait()
+        assert stream.batch() == [v1.version], name  # refused
         assert stream.batch() == [v1.version], name  # the same bad file: no second warning
         warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
         assert len(warnings) == 1, (name, [w.getMessage() for w in warnings])
@@ -190,6 +194,8 @@ def test_bad_files_keep_the_old_model_with_one_warning_each(models, station_type
     assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
     # A good file after the bad ones is taken.
     save_water_quality_model(v2, str(path))
+    assert stream.batch() == [v1.version]
+    stream.hook.watch.wait()
     assert stream.batch() == [v2.version]
     # At start-up a bad file still stops the worker.
     _replace(path, json.dumps(other_features))
@@ -219,6 +225,8 @@ def test_an_unchanged_file_is_not_read_again(models, station_type, tmp_path, mon
     # Rewritten with the same model (a refit with nothing new): read once, no switch.
     save_water_quality_model(v1, str(path))
     clock.now += 10
+    assert stream.batch() == [v1.version]
+    stream.hook.watch.wait()
     assert stream.batch() == stream.batch() == [v1.version]
     assert len(loads) == 1 and _reloads(caplog) == []
 
@@ -233,8 +241,11 @@ def test_a_failed_batch_is_retried_with_the_model_that_planned_it(models, statio
     assert stream.batch(fail=True) == [v1.version]
     save_water_quality_model(v2, str(path))
     assert stream.batch(fail=True) == [v1.version]  # a retry: no reload
+    assert not stream.hook.watch.checking
     assert stream.batch() == [v1.version]  # the retry goes through
-    assert stream.batch() == [v2.version]  # and the next batch takes the new file
+    assert stream.batch() == [v1.version]  # the next batch notices the new file
+    stream.hook.watch.wait()
+    assert stream.batch() == [v2.version]
 
 
 def test_the_model_file_is_replaced_atomically(models, tmp_path):
