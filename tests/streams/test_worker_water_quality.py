@@ -127,3 +127,126 @@ def test_killed_worker_stores_the_outlook_once_and_alerts_on_incidents(
     assert {(k, v) for _, k, v in alerts} == {("water_quality", model.version)}
     hit = {start for start, end in incidents for opened, _, _ in alerts if start <= opened <= end}
     assert len(hit) >= 4  # fitted on the slice: it finds (nearly) every incident
+
+
+def test_worker_takes_a_new_model_file_mid_stream(
+    conn, db, isolated, trained_models, tmp_path, monkeypatch
+):
+    """A daily refit replaces the model file while the worker runs: the stations'
+    rows switch to the new version at one batch boundary, nothing is lost or scored
+    twice, and every row equals an offline scorer whose model switches at the same
+    reading (the feature state goes on)."""
+    from citywatch.commands.replay import replay as replay_command
+    from core.assets import ASSET_TYPES, load_catalogue
+    from models.water_quality import load_gecco, station_features
+    from models.water_quality_model import (
+        StationScorer,
+        fit_water_quality,
+        save_water_quality_model,
+    )
+    from tests.conftest import DATASETS, REPO
+
+    src = DATASETS / "gecco2018" / "train.csv"
+    if not src.is_file():
+        pytest.skip("gecco2018/train.csv not found")
+    with src.open() as f:
+        lines = [next(f) for _ in range(LAST + 1)]
+    header, rows = lines[0], lines[FIRST + 1 : LAST + 1]
+    path = tmp_path / "gecco-incidents.csv"
+    path.write_text("".join([header, *rows]))
+    frame = load_gecco(str(path))
+    feats = station_features(frame)
+    v1, v2 = (
+        fit_water_quality(
+            feats, frame["ts"], frame["event"].to_numpy(), params=p, horizons=(1, 6), seed=s
+        )
+        for p, s in ((SMALL, 0), ({**SMALL, "n_estimators": 40}, 1))
+    )
+    model_file = tmp_path / "wq.json"
+    save_water_quality_model(v1, str(model_file))
+
+    catalogue = REPO / "core/catalogues/water_quality_station.toml"
+    station = load_catalogue([catalogue])["water_quality_station"]
+    monkeypatch.setenv("CITYWATCH_ASSET_CATALOGUE", str(catalogue))
+    monkeypatch.setenv("CITYWATCH_WATER_QUALITY_MODEL", str(model_file))
+    monkeypatch.setenv("CITYWATCH_WATER_QUALITY_RELOAD_S", "0")  # look before every batch
+    monkeypatch.setenv("CITYWATCH_MAX_READING_AGE_DAYS", "0")  # the record's own times
+    monkeypatch.setitem(ASSET_TYPES, "water_quality_station", station)
+    settings = isolated.model_copy(update={"batch_size": 20, "batch_within_s": 0.1})
+    device = f"wq-{settings.app_id[-8:]}"
+    outlook_sql = "SELECT count(*) FROM station_outlook WHERE device_id = %s"
+    log = tmp_path / "worker.log"
+
+    def replay(part: list[str], name: str) -> int:
+        chunk = tmp_path / f"{name}.csv"
+        chunk.write_text("".join([header, *part]))
+        res = CliRunner().invoke(
+            replay_command,
+            [str(chunk), "--asset-type", "water_quality_station", "--device", device,
+             "--speed", "0", "--keep-time", "--json"],
+            obj=settings,
+        )  # fmt: skip
+        assert res.exit_code == 0, res.output
+        return json.loads(res.output)["readings"]
+
+    def stored_all(n: int, timeout_s: float = 60) -> None:
+        deadline = time.monotonic() + timeout_s
+        while _count(db, outlook_sql, device) < n and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _count(db, outlook_sql, device) == n
+
+    switch = f"model {v2.version} from {model_file} replaces {v1.version}"
+    worker = Worker(settings, conn, log).start()
+    try:
+        sent = replay(rows[:700], "part-1")
+        stored_all(sent)  # all scored by v1
+        save_water_quality_model(v2, str(model_file))  # the daily refit, atomically
+        # More of the record in small parts until the worker has switched: the new
+        # file is checked in a child process while the worker goes on with v1.
+        at = 700
+        while switch not in log.read_text() and at < len(rows) - 200:
+            sent += replay(rows[at : at + 100], f"part-{at}")
+            at += 100
+            stored_all(sent)
+        assert switch in log.read_text(), log.read_text()[-3000:]
+        sent += replay(rows[at:], "rest")
+        stored_all(sent)
+        assert worker.alive()
+    finally:
+        worker.stop()
+
+    got = db.execute(
+        "SELECT o.ts, o.event_probability, o.p_6h, o.model_version,"
+        " (SELECT array_agg(s.model_version) FROM scores s"
+        "   WHERE s.device_id = o.device_id AND s.ts = o.ts)"
+        " FROM station_outlook o WHERE o.device_id = %s ORDER BY o.ts",
+        (device,),
+    ).fetchall()
+    stored = _count(db, "SELECT count(*) FROM readings WHERE device_id = %s", device)
+    assert len(got) == stored == sent  # every reading exactly one outlook row
+    versions = [r[3] for r in got]
+    k = versions.index(v2.version)  # the first row of the new model
+    assert 700 <= k < sent and versions == [v1.version] * k + [v2.version] * (sent - k)
+    # One score per reading, by the model of its outlook row.
+    assert [r[4] for r in got] == [[v] for v in versions]
+    assert _count(db, "SELECT count(*) FROM scores WHERE device_id = %s", device) == sent
+
+    # Train = serve across the switch: one offline pass whose model changes at row k.
+    sent_rows = frame[frame[list(station.metric_names)].notna().any(axis=1)]
+    feed = [
+        ("d", ts.to_pydatetime(), {m: v for m, v in metrics.items() if v == v}, bool(ev))
+        for ts, metrics, ev in zip(
+            sent_rows["ts"],
+            sent_rows[list(station.metric_names)].to_dict("records"),
+            sent_rows["event"],
+            strict=True,
+        )
+    ]
+    first = StationScorer(v1)
+    offline = first.score_batch(feed[:k])
+    second = StationScorer(v2)
+    second.states = first.states
+    offline += second.score_batch(feed[k:])
+    np.testing.assert_array_equal([r[1] for r in got], [o["event_probability"] for o in offline])
+    np.testing.assert_array_equal([r[2] for r in got], [o["horizons"][6] for o in offline])
+    assert [o["model_version"] for o in offline] == versions
