@@ -12,9 +12,10 @@ import numpy as np
 import pandas as pd
 import psycopg
 
-from models.water_quality import METRICS
+from models.water_quality import METRICS, station_features
+from models.water_quality_model import WaterQualityModel, fit_water_quality
 
-__all__ = ["station_history"]
+__all__ = ["refit_station", "station_history"]
 
 
 def station_history(database_url: str, device_id: str) -> pd.DataFrame:
@@ -42,3 +43,32 @@ def station_history(database_url: str, device_id: str) -> pd.DataFrame:
         event[((ts >= pd.Timestamp(start)) & (ts <= pd.Timestamp(end))).to_numpy()] = 1
     frame["event"] = event
     return frame
+
+
+def refit_station(
+    database_url: str, device_id: str, template: WaterQualityModel | None
+) -> tuple[WaterQualityModel, pd.DataFrame]:
+    """The daily refit (``citywatch water-quality train``): detector and outlook
+    fitted on every stored reading and label of ``device_id``.
+
+    ``template`` lends its LightGBM settings and thresholds (chosen on
+    validation); without one, citywatch's defaults and 0.5. A horizon whose
+    labels are still one class is left out. Raises ``ValueError`` with no
+    readings or no incident yet. Returns the model and the training frame.
+    """
+    frame = station_history(database_url, device_id)
+    if frame.empty:
+        raise ValueError(f"no stored readings of device {device_id!r}")
+    model = fit_water_quality(
+        station_features(frame, incident_col="event"),
+        frame["ts"],
+        frame["event"].to_numpy(),
+        params=template.params if template else None,
+        strict=False,
+    )
+    if template is not None:
+        model.alarm_threshold = template.alarm_threshold
+        model.horizon_thresholds = dict(template.horizon_thresholds)
+    else:
+        model.horizon_thresholds = dict.fromkeys(model.horizon_models, 0.5)
+    return model, frame

@@ -60,10 +60,17 @@ def _wait_stored(database_url: str, device: str, expected: int, timeout: float) 
 @datasets_option("Folder with train.csv (or its parent holding gecco2018/).")
 @click.option("--timeout", type=float, default=1800.0, show_default=True, help="Seconds to drain.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--daily-refit",
+    is_flag=True,
+    help="Replay the test half day by day (data time); before each day, refit the model "
+    "as `water-quality train --like` does on what the worker stored, and wait for the "
+    "worker to reload it. Compared with the offline daily-refit figures.",
+)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def bench_water_quality_replay(
-    settings: Settings, data: Path, timeout: float, seed: int, as_json: bool
+    settings: Settings, data: Path, timeout: float, seed: int, daily_refit: bool, as_json: bool
 ) -> None:
     """Replay the GECCO 2018 record into the worker; score what the worker decided.
 
@@ -77,6 +84,14 @@ def bench_water_quality_replay(
     rows and alerts are scored against the labels beside the offline figures
     of the same model, measured in the same run: VUS-PR, the F1 of its
     alarms and of its alerts (the usual hysteresis), and the outlook per horizon.
+
+    With --daily-refit the record keeps its own times (no shift) and the test
+    half goes in one day at a time: before each day the model is refitted on
+    the readings and labels stored so far (the refit of `water-quality
+    train`, with the LightGBM settings and the daily-refit alarm threshold
+    chosen on validation), written over the worker's model file, and the
+    bench waits for the worker's reload log line before sending the day. The
+    offline side is the daily-refit detector of `bench water-quality`.
     """
     import numpy as np
 
@@ -87,7 +102,11 @@ def bench_water_quality_replay(
     from models.vus import point_f1
     from models.water_quality import gecco_file, load_gecco, station_features
     from models.water_quality_eval import evaluate_water_quality, split_by_time
-    from models.water_quality_model import load_water_quality_model
+    from models.water_quality_model import (
+        DEFAULT_PARAMS,
+        load_water_quality_model,
+        save_water_quality_model,
+    )
     from models.water_quality_replay import (
         in_spans,
         outlook_on_grid,
@@ -124,11 +143,21 @@ def bench_water_quality_replay(
             train, test, seed=seed, progress=not as_json, save_to=str(model_file)
         )
         model = load_water_quality_model(str(model_file))
+        like_file = Path(tmp) / "wq-like.json"
+        extra: dict[str, str] = {}
+        if daily_refit:
+            # The template of every refit: the chosen LightGBM settings and the
+            # daily-refit alarm threshold, both chosen on validation.
+            model.alarm_threshold = offline["prequential"]["alarm_threshold"]
+            save_water_quality_model(model, str(like_file))
+            save_water_quality_model(model, str(model_file))  # serves the training half
+            extra["CITYWATCH_WATER_QUALITY_RELOAD_S"] = "0"
         with _env(
             **{
                 CATALOGUE_ENV: os.pathsep.join([*files, str(catalogue)]),
                 "CITYWATCH_MAX_READING_AGE_DAYS": "0",  # a three-month backfill
                 "CITYWATCH_WATER_QUALITY_MODEL": str(model_file),
+                **extra,
             }
         ):
             worker = start_worker(settings, conn, log_path)
@@ -139,9 +168,19 @@ def bench_water_quality_replay(
                 **{"client.id": "citywatch-bench-replay"},
             )  # fmt: skip
             started = time.monotonic()
-            stats = replay_file(
-                path, publisher, asset_type=station, device_id=device, asset_id=device, speed=0
-            )
+            if daily_refit:
+                from services.water_quality_daily import replay_daily
+
+                stats, refits = replay_daily(
+                    record, len(train), path, publisher, station, conn, device,
+                    model_file, log_path, worker, Path(tmp), timeout, like_file,
+                    progress=None if as_json else click.echo,
+                )  # fmt: skip
+            else:
+                stats = replay_file(
+                    path, publisher, asset_type=station, device_id=device, asset_id=device,
+                    speed=0,
+                )  # fmt: skip
             _wait_stored(conn.database_url, device, stats.readings, timeout)
             seconds = time.monotonic() - started
         finally:
@@ -171,7 +210,19 @@ def bench_water_quality_replay(
     feats = station_features(record)
     has = feats["anomaly_level"].notna().to_numpy()
     p_off = np.full(len(record), np.nan)
-    p_off[has] = model.event_probability(feats[has])
+    if daily_refit:  # the offline daily refits, as bench water-quality computes them
+        from models.water_quality_eval import prequential_event_probability
+
+        event_params = {**DEFAULT_PARAMS, **offline["chosen"]["event_params"]}
+        event_params.pop("default", None)
+        p_off[len(train) :] = prequential_event_probability(
+            feats, record["ts"], record["event"].to_numpy().astype(int), len(train),
+            len(record), params=event_params, seed=seed,
+        )  # fmt: skip
+        offline_figures = offline["prequential"]
+    else:
+        p_off[has] = model.event_probability(feats[has])
+        offline_figures = offline
     ts = [t.to_pydatetime() for t in record["ts"]]
     offline_spans = alert_spans(ts, p_off, model.alarm_threshold, Hysteresis())
     offline_alerts = point_f1(event[rows], in_spans(record["ts"], offline_spans)[rows])
@@ -193,8 +244,8 @@ def bench_water_quality_replay(
         "check": check,
         "model": model.version,
         "offline": {
-            "vus_pr": offline["vus_pr"],
-            "f1": offline["f1"],
+            "vus_pr": offline_figures["vus_pr"],
+            "f1": offline_figures["f1"],
             "alert_f1": offline_alerts["f1"],
             "alerts": len(offline_spans),
             "horizons": {
@@ -203,17 +254,27 @@ def bench_water_quality_replay(
             },
         },
         "worker": through,
-        "f1_difference": through["alert_f1"] - offline["f1"],
+        "f1_difference": through["alert_f1"] - offline_figures["f1"],
         "alert_f1_difference": through["alert_f1"] - offline_alerts["f1"],
-        "command": f"citywatch bench water-quality-replay --data {data} --seed {seed} --json",
+        "command": f"citywatch bench water-quality-replay --data {data} --seed {seed}"
+        + (" --daily-refit" if daily_refit else "")
+        + " --json",
     }
+    if daily_refit:
+        result["mode"] = "daily_refit"
+        # Offline, only the detector is refitted daily (the outlook stays static);
+        # the worker's outlook comes from the daily refits of water-quality train.
+        result["offline"]["horizons_note"] = "static outlook models (fitted on the training half)"
+        result["offline"]["alarm_threshold"] = model.alarm_threshold
+        result["offline_static"] = {"vus_pr": offline["vus_pr"], "f1": offline["f1"]}
+        result["refits"] = refits
     if as_json:
         click.echo(json.dumps(result, indent=2, default=str))
         return
     click.echo(
         f"sent {stats.readings}, outlook rows {len(outlook)}, alerts {len(alerts)}, "
         f"{seconds:.0f} s\n"
-        f"F1 offline (alarms) {offline['f1']:.3f}, offline through the hysteresis "
+        f"F1 offline (alarms) {offline_figures['f1']:.3f}, offline through the hysteresis "
         f"{offline_alerts['f1']:.3f}, the worker's alerts {through['alert_f1']:.3f}\n"
-        f"VUS-PR offline {offline['vus_pr']:.3f}, the worker's {through['vus_pr']:.3f}"
+        f"VUS-PR offline {offline_figures['vus_pr']:.3f}, the worker's {through['vus_pr']:.3f}"
     )

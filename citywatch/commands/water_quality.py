@@ -41,34 +41,16 @@ def train(settings: Settings, device_id: str, out: Path, like: Path | None, as_j
     detector refitted daily is the one measured in docs/water-quality.md.
     """
     from citywatch.runtime import connect
-    from models.water_quality import station_features
-    from models.water_quality_history import station_history
-    from models.water_quality_model import (
-        fit_water_quality,
-        load_water_quality_model,
-        save_water_quality_model,
-    )
+    from models.water_quality_history import refit_station
+    from models.water_quality_model import load_water_quality_model, save_water_quality_model
 
     conn = connect(settings)
-    frame = station_history(conn.database_url, device_id)
-    if frame.empty:
-        raise click.ClickException(f"no stored readings of device {device_id!r}")
     try:
         template = load_water_quality_model(str(like)) if like else None
-        model = fit_water_quality(
-            station_features(frame, incident_col="event"),
-            frame["ts"],
-            frame["event"].to_numpy(),
-            params=template.params if template else None,
-            strict=False,
-        )
+        model, frame = refit_station(conn.database_url, device_id, template)
     except ValueError as exc:
         raise click.ClickException(f"{device_id}: {exc}") from exc
-    if template is not None:
-        model.alarm_threshold = template.alarm_threshold
-        model.horizon_thresholds = dict(template.horizon_thresholds)
-    else:
-        model.horizon_thresholds = dict.fromkeys(model.horizon_models, 0.5)
+    # Atomic (temporary file, then os.replace): a worker reloading it never reads half.
     version = save_water_quality_model(model, str(out))
     result = {
         "device_id": device_id,
