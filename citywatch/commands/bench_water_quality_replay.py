@@ -268,6 +268,9 @@ def bench_water_quality_replay(
         result["offline"]["alarm_threshold"] = model.alarm_threshold
         result["offline_static"] = {"vus_pr": offline["vus_pr"], "f1": offline["f1"]}
         result["refits"] = refits
+        # The offline side has no alerts on the training half here (no daily refit there).
+        test_from = record["ts"].iloc[len(train)]
+        result["alerts_in_test_half"] = sum(o - shift >= test_from for o, _ in alerts)
     if as_json:
         click.echo(json.dumps(result, indent=2, default=str))
         return
