@@ -392,6 +392,35 @@ class DeviceFeatureState:
             "metrics": [st.to_list() for st in self._states],
         }
 
+    def packed_fields(self) -> tuple[int, list[int], list[float]]:
+        """``to_dict()``'s ``n`` and ``metrics``, flattened for a binary snapshot.
+
+        ``layout`` has, per metric, its number of fields, then one code per field:
+        -1 for None (a NaN), 0 for a number, ``k + 1`` for a list of ``k`` numbers;
+        ``numbers`` holds every number in order. This is what ``streams.state`` built
+        from :meth:`to_dict` field by field; the worker packs every touched device each
+        batch, so it is spelled out here, next to :meth:`_MetricState.to_list`, whose
+        field order it must follow (tests compare the two).
+        """
+        layout: list[int] = []
+        numbers: list[float] = []
+        nw1 = len(self._windows) + 1
+        for st in self._states:
+            buf, ref, ewm = st.buf, st.ref, st.ewm
+            layout += (10, len(buf) + 1, 0 if ref == ref else -1, nw1, nw1, nw1, 0)
+            layout += (0 if ewm == ewm else -1, 0, 0, 0)
+            numbers += buf
+            if ref == ref:
+                numbers.append(ref)
+            numbers += st.s1
+            numbers += st.s2
+            numbers += st.sxy
+            numbers.append(st.since_refresh)
+            if ewm == ewm:
+                numbers.append(ewm)
+            numbers += (st.b_n, st.b_mean, st.b_var)
+        return self._n, layout, numbers
+
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> DeviceFeatureState:
         """Restore a state saved with :meth:`to_dict`.
