@@ -177,7 +177,7 @@ def decode_source(source: object, device_id: str) -> dict | Rejection:
         return Rejection(
             "schema", f"source must be an object, got {type(source).__name__}", device_id
         )
-    problem = _json_problem(source) if source else None
+    problem = _json_problem(source) if source and not _plainly_flat(source) else None
     if problem is not None:
         return Rejection(problem[0], f"source: {problem[1]}", device_id)
     return source
@@ -212,6 +212,23 @@ def _text_problem(text: str, limit: int) -> tuple[str, str] | None:
         except UnicodeEncodeError:
             return "bad_text", "lone surrogate"
     return None
+
+
+def _plainly_flat(source: dict) -> bool:
+    """True for a small flat object of short ASCII strings and ints (a simulator's or a
+    bridge's usual ``source``), which :func:`_json_problem` always accepts; False means
+    nothing: the full walk then decides, and gives the reason."""
+    if len(source) >= 64:
+        return False
+    for key, value in source.items():
+        if not (len(key) <= 64 and key.isascii() and "\x00" not in key):
+            return False
+        if type(value) is str:
+            if not (len(value) <= 64 and value.isascii() and "\x00" not in value):
+                return False
+        elif type(value) is not int:
+            return False
+    return True
 
 
 def _json_problem(value: object) -> tuple[str, str] | None:
