@@ -152,6 +152,11 @@ class HealthScore(NamedTuple):
     warming_up: bool
 
 
+# What every reading scores while the baseline is being learned (immutable, so shared:
+# one allocation less per reading in the worker).
+_WARMING_UP = HealthScore(_NAN, _NAN, False, True)
+
+
 class DeviceHealthState:
     """Online health baseline of one device.
 
@@ -202,30 +207,43 @@ class DeviceHealthState:
     def update(self, metrics: Mapping[str, Any]) -> HealthScore:
         """Add one reading; missing or non-numeric metrics keep their last smoothed value."""
         values = []
+        add = values.append
         for m in self.spec.metrics:
+            v = metrics.get(m)
+            if type(v) is float:  # validated readings: float(v) would return v itself
+                add(v)
+                continue
             try:
-                values.append(float(metrics.get(m)))  # type: ignore[arg-type]
+                add(float(v))  # type: ignore[arg-type]
             except (TypeError, ValueError):
-                values.append(_NAN)
+                add(_NAN)
         return self.update_values(values)
 
     def update_values(self, values: Sequence[float]) -> HealthScore:
         """Like :meth:`update`, with values in ``spec.metrics`` order."""
         a = self._alpha
         ewm = self._ewm
+        unseen = False  # a metric never seen yet (its smoothed value is still NaN)
         for i, x in enumerate(values):
-            if x - x != 0.0:  # NaN or inf: keep the last smoothed value
-                continue
             e = ewm[i]
-            ewm[i] = x if e != e else e + a * (x - e)
+            if x - x != 0.0:  # NaN or inf: keep the last smoothed value
+                if e != e:
+                    unseen = True
+                continue
+            e = x if e != e else e + a * (x - e)
+            ewm[i] = e
+            if e != e:
+                unseen = True
+        if len(values) < len(ewm):  # metrics not given at all: check them too
+            unseen = unseen or any(e != e for e in ewm)
         self.n_readings += 1
-        if any(e != e for e in ewm):  # a metric never seen yet
-            return HealthScore(_NAN, _NAN, False, True)
+        if unseen:
+            return _WARMING_UP
         if not self._mu:
             self._buf.extend(ewm)
             if len(self._buf) >= self.spec.warmup * len(ewm):
                 self._fit()
-            return HealthScore(_NAN, _NAN, False, True)
+            return _WARMING_UP
         d = self._distance(ewm)
         ratio = d / self._ucl
         self._run = self._run + 1 if ratio > 1.0 else 0
@@ -257,7 +275,7 @@ class DeviceHealthState:
         if kind == "max_z":
             return max(abs(v) for v in z)
         if kind == "sum_z2":
-            return math.fsum(v * v for v in z)
+            return math.fsum([v * v for v in z])  # fsum: exactly rounded, same as before
         return math.fsum(
             zi * math.fsum(p * zj for p, zj in zip(row, z, strict=True))
             for zi, row in zip(z, self._prec, strict=True)
