@@ -65,6 +65,13 @@ class Settings(BaseSettings):
 
     batch_size: int = Field(500, ge=1, description="Readings per take() batch.")
     batch_within_s: float = Field(0.5, gt=0, description="Longest wait to fill a batch.")
+    checkpoint_interval_s: float = Field(
+        2.0,
+        ge=0,
+        description="How often the worker writes its device states and acknowledges the"
+        " readings stored since (streams.checkpoints); a restart processes at most this much"
+        " again, storing nothing twice. 0 checkpoints after every batch.",
+    )
     stats_interval_s: float = Field(
         10.0, gt=0, description="How often the worker logs and stores its throughput and lag."
     )

@@ -35,6 +35,11 @@ from typing import Any
 
 from core.records import Score
 
+try:  # a faster parser for the worker's hot path; json.loads stays the reference
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - orjson is a dependency, but optional here
+    _orjson = None
+
 READING_FIELDS = ("device_id", "asset_id", "asset_type", "ts", "metrics", "source")
 MAINTENANCE = "maintenance"  # the "type" of a maintenance event
 
@@ -127,7 +132,7 @@ def decode_message(raw: bytes | None, max_bytes: int) -> tuple[str, dict] | Reje
     if len(raw) > max_bytes:
         return Rejection("too_large", f"message of {len(raw)} bytes, limit {max_bytes}")
     try:
-        data = json.loads(raw)
+        data = _loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         return Rejection("malformed_json", f"not JSON: {exc}")
     except RecursionError:
@@ -158,6 +163,27 @@ def decode_message(raw: bytes | None, max_bytes: int) -> tuple[str, dict] | Reje
     return kind, data
 
 
+# Digits to "0", every other byte to " ": a run of 19 zeros then marks an integer that
+# orjson would turn into a float (beyond int64/uint64), where json.loads keeps an int.
+_DIGITS = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
+_LONG_NUMBER = b"0" * 19
+
+
+def _loads(raw: bytes) -> Any:
+    """``json.loads(raw)``, via orjson (~0.9 µs instead of ~2.7 for a reading) where it
+    gives the same objects: orjson refuses NaN/Infinity, BOMs, lone surrogates, invalid
+    UTF-8, other encodings and deep nesting, so those fall back to json.loads and get
+    exactly the old outcome and reason; only long integers parse differently, and the
+    digit scan sends them to json.loads too. Duplicate keys: both keep the last value
+    at the first key's position."""
+    if _orjson is not None and type(raw) is bytes and _LONG_NUMBER not in raw.translate(_DIGITS):
+        try:
+            return _orjson.loads(raw)
+        except ValueError:  # orjson.JSONDecodeError: json.loads decides, as it always did
+            pass
+    return json.loads(raw)
+
+
 def decode_ts(text: str, device_id: str) -> datetime | Rejection:
     """A message's ``ts``: ISO 8601 with a timezone."""
     try:
@@ -177,7 +203,7 @@ def decode_source(source: object, device_id: str) -> dict | Rejection:
         return Rejection(
             "schema", f"source must be an object, got {type(source).__name__}", device_id
         )
-    problem = _json_problem(source) if source else None
+    problem = _json_problem(source) if source and not _plainly_flat(source) else None
     if problem is not None:
         return Rejection(problem[0], f"source: {problem[1]}", device_id)
     return source
@@ -212,6 +238,23 @@ def _text_problem(text: str, limit: int) -> tuple[str, str] | None:
         except UnicodeEncodeError:
             return "bad_text", "lone surrogate"
     return None
+
+
+def _plainly_flat(source: dict) -> bool:
+    """True for a small flat object of short ASCII strings and ints (a simulator's or a
+    bridge's usual ``source``), which :func:`_json_problem` always accepts; False means
+    nothing: the full walk then decides, and gives the reason."""
+    if len(source) >= 64:
+        return False
+    for key, value in source.items():
+        if not (len(key) <= 64 and key.isascii() and "\x00" not in key):
+            return False
+        if type(value) is str:
+            if not (len(value) <= 64 and value.isascii() and "\x00" not in value):
+                return False
+        elif type(value) is not int:
+            return False
+    return True
 
 
 def _json_problem(value: object) -> tuple[str, str] | None:

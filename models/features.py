@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from models.feature_spec import FeatureSpec
+from models.feature_windows import MetricState, slope_terms
 
 __all__ = ["DeviceFeatureState", "compute_features"]
 
@@ -37,82 +38,6 @@ def _spec_dict(spec: FeatureSpec) -> dict[str, Any]:
     # One JSON-safe dict per spec, shared by every device state's snapshot: a city's
     # devices each build a state, and dataclasses.asdict deep-copies every field.
     return spec.to_dict()
-
-
-class _MetricState:
-    """Rolling state of one metric. Values are raw; sums are of ``value - ref``."""
-
-    __slots__ = ("b_mean", "b_n", "b_var", "buf", "ewm", "ref", "s1", "s2", "since_refresh", "sxy")
-
-    def __init__(self, n_windows: int) -> None:
-        self.buf: list[float] = []
-        self.ref: float = _NAN  # first value seen: centring keeps sums of squares accurate
-        self.s1: list[float] = [0.0] * n_windows
-        self.s2: list[float] = [0.0] * n_windows
-        self.sxy: list[float] = [0.0] * n_windows
-        self.since_refresh: int = 0
-        self.ewm: float = _NAN
-        self.reset_baseline()
-
-    def reset_baseline(self) -> None:
-        self.b_n: int = 0
-        self.b_mean: float = 0.0
-        self.b_var: float = 0.0  # Welford M2 during warm-up, then the variance itself
-
-    def refresh(self, windows: Sequence[int]) -> None:
-        """Recompute the rolling sums exactly from the buffer."""
-        ref = self.ref
-        for k, w in enumerate(windows):
-            tail = self.buf[-w:]
-            s1 = s2 = sxy = 0.0
-            for i, v in enumerate(tail):
-                y = v - ref
-                s1 += y
-                s2 += y * y
-                sxy += i * y
-            self.s1[k] = s1
-            self.s2[k] = s2
-            self.sxy[k] = sxy
-        self.since_refresh = 0
-
-    def to_list(self) -> list[Any]:
-        return [
-            list(self.buf),
-            _enc(self.ref),
-            list(self.s1),
-            list(self.s2),
-            list(self.sxy),
-            self.since_refresh,
-            _enc(self.ewm),
-            self.b_n,
-            self.b_mean,
-            self.b_var,
-        ]
-
-    @classmethod
-    def from_list(cls, v: Sequence[Any], n_windows: int) -> _MetricState:
-        st = cls(n_windows)
-        st.buf = [float(x) for x in v[0]]
-        st.ref = _dec(v[1])
-        st.s1 = [float(x) for x in v[2]]
-        st.s2 = [float(x) for x in v[3]]
-        st.sxy = [float(x) for x in v[4]]
-        st.since_refresh = int(v[5])
-        st.ewm = _dec(v[6])
-        st.b_n = int(v[7])
-        st.b_mean = float(v[8])
-        st.b_var = float(v[9])
-        if len(st.s1) != n_windows:
-            raise ValueError("saved feature state has a different number of windows")
-        return st
-
-
-def _enc(x: float) -> float | None:
-    return None if x != x else x  # NaN is not valid JSON
-
-
-def _dec(x: float | None) -> float:
-    return _NAN if x is None else float(x)
 
 
 class DeviceFeatureState:
@@ -140,6 +65,7 @@ class DeviceFeatureState:
         "_maxw",
         "_metrics",
         "_n",
+        "_slope",
         "_spec",
         "_spec_dict",
         "_states",
@@ -152,7 +78,8 @@ class DeviceFeatureState:
         self._windows = spec.windows
         self._maxw = max(self._windows)
         self._ewm_alpha = 2.0 / (spec.window + 1.0)
-        self._states = [_MetricState(len(self._windows)) for _ in spec.metrics]
+        self._slope = slope_terms(self._maxw)
+        self._states = [MetricState(len(self._windows)) for _ in spec.metrics]
         self._n = 0
         self._spec_dict = _spec_dict(spec)  # shared: to_dict() costs ~0.3 ms per call
         ws, ps = spec.window_stats, spec.point_stats
@@ -200,7 +127,7 @@ class DeviceFeatureState:
         self._n = 0
         for i, st in enumerate(self._states):
             if clear_windows:
-                self._states[i] = _MetricState(len(self._windows))
+                self._states[i] = MetricState(len(self._windows))
             else:
                 st.reset_baseline()
 
@@ -220,12 +147,16 @@ class DeviceFeatureState:
             One row, in ``spec.feature_names`` order.
         """
         values = []
+        add = values.append
         for m in self._metrics:
             v = metrics.get(m)
+            if type(v) is float:  # validated readings: float(v) would return v itself
+                add(v)
+                continue
             try:
-                values.append(float(v))  # type: ignore[arg-type]
+                add(float(v))  # type: ignore[arg-type]
             except (TypeError, ValueError):
-                values.append(_NAN)
+                add(_NAN)
         return self.update_values(values)
 
     def update_values(self, values: Sequence[float]) -> list[float]:
@@ -250,6 +181,9 @@ class DeviceFeatureState:
         alpha = spec.baseline_alpha
         gate = spec.baseline_gate
         agg_zb_max, agg_zb_mean, agg_zl_max = self._aggregates
+        ewm_alpha = self._ewm_alpha
+        slopes = self._slope
+        sqrt = math.sqrt
         aggregate = agg_zb_max or agg_zb_mean or agg_zl_max
         zb_max = zl_max = -1.0  # -1: no metric had a baseline in this reading
         zb_sum = 0.0
@@ -299,9 +233,9 @@ class DeviceFeatureState:
                     add(m1 + ref)
                 if want_std:
                     var = s2s[k] / n - m1 * m1
-                    add(math.sqrt(var) if var > 0.0 else 0.0)
+                    add(sqrt(var) if var > 0.0 else 0.0)
                 if want_min or want_max:
-                    tail = buf[-n:]
+                    tail = buf if n == nb else buf[-n:]  # a full window: no copy
                     if want_min:
                         add(min(tail))
                     if want_max:
@@ -310,11 +244,10 @@ class DeviceFeatureState:
                     if n < 2:
                         add(_NAN)
                     else:
-                        si = n * (n - 1) / 2.0
-                        sii = (n - 1) * n * (2 * n - 1) / 6.0
-                        add((n * sxys[k] - si * s1s[k]) / (n * sii - si * si))
+                        si, den = slopes[n]
+                        add((n * sxys[k] - si * s1s[k]) / den)
             ewm = st.ewm
-            ewm = x if ewm != ewm else ewm + self._ewm_alpha * (x - ewm)
+            ewm = x if ewm != ewm else ewm + ewm_alpha * (x - ewm)
             st.ewm = ewm
             if want_ewm:
                 add(ewm)
@@ -324,7 +257,7 @@ class DeviceFeatureState:
             if b_n >= warmup:
                 b_mean = st.b_mean
                 b_var = st.b_var
-                sd = math.sqrt(b_var) if b_var > 0.0 else 0.0
+                sd = sqrt(b_var) if b_var > 0.0 else 0.0
                 # Floor for constant sensors: a flat-lined channel that moves is a
                 # big change, but not an infinite one.
                 floor = 1e-6 * abs(b_mean)
@@ -392,6 +325,35 @@ class DeviceFeatureState:
             "metrics": [st.to_list() for st in self._states],
         }
 
+    def packed_fields(self) -> tuple[int, list[int], list[float]]:
+        """``to_dict()``'s ``n`` and ``metrics``, flattened for a binary snapshot.
+
+        ``layout`` has, per metric, its number of fields, then one code per field:
+        -1 for None (a NaN), 0 for a number, ``k + 1`` for a list of ``k`` numbers;
+        ``numbers`` holds every number in order. This is what ``streams.state`` built
+        from :meth:`to_dict` field by field; the worker packs every touched device each
+        batch, so it is spelled out here, next to :meth:`MetricState.to_list`, whose
+        field order it must follow (tests compare the two).
+        """
+        layout: list[int] = []
+        numbers: list[float] = []
+        nw1 = len(self._windows) + 1
+        for st in self._states:
+            buf, ref, ewm = st.buf, st.ref, st.ewm
+            layout += (10, len(buf) + 1, 0 if ref == ref else -1, nw1, nw1, nw1, 0)
+            layout += (0 if ewm == ewm else -1, 0, 0, 0)
+            numbers += buf
+            if ref == ref:
+                numbers.append(ref)
+            numbers += st.s1
+            numbers += st.s2
+            numbers += st.sxy
+            numbers.append(st.since_refresh)
+            if ewm == ewm:
+                numbers.append(ewm)
+            numbers += (st.b_n, st.b_mean, st.b_var)
+        return self._n, layout, numbers
+
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> DeviceFeatureState:
         """Restore a state saved with :meth:`to_dict`.
@@ -408,7 +370,7 @@ class DeviceFeatureState:
             raise ValueError("saved feature state does not match its spec")
         state._n = int(d["n"])
         nw = len(state._windows)
-        state._states = [_MetricState.from_list(v, nw) for v in d["metrics"]]
+        state._states = [MetricState.from_list(v, nw) for v in d["metrics"]]
         return state
 
 

@@ -30,6 +30,8 @@ the same :meth:`DeviceHealthState.update` over a frame, for evaluation.
 
 from __future__ import annotations
 
+import functools
+import json
 import math
 from array import array
 from collections.abc import Mapping, Sequence
@@ -56,6 +58,8 @@ __all__ = [
 DISTANCES = ("mahalanobis", "sum_z2", "max_z")
 _STATE_FORMAT = 1
 _NAN = float("nan")
+# One compact encoder for every call (json.dumps builds a new one when given options).
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
 
 
 @dataclass(frozen=True)
@@ -129,6 +133,12 @@ class HealthSpec:
         return cls(**{**d, "metrics": tuple(d["metrics"])})
 
 
+@functools.lru_cache(maxsize=256)
+def _spec_json(spec: HealthSpec) -> str:
+    # A spec is frozen: encode it once, not once per device per batch (asdict deep-copies).
+    return _COMPACT.encode(spec.to_dict())
+
+
 class HealthScore(NamedTuple):
     """One reading's health score.
 
@@ -140,6 +150,11 @@ class HealthScore(NamedTuple):
     anomaly_score: float
     alarm: bool
     warming_up: bool
+
+
+# What every reading scores while the baseline is being learned (immutable, so shared:
+# one allocation less per reading in the worker).
+_WARMING_UP = HealthScore(_NAN, _NAN, False, True)
 
 
 class DeviceHealthState:
@@ -177,6 +192,7 @@ class DeviceHealthState:
         self._ucl = _NAN
         self._run = 0
         self.n_readings = 0
+        self._fitted_json: str | None = None  # mu, sd, prec and ucl never change once learned
 
     @property
     def warming_up(self) -> bool:
@@ -191,30 +207,43 @@ class DeviceHealthState:
     def update(self, metrics: Mapping[str, Any]) -> HealthScore:
         """Add one reading; missing or non-numeric metrics keep their last smoothed value."""
         values = []
+        add = values.append
         for m in self.spec.metrics:
+            v = metrics.get(m)
+            if type(v) is float:  # validated readings: float(v) would return v itself
+                add(v)
+                continue
             try:
-                values.append(float(metrics.get(m)))  # type: ignore[arg-type]
+                add(float(v))  # type: ignore[arg-type]
             except (TypeError, ValueError):
-                values.append(_NAN)
+                add(_NAN)
         return self.update_values(values)
 
     def update_values(self, values: Sequence[float]) -> HealthScore:
         """Like :meth:`update`, with values in ``spec.metrics`` order."""
         a = self._alpha
         ewm = self._ewm
+        unseen = False  # a metric never seen yet (its smoothed value is still NaN)
         for i, x in enumerate(values):
-            if x - x != 0.0:  # NaN or inf: keep the last smoothed value
-                continue
             e = ewm[i]
-            ewm[i] = x if e != e else e + a * (x - e)
+            if x - x != 0.0:  # NaN or inf: keep the last smoothed value
+                if e != e:
+                    unseen = True
+                continue
+            e = x if e != e else e + a * (x - e)
+            ewm[i] = e
+            if e != e:
+                unseen = True
+        if len(values) < len(ewm):  # metrics not given at all: check them too
+            unseen = unseen or any(e != e for e in ewm)
         self.n_readings += 1
-        if any(e != e for e in ewm):  # a metric never seen yet
-            return HealthScore(_NAN, _NAN, False, True)
+        if unseen:
+            return _WARMING_UP
         if not self._mu:
             self._buf.extend(ewm)
             if len(self._buf) >= self.spec.warmup * len(ewm):
                 self._fit()
-            return HealthScore(_NAN, _NAN, False, True)
+            return _WARMING_UP
         d = self._distance(ewm)
         ratio = d / self._ucl
         self._run = self._run + 1 if ratio > 1.0 else 0
@@ -238,6 +267,7 @@ class DeviceHealthState:
         limit = float(np.quantile(d, spec.quantile)) * spec.factor
         self._ucl = max(limit, 1e-9)
         self._buf = array("d")
+        self._fitted_json = None
 
     def _distance(self, x: Sequence[float]) -> float:
         z = [(v - m) / s for v, m, s in zip(x, self._mu, self._sd, strict=True)]
@@ -245,7 +275,7 @@ class DeviceHealthState:
         if kind == "max_z":
             return max(abs(v) for v in z)
         if kind == "sum_z2":
-            return math.fsum(v * v for v in z)
+            return math.fsum([v * v for v in z])  # fsum: exactly rounded, same as before
         return math.fsum(
             zi * math.fsum(p * zj for p, zj in zip(row, z, strict=True))
             for zi, row in zip(z, self._prec, strict=True)
@@ -272,6 +302,22 @@ class DeviceHealthState:
             k = len(self.spec.metrics)
             d["buf"] = [self._buf[i : i + k].tolist() for i in range(0, len(self._buf), k)]
         return d
+
+    def head_json(self) -> str:
+        """``to_dict(with_buffer=False)`` as compact JSON (``separators=(",", ":")``), the
+        same text, built faster: the worker packs every touched device each batch, and the
+        spec and the learned baseline are the same every time, so only ``ewm``, ``run``
+        and ``n`` are encoded afresh."""
+        fitted = self._fitted_json
+        if fitted is None:
+            ucl = None if self._ucl != self._ucl else self._ucl
+            body = {"mu": self._mu, "sd": self._sd, "prec": self._prec, "ucl": ucl}
+            fitted = self._fitted_json = _COMPACT.encode(body)[1:-1]
+        ewm = _COMPACT.encode([None if e != e else e for e in self._ewm])
+        return (
+            f'{{"format":{_STATE_FORMAT},"spec":{_spec_json(self.spec)},"ewm":{ewm},'
+            f'{fitted},"run":{self._run:d},"n":{self.n_readings:d}}}'
+        )
 
     def warmup_buffer(self) -> array:
         """The warm-up rows so far, flat float64 (row after row); empty once learned."""
@@ -301,6 +347,7 @@ class DeviceHealthState:
         st._ucl = _NAN if d["ucl"] is None else float(d["ucl"])
         st._run = int(d["run"])
         st.n_readings = int(d["n"])
+        st._fitted_json = None
         return st
 
 

@@ -23,17 +23,15 @@ messages and outages is streams.containment's job (docs/delivery.md).
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import socket
 import time
-from collections import Counter
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import faust
-import numpy as np
 import psycopg
 
 from core.settings import Settings
@@ -51,6 +49,7 @@ from storage.sinks import (
 
 from . import topics
 from .alerting import Hysteresis
+from .checkpoints import Checkpoint
 from .containment import Containment, fail_fast, hold, release, retry_until_done
 from .deadletters import (
     MAX_REPUBLISHED_RAW,
@@ -66,28 +65,12 @@ from .records import AlertEvent
 from .table_store import SCHEME, claim_datadir, discard_stale_partitions
 from .tansu import install_faust_fetch_wait_fix, install_faust_highwater_fix
 from .water_quality import WaterQualityHook
+from .worker_stats import WorkerStats
 
 log = logging.getLogger("citywatch.worker")
 
 
 # -- step helpers ----------------------------------------------------------
-
-
-@dataclass
-class WorkerStats:
-    """Counters the worker logs and stores in ``worker_stats`` periodically."""
-
-    processed: int = 0
-    stored: int = 0
-    maintenance: int = 0
-    scored: int = 0
-    unscored: int = 0  # stored, but the champion has no model for the asset type
-    deadletters: Counter = field(default_factory=Counter)
-    alerts_opened: int = 0
-    alerts_closed: int = 0
-    batch_ms: list[float] = field(default_factory=list)  # since the last report
-    last_offsets: dict = field(default_factory=dict)  # TopicPartition -> offset
-    started: float = field(default_factory=time.monotonic)
 
 
 class ModelsUnavailableError(SinkUnavailableError):
@@ -221,12 +204,17 @@ def create_app(
         return store
 
     guards: list[OffsetGuard] = []
+    checkpoint = Checkpoint(settings.checkpoint_interval_s)
+    checkpoint_lock = asyncio.Lock()  # a checkpoint never runs in the middle of a batch
 
-    async def settle_batches(stream, containment: Containment, process, on_poison, timings=None):
+    async def settle_batches(
+        stream, containment: Containment, process, on_poison, timings=None, checkpoint=None
+    ):
         """Every agent's loop: take a batch, settle it (contained), acknowledge what settled.
 
         Only events in offset order are processed (streams.ordering); the others
-        stay unacknowledged and are read again.
+        stay unacknowledged and are read again. With a ``checkpoint`` (the readings
+        agent) settled events are acknowledged at the next checkpoint instead.
         """
         guard = OffsetGuard()
         guards.append(guard)
@@ -240,9 +228,19 @@ def create_app(
             todo.extend(batch.in_order)
             if not todo:
                 continue
-            async with fail_fast(app, containment.step):
-                settled = await containment.run(todo, process, on_poison)
-            await release(stream, settled, app.consumer)
+            if checkpoint is None:
+                async with fail_fast(app, containment.step):
+                    settled = await containment.run(todo, process, on_poison)
+                await release(stream, settled, app.consumer)
+            else:
+                async with checkpoint_lock, fail_fast(app, containment.step):
+                    epoch = checkpoint.epoch
+                    settled = await containment.run(todo, process, on_poison)
+                    if epoch == checkpoint.epoch:  # else a rebalance discarded the batch
+                        checkpoint.stream = stream
+                        checkpoint.settle(settled)
+                        if checkpoint.due():
+                            await write_checkpoint()
             if timings is not None:
                 timings.append((time.perf_counter() - started) * 1000)
 
@@ -261,9 +259,13 @@ def create_app(
 
     @app.on_partitions_revoked.connect
     async def restart_offset_order(app, revoked, **kwargs) -> None:
-        # After a rebalance every partition is read again from its committed offset.
+        # After a rebalance every partition is read again from its committed offset,
+        # and from the device states of the last checkpoint (streams.checkpoints).
         for guard in guards:
             guard.forget()
+        checkpoint.discard()
+        device_states.forget_live_objects()
+        water_quality.forget()
 
     @app.agent(readings_topic)
     async def score_readings(stream):
@@ -273,17 +275,59 @@ def create_app(
             process_readings,
             store_poison(reading_sink, "score"),
             timings=stats.batch_ms,
+            checkpoint=checkpoint,
         )
 
     async def process_readings(events) -> None:
+        epoch = checkpoint.epoch
         try:
-            await _process_readings(events)
+            if checkpoint.replay_needed:
+                await _process_readings(checkpoint.stored, replay=True)
+                checkpoint.replay_needed = False
+            if events:
+                await _process_readings(events)
         except BaseException:
             device_states.forget_live_objects()  # restore from the table on retry
             water_quality.forget()
+            checkpoint.lost_live_states()
             raise
+        if not checkpoint.processed(epoch, events):
+            device_states.forget_live_objects()  # a rebalance came in between
 
-    async def _process_readings(events) -> None:
+    async def write_checkpoint() -> None:
+        """Write the states moved since the last checkpoint, then acknowledge (locked)."""
+        if checkpoint.replay_needed:  # the last batch's poison message lost the live states
+
+            async def replay() -> None:
+                await process_readings([])
+
+            if not await retry_until_done(replay, stopping, "scoring: cannot replay yet"):
+                return
+        device_states.write(device_states.checkpoint())
+        # The changelog holds the states before their messages' offsets are committed.
+        if not await retry_until_done(
+            app.producer.flush, stopping, "scoring: cannot write the checkpoint yet"
+        ):
+            return
+        await release(checkpoint.stream, checkpoint.settled, app.consumer)
+        checkpoint.done()
+
+    @app.task
+    async def keep_checkpoints() -> None:
+        # Not a Faust timer: timers end when the app starts stopping, and Faust's stop
+        # (and every rebalance) waits for all held messages to be acknowledged first.
+        while True:
+            await asyncio.sleep(0.2)
+            if not checkpoint.due() and not (checkpoint.settled and waiting_for_acks()):
+                continue
+            async with checkpoint_lock, fail_fast(app, "checkpoint"):
+                if checkpoint.settled:
+                    await write_checkpoint()
+
+    def waiting_for_acks() -> bool:
+        return app.should_stop or app.rebalancing
+
+    async def _process_readings(events, replay: bool = False) -> None:
         champion, challenger = current_models(models)
         for event in events:
             stats.last_offsets[event.message.tp] = event.message.offset
@@ -299,16 +343,14 @@ def create_app(
             scored_elsewhere=water_quality.asset_types,
         )
         stations = water_quality.plan(plan)
-        # Store, then publish, then move state forward (crash-safe order). While the
-        # sink thread stores (PostgreSQL works on the other core), this thread packs
-        # the states and encodes the score batches: nothing of it leaves the process
-        # before the batch is stored.
+        # Store, then publish; the states move at the next checkpoint (crash-safe
+        # order). While the sink thread stores (PostgreSQL works on the other core),
+        # this thread encodes the score batches: nothing leaves before the batch is stored.
         # run_in_executor submits now; a to_thread task would start only at the next await.
         storing = asyncio.get_running_loop().run_in_executor(
             None, reading_sink.write_with_outlook, plan.batch, stations.outlook
         )
         try:
-            packed = device_states.pack(plan.states)
             score_batches = [
                 (partition, encode_score_batch(part))
                 for partition, part in plan.scores_by_partition(settings.partitions).items()
@@ -327,8 +369,9 @@ def create_app(
             )
         await app.producer.flush()
         await water_quality.save(stations)  # durable before the device states move
-        device_states.write(packed)
-
+        device_states.moved(plan.states)
+        if replay:
+            return  # counted the first time
         stats.processed += len(events)
         stats.stored += len(plan.batch.readings) - len(written.conflicts)
         stats.maintenance += len(plan.batch.maintenance)
@@ -388,35 +431,7 @@ def create_app(
 
     @app.timer(interval=settings.stats_interval_s)
     async def report_progress() -> None:
-        elapsed = max(time.monotonic() - stats.started, 1e-9)
-        durations = np.asarray(stats.batch_ms) if stats.batch_ms else None
-        stats.batch_ms = []
-        lag = consumer_lag(app, stats.last_offsets)
-        log.info(
-            "processed=%d (%.0f/s) stored=%d maintenance=%d scored=%d unscored=%d"
-            " deadletters=%d alerts open/closed=%d/%d lag=%s",
-            stats.processed,
-            stats.processed / elapsed,
-            stats.stored,
-            stats.maintenance,
-            stats.scored,
-            stats.unscored,
-            sum(stats.deadletters.values()),
-            stats.alerts_opened,
-            stats.alerts_closed,
-            "?" if lag is None else lag,
-        )
-        sample = {
-            "ts": datetime.now(UTC),
-            "worker_id": worker_id,
-            "consumed": stats.processed,
-            "stored": stats.stored,
-            "scored": stats.scored,
-            "deadletters": sum(stats.deadletters.values()),
-            "consumer_lag": lag,
-            "batch_ms_p50": None if durations is None else float(np.percentile(durations, 50)),
-            "batch_ms_p99": None if durations is None else float(np.percentile(durations, 99)),
-        }
+        sample = stats.report(app, worker_id)
         try:
             await asyncio.to_thread(record_worker_stats, database_url, sample)
         except psycopg.Error as exc:  # stats are best effort; the data path has its own retry
@@ -446,20 +461,6 @@ def create_app(
     return app
 
 
-def consumer_lag(app: faust.App, last_offsets: dict) -> int | None:
-    """Readings not yet processed on this worker's partitions (None if unknown)."""
-    try:
-        total = 0
-        for tp, offset in last_offsets.items():
-            highwater = app.consumer.highwater(tp)
-            if highwater is None:
-                return None
-            total += max(0, highwater - offset - 1)
-        return total
-    except Exception:  # lag is diagnostics; never let it break the worker
-        return None
-
-
 def run_worker(settings: Settings, kafka: str, database_url: str, *, tansu: bool) -> None:
     """Run the worker until SIGINT/SIGTERM (blocking)."""
     topics.ensure_topics(kafka, settings)
@@ -470,5 +471,10 @@ def run_worker(settings: Settings, kafka: str, database_url: str, *, tansu: bool
     app = create_app(settings, kafka, database_url, tansu=tansu, datadir=datadir)
     if rocksdb:
         discard_stale_partitions(app, kafka, tansu=tansu)
+    # The ~230k objects of the imports (sklearn, lightgbm, pandas, Faust) never die:
+    # freezing them keeps every full collection from walking them again (py-spy: about
+    # 10 us per reading of the pipeline was the collector).
+    gc.collect()
+    gc.freeze()
     worker = faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True)
     worker.execute_from_commandline()

@@ -50,8 +50,9 @@ _LEN = struct.Struct("<I")
 
 def encode_health(state: DeviceHealthState) -> bytes:
     """Pack a health state: small JSON head, then the warm-up buffer as float64."""
-    d = state.to_dict(with_buffer=False)
-    head = json.dumps(d, separators=(",", ":")).encode()
+    # head_json is the JSON of to_dict(with_buffer=False), with the parts that do not
+    # change (spec, learned baseline) encoded once, not per device per batch.
+    head = state.head_json().encode()
     return _MAGIC + _LEN.pack(len(head)) + head + state.warmup_buffer().tobytes()
 
 

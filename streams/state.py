@@ -7,7 +7,8 @@ stream on the broker, so the snapshot is packed float64 instead: exact (NaN
 included), a few µs, and about a third of the bytes.
 
 The format is generic over :meth:`DeviceFeatureState.to_dict`'s ``metrics``
-lists, so adding a field to the feature state needs no change here. The model's
+lists (flattened by :meth:`DeviceFeatureState.packed_fields`), so adding a field to
+the feature state needs no change here. The model's
 feature-spec fingerprint is stored with the state: a promoted model with other
 features makes the old state unusable, and the device starts afresh.
 """
@@ -77,33 +78,21 @@ class Bookkeeping:
 
 def encode_state(state: DeviceState, fingerprint: bytes) -> bytes:
     """Pack a device's state into bytes for the Faust table."""
-    snapshot = state.features.to_dict()
-    # layout: one code per field: -1 = None, 0 = a number, k + 1 = a list of k numbers
-    layout = array("i")
-    numbers = array("d")
-    for fields in snapshot["metrics"]:
-        layout.append(len(fields))
-        for value in fields:
-            if isinstance(value, list):
-                layout.append(len(value) + 1)
-                numbers.extend(value)
-            elif value is None:
-                layout.append(-1)
-            else:
-                layout.append(0)
-                numbers.append(value)
+    # layout: per metric its field count, then one code per field: -1 = None,
+    # 0 = a number, k + 1 = a list of k numbers (DeviceFeatureState.packed_fields).
+    n, layout, numbers = state.features.packed_fields()
     header = _HEADER.pack(
         _MAGIC,
         fingerprint,
         state.last_offset,
         state.last_partition,
-        snapshot["n"],
+        n,
         _micros(state.last_ts),
         _micros(state.reset_ts),
         state.reset_pending,
         len(layout),
     )
-    return header + layout.tobytes() + numbers.tobytes()
+    return header + array("i", layout).tobytes() + array("d", numbers).tobytes()
 
 
 def join_state(state: bytes, health: bytes | None) -> bytes:

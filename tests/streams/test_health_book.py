@@ -155,3 +155,29 @@ def test_score_batch_carries_kind_and_anomaly_and_reads_old_messages() -> None:
     new = json.loads(encode_score_batch(rows[:1]))
     new["scores"][0][7]["forecast"] = [1, 2, 3]
     assert decode_score_batch(json.dumps(new).encode())[0].anomaly_score == 2.3
+
+
+def _old_head(st: DeviceHealthState) -> bytes:
+    # encode_health's head before head_json(): the reference it must equal byte for byte,
+    # so tables written by either version decode the same.
+    return json.dumps(st.to_dict(with_buffer=False), separators=(",", ":")).encode()
+
+
+def test_head_json_is_the_old_head_byte_for_byte() -> None:
+    specs = (SPEC, HealthSpec(metrics=("a", "b", "c"), warmup=12, distance="mahalanobis"))
+    for spec in specs:
+        st = DeviceHealthState(spec)
+        assert st.head_json().encode() == _old_head(st)  # nothing seen: ewm all null
+        st.update({"a": 1.0})  # "b" still unseen: a null among numbers
+        assert st.head_json().encode() == _old_head(st)
+        for i, r in enumerate(_readings(60, seed=3)):
+            st.update({**r, "c": float(i % 5), "b": float("nan") if i % 7 == 0 else r["b"]})
+            assert st.head_json().encode() == _old_head(st)
+        assert not st.warming_up
+        back = decode_health(encode_health(st), spec)
+        assert back is not None and back.head_json() == st.head_json()
+        st.reset()  # the learned baseline is gone: its cached JSON too
+        assert st.head_json().encode() == _old_head(st)
+        st._ucl = float("nan")  # a degenerate fit: ucl is null, as to_dict writes it
+        st._fitted_json = None
+        assert st.head_json().encode() == _old_head(st)

@@ -417,3 +417,72 @@ def test_the_card_decides_which_model_alerts_and_scores_carry_anomaly_and_ttf(
     np.testing.assert_allclose(
         scored["risk"], scored["anomaly_score"] / (1 + scored["anomaly_score"]), rtol=1e-12
     )
+
+
+def test_states_moved_between_checkpoints_score_as_one_run_and_restart_from_the_last(
+    fleet, history, trained_models
+):
+    """The worker writes states only at checkpoints (streams.checkpoints): between
+    them the live objects are ahead of the table. A restart reads the batches since
+    the last checkpoint again, from its states, and scores them the same."""
+    readings, _ = history
+    messages = Partition().messages(as_messages(readings))
+    uninterrupted = _scores(_run(messages, fleet, DeviceStates({}), trained_models, batch_size=60))
+
+    table: dict = {}
+    states = DeviceStates(table)
+    plans, checkpointed_at = [], 0
+    batches = [messages[i : i + 60] for i in range(0, len(messages), 60)]
+    crash_after = len(batches) * 2 // 3
+    for n, batch in enumerate(batches[:crash_after], start=1):
+        plan = _plan(batch, fleet, states, trained_models)
+        states.moved(plan.states)  # stored and published; the table is not written yet
+        plans.append(plan)
+        if n % 3 == 0:
+            states.write(states.checkpoint())
+            checkpointed_at = n
+    assert checkpointed_at < crash_after  # batches stored since the last checkpoint
+    # A crash: a new process over the table, from the last checkpoint's messages on.
+    restarted = DeviceStates(table)
+    for batch in batches[checkpointed_at:]:
+        plan = _plan(batch, fleet, restarted, trained_models)
+        restarted.moved(plan.states)
+        plans.append(plan)
+    replayed = _scores(plans)
+    # Scores of the batches processed twice are the same both times.
+    assert (
+        replayed.duplicated(["device_id", "ts", "risk"]).sum()
+        == replayed.duplicated(["device_id", "ts"]).sum()
+        > 0
+    )
+    once = replayed.drop_duplicates(["device_id", "ts"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(once, uninterrupted)
+
+
+def test_a_spec_change_between_checkpoints_keeps_the_live_offsets(fleet, trained_models):
+    device = fleet.devices[4]
+    metrics = _mid_metrics(device.asset_type)
+    states = DeviceStates({})
+    part = Partition()
+    first = [_reading(device, NOW - timedelta(minutes=m), metrics) for m in (10, 5)]
+    plan = _plan(part.messages([(b"k", v) for v in first]), fleet, states, trained_models)
+    states.moved(plan.states)  # not written: the table knows nothing of the device
+    other = FeatureSpec(metrics=("x",))
+    key = device.device_id.encode()
+    state = states.load(key, other, "v-other", device.asset_type)
+    assert state.features.spec == other and state.features.to_dict()["n"] == 0
+    assert state.last_ts == NOW - timedelta(minutes=5)
+    assert state.last_offset == plan.states[key].last_offset
+
+
+def _plan(messages, fleet, states, champion):
+    return plan_readings(
+        messages,
+        lookup=_directory(fleet),
+        limits=LIMITS,
+        now=NOW,
+        states=states,
+        champion=champion,
+        challenger=None,
+        explain=ExplainPolicy(timedelta(0)),
+    )

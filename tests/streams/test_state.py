@@ -77,3 +77,61 @@ def test_cache_hits_only_for_the_bytes_it_wrote():
     assert cache.get(b"dev", None) is None
     cache.clear()
     assert cache.get(b"dev", packed) is None
+
+
+def _old_encode_state(state: DeviceState, fingerprint: bytes) -> bytes:
+    # encode_state before DeviceFeatureState.packed_fields: generic over to_dict()'s
+    # metrics lists. The reference the fast packer must equal byte for byte.
+    from array import array
+
+    from streams.state import _HEADER, _MAGIC, _micros
+
+    snapshot = state.features.to_dict()
+    layout = array("i")
+    numbers = array("d")
+    for fields in snapshot["metrics"]:
+        layout.append(len(fields))
+        for value in fields:
+            if isinstance(value, list):
+                layout.append(len(value) + 1)
+                numbers.extend(value)
+            elif value is None:
+                layout.append(-1)
+            else:
+                layout.append(0)
+                numbers.append(value)
+    header = _HEADER.pack(
+        _MAGIC,
+        fingerprint,
+        state.last_offset,
+        state.last_partition,
+        snapshot["n"],
+        _micros(state.last_ts),
+        _micros(state.reset_ts),
+        state.reset_pending,
+        len(layout),
+    )
+    return header + layout.tobytes() + numbers.tobytes()
+
+
+any_values = st.one_of(values, st.just(math.inf), st.just(-math.inf), st.none())
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.tuples(any_values, any_values, st.booleans()), min_size=0, max_size=40),
+    st.booleans(),
+)
+def test_packed_state_is_the_old_generic_packing_byte_for_byte(history, pending):
+    features = DeviceFeatureState(SPEC)
+    ts = datetime(2026, 11, 24, 21, 0, tzinfo=UTC)
+    fp = spec_fingerprint(SPEC)
+    for a, b, reset in history:
+        if reset and a is None:
+            features.reset_baseline(clear_windows=b is None)
+        metrics = {k: v for k, v in (("a", a), ("b", b)) if v is not None}
+        features.update(metrics)
+        state = DeviceState(7, ts, features, 2, ts if pending else None, pending)
+        assert encode_state(state, fp) == _old_encode_state(state, fp)
+    state = DeviceState(-1, None, features)
+    assert encode_state(state, fp) == _old_encode_state(state, fp)

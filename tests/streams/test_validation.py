@@ -197,3 +197,51 @@ def test_validation_never_raises_on_any_bytes(raw):
 
 def message_dict() -> dict:
     return json.loads(message())
+
+
+_NAMES = ("vibration_rms", "bearing_temp", "motor_current", "pressure", "flow", "lux", "")
+_VALUES = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([0.0, -0.0, 1e6, -1e6, 1e308, 2.0, 40.0]),
+    st.integers(min_value=-(10**30), max_value=10**30),
+    st.booleans(),
+    st.none(),
+    st.text(max_size=3),
+)
+_SOURCE_VALUES = st.one_of(
+    st.text(max_size=70),
+    st.integers(min_value=-(10**30), max_value=10**30),
+    st.booleans(),
+    st.none(),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=2), st.integers(), max_size=2),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.dictionaries(st.sampled_from(_NAMES), _VALUES, max_size=6),
+    st.one_of(st.none(), st.dictionaries(st.text(max_size=70), _SOURCE_VALUES, max_size=70)),
+)
+def test_fast_paths_decide_exactly_as_the_full_checks(metrics, source):
+    # The plain-input fast paths (streams.validation._plainly_valid, core.wire._plainly_flat)
+    # only ever say "valid"; with them switched off every message gets the same outcome.
+    import core.wire
+    import streams.validation
+
+    raw = json.dumps(
+        {**json.loads(message()), "metrics": metrics, "source": source}, allow_nan=True
+    ).encode()
+    fast = check(raw)
+    saved = streams.validation._plainly_valid, core.wire._plainly_flat
+    streams.validation._plainly_valid = core.wire._plainly_flat = lambda *a: False
+    try:
+        slow = check(raw)
+    finally:
+        streams.validation._plainly_valid, core.wire._plainly_flat = saved
+    assert type(fast) is type(slow)
+    assert fast == slow
+    if isinstance(fast, Reading):
+        assert list(fast.metrics.items()) == list(slow.metrics.items())
+        assert all(type(v) is float for v in fast.metrics.values())

@@ -6,16 +6,20 @@ from __future__ import annotations
 import json
 import time
 
+import numpy as np
 import pytest
 
 from ingest.simulator import FleetSimulator
+from models.bundle_store import load_champion
 from tests.pipeline_helpers import (
     Worker,
     as_messages,
     database_outage,
+    offline_scores,
     past_history,
     produce,
     register_fleet,
+    stored_scores,
     wait_for_total,
 )
 
@@ -77,6 +81,46 @@ def test_a_row_the_database_refuses_becomes_poison_and_its_batch_is_stored(
     text = log.read_text()
     assert "isolating the message" in text
     assert "stopping the worker" not in text
+
+
+def test_a_poison_message_after_unacknowledged_batches_keeps_every_score_exact(
+    conn, refusing_database, isolated, trained_models, tmp_path
+):
+    """The device states move only at checkpoints (streams.checkpoints). A failed batch
+    loses the live states, so the batches stored since the last checkpoint are
+    processed again first: every score still equals the offline one, as if the
+    poison message had never been sent."""
+    db = refusing_database
+    # Small batches and no checkpoint during the test: the poison meets six stored,
+    # unacknowledged batches.
+    settings = isolated.model_copy(update={"batch_size": 50, "checkpoint_interval_s": 600.0})
+    fleet = FleetSimulator(n_devices=5, seed=23)
+    register_fleet(conn, fleet)
+    readings, _ = past_history(fleet, 80)
+    messages = as_messages(readings)
+    marked_at = 330  # in the seventh batch, not its first message
+    key, value = messages[marked_at]
+    marked = json.loads(value)
+    marked["source"]["refuse_me"] = True
+    messages[marked_at] = (key, json.dumps(marked).encode())
+    produce(conn, settings, messages)
+
+    worker = Worker(settings, conn, tmp_path / "worker.log").start()
+    try:
+        assert wait_for_total(conn, len(messages)) == len(messages)
+        assert worker.alive()
+    finally:
+        worker.stop()
+    reasons = db.execute("SELECT reason FROM deadletters").fetchall()
+    assert reasons == [("poison",)]
+    kept = readings[:marked_at] + readings[marked_at + 1 :]
+    online = stored_scores(db)
+    assert len(online) == len(kept)
+    offline = offline_scores(load_champion(settings.models_path), kept, [])
+    merged = online.merge(offline, on=["device_id", "ts"], suffixes=("_online", "_offline"))
+    assert len(merged) == len(kept)
+    np.testing.assert_array_equal(merged["risk_online"], merged["risk_offline"])
+    np.testing.assert_array_equal(merged["anomaly_score_online"], merged["anomaly_score_offline"])
 
 
 def test_a_clean_stop_during_an_outage_acknowledges_nothing(
