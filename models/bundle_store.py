@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from core.files import write_text_atomic
 from models.bundle import RiskModelBundle, check_version
 from models.feature_spec import FeatureSpec
 from models.remaining_life import RemainingLifeInterval
@@ -50,19 +51,6 @@ __all__ = [
 CHAMPION_FILE = "CHAMPION"
 CARD_FILE = "card.json"
 _BUNDLE_FORMAT = 1
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_bundle(bundle: RiskModelBundle, models_path: Path) -> Path:
@@ -337,7 +325,7 @@ def promote(models_path: Path, version: str) -> None:
     models_path = Path(models_path)
     if not (models_path / check_version(version) / CARD_FILE).is_file():
         raise FileNotFoundError(f"no model version {version} in {models_path}")
-    _write_atomic(models_path / CHAMPION_FILE, version + "\n")
+    write_text_atomic(models_path / CHAMPION_FILE, version + "\n")
 
 
 def read_champion(models_path: Path) -> str | None:

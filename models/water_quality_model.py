@@ -12,12 +12,9 @@ with a few lines (see :class:`StationScorer`). Features come only from
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -28,6 +25,7 @@ import pandas as pd
 from lightgbm import Booster, LGBMClassifier
 from lightgbm.basic import LightGBMError
 
+from core.files import write_text_atomic
 from models.water_quality import (
     HORIZONS_H,
     StationState,
@@ -165,25 +163,8 @@ def save_water_quality_model(model: WaterQualityModel, path: str) -> str:
     file (``streams.water_quality``) therefore sees the old file or the new one,
     never half of it.
     """
-    text = _dumps(model)
-    target = os.path.abspath(path)
-    folder, name = os.path.split(target)
-    try:  # keep the permissions of the file being replaced (the worker must read it)
-        mode = os.stat(target).st_mode & 0o777
-    except FileNotFoundError:
-        mode = 0o644
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    # The worker must be able to read a new file too: 0644, not mkstemp's 0600.
+    write_text_atomic(path, _dumps(model), new_file_mode=0o644)
     return model.version
 
 

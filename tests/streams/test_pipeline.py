@@ -81,13 +81,11 @@ def _run(
     explain = explain or ExplainPolicy(timedelta(0))
     plans = []
     for i in range(0, len(messages), batch_size):
-        plan = plan_readings(
+        plan = _plan(
             messages[i : i + batch_size],
-            lookup=_directory(fleet),
-            limits=LIMITS,
-            now=NOW,
-            states=states,
-            champion=champion,
+            fleet,
+            states,
+            champion,
             challenger=challenger,
             explain=explain,
             scored_elsewhere=scored_elsewhere,
@@ -475,7 +473,9 @@ def test_a_spec_change_between_checkpoints_keeps_the_live_offsets(fleet, trained
     assert state.last_offset == plan.states[key].last_offset
 
 
-def _plan(messages, fleet, states, champion):
+def _plan(
+    messages, fleet, states, champion, challenger=None, explain=None, scored_elsewhere=frozenset()
+):
     return plan_readings(
         messages,
         lookup=_directory(fleet),
@@ -483,6 +483,7 @@ def _plan(messages, fleet, states, champion):
         now=NOW,
         states=states,
         champion=champion,
-        challenger=None,
-        explain=ExplainPolicy(timedelta(0)),
+        challenger=challenger,
+        explain=explain or ExplainPolicy(timedelta(0)),
+        scored_elsewhere=scored_elsewhere,
     )

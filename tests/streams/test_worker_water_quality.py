@@ -35,13 +35,9 @@ def test_killed_worker_stores_the_outlook_once_and_alerts_on_incidents(
     )
     from tests.conftest import DATASETS, REPO
 
-    src = DATASETS / "gecco2018" / "train.csv"
-    if not src.is_file():
-        pytest.skip("gecco2018/train.csv not found")
-    with src.open() as f:
-        lines = [next(f) for _ in range(LAST + 1)]
+    header, rows = _incident_rows(DATASETS)
     path = tmp_path / "gecco-incidents.csv"
-    path.write_text("".join([lines[0], *lines[FIRST + 1 : LAST + 1]]))
+    path.write_text("".join([header, *rows]))
     frame = load_gecco(str(path))
     # Fitted on the slice itself: this test is about the wiring, not the model's skill.
     model = fit_water_quality(
@@ -146,12 +142,7 @@ def test_worker_takes_a_new_model_file_mid_stream(
     )
     from tests.conftest import DATASETS, REPO
 
-    src = DATASETS / "gecco2018" / "train.csv"
-    if not src.is_file():
-        pytest.skip("gecco2018/train.csv not found")
-    with src.open() as f:
-        lines = [next(f) for _ in range(LAST + 1)]
-    header, rows = lines[0], lines[FIRST + 1 : LAST + 1]
+    header, rows = _incident_rows(DATASETS)
     path = tmp_path / "gecco-incidents.csv"
     path.write_text("".join([header, *rows]))
     frame = load_gecco(str(path))
@@ -250,3 +241,13 @@ def test_worker_takes_a_new_model_file_mid_stream(
     np.testing.assert_array_equal([r[1] for r in got], [o["event_probability"] for o in offline])
     np.testing.assert_array_equal([r[2] for r in got], [o["horizons"][6] for o in offline])
     assert [o["model_version"] for o in offline] == versions
+
+
+def _incident_rows(datasets) -> tuple[str, list[str]]:
+    """The GECCO file's header and its data rows FIRST..LAST (skips without the file)."""
+    src = datasets / "gecco2018" / "train.csv"
+    if not src.is_file():
+        pytest.skip("gecco2018/train.csv not found")
+    with src.open() as f:
+        lines = [next(f) for _ in range(LAST + 1)]
+    return lines[0], lines[FIRST + 1 : LAST + 1]
