@@ -23,7 +23,6 @@ messages and outages is streams.containment's job (docs/delivery.md).
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 import socket
@@ -59,6 +58,7 @@ from .deadletters import (
 from .device_states import DeviceStates
 from .devices import DeviceDirectory
 from .explanations import ExplainPolicy
+from .heap import HeapFreezer, collect_on_schedule
 from .ordering import OffsetGuard, fetch_hole
 from .pipeline import Limits, plan_alerts, plan_readings
 from .records import AlertEvent
@@ -205,6 +205,7 @@ def create_app(
 
     guards: list[OffsetGuard] = []
     checkpoint = Checkpoint(settings.checkpoint_interval_s)
+    heap = HeapFreezer()
     checkpoint_lock = asyncio.Lock()  # a checkpoint never runs in the middle of a batch
 
     async def settle_batches(
@@ -311,6 +312,7 @@ def create_app(
             return
         await release(checkpoint.stream, checkpoint.settled, app.consumer)
         checkpoint.done()
+        heap.after_checkpoint()
 
     @app.task
     async def keep_checkpoints() -> None:
@@ -473,8 +475,7 @@ def run_worker(settings: Settings, kafka: str, database_url: str, *, tansu: bool
         discard_stale_partitions(app, kafka, tansu=tansu)
     # The ~230k objects of the imports (sklearn, lightgbm, pandas, Faust) never die:
     # freezing them keeps every full collection from walking them again (py-spy: about
-    # 10 us per reading of the pipeline was the collector).
-    gc.collect()
-    gc.freeze()
+    # 10 us per reading of the pipeline was the collector); see streams/heap.py.
+    collect_on_schedule()
     worker = faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True)
     worker.execute_from_commandline()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import json
 import time
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ def bench_pipeline(
     from models.bundle_store import load_champion
     from streams.device_states import DeviceStates
     from streams.explanations import ExplainPolicy
+    from streams.heap import collect_on_schedule
     from streams.pipeline import Limits, plan_readings
 
     bundle = load_champion(settings.models_path)
@@ -68,8 +68,7 @@ def bench_pipeline(
     explain = ExplainPolicy(timedelta(seconds=settings.explain_interval_s))
 
     # As the worker does before it starts (streams.app.run_worker).
-    gc.collect()
-    gc.freeze()
+    collect_on_schedule()
     started = time.process_time()
     for i in range(0, len(messages), settings.batch_size):
         plan = plan_readings(
