@@ -194,7 +194,16 @@ def _copy_upsert_readings(
         if readings < len(batch.readings) and batch.reading_positions
         else []
     )
-    scores = _copy_upsert(cur, SCORES, batch.scores)
+    # A reading not inserted now is a replay, whose scores were stored with it, or lost
+    # its key to another message's reading, whose scores those are. Scored again after
+    # a model switch (a champion promoted, a water-quality file reloaded) they would
+    # carry another model_version and slip past the primary key: leave them out.
+    if isinstance(inserted, set) and readings < len(batch.readings):
+        not_inserted = {(r.device_id, r.ts) for r in batch.readings} - inserted
+        fresh = [s for s in batch.scores if (s.device_id, s.ts) not in not_inserted]
+    else:
+        fresh = batch.scores
+    scores = _copy_upsert(cur, SCORES, fresh)
     return readings, int(scores), conflicts
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -63,6 +64,34 @@ def test_writing_a_batch_twice_stores_it_once(conn, db):
     assert row == ("7.0", "7")
     raw = db.execute("SELECT raw FROM deadletters WHERE source_offset = 0").fetchone()[0]
     assert bytes(raw) == b"\x00{"
+
+
+def test_a_replay_scored_by_another_model_stores_no_second_score(conn, db):
+    """A batch delivered again after a crash may meet a new model (a champion promoted,
+    a water-quality file reloaded): its readings are stored already, so are their
+    scores, and the new version's scores must not join them. A reading of the same
+    batch that was never stored gets its score."""
+    sink = PostgresSink(conn.database_url)
+    first = batch(10)
+    first.reading_positions = [("readings", 0, i) for i in range(10)]
+    sink.write(first)
+    again = batch(12)  # the same ten messages, then two new ones
+    again.reading_positions = [("readings", 0, i) for i in range(12)]
+    again.scores = [replace(s, model_version="v2") for s in again.scores]
+    result = sink.write(again)
+    # A different message with a stored reading's key: a duplicate, and no score of it.
+    other = batch(1, start=3)
+    other.reading_positions = [("readings", 1, 0)]
+    other.scores = [replace(s, model_version="v3") for s in other.scores]
+    other.conflict_deadletter = lambda i: replace(other.deadletters[0], deadletter_id="dup")
+    conflicted = sink.write(other)
+    sink.close()
+    assert (result.readings, result.scores, result.conflicts) == (2, 2, [])
+    assert conflicted.conflicts == [0]
+    versions = db.execute(
+        "SELECT model_version, count(*) FROM scores GROUP BY 1 ORDER BY 1"
+    ).fetchall()
+    assert versions == [("v1", 10), ("v2", 2)]
 
 
 def test_alert_upsert_keeps_one_open_alert_and_closes_it(conn, db):
