@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import time
 from dataclasses import dataclass
@@ -67,7 +68,9 @@ def bench_pipeline(
     )
     explain = ExplainPolicy(timedelta(seconds=settings.explain_interval_s))
 
-    # As the worker does before it starts (streams.app.run_worker).
+    # As the worker does before it starts (streams.app.run_worker); undone below, for a
+    # caller that goes on in this process (the tests).
+    threshold = gc.get_threshold()
     collect_on_schedule()
     started = time.process_time()
     for i in range(0, len(messages), settings.batch_size):
@@ -87,6 +90,8 @@ def bench_pipeline(
     for m in messages:
         json.loads(m.value)
     parse_s = time.process_time() - started
+    gc.unfreeze()
+    gc.set_threshold(*threshold)
 
     n = len(messages)
     figures = {
