@@ -23,6 +23,7 @@ messages and outages is streams.containment's job (docs/delivery.md).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import socket
@@ -209,13 +210,13 @@ def create_app(
     checkpoint_lock = asyncio.Lock()  # a checkpoint never runs in the middle of a batch
 
     async def settle_batches(
-        stream, containment: Containment, process, on_poison, timings=None, checkpoint=None
+        stream, containment: Containment, process, on_poison, timings=None, at_checkpoints=False
     ):
         """Every agent's loop: take a batch, settle it (contained), acknowledge what settled.
 
         Only events in offset order are processed (streams.ordering); the others
-        stay unacknowledged and are read again. With a ``checkpoint`` (the readings
-        agent) settled events are acknowledged at the next checkpoint instead.
+        stay unacknowledged and are read again. ``at_checkpoints`` (the readings
+        agent): settled events are acknowledged at the next checkpoint instead.
         """
         guard = OffsetGuard()
         guards.append(guard)
@@ -229,7 +230,7 @@ def create_app(
             todo.extend(batch.in_order)
             if not todo:
                 continue
-            if checkpoint is None:
+            if not at_checkpoints:
                 async with fail_fast(app, containment.step):
                     settled = await containment.run(todo, process, on_poison)
                 await release(stream, settled, app.consumer)
@@ -276,7 +277,7 @@ def create_app(
             process_readings,
             store_poison(reading_sink, "score"),
             timings=stats.batch_ms,
-            checkpoint=checkpoint,
+            at_checkpoints=True,
         )
 
     async def process_readings(events) -> None:
@@ -298,10 +299,7 @@ def create_app(
     async def write_checkpoint() -> None:
         """Write the states moved since the last checkpoint, then acknowledge (locked)."""
         if checkpoint.replay_needed:  # the last batch's poison message lost the live states
-
-            async def replay() -> None:
-                await process_readings([])
-
+            replay = functools.partial(process_readings, [])  # replays ``stored`` only
             if not await retry_until_done(replay, stopping, "scoring: cannot replay yet"):
                 return
         device_states.write(device_states.checkpoint())

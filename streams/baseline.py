@@ -15,12 +15,13 @@ its messages), since a short last batch only waits out ``within``.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 import uuid
 
 import faust
+
+from core.files import write_text_atomic
 
 from .tansu import install_faust_fetch_wait_fix, install_faust_highwater_fix
 
@@ -32,10 +33,8 @@ def parse_batch(arg: str) -> tuple[int, float]:
 
 
 def _write(result_file: str, messages: int, seconds: float) -> None:
-    tmp = result_file + ".tmp"
-    with open(tmp, "w") as fh:
-        json.dump({"messages": messages, "seconds": seconds}, fh)
-    os.replace(tmp, result_file)
+    # Atomic: the bench polls for the file and reads it as soon as it exists.
+    write_text_atomic(result_file, json.dumps({"messages": messages, "seconds": seconds}))
 
 
 def main() -> None:

@@ -55,8 +55,6 @@ class Checkpoint:
         """A batch was stored and published; False if a rebalance came in between."""
         if epoch != self.epoch:
             return False
-        if self._since is None:
-            self._since = self._clock()
         self.stored.extend(events)
         return True
 

@@ -87,11 +87,7 @@ class DeviceStates:
         return packed
 
     def pack(self, states: dict[bytes, DeviceState]) -> dict[bytes, bytes]:
-        """The table values of ``states`` as they are now (features, offsets and health).
-
-        The worker packs while the batch is being stored, so the bytes must be
-        taken before anything moves the live objects on.
-        """
+        """The table values of ``states`` as they are now (features, offsets and health)."""
         packed = {}
         for key, state in states.items():
             value = self.health.pack(key, encode_state(state, _fingerprint(state.features.spec)))

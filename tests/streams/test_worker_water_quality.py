@@ -11,6 +11,15 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from citywatch.commands.replay import replay as replay_command
+from core.assets import ASSET_TYPES, load_catalogue
+from models.water_quality import load_gecco, station_features
+from models.water_quality_model import (
+    StationScorer,
+    fit_water_quality,
+    save_water_quality_model,
+)
+from tests.conftest import DATASETS, REPO
 from tests.pipeline_helpers import Worker
 
 # Data rows 15500..17599: two days before and around the first five labelled incidents.
@@ -25,17 +34,7 @@ def _count(db, sql: str, *args) -> int:
 def test_killed_worker_stores_the_outlook_once_and_alerts_on_incidents(
     conn, db, isolated, trained_models, tmp_path, monkeypatch
 ):
-    from citywatch.commands.replay import replay as replay_command
-    from core.assets import ASSET_TYPES, load_catalogue
-    from models.water_quality import load_gecco, station_features
-    from models.water_quality_model import (
-        StationScorer,
-        fit_water_quality,
-        save_water_quality_model,
-    )
-    from tests.conftest import DATASETS, REPO
-
-    header, rows = _incident_rows(DATASETS)
+    header, rows = _incident_rows()
     path = tmp_path / "gecco-incidents.csv"
     path.write_text("".join([header, *rows]))
     frame = load_gecco(str(path))
@@ -47,13 +46,7 @@ def test_killed_worker_stores_the_outlook_once_and_alerts_on_incidents(
     model_file = tmp_path / "wq.json"
     save_water_quality_model(model, str(model_file))
 
-    catalogue = REPO / "core/catalogues/water_quality_station.toml"
-    station = load_catalogue([catalogue])["water_quality_station"]
-    monkeypatch.setenv("CITYWATCH_ASSET_CATALOGUE", str(catalogue))  # for the worker process
-    monkeypatch.setenv("CITYWATCH_WATER_QUALITY_MODEL", str(model_file))
-    monkeypatch.setitem(ASSET_TYPES, "water_quality_station", station)  # for this one
-    settings = isolated.model_copy(update={"batch_size": 20, "batch_within_s": 0.1})
-    device = f"wq-{settings.app_id[-8:]}"
+    station, settings, device = _station_worker(monkeypatch, isolated, model_file)
     outlook_sql = "SELECT count(*) FROM station_outlook WHERE device_id = %s"
 
     log = tmp_path / "worker.log"
@@ -132,17 +125,7 @@ def test_worker_takes_a_new_model_file_mid_stream(
     rows switch to the new version at one batch boundary, nothing is lost or scored
     twice, and every row equals an offline scorer whose model switches at the same
     reading (the feature state goes on)."""
-    from citywatch.commands.replay import replay as replay_command
-    from core.assets import ASSET_TYPES, load_catalogue
-    from models.water_quality import load_gecco, station_features
-    from models.water_quality_model import (
-        StationScorer,
-        fit_water_quality,
-        save_water_quality_model,
-    )
-    from tests.conftest import DATASETS, REPO
-
-    header, rows = _incident_rows(DATASETS)
+    header, rows = _incident_rows()
     path = tmp_path / "gecco-incidents.csv"
     path.write_text("".join([header, *rows]))
     frame = load_gecco(str(path))
@@ -156,15 +139,9 @@ def test_worker_takes_a_new_model_file_mid_stream(
     model_file = tmp_path / "wq.json"
     save_water_quality_model(v1, str(model_file))
 
-    catalogue = REPO / "core/catalogues/water_quality_station.toml"
-    station = load_catalogue([catalogue])["water_quality_station"]
-    monkeypatch.setenv("CITYWATCH_ASSET_CATALOGUE", str(catalogue))
-    monkeypatch.setenv("CITYWATCH_WATER_QUALITY_MODEL", str(model_file))
     monkeypatch.setenv("CITYWATCH_WATER_QUALITY_RELOAD_S", "0")  # look before every batch
     monkeypatch.setenv("CITYWATCH_MAX_READING_AGE_DAYS", "0")  # the record's own times
-    monkeypatch.setitem(ASSET_TYPES, "water_quality_station", station)
-    settings = isolated.model_copy(update={"batch_size": 20, "batch_within_s": 0.1})
-    device = f"wq-{settings.app_id[-8:]}"
+    station, settings, device = _station_worker(monkeypatch, isolated, model_file)
     outlook_sql = "SELECT count(*) FROM station_outlook WHERE device_id = %s"
     log = tmp_path / "worker.log"
 
@@ -243,11 +220,23 @@ def test_worker_takes_a_new_model_file_mid_stream(
     assert [o["model_version"] for o in offline] == versions
 
 
-def _incident_rows(datasets) -> tuple[str, list[str]]:
+def _incident_rows() -> tuple[str, list[str]]:
     """The GECCO file's header and its data rows FIRST..LAST (skips without the file)."""
-    src = datasets / "gecco2018" / "train.csv"
+    src = DATASETS / "gecco2018" / "train.csv"
     if not src.is_file():
         pytest.skip("gecco2018/train.csv not found")
     with src.open() as f:
         lines = [next(f) for _ in range(LAST + 1)]
     return lines[0], lines[FIRST + 1 : LAST + 1]
+
+
+def _station_worker(monkeypatch, isolated, model_file):
+    """The station type for this process and the worker's, the model file the worker
+    reads, and settings with small batches: (station type, settings, device id)."""
+    catalogue = REPO / "core/catalogues/water_quality_station.toml"
+    station = load_catalogue([catalogue])["water_quality_station"]
+    monkeypatch.setenv("CITYWATCH_ASSET_CATALOGUE", str(catalogue))  # for the worker process
+    monkeypatch.setenv("CITYWATCH_WATER_QUALITY_MODEL", str(model_file))
+    monkeypatch.setitem(ASSET_TYPES, "water_quality_station", station)  # for this one
+    settings = isolated.model_copy(update={"batch_size": 20, "batch_within_s": 0.1})
+    return station, settings, f"wq-{settings.app_id[-8:]}"
