@@ -93,24 +93,25 @@ def _fit_lgbm(x: np.ndarray, y: np.ndarray, rows: np.ndarray, params: dict[str, 
 def static_outlook(
     x: np.ndarray, ts, event: np.ndarray, trainable: np.ndarray, complete: np.ndarray,
     origin: int, h: int,
-) -> tuple[np.ndarray, float, int]:  # fmt: skip
+) -> tuple[np.ndarray, float, str]:  # fmt: skip
     """Probabilities of every row from the bench's procedure, nested before ``origin``.
 
-    Returns the probabilities, the threshold and the chosen grid setting.
+    Returns the probabilities, the threshold and what was chosen, in words.
     """
     inner = round(origin * (1.0 - VALIDATION_FRACTION))
     y_in, known_in = horizon_labels(ts[:inner], event[:inner], h)
     y_o, known_o = horizon_labels(ts[:origin], event[:origin], h)
     val = (np.arange(origin) >= inner) & complete[:origin] & known_o
-    k, threshold = 0, 0.5  # the bench's fallback when validation has one class
+    k, threshold, chosen = 0, 0.5, "grid 0, threshold 0.5 (one class in the inner validation)"
     if 0 < y_o[val].sum() < val.sum():
         rows = trainable[:inner] & known_in
         cands = [_fit_lgbm(x[:inner], y_in, rows, p) for p in HORIZON_GRID]
         ps = [m.predict_proba(x[:origin][val])[:, 1] for m in cands]
         k = int(np.argmax([roc_auc_score(y_o[val], p) for p in ps]))
         threshold = _best_threshold(y_o[val], ps[k], balanced_accuracy_score)
+        chosen = f"grid {k}, threshold {threshold:.2f}"
     model = _fit_lgbm(x[:origin], y_o, trainable[:origin] & known_o, HORIZON_GRID[k])
-    return model.predict_proba(x)[:, 1], threshold, k
+    return model.predict_proba(x)[:, 1], threshold, chosen
 
 
 def logistic_outlook(
@@ -158,12 +159,12 @@ def run_horizon(train, feats, h: int) -> dict[str, list[Any]]:
     out: dict[str, list[Any]] = {v: [] for v in VARIANTS} | {"notes": []}
     for origin, end in fold_bounds(n):
         sel = (np.arange(n) >= origin) & (np.arange(n) < end) & complete & known
-        p, thr, k = static_outlook(x, ts, event, trainable, complete, origin, h)
+        p, thr, chosen = static_outlook(x, ts, event, trainable, complete, origin, h)
         p_lr = logistic_outlook(x, ts, event, trainable, origin, h)
         w = lookback(ts, event, complete, origin, h)
         out["notes"].append(
             f"rows {sel.sum()}, incident share {y[sel].mean():.2f}, "
-            f"grid {k}, threshold {thr:.2f}, look-back {w} h"
+            f"static: {chosen}; look-back {w} h"
         )
         if not 0 < y[sel].sum() < sel.sum():
             for v in VARIANTS:
@@ -234,7 +235,9 @@ def main(path: str) -> None:
             print(f"  fold {i}: {note}")
         bar = max(means["static"] or 0.0, means["persistence"] or 0.0) + MARGIN
         winners = [v for v, m in means.items() if m is not None and m >= bar and v != "static"]
-        print(f"  bar max(static, persistence) + {MARGIN}: {bar:.3f}; qualify: {winners}\n")
+        exact = ", ".join(f"{v} {m:.4f}" for v, m in means.items() if m is not None)
+        print(f"  mean BA: {exact}")
+        print(f"  bar max(static, persistence) + {MARGIN}: {bar:.4f}; qualify: {winners}\n")
         sys.stdout.flush()
 
 
