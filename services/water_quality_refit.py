@@ -148,7 +148,9 @@ def refit_every(
         try:
             result = refit_once(database_url, device_id, out, template)
         except psycopg.OperationalError as exc:
-            # Unreachable or restarting: worth another try before the next run.
+            # Unreachable or restarting: worth another try before the next run. Written
+            # here, not with a retry library: the back-off shares the loop's wait, which
+            # must also end at the next scheduled run and at a stop.
             backoff = min(retry_max_s, retry_first_s * 2 ** min(retries, 30))  # no overflow
             wake = min(grid, time.monotonic() + backoff)
             retries += 1
