@@ -1,7 +1,9 @@
 """The benchmark baselines: Faust agents that do none of the worker's work.
 
-Run as ``python -m streams.baseline BOOTSTRAP TOPIC N RESULT_FILE [--batch=SIZE:WITHIN]``;
-it writes ``{"messages": m, "seconds": t}``. The caller stops the process once
+Run as ``python -m streams.baseline BOOTSTRAP TOPIC N RESULT_FILE [OPTIONS]``,
+OPTIONS being ``--batch=SIZE:WITHIN``, optionally followed by ``--io=PARTITIONS``
+and ``--state=BYTES``.
+It writes ``{"messages": m, "seconds": t}``. The caller stops the process once
 the file exists: an agent that stops its own app waits on itself.
 
 Without ``--batch``, the trivial agent: ``async for`` over the stream, counting
@@ -9,7 +11,10 @@ Without ``--batch``, the trivial agent: ``async for`` over the stream, counting
 batch path: ``take_events(SIZE, within=WITHIN)``, ``json.loads`` of every value
 (the worker parses every reading), and take_events' own acknowledgement of each
 event after the batch; from the first message to the last full batch (``m``
-its messages), since a short last batch only waits out ``within``.
+its messages), since a short last batch only waits out ``within``. With
+``--io=PARTITIONS`` as well, the I/O floor: each batch is also stored and its
+scores published the way the worker must (``streams.baseline_io``); with
+``--state=BYTES``, each device's state of that size also goes to a Faust table.
 """
 
 from __future__ import annotations
@@ -32,9 +37,15 @@ def parse_batch(arg: str) -> tuple[int, float]:
     return int(size), float(within or 0.5)
 
 
-def _write(result_file: str, messages: int, seconds: float) -> None:
+def _option(args: list[str], prefix: str) -> int:
+    """``--io=4`` -> 4 for prefix ``--io=``; 0 when absent."""
+    return next((int(a.removeprefix(prefix)) for a in args if a.startswith(prefix)), 0)
+
+
+def _write(result_file: str, messages: int, seconds: float, **counts: int) -> None:
     # Atomic: the bench polls for the file and reads it as soon as it exists.
-    write_text_atomic(result_file, json.dumps({"messages": messages, "seconds": seconds}))
+    doc = {"messages": messages, "seconds": seconds, **counts}
+    write_text_atomic(result_file, json.dumps(doc))
 
 
 def main() -> None:
@@ -45,6 +56,8 @@ def main() -> None:
         sys.argv[4],
     )
     batch = parse_batch(sys.argv[5]) if len(sys.argv) > 5 else None
+    io = _option(sys.argv[6:], "--io=")
+    state_bytes = _option(sys.argv[6:], "--state=")
     # The worker's own consumer settings on Tansu, so the ratio compares like with like.
     install_faust_highwater_fix(bootstrap)
     install_faust_fetch_wait_fix()
@@ -61,6 +74,12 @@ def main() -> None:
     )
     topic = app.topic(topic_name, key_serializer="raw", value_serializer="raw")
     state = {"count": 0, "first": None}
+    floor = None
+    if io:
+        from .baseline_io import IOFloor, create_scores_topic
+
+        create_scores_topic(bootstrap, f"{topic_name}-io-floor-scores", io)
+        floor = IOFloor(app, f"{topic_name}-io-floor-scores", io, state_bytes)
 
     async def count(stream):
         async for _ in stream:
@@ -81,8 +100,9 @@ def main() -> None:
         stream.add_processor(stamp)
         full = (0, 0.0)  # messages through the last full batch, and when it was yielded
         async for events in stream.take_events(size, within=within):
-            for event in events:
-                json.loads(event.value)
+            parsed = [json.loads(event.value) for event in events]
+            if floor is not None:
+                await floor.handle(parsed)
             state["count"] += len(events)
             now = time.perf_counter() - state["first"]
             if len(events) >= size:
@@ -91,7 +111,10 @@ def main() -> None:
                 # A short last batch waited ``within`` for messages that never
                 # come: the clock stops at the last full batch when there is one.
                 messages, seconds = full if full[0] else (state["count"], now)
-                _write(result_file, messages, seconds)
+                counts = {}
+                if floor is not None:
+                    counts = {"stored": floor.stored, "published": floor.published}
+                _write(result_file, messages, seconds, **counts)
 
     app.agent(topic, name="count")(count if batch is None else count_batches)
     faust.Worker(app, loglevel="WARNING", quiet=True).execute_from_commandline()

@@ -13,6 +13,7 @@ Phases, all on the same broker and database in one run:
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -99,9 +100,15 @@ def bench_worker(
     register_fleet(conn.database_url, fleet)
     total = _produce_history(conn.kafka, settings, fleet, messages, show)
     baseline = _baseline_agent(conn.kafka, settings, total)
-    batch_floor = _baseline_agent(
-        conn.kafka, settings, total, f"--batch={settings.batch_size}:{settings.batch_within_s}"
-    )
+    batch_mode = f"--batch={settings.batch_size}:{settings.batch_within_s}"
+    batch_floor = _baseline_agent(conn.kafka, settings, total, batch_mode)
+    state_bytes = _packed_state_bytes(settings, devices, messages)
+    io_floor = _baseline_agent(
+        conn.kafka, settings, total, batch_mode, f"--io={settings.partitions}",
+        f"--state={state_bytes}", database_url=conn.database_url,
+    )  # fmt: skip
+    with psycopg.connect(conn.database_url) as db:  # the floor's rows are not the worker's
+        db.execute("TRUNCATE readings, scores")
 
     home = settings.home.resolve()
     procs, logs = [], []
@@ -151,6 +158,16 @@ def bench_worker(
     figures["worker_vs_batch_agent"] = round(
         figures["worker_readings_per_s"] / figures["baseline_batch_agent_per_s"], 3
     )
+    figures["baseline_io_floor_per_s"] = round(io_floor["messages"] / io_floor["seconds"], 1)
+    figures["worker_vs_io_floor"] = round(
+        figures["worker_readings_per_s"] / figures["baseline_io_floor_per_s"], 3
+    )
+    figures["io_floor_state_bytes"] = state_bytes
+    figures["io_floor_stored"] = io_floor["stored"]
+    figures["io_floor_published"] = io_floor["published"]
+    figures["io_floor_vs_baseline"] = round(
+        figures["baseline_io_floor_per_s"] / figures["baseline_trivial_agent_per_s"], 3
+    )
     if as_json:
         click.echo(json.dumps(figures, indent=2))
         return
@@ -177,12 +194,29 @@ def _produce_history(kafka: str, settings: Settings, fleet, messages: int, show:
     return producer.sent
 
 
-def _baseline_agent(kafka: str, settings: Settings, total: int, *mode: str) -> dict:
+def _packed_state_bytes(settings: Settings, devices: int, messages: int) -> int:
+    """Mean size of a device's packed state after this fleet's readings per device
+    (on up to 2,000 devices), from the worker's own pipeline: the I/O floor writes
+    values of this size."""
+    from citywatch.commands.bench_pipeline import run_pipeline
+
+    per_device = max(1, messages // devices)
+    sample = max(1, min(devices, 2000, 20_000 // per_device))
+    *_, sizes = run_pipeline(settings, sample, per_device)
+    return round(sum(sizes) / len(sizes))
+
+
+def _baseline_agent(
+    kafka: str, settings: Settings, total: int, *mode: str, database_url: str | None = None
+) -> dict:
     """A baseline Faust agent (streams.baseline) over the same topic, in its own group.
 
     No ``mode``: the trivial agent, which only counts. ``--batch=N:WITHIN``: the
     batch agent, which takes events as the worker does, parses each and counts.
+    With ``--io=PARTITIONS`` too: the I/O floor, which also stores every batch in
+    ``database_url`` (passed in the environment) and publishes its scores.
     """
+    from streams.baseline_io import DATABASE_ENV
     from streams.topics import READINGS
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -202,6 +236,7 @@ def _baseline_agent(kafka: str, settings: Settings, total: int, *mode: str) -> d
             stderr=subprocess.PIPE,
             cwd=tmp,  # Faust's data directory goes to the temporary directory
             start_new_session=True,
+            env={**os.environ, DATABASE_ENV: database_url} if database_url else None,
         )
         deadline = time.monotonic() + 600
         while not result.exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -324,6 +359,12 @@ def _print(f: dict) -> None:
         f"worker ratio {f['worker_vs_batch_agent']:.2f}",
         f"                     the floor of Faust's batch path: take_events({f['batch_size']})"
         " + JSON parse + ack, none of the worker's work",
+        f"Faust I/O floor    : {f['baseline_io_floor_per_s']:>10,.0f} msg/s "
+        f"({f['io_floor_vs_baseline']:.2f}x trivial), worker ratio {f['worker_vs_io_floor']:.2f}",
+        "                     the batch agent + COPY of readings and scores into the same"
+        " tables + score batches published + each moved device's state"
+        f" ({f['io_floor_state_bytes']:,} bytes) to a Faust table every 2 s:"
+        " the I/O any worker must do",
         f"worker CPU         : {f['worker_cpu_us_per_reading']:,.0f} µs per reading",
     ]
     if "latency_p99_s" in f:

@@ -42,6 +42,12 @@ def test_bench_worker_reports_throughput_latency_cpu_memory_and_restart(
     assert figures["worker_vs_batch_agent"] == pytest.approx(
         figures["worker_readings_per_s"] / figures["baseline_batch_agent_per_s"], rel=0.01
     )
+    # The I/O floor stored and published every message, and left the tables to the worker.
+    assert figures["io_floor_stored"] == figures["io_floor_published"] == figures["messages"]
+    assert figures["io_floor_state_bytes"] > 100
+    assert figures["worker_vs_io_floor"] == pytest.approx(
+        figures["worker_readings_per_s"] / figures["baseline_io_floor_per_s"], rel=0.01
+    )
     assert figures["worker_cpu_us_per_reading"] > 0
     assert figures["worker_rss_mb"] > 50
     assert figures["restart_ready_s"] > 0

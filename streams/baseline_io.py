@@ -1,0 +1,129 @@
+"""The worker's I/O floor: per batch, only the I/O that storing and publishing need.
+
+``streams.baseline --batch=N:WITHIN --io`` runs this after parsing each batch:
+
+* one ``Reading`` and one ``Score`` per message, taken from the parsed JSON as
+  it is (no validation, no features, no model: the risk is a constant);
+* one transaction with a binary COPY of the readings and one of the scores into
+  the real ``readings`` and ``scores`` tables (same partitions, keys, indexes and
+  trigger as the worker's sink), in a thread as the worker's sink runs;
+* one score batch per scores-topic partition, produced on a topic of its own,
+  so that no worker's alert agent reads it.
+
+Then take_events acknowledges the batch. It writes no offsets, dead letters or
+alerts, so it is a floor under any exactly-once worker on this broker and
+database, not a competitor.
+
+With ``state_bytes``, it also keeps per-device state the Faust way: a table
+with a changelog (``use_partitioner``, as the worker's ``device-state``), where
+every device seen since the last write gets a value of that many bytes, written
+every ``checkpoint_s`` as the worker's checkpoints write moved states. That is
+the cost of recoverable per-device state, whatever the state holds. The database URL comes from
+``CITYWATCH_BASELINE_DATABASE_URL`` (never the command line, where ``ps`` shows it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections import defaultdict
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+from core.records import Reading, Score
+from core.wire import encode_score_batch
+from storage.tables import READINGS, SCORES
+
+from .pipeline import partition_of
+
+DATABASE_ENV = "CITYWATCH_BASELINE_DATABASE_URL"
+_VERSION = "io-floor"
+
+
+def create_scores_topic(bootstrap: str, name: str, partitions: int) -> None:
+    """The floor's own scores topic, with the worker's partition count."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="citywatch-baseline")
+    try:
+        with contextlib.suppress(TopicAlreadyExistsError):
+            admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
+    finally:
+        admin.close()
+
+
+def rows_of(parsed: list[dict[str, Any]]) -> tuple[list[Reading], list[Score]]:
+    """A reading and a constant score per parsed message: the rows, with no work."""
+    readings, scores = [], []
+    for d in parsed:
+        ts = datetime.fromisoformat(d["ts"])
+        device, asset, kind = d["device_id"], d["asset_id"], d["asset_type"]
+        readings.append(Reading(ts, device, asset, kind, d["metrics"], d["source"]))
+        scores.append(Score(ts, device, asset, kind, _VERSION, 0.0, 1.0))
+    return readings, scores
+
+
+class IOFloor:
+    """Stores and publishes each batch the way the worker must, and nothing more."""
+
+    def __init__(
+        self,
+        app: Any,
+        scores_topic: str,
+        partitions: int,
+        state_bytes: int = 0,
+        checkpoint_s: float = 2.0,
+    ) -> None:
+        self.db = psycopg.connect(os.environ[DATABASE_ENV], autocommit=True)
+        self.topic = app.topic(scores_topic, key_serializer="raw", value_serializer="raw")
+        self.partitions = partitions
+        self.table = None
+        if state_bytes:
+            self.table = app.Table(
+                "io-floor-state",
+                default=None,
+                key_type=bytes,
+                value_type=bytes,
+                partitions=partitions,
+                use_partitioner=True,
+            )
+        self.value = os.urandom(state_bytes)  # incompressible, as packed floats are
+        self.checkpoint_s = checkpoint_s
+        self.moved: set[bytes] = set()
+        self.written_at = time.monotonic()
+        self.stored = self.published = self.states_written = 0  # the caller reports them
+
+    def _copy(self, readings: list[Reading], scores: list[Score]) -> None:
+        with self.db.transaction(), self.db.cursor() as cur:
+            for table, records in ((READINGS, readings), (SCORES, scores)):
+                values = table.values
+                columns = ", ".join(table.columns)
+                with cur.copy(f"COPY {table.name} ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
+                    copy.set_types(list(table.types))
+                    for record in records:
+                        copy.write_row(values(record))
+
+    async def handle(self, parsed: list[dict[str, Any]]) -> None:
+        """Store the batch, then publish its scores (the worker's order)."""
+        readings, scores = rows_of(parsed)
+        await asyncio.to_thread(self._copy, readings, scores)
+        self.stored += len(readings)
+        by_partition: dict[int, list[Score]] = defaultdict(list)
+        for score in scores:
+            by_partition[partition_of(score.asset_id.encode(), self.partitions)].append(score)
+        # Not flushed here: the worker flushes at its checkpoints, every few seconds.
+        for partition, part in by_partition.items():
+            await self.topic.send(value=encode_score_batch(part), partition=partition)
+            self.published += len(part)
+        if self.table is not None:
+            self.moved.update(r.device_id.encode() for r in readings)
+            if time.monotonic() - self.written_at >= self.checkpoint_s:
+                for key in self.moved:
+                    self.table[key] = self.value
+                self.states_written += len(self.moved)
+                self.moved.clear()
+                self.written_at = time.monotonic()
