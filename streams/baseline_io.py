@@ -6,7 +6,7 @@
   it is (no validation, no features, no model: the risk is a constant);
 * one transaction with a binary COPY of the readings and one of the scores into
   the real ``readings`` and ``scores`` tables (same partitions, keys, indexes and
-  trigger as the worker's sink), in a thread as the worker's sink runs;
+  trigger as the worker's sink), in a thread, overlapping the next batch's intake;
 * one score batch per scores-topic partition, produced on a topic of its own,
   so that no worker's alert agent reads it.
 
@@ -29,6 +29,7 @@ import contextlib
 import os
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
@@ -57,9 +58,11 @@ def create_scores_topic(bootstrap: str, name: str, partitions: int) -> None:
 
 
 def rows_of(parsed: list[dict[str, Any]]) -> tuple[list[Reading], list[Score]]:
-    """A reading and a constant score per parsed message: the rows, with no work."""
+    """A reading and a constant score per parsed reading: the rows, with no work."""
     readings, scores = [], []
     for d in parsed:
+        if "metrics" not in d:  # a maintenance event: the worker stores it elsewhere
+            continue
         ts = datetime.fromisoformat(d["ts"])
         device, asset, kind = d["device_id"], d["asset_id"], d["asset_type"]
         readings.append(Reading(ts, device, asset, kind, d["metrics"], d["source"]))
@@ -96,6 +99,8 @@ class IOFloor:
         self.moved: set[bytes] = set()
         self.written_at = time.monotonic()
         self.stored = self.published = self.states_written = 0  # the caller reports them
+        self._pending: tuple[asyncio.Future, list[Reading], list[Score]] | None = None
+        self._store = ThreadPoolExecutor(1)  # one connection: its transactions in turn
 
     def _copy(self, readings: list[Reading], scores: list[Score]) -> None:
         with self.db.transaction(), self.db.cursor() as cur:
@@ -108,9 +113,21 @@ class IOFloor:
                         copy.write_row(values(record))
 
     async def handle(self, parsed: list[dict[str, Any]]) -> None:
-        """Store the batch, then publish its scores (the worker's order)."""
+        """Start storing this batch; settle the one before (the store overlaps the next
+        batch's intake, which the worker cannot do: a floor, not a design)."""
         readings, scores = rows_of(parsed)
-        await asyncio.to_thread(self._copy, readings, scores)
+        loop = asyncio.get_running_loop()
+        storing = loop.run_in_executor(self._store, self._copy, readings, scores)
+        await self.settle()
+        self._pending = (storing, readings, scores)
+
+    async def settle(self) -> None:
+        """Wait for the batch being stored, then publish its scores (the worker's order)."""
+        if self._pending is None:
+            return
+        storing, readings, scores = self._pending
+        self._pending = None
+        await storing
         self.stored += len(readings)
         by_partition: dict[int, list[Score]] = defaultdict(list)
         for score in scores:
