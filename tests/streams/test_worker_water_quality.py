@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from citywatch.commands.replay import replay as replay_command
 from core.assets import ASSET_TYPES, load_catalogue
+from core.files import write_text_atomic
 from models.water_quality import load_gecco, station_features
 from models.water_quality_model import (
     StationScorer,
@@ -121,10 +122,11 @@ def test_killed_worker_stores_the_outlook_once_and_alerts_on_incidents(
 def test_worker_takes_a_new_model_file_mid_stream(
     conn, db, isolated, trained_models, tmp_path, monkeypatch
 ):
-    """A daily refit replaces the model file while the worker runs: the stations'
-    rows switch to the new version at one batch boundary, nothing is lost or scored
-    twice, and every row equals an offline scorer whose model switches at the same
-    reading (the feature state goes on)."""
+    """A daily refit replaces the model file while the worker runs: a hostile file
+    first is refused and v1 goes on; then the stations' rows switch to the new
+    version at one batch boundary, nothing is lost or scored twice, and every row
+    equals an offline scorer whose model switches at the same reading (the feature
+    state goes on)."""
     header, rows = _incident_rows()
     path = tmp_path / "gecco-incidents.csv"
     path.write_text("".join([header, *rows]))
@@ -168,10 +170,23 @@ def test_worker_takes_a_new_model_file_mid_stream(
     try:
         sent = replay(rows[:700], "part-1")
         stored_all(sent)  # all scored by v1
+        # First a hostile file: tree text that aborts LightGBM's parser. The worker
+        # refuses it (checked in a child process) and goes on scoring with v1.
+        damaged = model_file.read_text().replace("Tree=", "Tree=x", 3)
+        write_text_atomic(str(model_file), damaged, new_file_mode=0o644)
+        # The check runs beside the worker; its verdict is taken at a batch boundary.
+        at, deadline = 700, time.monotonic() + 60
+        while "refused (the model parser crashed" not in log.read_text() and at < 1200:
+            sent += replay(rows[at : at + 25], f"part-{at}")
+            at += 25
+            stored_all(sent)
+            time.sleep(max(0.0, min(1.0, deadline - time.monotonic())))
+        assert "refused (the model parser crashed" in log.read_text(), log.read_text()[-3000:]
+        assert worker.alive()
+        refused_at = sent
         save_water_quality_model(v2, str(model_file))  # the daily refit, atomically
         # More of the record in small parts until the worker has switched: the new
         # file is checked in a child process while the worker goes on with v1.
-        at = 700
         while switch not in log.read_text() and at < len(rows) - 200:
             sent += replay(rows[at : at + 100], f"part-{at}")
             at += 100
@@ -194,7 +209,7 @@ def test_worker_takes_a_new_model_file_mid_stream(
     assert len(got) == stored == sent  # every reading exactly one outlook row
     versions = [r[3] for r in got]
     k = versions.index(v2.version)  # the first row of the new model
-    assert 700 <= k < sent and versions == [v1.version] * k + [v2.version] * (sent - k)
+    assert refused_at <= k < sent and versions == [v1.version] * k + [v2.version] * (sent - k)
     # One score per reading, by the model of its outlook row.
     assert [r[4] for r in got] == [[v] for v in versions]
     assert _count(db, "SELECT count(*) FROM scores WHERE device_id = %s", device) == sent
