@@ -198,7 +198,7 @@ def _packed_state_bytes(settings: Settings, devices: int, messages: int) -> int:
     """Mean size of a device's packed state after this fleet's readings per device
     (on up to 2,000 devices), from the worker's own pipeline: the I/O floor writes
     values of this size."""
-    from citywatch.commands.bench_pipeline import run_pipeline
+    from services.pipeline_timing import run_pipeline
 
     per_device = max(1, messages // devices)
     sample = max(1, min(devices, 2000, 20_000 // per_device))
