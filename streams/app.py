@@ -60,7 +60,7 @@ from .device_states import DeviceStates
 from .devices import DeviceDirectory
 from .explanations import ExplainPolicy
 from .heap import HeapFreezer, collect_on_schedule
-from .ordering import OffsetGuard, fetch_hole
+from .ordering import OffsetGuard, faust_committed_offsets, fetch_hole
 from .pipeline import Limits, plan_alerts, plan_readings
 from .records import AlertEvent
 from .table_store import SCHEME, claim_datadir, discard_stale_partitions
@@ -218,7 +218,7 @@ def create_app(
         stay unacknowledged and are read again. ``at_checkpoints`` (the readings
         agent): settled events are acknowledged at the next checkpoint instead.
         """
-        guard = OffsetGuard()
+        guard = OffsetGuard(committed=faust_committed_offsets(app.consumer))
         guards.append(guard)
         async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
             hold(events)  # acknowledged below, once settled; see streams.containment

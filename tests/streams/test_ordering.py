@@ -53,6 +53,38 @@ def test_a_message_never_delivered_is_reported_as_a_hole_to_fill_first():
     assert guard.holes == 1
 
 
+def test_after_a_rebalance_a_message_dropped_at_the_committed_offset_is_a_hole():
+    # Seen in test_worker_scaleout: after the rebalance, partition 1 was committed at
+    # 1760 and Faust delivered 1761 first. Without the committed offset the guard
+    # took 1761 as the start, and the next checkpoint committed past 1760.
+    committed = {"p1": 1760, "p0": 40}
+    guard = OffsetGuard(committed=committed.get)
+    guard.sort(batch("p1", range(1700, 1760)), 1)
+    guard.forget()  # the rebalance
+    first = guard.sort(batch("p1", range(1761, 1800)) + batch("p0", [40, 41]), 1)
+    assert first.holes == {"p1": (1760, 1761)}
+    assert offsets(first.in_order) == [*range(1761, 1800), 40, 41]
+    # Unknown (no commit yet): the first message delivered is the start, as before.
+    unknown = OffsetGuard(committed=lambda tp: None)
+    assert unknown.sort(batch("p2", range(5, 9)), 1).holes == {}
+    # Messages below the commit (delivered again) are replays, not holes.
+    again = OffsetGuard(committed=committed.get)
+    replay = again.sort(batch("p1", range(1750, 1765)), 1)
+    assert replay.holes == {} and offsets(replay.in_order) == list(range(1750, 1765))
+
+
+def test_faust_committed_offsets_reads_the_consumers_own_record():
+    from collections import defaultdict
+
+    from streams.ordering import faust_committed_offsets
+
+    class Consumer:  # the one attribute read, as faust.transport.consumer.Consumer has it
+        _committed_offset = defaultdict(lambda: None, {"p0": 12, "p1": None})
+
+    lookup = faust_committed_offsets(Consumer())
+    assert lookup("p0") == 12 and lookup("p1") is None and lookup("p9") is None
+
+
 def test_replays_below_the_expected_offset_pass_for_the_device_state_to_skip():
     guard = OffsetGuard()
     guard.sort(batch("p0", range(0, 10)), 1)
