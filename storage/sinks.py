@@ -19,7 +19,7 @@ import psycopg
 from core.records import Alert, DeadLetter, Explanation, Maintenance, Reading, Score
 from storage.alerts.worker import apply_worker_alerts
 from storage.deadletters import DEADLETTERS
-from storage.tables import EXPLANATIONS, MAINTENANCE, READINGS, SCORES, Table
+from storage.tables import EXPLANATIONS, MAINTENANCE, READINGS, SCORES, Table, copy_rows
 
 log = logging.getLogger(__name__)
 
@@ -170,8 +170,8 @@ def _copy_direct(cur: psycopg.Cursor, batch: SinkBatch) -> bool:
         return True
     try:
         with cur.connection.transaction():  # a savepoint: a conflict undoes only this
-            _copy(cur, READINGS.name, READINGS, batch.readings)
-            _copy(cur, SCORES.name, SCORES, batch.scores)
+            copy_rows(cur, READINGS, batch.readings)
+            copy_rows(cur, SCORES, batch.scores)
     except psycopg.errors.UniqueViolation:
         return False
     return True
@@ -207,17 +207,6 @@ def _copy_upsert_readings(
     return readings, int(scores), conflicts
 
 
-def _copy(cur: psycopg.Cursor, into: str, table: Table, records: Sequence[Any]) -> None:
-    """Binary COPY of ``records`` (of ``table``'s record type) into ``into``."""
-    if not records:
-        return
-    values = table.values
-    with cur.copy(f"COPY {into} ({', '.join(table.columns)}) FROM STDIN (FORMAT BINARY)") as copy:
-        copy.set_types(list(table.types))
-        for record in records:
-            copy.write_row(values(record))
-
-
 def _copy_upsert(
     cur: psycopg.Cursor, table: Table, records: Sequence[Any], returning: str | None = None
 ) -> int | set[tuple]:
@@ -228,7 +217,7 @@ def _copy_upsert(
     """
     if not records:
         return set() if returning else 0
-    _copy(cur, f"stage_{table.name}", table, records)
+    copy_rows(cur, table, records, into=f"stage_{table.name}")
     cols = ", ".join(table.columns)
     # DO NOTHING also absorbs a key repeated inside one batch.
     cur.execute(

@@ -9,13 +9,24 @@ from __future__ import annotations
 
 import dataclasses
 import operator
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.records import Explanation, Maintenance, Reading, Score
 
-__all__ = ["EXPLANATIONS", "MAINTENANCE", "READINGS", "SCORES", "Table", "table_of"]
+if TYPE_CHECKING:
+    import psycopg
+
+__all__ = [
+    "EXPLANATIONS",
+    "MAINTENANCE",
+    "READINGS",
+    "SCORES",
+    "Table",
+    "copy_rows",
+    "table_of",
+]
 
 # Python annotation (without "| None") -> PostgreSQL type; mappings are stored as jsonb.
 _PG_TYPES = {"datetime": "timestamptz", "str": "text", "float": "float8", "int": "int8"}
@@ -30,6 +41,21 @@ class Table:
     columns: tuple[str, ...]
     types: tuple[str, ...]
     values: Callable[[Any], tuple]
+
+
+def copy_rows(
+    cur: psycopg.Cursor, table: Table, records: Sequence[Any], into: str | None = None
+) -> None:
+    """Binary COPY of ``records`` (of ``table``'s record type) into ``into`` (default:
+    the table itself); the sink, its staging tables and the raw baselines all use it."""
+    if not records:
+        return
+    values = table.values
+    columns = ", ".join(table.columns)
+    with cur.copy(f"COPY {into or table.name} ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(list(table.types))
+        for record in records:
+            copy.write_row(values(record))
 
 
 def _pg_type(annotation: str) -> str:

@@ -28,7 +28,6 @@ import asyncio
 import contextlib
 import os
 import time
-from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
@@ -39,9 +38,9 @@ from kafka.errors import TopicAlreadyExistsError
 
 from core.records import Reading, Score
 from core.wire import encode_score_batch
-from storage.tables import READINGS, SCORES
+from storage.tables import READINGS, SCORES, copy_rows
 
-from .pipeline import partition_of
+from .pipeline import scores_by_partition
 
 DATABASE_ENV = "CITYWATCH_BASELINE_DATABASE_URL"
 _VERSION = "io-floor"
@@ -104,13 +103,8 @@ class IOFloor:
 
     def _copy(self, readings: list[Reading], scores: list[Score]) -> None:
         with self.db.transaction(), self.db.cursor() as cur:
-            for table, records in ((READINGS, readings), (SCORES, scores)):
-                values = table.values
-                columns = ", ".join(table.columns)
-                with cur.copy(f"COPY {table.name} ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
-                    copy.set_types(list(table.types))
-                    for record in records:
-                        copy.write_row(values(record))
+            copy_rows(cur, READINGS, readings)
+            copy_rows(cur, SCORES, scores)
 
     async def handle(self, parsed: list[dict[str, Any]]) -> None:
         """Start storing this batch; settle the one before (the store overlaps the next
@@ -129,11 +123,8 @@ class IOFloor:
         self._pending = None
         await storing
         self.stored += len(readings)
-        by_partition: dict[int, list[Score]] = defaultdict(list)
-        for score in scores:
-            by_partition[partition_of(score.asset_id.encode(), self.partitions)].append(score)
         # Not flushed here: the worker flushes at its checkpoints, every few seconds.
-        for partition, part in by_partition.items():
+        for partition, part in scores_by_partition(scores, self.partitions).items():
             await self.topic.send(value=encode_score_batch(part), partition=partition)
             self.published += len(part)
         if self.table is not None:

@@ -97,10 +97,15 @@ class ReadingsPlan:
 
     def scores_by_partition(self, partitions: int) -> dict[int, list[Score]]:
         """Champion scores grouped by the scores-topic partition of their asset."""
-        out: dict[int, list[Score]] = defaultdict(list)
-        for score in self.champion_scores:
-            out[partition_of(score.asset_id.encode(), partitions)].append(score)
-        return out
+        return scores_by_partition(self.champion_scores, partitions)
+
+
+def scores_by_partition(scores: Iterable[Score], partitions: int) -> dict[int, list[Score]]:
+    """``scores`` grouped by the scores-topic partition of their asset."""
+    out: dict[int, list[Score]] = defaultdict(list)
+    for score in scores:
+        out[partition_of(score.asset_id.encode(), partitions)].append(score)
+    return out
 
 
 def partition_of(key: bytes, partitions: int) -> int:

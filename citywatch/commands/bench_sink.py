@@ -17,7 +17,7 @@ from tqdm import tqdm
 from citywatch.runtime import database_url
 from core.assets import ASSET_TYPES
 from core.settings import Settings
-from storage.tables import READINGS, SCORES
+from storage.tables import READINGS, SCORES, copy_rows
 
 # Every column the sink writes, with its types: the baselines send the same bytes.
 _TABLES = (READINGS, SCORES)
@@ -68,13 +68,7 @@ def _raw_copy(conn: psycopg.Connection, batch, prefix: str = "") -> None:
     """
     with conn.transaction(), conn.cursor() as cur:
         for table, records in zip(_TABLES, (batch.readings, batch.scores), strict=True):
-            values = table.values
-            with cur.copy(
-                f"COPY {prefix}{table.name} ({', '.join(table.columns)}) FROM STDIN (FORMAT BINARY)"
-            ) as copy:
-                copy.set_types(list(table.types))
-                for record in records:
-                    copy.write_row(values(record))
+            copy_rows(cur, table, records, into=f"{prefix}{table.name}")
 
 
 def _scratch_database(admin: str, name: str) -> None:
